@@ -1,0 +1,36 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let package = Package(
+    name: "QShape",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "qshape", targets: ["qshape"]),
+        .library(name: "QShapeKit", targets: ["QShapeKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // System libraries: OpenBLAS (libopenblas-dev) and zlib (zlib1g-dev).
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "NeuralNet", dependencies: ["Tensors"]),
+        .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO"]),
+        .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
+        .target(name: "QShapeKit", dependencies: [
+            "Tensors", "NeuralNet", "Training", "DataIO",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .executableTarget(name: "qshape", dependencies: [
+            "QShapeKit",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "QShapeTests",
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "QShapeKit"]),
+    ]
+)

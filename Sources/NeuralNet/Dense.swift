@@ -1,0 +1,89 @@
+import Tensors
+
+/// Fully connected layer (PyTorch `nn.Linear`): `y = x·Wᵀ + b`.
+///
+/// Shapes: input (N, in), weight (out, in), bias (out), output (N, out).
+public final class Dense: Layer {
+    public let inFeatures: Int, outFeatures: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    private var input = Tensor(shape: [0])
+
+    public var torchName: String { "Linear" }
+    public var state: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+
+    /// PyTorch's default initialisation: kaiming_uniform(a = √5) for the weight, which is
+    /// U(±1/√in), and U(±1/√in) for the bias.
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, rng: inout SeededRandom) {
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        let bound = 1 / Float(inFeatures).squareRoot()
+        let w = (0..<(outFeatures * inFeatures)).map { _ in rng.uniform(-bound, bound) }
+        weight = Parameter("weight", role: .weight, value: Tensor(shape: [outFeatures, inFeatures], data: w))
+        self.bias = bias ? Parameter("bias", role: .bias, value: Tensor(
+            shape: [outFeatures], data: (0..<outFeatures).map { _ in rng.uniform(-bound, bound) })) : nil
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.count == 1 else {
+            throw ModelError("dense expects a flat input (add a flatten layer first), got shape \(input)")
+        }
+        guard input[0] == inFeatures else {
+            throw ModelError("dense expects \(inFeatures) input features, the previous layer gives \(input[0])")
+        }
+        return [outFeatures]
+    }
+
+    public func forwardMACs(input: [Int]) -> Int { inFeatures * outFeatures }
+
+    /// y (N, out) = x (N, in) · Wᵀ (in, out) + b
+    public func forward(_ x: Tensor, training: Bool) -> Tensor {
+        let n = x.count / inFeatures
+        input = x
+        var y = Tensor(shape: [n, outFeatures])
+        y.withUnsafeMutableBufferPointer { yp in
+            if let b = bias {
+                b.value.withUnsafeBufferPointer { bp in
+                    for i in 0..<n { (yp.baseAddress! + i * outFeatures).update(from: bp.baseAddress!, count: outFeatures) }
+                }
+            }
+            x.withUnsafeBufferPointer { xp in
+                weight.value.withUnsafeBufferPointer { wp in
+                    gemm(transB: true, m: n, n: outFeatures, k: inFeatures,
+                         a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                         beta: bias == nil ? 0 : 1, c: yp.baseAddress!, ldc: outFeatures)
+                }
+            }
+        }
+        return y
+    }
+
+    /// dW += dYᵀ·x,  db += Σₙ dY,  dX = dY·W
+    public func backward(_ dOut: Tensor, needInputGradient: Bool) -> Tensor? {
+        let n = dOut.count / outFeatures
+        dOut.withUnsafeBufferPointer { dp in
+            input.withUnsafeBufferPointer { xp in
+                weight.grad.withUnsafeMutableBufferPointer { gp in
+                    gemm(transA: true, m: outFeatures, n: inFeatures, k: n,
+                         a: dp.baseAddress!, lda: outFeatures, b: xp.baseAddress!, ldb: inFeatures,
+                         beta: 1, c: gp.baseAddress!, ldc: inFeatures)
+                }
+            }
+            bias?.grad.withUnsafeMutableBufferPointer { gb in
+                for i in 0..<n { for j in 0..<outFeatures { gb[j] += dp[i * outFeatures + j] } }
+            }
+        }
+        guard needInputGradient else { return nil }
+        var dx = Tensor(shape: [n, inFeatures])
+        dx.withUnsafeMutableBufferPointer { xp in
+            dOut.withUnsafeBufferPointer { dp in
+                weight.value.withUnsafeBufferPointer { wp in
+                    gemm(m: n, n: inFeatures, k: outFeatures,
+                         a: dp.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                         c: xp.baseAddress!, ldc: inFeatures)
+                }
+            }
+        }
+        return dx.reshaped(input.shape)
+    }
+}

@@ -1,0 +1,133 @@
+import Tensors
+
+/// What a layer is, independent of its weights: the model section of a config.
+public enum LayerSpec: Equatable, Sendable {
+    case dense(inFeatures: Int?, outFeatures: Int, bias: Bool)
+    case conv2d(inChannels: Int?, outChannels: Int, kernel: Int, stride: Int, padding: Int, bias: Bool)
+    case maxpool2d(kernel: Int, stride: Int?, padding: Int)
+    case avgpool2d(kernel: Int, stride: Int?)
+    case globalavgpool2d
+    case relu, relu6, flatten
+    case batchnorm1d(eps: Float, momentum: Float)
+    case batchnorm2d(eps: Float, momentum: Float)
+    case dropout(p: Float)
+
+    /// The config's `type` name.
+    public var typeName: String {
+        switch self {
+        case .dense: "dense"
+        case .conv2d: "conv2d"
+        case .maxpool2d: "maxpool2d"
+        case .avgpool2d: "avgpool2d"
+        case .globalavgpool2d: "globalavgpool2d"
+        case .relu: "relu"
+        case .relu6: "relu6"
+        case .flatten: "flatten"
+        case .batchnorm1d: "batchnorm1d"
+        case .batchnorm2d: "batchnorm2d"
+        case .dropout: "dropout"
+        }
+    }
+}
+
+/// Layers applied in order (PyTorch `nn.Sequential`). State-dict names are `<index>.<name>`, the
+/// index counting every layer, activations and Flatten included, exactly as PyTorch numbers them.
+public final class Sequential {
+    public let layers: [Layer]
+    public let specs: [LayerSpec]
+    /// Per-sample input shape, e.g. [1, 28, 28].
+    public let inputShape: [Int]
+    /// Per-sample shape after each layer.
+    public let shapes: [[Int]]
+
+    /// Builds the layers, checking every shape, and initialises them as PyTorch does from `seed`.
+    public init(specs: [LayerSpec], inputShape: [Int], seed: UInt64) throws {
+        var rng = SeededRandom(seed: seed)
+        var layers: [Layer] = []
+        var shapes: [[Int]] = []
+        var shape = inputShape
+        for (index, spec) in specs.enumerated() {
+            let layer = Sequential.make(spec, input: shape, index: index, seed: seed, rng: &rng)
+            do {
+                shape = try layer.outputShape(for: shape)
+            } catch let e as ModelError {
+                throw ModelError("model.layers[\(index)] (\(spec.typeName)): \(e.message)")
+            }
+            layers.append(layer)
+            shapes.append(shape)
+        }
+        self.layers = layers
+        self.specs = specs
+        self.inputShape = inputShape
+        self.shapes = shapes
+    }
+
+    private static func make(_ spec: LayerSpec, input: [Int], index: Int, seed: UInt64,
+                             rng: inout SeededRandom) -> Layer {
+        switch spec {
+        case let .dense(inF, outF, bias):
+            return Dense(inFeatures: inF ?? input.reduce(1, *), outFeatures: outF, bias: bias, rng: &rng)
+        case let .conv2d(inC, outC, k, s, p, bias):
+            return Conv2D(inChannels: inC ?? (input.first ?? 0), outChannels: outC, kernel: k, stride: s,
+                          padding: p, bias: bias, rng: &rng)
+        case let .maxpool2d(k, s, p): return MaxPool2D(kernel: k, stride: s, padding: p)
+        case let .avgpool2d(k, s): return AvgPool2D(kernel: k, stride: s)
+        case .globalavgpool2d: return GlobalAvgPool2D()
+        case .relu: return ClampedReLU.relu()
+        case .relu6: return ClampedReLU.relu6()
+        case .flatten: return Flatten()
+        case let .batchnorm1d(eps, m): return BatchNorm(channels: input.first ?? 0, spatial: false, eps: eps, momentum: m)
+        case let .batchnorm2d(eps, m): return BatchNorm(channels: input.first ?? 0, spatial: true, eps: eps, momentum: m)
+        case let .dropout(p): return Dropout(p: p, seed: seed &+ 0x5EED &+ UInt64(index))
+        }
+    }
+
+    public var outputShape: [Int] { shapes.last ?? inputShape }
+
+    /// Every state tensor with its PyTorch name, in state-dict order.
+    public var namedState: [(name: String, parameter: Parameter)] {
+        layers.enumerated().flatMap { i, layer in layer.state.map { ("\(i).\($0.name)", $0) } }
+    }
+
+    public var trainableParameters: [Parameter] { namedState.map(\.parameter).filter(\.isTrainable) }
+
+    /// x (N, inputShape…) → logits (N, outputShape…)
+    public func forward(_ x: Tensor, training: Bool) -> Tensor {
+        var h = x
+        for layer in layers { h = layer.forward(h, training: training) }
+        return h
+    }
+
+    /// Back-propagates ∂L/∂logits through every layer, accumulating parameter gradients.
+    /// The first layer's input gradient is never computed.
+    public func backward(_ dLogits: Tensor) {
+        var d = dLogits
+        for i in stride(from: layers.count - 1, through: 0, by: -1) {
+            guard let next = layers[i].backward(d, needInputGradient: i > 0) else { return }
+            d = next
+        }
+    }
+
+    public func zeroGradients() {
+        for p in trainableParameters { p.grad.zero() }
+    }
+
+    /// Multiply–accumulates of one sample's forward pass.
+    public var forwardMACs: Int {
+        var shape = inputShape, total = 0
+        for (layer, out) in zip(layers, shapes) { total += layer.forwardMACs(input: shape); shape = out }
+        return total
+    }
+
+    /// Multiply–accumulates of one sample's training step: the forward pass, the weight-gradient
+    /// GEMMs (one per forward GEMM) and the input-gradient GEMMs of every layer but the first.
+    public var trainingMACs: Int {
+        var shape = inputShape, total = 0
+        for (i, (layer, out)) in zip(layers, shapes).enumerated() {
+            let f = layer.forwardMACs(input: shape)
+            total += f * (i == 0 ? 2 : 3)
+            shape = out
+        }
+        return total
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Tensors
+import NeuralNet
+import Training
+import DataIO
+
+/// `qshape bench`: throughput measured against the SGEMM rate of the same machine in the same run,
+/// so the ratios mean something on a shared, noisy machine.
+public enum BenchWorkflow {
+    public struct GemmResult: Codable, Sendable {
+        public var shape: String
+        public var threads: Int
+        public var gflops: Double
+    }
+
+    public struct NetworkResult: Codable, Sendable {
+        public var network: String
+        public var batchSize: Int
+        public var threads: Int
+        public var samplesPerSecond: Double
+        public var gflops: Double
+        public var fractionOfSGEMMPeak: Double
+        enum CodingKeys: String, CodingKey {
+            case network, threads, gflops
+            case batchSize = "batch_size", samplesPerSecond = "samples_per_second"
+            case fractionOfSGEMMPeak = "fraction_of_sgemm_peak"
+        }
+    }
+
+    public struct Result: Codable, Sendable {
+        public var sgemm: [GemmResult]
+        public var sgemmPeakGFLOPS: Double
+        public var training: [NetworkResult]
+        enum CodingKeys: String, CodingKey {
+            case sgemm, training
+            case sgemmPeakGFLOPS = "sgemm_peak_gflops"
+        }
+    }
+
+    /// The example networks, as in Examples/fashion-mlp.yaml and Examples/fashion-cnn.yaml.
+    public static let networks: [(name: String, layers: [LayerSpec])] = [
+        ("fashion-mlp", [.flatten, .dense(inFeatures: 784, outFeatures: 256, bias: true), .relu,
+                         .dense(inFeatures: 256, outFeatures: 128, bias: true), .relu,
+                         .dense(inFeatures: 128, outFeatures: 10, bias: true)]),
+        ("fashion-cnn", [.conv2d(inChannels: 1, outChannels: 16, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                         .maxpool2d(kernel: 2, stride: nil, padding: 0),
+                         .conv2d(inChannels: 16, outChannels: 32, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                         .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
+                         .dense(inFeatures: 1568, outFeatures: 128, bias: true), .relu,
+                         .dense(inFeatures: 128, outFeatures: 10, bias: true)]),
+    ]
+
+    static func time(_ body: () -> Void) -> Double {
+        let clock = ContinuousClock(), start = clock.now
+        body()
+        return seconds(clock.now - start)
+    }
+
+    /// Best GFLOP/s of `reps` SGEMMs of shape m×n×k.
+    public static func sgemmRate(m: Int, n: Int, k: Int, threads: Int, reps: Int = 10) -> Double {
+        BLASThreads.set(threads)
+        var rng = SeededRandom(seed: 1)
+        let a = (0..<(m * k)).map { _ in rng.uniform(-1, 1) }, b = (0..<(k * n)).map { _ in rng.uniform(-1, 1) }
+        var c = [Float](repeating: 0, count: m * n)
+        var best = Double.infinity
+        for _ in 0..<(reps + 2) {
+            let t = time {
+                c.withUnsafeMutableBufferPointer { cp in
+                    gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: cp.baseAddress!, ldc: n)
+                }
+            }
+            best = min(best, t)
+        }
+        return 2.0 * Double(m * n * k) / best / 1e9
+    }
+
+    /// Training throughput of one network on random images, after a warm-up.
+    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int,
+                                    lossTerms: [LossTerm] = []) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
+        BLASThreads.set(threads)
+        var rng = SeededRandom(seed: 7)
+        let count = batch * 8
+        let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let labels = (0..<count).map { _ in Int32(rng.below(10)) }
+        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: labels)
+        let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
+        var options = TrainingOptions()
+        options.batchSize = batch
+        options.maxStepsPerEpoch = 3
+        let trainer = Trainer(model: model, options: options, trainingSetSize: count)
+        trainer.lossTerms = lossTerms
+        _ = trainer.trainEpoch(0, train: data)                      // warm-up
+        options.maxStepsPerEpoch = steps
+        let timed = Trainer(model: model, options: options, trainingSetSize: count)
+        timed.lossTerms = lossTerms
+        var best = 0.0
+        for round in 0..<3 {
+            let m = timed.trainEpoch(round, train: data)
+            best = max(best, m.samplesPerSecond)
+        }
+        return (best, model.trainingMACs)
+    }
+
+    public static func run(log: (String) -> Void) throws -> Result {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threadCounts = cores > 1 ? [1, cores] : [1]
+        var gemms: [GemmResult] = []
+        for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
+            for t in threadCounts {
+                let r = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
+                log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", r.shape as NSString, t, r.gflops))
+                gemms.append(r)
+            }
+        }
+        let peak = gemms.map(\.gflops).max() ?? 1
+        var nets: [NetworkResult] = []
+        for (name, layers) in networks {
+            for t in threadCounts {
+                let steps = name.contains("cnn") ? 20 : 100
+                let (sps, macs) = try trainingRate(layers: layers, batch: 128, steps: steps, threads: t)
+                let gf = sps * Double(macs) * 2 / 1e9
+                let r = NetworkResult(network: name, batchSize: 128, threads: t, samplesPerSecond: sps,
+                                      gflops: gf, fractionOfSGEMMPeak: gf / peak)
+                log(String(format: "train %@ batch 128 threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
+                           name as NSString, t, sps, gf, 100 * gf / peak))
+                nets.append(r)
+            }
+        }
+        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets)
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import NeuralNet
+import Training
+
+extension Config {
+    /// The config as it was run: every key with its value after defaults and `--set` overrides.
+    /// Loading this text again gives the same `Config`.
+    public var resolvedYAML: String {
+        var out = "# Resolved by qshape: every key with the value that was used.\n"
+        out += "name: \(name)\n"
+        out += section("data", dataPairs)
+        out += "model:\n  layers:\n"
+        for spec in layers { out += "    - \(yamlLayer(spec))\n" }
+        out += section("training", trainingPairs)
+        return out
+    }
+
+    private var dataPairs: [(String, String)] {
+        var p: [(String, String)] = [("format", data.format.rawValue), ("dir", quoted(data.dir)),
+                                     ("train_images", quoted(data.trainImages))]
+        if data.format != .csv { p.append(("train_labels", quoted(data.trainLabels))) }
+        p.append(("test_images", quoted(data.testImages)))
+        if data.format != .csv { p.append(("test_labels", quoted(data.testLabels))) }
+        if let s = data.inputShape { p.append(("input_shape", "[\(s.map(String.init).joined(separator: ", "))]")) }
+        if data.format == .csv { p.append(("label_column", "\(data.labelColumn)")) }
+        p += [("scale", num(data.scale)), ("mean", num(data.mean)), ("std", num(data.std)),
+              ("validation_split", num(data.validationSplit)), ("train_limit", "\(data.trainLimit)"),
+              ("test_limit", "\(data.testLimit)")]
+        return p
+    }
+
+    private var trainingPairs: [(String, String)] {
+        let t = training, o = t.optimizer, s = t.schedule
+        var opt = "{name: \(o.kind.rawValue), lr: \(num(o.learningRate))"
+        if o.kind == .sgd { opt += ", momentum: \(num(o.momentum)), nesterov: \(o.nesterov)" }
+        else { opt += ", betas: [\(num(o.beta1)), \(num(o.beta2))], eps: \(num(o.eps))" }
+        opt += ", weight_decay: \(num(o.weightDecay))}"
+        var sched = "{name: \(s.kind.rawValue)"
+        switch s.kind {
+        case .constant: break
+        case .step: sched += ", step_epochs: \(s.stepEpochs), gamma: \(num(s.gamma))"
+        case .cosine: sched += ", warmup_epochs: \(num(s.warmupEpochs)), min_lr: \(num(s.minLearningRate))"
+        }
+        sched += "}"
+        return [("epochs", "\(t.epochs)"), ("batch_size", "\(t.batchSize)"), ("seed", "\(t.seed)"),
+                ("optimizer", opt), ("schedule", sched), ("grad_clip", num(t.gradientClip)),
+                ("max_steps_per_epoch", "\(t.maxStepsPerEpoch)"), ("threads", "\(threads)")]
+    }
+}
+
+func section(_ name: String, _ pairs: [(String, String)]) -> String {
+    "\(name):\n" + pairs.map { "  \($0.0): \($0.1)\n" }.joined()
+}
+
+func yamlLayer(_ spec: LayerSpec) -> String {
+    var fields: [String] = ["type: \(spec.typeName)"]
+    switch spec {
+    case let .dense(i, o, b):
+        if let i { fields.append("in: \(i)") }
+        fields.append("out: \(o)")
+        if !b { fields.append("bias: false") }
+    case let .conv2d(i, o, k, s, p, b):
+        if let i { fields.append("in: \(i)") }
+        fields += ["out: \(o)", "kernel: \(k)", "stride: \(s)", "padding: \(p)"]
+        if !b { fields.append("bias: false") }
+    case let .maxpool2d(k, s, p):
+        fields.append("kernel: \(k)")
+        if let s { fields.append("stride: \(s)") }
+        if p != 0 { fields.append("padding: \(p)") }
+    case let .avgpool2d(k, s):
+        fields.append("kernel: \(k)")
+        if let s { fields.append("stride: \(s)") }
+    case let .batchnorm1d(eps, m), let .batchnorm2d(eps, m):
+        fields += ["eps: \(num(Double(eps)))", "momentum: \(num(Double(m)))"]
+    case let .dropout(p):
+        fields.append("p: \(num(Double(p)))")
+    case .globalavgpool2d, .relu, .relu6, .flatten:
+        break
+    }
+    return "{\(fields.joined(separator: ", "))}"
+}
+
+/// A number as YAML reads it back exactly (shortest round-trip form).
+func num(_ x: Double) -> String { "\(x)" }
+
+/// A YAML double-quoted string.
+func quoted(_ s: String) -> String {
+    "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+}

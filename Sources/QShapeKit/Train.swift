@@ -1,0 +1,137 @@
+import Foundation
+import Tensors
+import NeuralNet
+import Training
+import DataIO
+
+/// A failure that is not a config or data problem (an existing run folder, say).
+public struct RunError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Where `qshape train` reports what it is doing.
+public protocol TrainingObserver: AnyObject {
+    func step(_ p: StepProgress)
+    func epoch(_ m: EpochMetrics, of total: Int)
+    func message(_ text: String)
+}
+
+public struct TrainSummary: Sendable {
+    public var runDirectory: String
+    public var metrics: [EpochMetrics]
+    public var testAccuracy: Double
+    public var testLoss: Double
+}
+
+public enum TrainWorkflow {
+    public static func defaultRunDirectory(for config: Config) -> String { "runs/\(config.name)" }
+
+    /// Builds the model a config describes, for a data set's sample shape.
+    public static func makeModel(_ config: Config, sampleShape: [Int]) throws -> Sequential {
+        do {
+            return try Sequential(specs: config.layers, inputShape: sampleShape, seed: config.training.seed)
+        } catch let e as ModelError {
+            throw ConfigError(file: config.file, path: "", e.message)
+        }
+    }
+
+    static func checkClasses(_ model: Sequential, _ data: DataSplit, config: Config) throws {
+        let outputs = model.outputShape.reduce(1, *)
+        let classes = max(data.train.classCount, data.test.classCount)
+        guard model.outputShape.count == 1, outputs >= classes else {
+            throw ConfigError(file: config.file, path: "model.layers",
+                              "the last layer gives shape \(model.outputShape); the data has \(classes) classes, so it must give [\(classes)]")
+        }
+    }
+
+    /// Prepares the run folder: refuses an existing one unless `force`.
+    static func prepare(_ dir: String, force: Bool) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: dir, isDirectory: &isDir) {
+            guard force else {
+                throw RunError("\(dir) already exists: pass --force to replace it, or --out to choose another folder")
+            }
+            guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
+            try fm.removeItem(atPath: dir)
+        }
+        do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw RunError("\(dir): cannot create the run folder (\(error.localizedDescription))")
+        }
+    }
+
+    /// Trains the config's model and writes the run folder: config.yaml, metrics.jsonl (rewritten
+    /// atomically after every epoch) and model.safetensors (written atomically at the end).
+    public static func run(_ config: Config, outDir: String?, force: Bool,
+                           observer: TrainingObserver?, lossTerms: [LossTerm] = []) throws -> TrainSummary {
+        let data = try config.data.load()
+        let model = try makeModel(config, sampleShape: data.train.sampleShape)
+        try checkClasses(model, data, config: config)
+        let dir = outDir ?? defaultRunDirectory(for: config)
+        try prepare(dir, force: force)
+        try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
+        configureThreads(config.threads)
+
+        let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
+        trainer.lossTerms = lossTerms
+        observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
+        var all: [EpochMetrics] = []
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for epoch in 0..<config.training.epochs {
+            var m = trainer.trainEpoch(epoch, train: data.train, progress: observer.map { o in { o.step($0) } })
+            let test = evaluate(model, on: data.test, normalization: config.training.normalization)
+            m.testAccuracy = test.accuracy
+            m.testLoss = test.loss
+            all.append(m)
+            let lines = try all.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+            try writeAtomically(lines.joined(separator: "\n") + "\n", to: "\(dir)/metrics.jsonl")
+            observer?.epoch(m, of: config.training.epochs)
+        }
+        try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
+        let last = all.last!
+        return TrainSummary(runDirectory: dir, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
+    }
+
+    /// 0 means: as many OpenBLAS threads as cores.
+    public static func configureThreads(_ n: Int) {
+        BLASThreads.set(n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount)
+    }
+}
+
+public struct EvalResult: Codable, Sendable {
+    public var testAccuracy: Double
+    public var testLoss: Double
+    public var samples: Int
+    public var weights: String
+    enum CodingKeys: String, CodingKey {
+        case testAccuracy = "test_accuracy", testLoss = "test_loss", samples, weights
+    }
+}
+
+public enum EvalWorkflow {
+    public static func run(_ config: Config, weights: String) throws -> EvalResult {
+        let data = try config.data.load()
+        let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
+        try Weights.load(weights, into: model)
+        TrainWorkflow.configureThreads(config.threads)
+        let r = evaluate(model, on: data.test, normalization: config.training.normalization)
+        return EvalResult(testAccuracy: r.accuracy, testLoss: r.loss, samples: data.test.count, weights: weights)
+    }
+}
+
+/// How the command line reports a failure: one line, and the exit status.
+public enum UserError {
+    /// 2 for a bad config, data or weights file (the user's input); 1 for anything else.
+    public static func describe(_ error: Error) -> (message: String, status: Int32) {
+        switch error {
+        case let e as ConfigError: return (e.description, 2)
+        case let e as DataError: return (e.description, 2)
+        case let e as ModelError: return (e.description, 2)
+        case let e as RunError: return (e.description, 1)
+        default: return ("\(error)", 1)
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import CBLAS
+
+/// Row-major single-precision matrix multiply through OpenBLAS:
+///
+///     C (m, n) = alpha · op(A) (m, k) · op(B) (k, n) + beta · C
+///
+/// `op(X)` is `X` or `Xᵀ`; `lda`, `ldb`, `ldc` are the row strides of the stored matrices
+/// (`A` is stored `(m, k)` or, when transposed, `(k, m)`). Cost: 2·m·n·k flops.
+@inline(__always)
+public func gemm(transA: Bool = false, transB: Bool = false,
+                 m: Int, n: Int, k: Int,
+                 alpha: Float = 1,
+                 a: UnsafePointer<Float>, lda: Int,
+                 b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float = 0,
+                 c: UnsafeMutablePointer<Float>, ldc: Int) {
+    cblas_sgemm(CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha,
+                a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// The naive twin of `gemm`: the same contract, three loops, Double accumulation.
+/// Tests compare the BLAS path against it on awkward shapes.
+public func gemmNaive(transA: Bool = false, transB: Bool = false,
+                      m: Int, n: Int, k: Int,
+                      alpha: Float = 1,
+                      a: UnsafePointer<Float>, lda: Int,
+                      b: UnsafePointer<Float>, ldb: Int,
+                      beta: Float = 0,
+                      c: UnsafeMutablePointer<Float>, ldc: Int) {
+    for i in 0..<m {
+        for j in 0..<n {
+            var acc = 0.0
+            for p in 0..<k {
+                let av = transA ? a[p * lda + i] : a[i * lda + p]
+                let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+                acc += Double(av) * Double(bv)
+            }
+            let old = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
+            c[i * ldc + j] = Float(Double(alpha) * acc + old)
+        }
+    }
+}
+
+/// OpenBLAS thread-pool size. Small matrices run faster on one thread on a 2-core machine;
+/// `qshape bench` measures both.
+public enum BLASThreads {
+    public static func set(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    public static var current: Int { Int(openblas_get_num_threads()) }
+}

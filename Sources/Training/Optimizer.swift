@@ -1,0 +1,103 @@
+import Tensors
+import NeuralNet
+
+/// Optimiser settings, with PyTorch's semantics and defaults.
+public struct OptimizerConfig: Equatable, Sendable {
+    public enum Kind: String, CaseIterable, Sendable { case sgd, adam, adamw }
+    public var kind: Kind = .adam
+    public var learningRate: Double = 1e-3
+    public var momentum: Double = 0
+    public var nesterov = false
+    public var beta1 = 0.9, beta2 = 0.999, eps = 1e-8
+    /// L2 added to the gradient (SGD, Adam) or decoupled decay (AdamW).
+    public var weightDecay: Double = 0
+    public init() {}
+}
+
+/// Updates parameters from their gradients.
+///
+///     SGD:   g ← ∇ + λ·p;  b ← μ·b + g;  p ← p − lr·(Nesterov ? g + μ·b : b)
+///     Adam:  g ← ∇ + λ·p;  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+///            p ← p − lr·m̂/(√v̂ + ε),  m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)
+///     AdamW: p ← p·(1 − lr·λ), then Adam with λ = 0
+public final class Optimizer {
+    public let config: OptimizerConfig
+    private let parameters: [Parameter]
+    private var first: [[Float]]
+    private var second: [[Float]]
+    private var step = 0
+
+    public init(_ config: OptimizerConfig, parameters: [Parameter]) {
+        self.config = config
+        self.parameters = parameters
+        first = parameters.map { [Float](repeating: 0, count: $0.value.count) }
+        second = config.kind == .sgd ? [] : parameters.map { [Float](repeating: 0, count: $0.value.count) }
+    }
+
+    public func step(learningRate lr: Double) {
+        step += 1
+        for (i, p) in parameters.enumerated() {
+            switch config.kind {
+            case .sgd: sgd(p, &first[i], lr: Float(lr))
+            case .adam, .adamw: adam(p, &first[i], &second[i], lr: lr)
+            }
+        }
+    }
+
+    private func sgd(_ p: Parameter, _ buf: inout [Float], lr: Float) {
+        let mu = Float(config.momentum), wd = Float(config.weightDecay), nesterov = config.nesterov
+        let firstStep = step == 1
+        p.grad.withUnsafeBufferPointer { g in
+            p.value.withUnsafeMutableBufferPointer { w in
+                buf.withUnsafeMutableBufferPointer { b in
+                    for j in 0..<w.count {
+                        var d = g[j] + wd * w[j]
+                        if mu != 0 {
+                            b[j] = firstStep ? d : mu * b[j] + d
+                            d = nesterov ? d + mu * b[j] : b[j]
+                        }
+                        w[j] -= lr * d
+                    }
+                }
+            }
+        }
+    }
+
+    private func adam(_ p: Parameter, _ m: inout [Float], _ v: inout [Float], lr: Double) {
+        let b1 = Float(config.beta1), b2 = Float(config.beta2), eps = Float(config.eps)
+        let decoupled = config.kind == .adamw
+        let wd = Float(config.weightDecay)
+        let bc1 = 1 - _pow(config.beta1, Double(step)), bc2 = 1 - _pow(config.beta2, Double(step))
+        let stepSize = Float(lr / bc1), invSqrtBC2 = Float(1 / bc2.squareRoot())
+        let decay = decoupled ? Float(1 - lr * config.weightDecay) : 1
+        p.grad.withUnsafeBufferPointer { g in
+            p.value.withUnsafeMutableBufferPointer { w in
+                m.withUnsafeMutableBufferPointer { mp in
+                    v.withUnsafeMutableBufferPointer { vp in
+                        for j in 0..<w.count {
+                            let d = decoupled ? g[j] : g[j] + wd * w[j]
+                            if decoupled { w[j] *= decay }
+                            mp[j] = b1 * mp[j] + (1 - b1) * d
+                            vp[j] = b2 * vp[j] + (1 - b2) * d * d
+                            w[j] -= stepSize * mp[j] / (vp[j].squareRoot() * invSqrtBC2 + eps)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scales all gradients so their joint L2 norm is at most `maxNorm` (PyTorch
+/// `clip_grad_norm_`); returns the norm before clipping.
+@discardableResult
+public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double) -> Double {
+    var sq = 0.0
+    for p in parameters { p.grad.withUnsafeBufferPointer { g in for x in g { sq += Double(x) * Double(x) } } }
+    let norm = sq.squareRoot()
+    if norm > maxNorm {
+        let scale = Float(maxNorm / (norm + 1e-6))
+        for p in parameters { p.grad.withUnsafeMutableBufferPointer { g in for j in 0..<g.count { g[j] *= scale } } }
+    }
+    return norm
+}

@@ -1,0 +1,173 @@
+import Tensors
+import NeuralNet
+import DataIO
+
+/// Everything the training loop needs besides the model and data.
+public struct TrainingOptions: Equatable, Sendable {
+    public var epochs = 10
+    public var batchSize = 128
+    public var seed: UInt64 = 0
+    public var optimizer = OptimizerConfig()
+    public var schedule = LearningRateSchedule()
+    /// Maximum joint gradient L2 norm; 0 turns clipping off.
+    public var gradientClip = 0.0
+    /// Stop each epoch after this many steps; 0 means the whole training set (tests use it).
+    public var maxStepsPerEpoch = 0
+    /// Fraction of the training set held out for validation (a seeded random subset).
+    public var validationSplit = 0.0
+    public var normalization = Normalization()
+    public init() {}
+}
+
+/// One line of `metrics.jsonl`.
+public struct EpochMetrics: Codable, Sendable {
+    public var epoch: Int
+    public var loss: Double
+    public var trainAccuracy: Double
+    public var validationAccuracy: Double?
+    public var validationLoss: Double?
+    public var testAccuracy: Double?
+    public var testLoss: Double?
+    public var learningRate: Double
+    public var epochSeconds: Double
+    public var samplesPerSecond: Double
+    /// Penalty name → its mean value over the epoch's steps (shaping).
+    public var penalties: [String: Double]?
+    /// Layer name → statistic name → value at the end of the epoch (shaping).
+    public var layers: [String: [String: Double]]?
+
+    enum CodingKeys: String, CodingKey {
+        case epoch, loss
+        case trainAccuracy = "train_accuracy"
+        case validationAccuracy = "validation_accuracy"
+        case validationLoss = "validation_loss"
+        case testAccuracy = "test_accuracy"
+        case testLoss = "test_loss"
+        case learningRate = "learning_rate"
+        case epochSeconds = "epoch_seconds"
+        case samplesPerSecond = "samples_per_second"
+        case penalties, layers
+    }
+}
+
+/// Something that adds terms to the loss after back-propagation (the shaping penalties).
+public protocol LossTerm: AnyObject {
+    /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
+    /// `epoch` is fractional progress, for warm-up schedules.
+    func addGradients(model: Sequential, epoch: Double) -> [String: Double]
+    /// Statistics to log for each affected layer at the end of an epoch.
+    func layerStatistics(model: Sequential) -> [String: [String: Double]]
+}
+
+/// Progress within an epoch, for a progress bar.
+public struct StepProgress: Sendable {
+    public var epoch, totalEpochs, step, stepsInEpoch, batchSize: Int
+    public var samplesPerSecond: Double
+    public var loss: Double
+}
+
+/// Accuracy (percent) and mean loss of `model` on `data`, in evaluation mode.
+public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = nil,
+                     normalization: Normalization, batchSize: Int = 1000) -> (accuracy: Double, loss: Double) {
+    let all = indices ?? Array(0..<data.count)
+    guard !all.isEmpty else { return (0, 0) }
+    var correct = 0, lossSum = 0.0
+    for start in stride(from: 0, to: all.count, by: batchSize) {
+        let idx = all[start..<min(all.count, start + batchSize)]
+        let (x, y) = data.batch(idx, normalization: normalization)
+        let logits = model.forward(x, training: false)
+        let r = softmaxCrossEntropy(logits: logits, labels: y)
+        correct += r.correct
+        lossSum += r.loss * Double(idx.count)
+    }
+    return (100 * Double(correct) / Double(all.count), lossSum / Double(all.count))
+}
+
+/// The training loop: shuffled mini-batches, forward, loss, backward, extra loss terms,
+/// optional clipping, an optimiser step at the scheduled learning rate; metrics per epoch.
+public final class Trainer {
+    public let model: Sequential
+    public let options: TrainingOptions
+    public var lossTerms: [LossTerm] = []
+    private let optimizer: Optimizer
+    private var rng: SeededRandom
+    public private(set) var trainIndices: [Int]
+    public private(set) var validationIndices: [Int]
+
+    public init(model: Sequential, options: TrainingOptions, trainingSetSize: Int) {
+        self.model = model
+        self.options = options
+        self.optimizer = Optimizer(options.optimizer, parameters: model.trainableParameters)
+        self.rng = SeededRandom(seed: options.seed ^ 0xDA7A_5EED)
+        var all = Array(0..<trainingSetSize)
+        let held = Int((Double(trainingSetSize) * options.validationSplit).rounded())
+        if held > 0 { rng.shuffle(&all) }
+        validationIndices = Array(all[0..<held]).sorted()
+        trainIndices = Array(all[held...]).sorted()
+    }
+
+    public var stepsPerEpoch: Int {
+        let full = (trainIndices.count + options.batchSize - 1) / options.batchSize
+        return options.maxStepsPerEpoch > 0 ? min(full, options.maxStepsPerEpoch) : full
+    }
+
+    /// Trains one epoch (0-based `epoch`) and returns its metrics (without test metrics).
+    public func trainEpoch(_ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil) -> EpochMetrics {
+        let clock = ContinuousClock(), start = clock.now
+        var order = trainIndices
+        rng.shuffle(&order)
+        let steps = stepsPerEpoch
+        var lossSum = 0.0, correct = 0, seen = 0
+        var penaltySums: [String: Double] = [:]
+        var lr = options.optimizer.learningRate
+        for step in 0..<steps {
+            let t = Double(epoch) + Double(step) / Double(steps)
+            lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
+            let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
+            let (x, y) = train.batch(idx, normalization: options.normalization)
+            model.zeroGradients()
+            let logits = model.forward(x, training: true)
+            let r = softmaxCrossEntropy(logits: logits, labels: y)
+            model.backward(r.dLogits)
+            var stepLoss = r.loss
+            for term in lossTerms {
+                for (name, value) in term.addGradients(model: model, epoch: t) {
+                    penaltySums[name, default: 0] += value
+                    stepLoss += value
+                }
+            }
+            if options.gradientClip > 0 { clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip) }
+            optimizer.step(learningRate: lr)
+            lossSum += stepLoss * Double(idx.count)
+            correct += r.correct
+            seen += idx.count
+            if let progress {
+                let elapsed = seconds(clock.now - start)
+                progress(StepProgress(epoch: epoch, totalEpochs: options.epochs, step: step + 1, stepsInEpoch: steps,
+                                      batchSize: options.batchSize, samplesPerSecond: Double(seen) / max(elapsed, 1e-9), loss: lossSum / Double(seen)))
+            }
+        }
+        let elapsed = seconds(clock.now - start)
+        var m = EpochMetrics(epoch: epoch + 1, loss: lossSum / Double(max(seen, 1)),
+                             trainAccuracy: 100 * Double(correct) / Double(max(seen, 1)),
+                             learningRate: lr, epochSeconds: elapsed,
+                             samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
+        if !lossTerms.isEmpty {
+            m.penalties = penaltySums.mapValues { $0 / Double(max(steps, 1)) }
+            m.layers = lossTerms.reduce(into: [:]) { acc, term in
+                acc.merge(term.layerStatistics(model: model)) { a, b in a.merging(b) { x, _ in x } }
+            }
+        }
+        if !validationIndices.isEmpty {
+            let v = evaluate(model, on: train, indices: validationIndices, normalization: options.normalization)
+            m.validationAccuracy = v.accuracy
+            m.validationLoss = v.loss
+        }
+        return m
+    }
+}
+
+public func seconds(_ d: Duration) -> Double {
+    let c = d.components
+    return Double(c.seconds) + Double(c.attoseconds) * 1e-18
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import QShapeKit
+
+@main
+struct QShape: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qshape",
+        abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
+        subcommands: [Train.self, Eval.self, Bench.self])
+}
+
+/// Runs a command body; user-facing failures print one line to stderr and exit non-zero
+/// (2 for a bad config or bad input, 1 for anything else), never a stack trace.
+func guarded(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        let (message, status) = UserError.describe(error)
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        throw ExitCode(status)
+    }
+}
+
+struct ConfigOptions: ParsableArguments {
+    @Argument(help: "The YAML config file.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value, e.g. --set training.epochs=3 (repeatable).", valueName: "key.path=value"))
+    var overrides: [String] = []
+
+    func load() throws -> Config { try Config.load(path: config, overrides: overrides) }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train the model a config describes and write a run folder.")
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "The run folder (default: runs/<config name>).")
+    var out: String?
+    @Flag(help: "Replace an existing run folder.")
+    var force = false
+
+    func run() throws {
+        try guarded {
+            let config = try options.load()
+            let observer = ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1)
+            let summary = try TrainWorkflow.run(config, outDir: out, force: force, observer: observer)
+            print(String(format: "test accuracy %.2f%%  (loss %.4f)  →  %@/model.safetensors",
+                         summary.testAccuracy, summary.testLoss, summary.runDirectory as NSString))
+        }
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Evaluate a weights file on the config's test set.")
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
+    var weights: String
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        try guarded {
+            let config = try options.load()
+            let r = try EvalWorkflow.run(config, weights: weights)
+            if json {
+                print(try jsonString(r))
+            } else {
+                print(String(format: "test accuracy %.2f%%  loss %.4f  (%d images, %@)",
+                             r.testAccuracy, r.testLoss, r.samples, weights as NSString))
+            }
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure SGEMM and training throughput of the example networks on this machine.")
+
+    @Flag(help: "Print one JSON object (progress goes to stderr).")
+    var json = false
+
+    func run() throws {
+        try guarded {
+            let json = self.json
+            let r = try BenchWorkflow.run { line in
+                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+            if json { print(try jsonString(r)) }
+        }
+    }
+}
+
+func jsonString<T: Encodable>(_ value: T) throws -> String {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys]
+    return String(decoding: try e.encode(value), as: UTF8.self)
+}
