@@ -17,7 +17,9 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .systemLibrary(name: "CMalloc"),
+
+        .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc"]),
         .target(name: "NeuralNet", dependencies: ["Tensors"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),

@@ -58,7 +58,6 @@ public final class Conv2D: Layer {
         let plane = g.outH * g.outW
         if cols.count != g.patchSize * g.columns { cols = [Float](repeating: 0, count: g.patchSize * g.columns) }
         if out2d.count != outChannels * g.columns { out2d = [Float](repeating: 0, count: outChannels * g.columns) }
-        var y = Tensor(shape: [g.batch, outChannels, g.outH, g.outW])
         x.withUnsafeBufferPointer { xp in
             cols.withUnsafeMutableBufferPointer { cp in im2col(g, input: xp.baseAddress!, cols: cp.baseAddress!) }
         }
@@ -74,8 +73,8 @@ public final class Conv2D: Layer {
         }
         // y[n, o, l] = out2d[o, n·L + l] + b[o]
         let biasValues = bias?.value.data
-        out2d.withUnsafeBufferPointer { op in
-            y.withUnsafeMutableBufferPointer { yp in
+        return out2d.withUnsafeBufferPointer { op in
+            Tensor(shape: [g.batch, outChannels, g.outH, g.outW]) { yp in
                 for n in 0..<g.batch {
                     for o in 0..<outChannels {
                         let src = op.baseAddress! + o * g.columns + n * plane
@@ -86,7 +85,6 @@ public final class Conv2D: Layer {
                 }
             }
         }
-        return y
     }
 
     /// dW += dOut2d · colsᵀ,  db += Σ dY,  dX = col2im(Wᵀ · dOut2d)

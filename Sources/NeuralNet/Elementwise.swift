@@ -16,24 +16,22 @@ public final class ClampedReLU: Layer {
 
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         input = x
-        var y = x
         let cap = self.cap
-        y.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count { p[i] = min(max(p[i], 0), cap) }
+        return x.withUnsafeBufferPointer { xp in
+            Tensor(shape: x.shape) { y in for i in 0..<y.count { y[i] = min(max(xp[i], 0), cap) } }
         }
-        return y
     }
 
     public func backward(_ dOut: Tensor, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient else { return nil }
-        var dx = dOut
         let cap = self.cap
-        input.withUnsafeBufferPointer { xp in
-            dx.withUnsafeMutableBufferPointer { dp in
-                for i in 0..<dp.count where !(xp[i] > 0 && xp[i] < cap) { dp[i] = 0 }
+        return input.withUnsafeBufferPointer { xp in
+            dOut.withUnsafeBufferPointer { dp in
+                Tensor(shape: dOut.shape) { dx in
+                    for i in 0..<dx.count { dx[i] = xp[i] > 0 && xp[i] < cap ? dp[i] : 0 }
+                }
             }
         }
-        return dx
     }
 }
 

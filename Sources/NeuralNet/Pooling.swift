@@ -33,21 +33,25 @@ public final class MaxPool2D: Layer {
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 argmax.withUnsafeMutableBufferPointer { ap in
+                    if kernel == 2 && stride == 2 && padding == 0 {
+                        maxPool2x2(g, xp.baseAddress!, yp.baseAddress!, ap.baseAddress!)
+                        return
+                    }
                     for plane in 0..<(g.batch * g.channels) {
                         let base = plane * g.height * g.width
                         for oy in 0..<oh { for ox in 0..<ow {
-                            var best = -Float.infinity, bestIndex = -1
-                            for ky in 0..<kernel {
-                                let iy = oy * stride - padding + ky
-                                guard iy >= 0 && iy < g.height else { continue }
-                                for kx in 0..<kernel {
-                                    let ix = ox * stride - padding + kx
-                                    guard ix >= 0 && ix < g.width else { continue }
-                                    let v = xp[base + iy * g.width + ix]
-                                    if v > best || bestIndex < 0 { best = v; bestIndex = base + iy * g.width + ix }
+                            let o = (plane * oh + oy) * ow + ox
+                            // Window rows/columns clipped to the image (padding taps are −∞).
+                            let y0 = max(0, oy * stride - padding), y1 = min(g.height, oy * stride - padding + kernel)
+                            let x0 = max(0, ox * stride - padding), x1 = min(g.width, ox * stride - padding + kernel)
+                            var bestIndex = base + y0 * g.width + x0
+                            var best = xp[bestIndex]
+                            for iy in y0..<y1 {
+                                let row = base + iy * g.width
+                                for ix in x0..<x1 where xp[row + ix] > best {
+                                    best = xp[row + ix]; bestIndex = row + ix
                                 }
                             }
-                            let o = (plane * oh + oy) * ow + ox
                             yp[o] = best
                             ap[o] = Int32(bestIndex)
                         } }
@@ -56,6 +60,27 @@ public final class MaxPool2D: Layer {
             }
         }
         return y
+    }
+
+    /// The common 2×2, stride-2 window without clipping: the same result as the general loop.
+    private func maxPool2x2(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                            _ arg: UnsafeMutablePointer<Int32>) {
+        let oh = g.outH, ow = g.outW, w = g.width
+        for plane in 0..<(g.batch * g.channels) {
+            let base = plane * g.height * w
+            for oy in 0..<oh {
+                let r0 = base + 2 * oy * w, r1 = r0 + w, o = (plane * oh + oy) * ow
+                for ox in 0..<ow {
+                    var i = r0 + 2 * ox
+                    var best = x[i]
+                    if x[i + 1] > best { best = x[i + 1]; i = r0 + 2 * ox + 1 }
+                    if x[r1 + 2 * ox] > best { best = x[r1 + 2 * ox]; i = r1 + 2 * ox }
+                    if x[r1 + 2 * ox + 1] > best { best = x[r1 + 2 * ox + 1]; i = r1 + 2 * ox + 1 }
+                    y[o + ox] = best
+                    arg[o + ox] = Int32(i)
+                }
+            }
+        }
     }
 
     /// dX[argmax(o)] += dY[o]

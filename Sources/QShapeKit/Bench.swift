@@ -102,6 +102,7 @@ public enum BenchWorkflow {
     }
 
     public static func run(log: (String) -> Void) throws -> Result {
+        Allocator.keepLargeBlocks()
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let threadCounts = cores > 1 ? [1, cores] : [1]
         var gemms: [GemmResult] = []

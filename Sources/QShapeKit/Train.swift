@@ -97,6 +97,7 @@ public enum TrainWorkflow {
 
     /// 0 means: as many OpenBLAS threads as cores.
     public static func configureThreads(_ n: Int) {
+        Allocator.keepLargeBlocks()
         BLASThreads.set(n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount)
     }
 }

@@ -19,6 +19,16 @@ public struct Tensor: Equatable, Sendable {
         self.data = [Float](repeating: value, count: shape.reduce(1, *))
     }
 
+    /// A tensor whose every value `body` writes (no zero-fill first): for outputs of hot loops.
+    public init(shape: [Int], uninitialized body: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        let n = shape.reduce(1, *)
+        self.shape = shape
+        self.data = [Float](unsafeUninitializedCapacity: n) { buffer, count in
+            body(buffer)
+            count = n
+        }
+    }
+
     public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape) }
 
     public var count: Int { data.count }

@@ -68,7 +68,7 @@ public struct StepProgress: Sendable {
 
 /// Accuracy (percent) and mean loss of `model` on `data`, in evaluation mode.
 public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = nil,
-                     normalization: Normalization, batchSize: Int = 1000) -> (accuracy: Double, loss: Double) {
+                     normalization: Normalization, batchSize: Int = 256) -> (accuracy: Double, loss: Double) {
     let all = indices ?? Array(0..<data.count)
     guard !all.isEmpty else { return (0, 0) }
     var correct = 0, lossSum = 0.0

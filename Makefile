@@ -1,0 +1,35 @@
+# QShape — two commands do everything on a fresh Debian machine:
+#   make demo   installs what is missing, builds in release mode, trains the example MLP
+#   make test   installs what is missing and runs the whole test suite (release mode)
+
+APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
+SWIFT        ?= swift
+QSHAPE       := .build/release/qshape
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+# Installs only the apt packages that are missing (sudo when not root).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+demo: build
+	$(QSHAPE) train Examples/fashion-mlp.yaml --force
+
+test: deps
+	$(SWIFT) test -c release -Xswiftc -enable-testing
+
+bench: build
+	$(QSHAPE) bench
+
+clean:
+	rm -rf .build runs

@@ -1,0 +1,39 @@
+import XCTest
+import Foundation
+
+/// The `qshape` command as a user runs it: exit codes, one-line errors, files left behind.
+final class CommandLineTests: XCTestCase {
+    func testBadConfigIsOneLineWithExitStatus2AndNoRunFolder() throws {
+        let dir = temporaryDirectory(self)
+        write("model:\n  layers: [flatten, {type: dense, out: 10}]\ntraining: {batch_size: -4}\n", to: "\(dir)/bad.yaml")
+        let r = try qshape(["train", "bad.yaml"], in: dir)
+        XCTAssertEqual(r.status, 2)
+        XCTAssertEqual(r.stderr, "error: bad.yaml:3: training.batch_size: expected a whole number in [1, 65536], got -4\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/runs"))
+        let missing = try qshape(["train", "nope.yaml"], in: dir)
+        XCTAssertEqual(missing.status, 2)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1)
+    }
+
+    func testTrainThenEvalJSONOnTheFixture() throws {
+        let dir = temporaryDirectory(self)
+        let sets = ["--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=4"]
+        let t = try qshape(["train", Fixtures.example("fashion-mlp.yaml")] + sets, in: dir)
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.stdout.contains("epoch 1/1"), "one line per epoch when not a terminal: \(t.stdout)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/runs/fashion-mlp/model.safetensors"))
+        let again = try qshape(["train", Fixtures.example("fashion-mlp.yaml")] + sets, in: dir)
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("already exists"))
+        let e = try qshape(["eval", Fixtures.example("fashion-mlp.yaml"), "--weights", "runs/fashion-mlp/model.safetensors",
+                            "--json", "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
+        XCTAssertEqual(e.status, 0, e.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any]
+        XCTAssertNotNil(obj["test_accuracy"] as? Double)
+        XCTAssertNotNil(obj["test_loss"] as? Double)
+        let bad = try qshape(["eval", Fixtures.example("fashion-mlp.yaml"), "--weights", Fixtures.example("fashion-mlp.yaml"),
+                              "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.hasPrefix("error: \(Fixtures.example("fashion-mlp.yaml")): not a safetensors file"), bad.stderr)
+    }
+}

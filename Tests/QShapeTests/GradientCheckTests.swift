@@ -1,0 +1,189 @@
+import XCTest
+import Tensors
+import NeuralNet
+
+/// Every layer's forward against its Double reference, and its input and parameter gradients
+/// against central finite differences of that reference (relative error < 1e-3).
+final class GradientCheckTests: XCTestCase {
+    /// `ref(x, params)` is the layer's definition in Double; params in `layer.state` order (trainable only).
+    func check(_ layer: Layer, input: Tensor, training: Bool = true, seed: UInt64 = 9,
+               file: StaticString = #filePath, line: UInt = #line,
+               ref: @escaping (_ x: [Double], _ params: [[Double]]) -> [Double]) {
+        let params = layer.state.filter(\.isTrainable)
+        let y = layer.forward(input, training: training)
+        let x = input.data.doubles
+        let p = params.map { $0.value.data.doubles }
+        let yRef = ref(x, p)
+        XCTAssertEqual(y.count, yRef.count, "output size", file: file, line: line)
+        let scale = max(1e-6, yRef.map(abs).max() ?? 0)
+        let fwdErr = zip(y.data, yRef).map { abs(Double($0) - $1) }.max() ?? 0
+        XCTAssertLessThan(fwdErr / scale, 1e-5, "forward vs Double reference", file: file, line: line)
+
+        let r = randomTensor(y.shape, seed: seed)
+        for q in params { q.grad.zero() }
+        guard let dx = layer.backward(r, needInputGradient: true) else { return XCTFail("no input gradient", file: file, line: line) }
+        XCTAssertEqual(dx.shape, input.shape, file: file, line: line)
+        let rd = r.data.doubles
+        let sample = { (n: Int) -> [Int] in n <= 300 ? Array(0..<n) : (0..<300).map { ($0 * 7919) % n } }
+        let nx = numericGradient(x, indices: sample(x.count)) { dot(ref($0, p), rd) }
+        XCTAssertLessThan(relativeError(dx.data, nx), 1e-3, "input gradient", file: file, line: line)
+        for (j, q) in params.enumerated() {
+            let np = numericGradient(p[j], indices: sample(p[j].count)) { v in
+                var pp = p; pp[j] = v; return dot(ref(x, pp), rd)
+            }
+            XCTAssertLessThan(relativeError(q.grad.data, np), 1e-3, "gradient of \(q.name)", file: file, line: line)
+        }
+    }
+
+    func testDense() {
+        var rng = SeededRandom(seed: 1)
+        for (n, i, o, bias) in [(3, 5, 4, true), (1, 1, 1, true), (7, 13, 3, false)] {
+            let layer = Dense(inFeatures: i, outFeatures: o, bias: bias, rng: &rng)
+            check(layer, input: randomTensor([n, i], seed: 2)) { x, p in
+                Ref.dense(x, n: n, w: p[0], b: bias ? p[1] : nil, inF: i, outF: o)
+            }
+        }
+    }
+
+    func testConvolutionWithStrideAndPadding() {
+        var rng = SeededRandom(seed: 3)
+        // (batch, channels, height, width, out, kernel, stride, padding)
+        let cases = [(2, 3, 7, 6, 4, 3, 2, 1), (1, 2, 5, 5, 3, 2, 1, 0), (2, 1, 6, 5, 3, 3, 1, 2),
+                     (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2)]
+        for (n, c, h, w, o, k, s, p) in cases {
+            let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
+            check(layer, input: randomTensor([n, c, h, w], seed: 4)) { x, q in
+                Ref.conv(x, n: n, c: c, h: h, wd: w, w: q[0], b: q[1], o: o, k: k, stride: s, pad: p)
+            }
+        }
+        let noBias = Conv2D(inChannels: 2, outChannels: 2, kernel: 3, padding: 1, bias: false, rng: &rng)
+        check(noBias, input: randomTensor([2, 2, 4, 4], seed: 5)) { x, q in
+            Ref.conv(x, n: 2, c: 2, h: 4, wd: 4, w: q[0], b: nil, o: 2, k: 3, stride: 1, pad: 1)
+        }
+    }
+
+    func testPooling() {
+        for (h, w, k, s, p) in [(5, 7, 2, 2, 0), (6, 6, 3, 2, 1), (4, 5, 2, 1, 0), (7, 7, 3, 3, 0)] {
+            check(MaxPool2D(kernel: k, stride: s, padding: p), input: randomTensor([2, 3, h, w], seed: 6)) { x, _ in
+                Ref.pool(x, planes: 6, h: h, w: w, k: k, stride: s, pad: p, max: true)
+            }
+        }
+        for (h, w, k, s) in [(5, 7, 2, 2), (4, 5, 2, 1), (6, 6, 3, 3)] {
+            check(AvgPool2D(kernel: k, stride: s), input: randomTensor([2, 3, h, w], seed: 7)) { x, _ in
+                Ref.pool(x, planes: 6, h: h, w: w, k: k, stride: s, pad: 0, max: false)
+            }
+        }
+    }
+
+    func testGlobalAveragePool() {
+        check(GlobalAvgPool2D(), input: randomTensor([2, 3, 5, 4], seed: 8)) { x, _ in
+            (0..<6).map { p in x[(p * 20)..<((p + 1) * 20)].reduce(0, +) / 20 }
+        }
+    }
+
+    func testActivationsAndFlatten() {
+        let x = randomTensor([4, 3, 5], seed: 10, scale: 8)
+        check(ClampedReLU.relu(), input: x) { x, _ in Ref.clamp(x, cap: .infinity) }
+        check(ClampedReLU.relu6(), input: x) { x, _ in Ref.clamp(x, cap: 6) }
+        check(Flatten(), input: randomTensor([2, 3, 2, 2], seed: 11)) { x, _ in x }
+    }
+
+    func testBatchNormTrainingAndEvaluation() {
+        let bn1 = BatchNorm(channels: 3, spatial: false)
+        bn1.gamma.value = randomTensor([3], seed: 12)
+        bn1.beta.value = randomTensor([3], seed: 13)
+        check(bn1, input: randomTensor([5, 3], seed: 14)) { x, p in
+            Ref.batchNorm(x, n: 5, c: 3, s: 1, gamma: p[0], beta: p[1], eps: 1e-5)
+        }
+        let bn2 = BatchNorm(channels: 3, spatial: true)
+        bn2.gamma.value = randomTensor([3], seed: 15)
+        check(bn2, input: randomTensor([2, 3, 3, 2], seed: 16)) { x, p in
+            Ref.batchNorm(x, n: 2, c: 3, s: 6, gamma: p[0], beta: p[1], eps: 1e-5)
+        }
+        // Evaluation mode: the running statistics, an affine map per channel.
+        let mean = bn2.runningMean.value.data.doubles, variance = bn2.runningVar.value.data.doubles
+        check(bn2, input: randomTensor([2, 3, 3, 2], seed: 17), training: false) { x, p in
+            x.enumerated().map { i, v in
+                let c = (i / 6) % 3
+                return p[0][c] * (v - mean[c]) / (variance[c] + 1e-5).squareRoot() + p[1][c]
+            }
+        }
+    }
+
+    func testBatchNormRunningStatisticsFollowPyTorch() {
+        let bn = BatchNorm(channels: 1, spatial: false, momentum: 0.1)
+        let x = Tensor(shape: [4, 1], data: [1, 2, 3, 6])   // mean 3, unbiased variance 14/3
+        _ = bn.forward(x, training: true)
+        XCTAssertEqual(bn.runningMean.value.data[0], 0.3, accuracy: 1e-6)
+        XCTAssertEqual(bn.runningVar.value.data[0], 0.9 + 0.1 * 14 / 3, accuracy: 1e-6)
+        XCTAssertEqual(bn.batchesTracked.value.data[0], 1)
+    }
+
+    func testDropoutIsLinearInItsMaskAndIdentityInEvaluation() {
+        let d = Dropout(p: 0.3, seed: 1)
+        let x = randomTensor([50, 40], seed: 18)
+        let y = d.forward(x, training: true)
+        let mask = zip(y.data, x.data).map { Double($0 / $1) }
+        let zeros = mask.filter { $0 == 0 }.count
+        XCTAssertEqual(Double(zeros) / Double(mask.count), 0.3, accuracy: 0.03)
+        for m in mask where m != 0 { XCTAssertEqual(m, 1 / 0.7, accuracy: 1e-5) }
+        let r = randomTensor(y.shape, seed: 19)
+        let dx = d.backward(r, needInputGradient: true)!
+        for i in 0..<dx.count { XCTAssertEqual(Double(dx.data[i]), Double(r.data[i]) * mask[i], accuracy: 1e-5) }
+        XCTAssertEqual(d.forward(x, training: false), x)
+    }
+
+    func testSoftmaxCrossEntropyGradientAndStability() {
+        let z = randomTensor([4, 5], seed: 20, scale: 3)
+        let labels: [Int32] = [0, 4, 2, 2]
+        let r = softmaxCrossEntropy(logits: z, labels: labels)
+        XCTAssertEqual(r.loss, Ref.crossEntropy(z.data.doubles, labels: labels, k: 5), accuracy: 1e-6)
+        let n = numericGradient(z.data.doubles) { Ref.crossEntropy($0, labels: labels, k: 5) }
+        XCTAssertLessThan(relativeError(r.dLogits.data, n), 1e-3)
+        // Huge logits neither overflow nor lose the answer.
+        let big = softmaxCrossEntropy(logits: Tensor(shape: [1, 3], data: [1000, -1000, 999]), labels: [2])
+        XCTAssertEqual(big.loss, 1 + _log(1 + _exp(-1)), accuracy: 1e-4)
+        XCTAssertFalse(big.dLogits.data.contains { !$0.isFinite })
+    }
+
+    /// The whole network, loss included: Sequential wiring, state order and every parameter.
+    func testSequentialNetworkGradients() throws {
+        let specs: [LayerSpec] = [.conv2d(inChannels: 1, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                                  .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
+                                  .dense(inFeatures: nil, outFeatures: 3, bias: true)]
+        let model = try Sequential(specs: specs, inputShape: [1, 5, 5], seed: 3)
+        XCTAssertEqual(model.namedState.map(\.name), ["0.weight", "0.bias", "4.weight", "4.bias"])
+        let x = randomTensor([2, 1, 5, 5], seed: 21)
+        let labels: [Int32] = [1, 2]
+        model.zeroGradients()
+        let r = softmaxCrossEntropy(logits: model.forward(x, training: true), labels: labels)
+        model.backward(r.dLogits)
+        let params = model.trainableParameters
+        let values = params.map { $0.value.data.doubles }
+        func loss(_ p: [[Double]]) -> Double {
+            var h = Ref.conv(x.data.doubles, n: 2, c: 1, h: 5, wd: 5, w: p[0], b: p[1], o: 2, k: 3, stride: 1, pad: 1)
+            h = Ref.clamp(h, cap: .infinity)
+            h = Ref.pool(h, planes: 4, h: 5, w: 5, k: 2, stride: 2, pad: 0, max: true)
+            h = Ref.dense(h, n: 2, w: p[2], b: p[3], inF: 8, outF: 3)
+            return Ref.crossEntropy(h, labels: labels, k: 3)
+        }
+        XCTAssertEqual(r.loss, loss(values), accuracy: 1e-5)
+        for (j, p) in params.enumerated() {
+            let n = numericGradient(values[j]) { v in var q = values; q[j] = v; return loss(q) }
+            XCTAssertLessThan(relativeError(p.grad.data, n), 1e-3, "parameter \(j)")
+        }
+    }
+
+    func testSameSeedGivesBitIdenticalWeights() throws {
+        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: nil, outFeatures: 7, bias: true)]
+        let a = try Sequential(specs: specs, inputShape: [1, 4, 4], seed: 42)
+        let b = try Sequential(specs: specs, inputShape: [1, 4, 4], seed: 42)
+        let c = try Sequential(specs: specs, inputShape: [1, 4, 4], seed: 43)
+        XCTAssertEqual(a.namedState.map(\.parameter.value), b.namedState.map(\.parameter.value))
+        XCTAssertNotEqual(a.namedState.map(\.parameter.value), c.namedState.map(\.parameter.value))
+        // PyTorch's default bound: U(±1/√fan_in).
+        let w = a.namedState[0].parameter.value.data
+        XCTAssertLessThanOrEqual(w.map(abs).max()!, 0.25)
+        XCTAssertGreaterThan(w.map(abs).max()!, 0.2)
+    }
+}

@@ -1,0 +1,72 @@
+import XCTest
+import Tensors
+import NeuralNet
+import Training
+
+/// Optimiser updates against the formulas of PyTorch's optimisers, worked by hand in Double.
+final class OptimizerTests: XCTestCase {
+    func parameter(_ w: [Float], grad: [Float]) -> Parameter {
+        let p = Parameter("weight", role: .weight, value: Tensor(shape: [w.count], data: w))
+        p.grad = Tensor(shape: [grad.count], data: grad)
+        return p
+    }
+
+    func testSGDWithMomentumNesterovAndWeightDecay() {
+        var c = OptimizerConfig()
+        c.kind = .sgd; c.momentum = 0.9; c.nesterov = true; c.weightDecay = 0.1
+        let p = parameter([1.0], grad: [0.5])
+        let opt = Optimizer(c, parameters: [p])
+        // step 1: g = 0.5 + 0.1·1 = 0.6, b = g = 0.6, d = g + 0.9·b = 1.14, w = 1 − 0.1·1.14
+        opt.step(learningRate: 0.1)
+        XCTAssertEqual(Double(p.value.data[0]), 0.886, accuracy: 1e-6)
+        // step 2: g = 0.5 + 0.0886 = 0.5886, b = 0.9·0.6 + 0.5886 = 1.1286, d = 0.5886 + 0.9·1.1286
+        opt.step(learningRate: 0.1)
+        XCTAssertEqual(Double(p.value.data[0]), 0.886 - 0.1 * (0.5886 + 0.9 * 1.1286), accuracy: 1e-6)
+    }
+
+    func testAdamAndAdamWFirstStepsMatchTheFormula() {
+        for kind in [OptimizerConfig.Kind.adam, .adamw] {
+            var c = OptimizerConfig()
+            c.kind = kind; c.weightDecay = 0.01
+            let p = parameter([2.0, -1.0], grad: [0.3, -0.2])
+            let opt = Optimizer(c, parameters: [p])
+            var w = [2.0, -1.0], m = [0.0, 0.0], v = [0.0, 0.0]
+            for t in 1...3 {
+                opt.step(learningRate: 0.01)
+                for i in 0..<2 {
+                    var g = [0.3, -0.2][i]
+                    if kind == .adam { g += 0.01 * w[i] } else { w[i] *= 1 - 0.01 * 0.01 }
+                    m[i] = 0.9 * m[i] + 0.1 * g
+                    v[i] = 0.999 * v[i] + 0.001 * g * g
+                    let mh = m[i] / (1 - _pow(0.9, Double(t))), vh = v[i] / (1 - _pow(0.999, Double(t)))
+                    w[i] -= 0.01 * mh / (vh.squareRoot() + 1e-8)
+                    XCTAssertEqual(Double(p.value.data[i]), w[i], accuracy: 1e-5, "\(kind) step \(t)")
+                }
+            }
+        }
+    }
+
+    func testGradientClippingScalesToTheNorm() {
+        let a = parameter([0, 0], grad: [3, 0]), b = parameter([0], grad: [4])
+        let norm = clipGradientNorm([a, b], maxNorm: 1)
+        XCTAssertEqual(norm, 5, accuracy: 1e-9)
+        XCTAssertEqual(Double(a.grad.data[0]), 0.6, accuracy: 1e-5)
+        XCTAssertEqual(Double(b.grad.data[0]), 0.8, accuracy: 1e-5)
+        let c = parameter([0], grad: [0.5])
+        clipGradientNorm([c], maxNorm: 1)
+        XCTAssertEqual(c.grad.data[0], 0.5)
+    }
+
+    func testLearningRateSchedules() {
+        var s = LearningRateSchedule()
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 3.5, totalEpochs: 10), 0.1)
+        s.kind = .step; s.stepEpochs = 2; s.gamma = 0.5
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 1.9, totalEpochs: 10), 0.1, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 4.0, totalEpochs: 10), 0.025, accuracy: 1e-12)
+        s.kind = .cosine; s.warmupEpochs = 2; s.minLearningRate = 0.01
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 1, totalEpochs: 10), 0.05, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 2, totalEpochs: 10), 0.1, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 6, totalEpochs: 10), 0.055, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(base: 0.1, epoch: 10, totalEpochs: 10), 0.01, accuracy: 1e-12)
+    }
+}
