@@ -22,9 +22,11 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc"]),
         .target(name: "NeuralNet", dependencies: ["Tensors"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO"]),
+        .target(name: "Quantization", dependencies: ["Tensors"]),
+        .target(name: "Shaping", dependencies: ["Tensors"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         .target(name: "QShapeKit", dependencies: [
-            "Tensors", "NeuralNet", "Training", "DataIO",
+            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "qshape", dependencies: [
@@ -33,6 +35,6 @@ let package = Package(
         ]),
 
         .testTarget(name: "QShapeTests",
-                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "QShapeKit"]),
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "QShapeKit"]),
     ]
 )

@@ -3,6 +3,7 @@ import Tensors
 import NeuralNet
 import Training
 import DataIO
+import Shaping
 
 /// `qshape bench`: throughput measured against the SGEMM rate of the same machine in the same run,
 /// so the ratios mean something on a shared, noisy machine.
@@ -27,14 +28,39 @@ public enum BenchWorkflow {
         }
     }
 
+    /// Training with every shaping term on against the same network without, measured interleaved.
+    public struct ShapingOverhead: Codable, Sendable {
+        public var network: String
+        /// "kurtosis" (the KURE term alone) or "all" (every term on every weight layer).
+        public var terms: String
+        public var unshapedSamplesPerSecond: Double
+        public var shapedSamplesPerSecond: Double
+        /// shaped time per sample / unshaped time per sample − 1.
+        public var overhead: Double
+        enum CodingKeys: String, CodingKey {
+            case network, overhead, terms
+            case unshapedSamplesPerSecond = "unshaped_samples_per_second"
+            case shapedSamplesPerSecond = "shaped_samples_per_second"
+        }
+    }
+
     public struct Result: Codable, Sendable {
         public var sgemm: [GemmResult]
         public var sgemmPeakGFLOPS: Double
         public var training: [NetworkResult]
+        public var shaping: [ShapingOverhead]
         enum CodingKeys: String, CodingKey {
-            case sgemm, training
+            case sgemm, training, shaping
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
         }
+    }
+
+    /// The KURE term alone, or every shaping term, on every weight layer.
+    public static func shapingTerms(_ terms: [PenaltyTerm]) -> ShapingConfig {
+        var s = ShapingConfig()
+        for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: ShapingConfig.defaultTargets[t]) }
+        s.terms[.range]?.target = 1.0   // below any real ratio, so the range gradient is always computed
+        return s
     }
 
     /// The example networks, as in Examples/fashion-mlp.yaml and Examples/fashion-cnn.yaml.
@@ -76,7 +102,7 @@ public enum BenchWorkflow {
 
     /// Training throughput of one network on random images, after a warm-up.
     public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int,
-                                    lossTerms: [LossTerm] = []) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
+                                    lossTerms: (Sequential) -> [LossTerm] = { _ in [] }) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
         var rng = SeededRandom(seed: 7)
         let count = batch * 8
@@ -88,11 +114,11 @@ public enum BenchWorkflow {
         options.batchSize = batch
         options.maxStepsPerEpoch = 3
         let trainer = Trainer(model: model, options: options, trainingSetSize: count)
-        trainer.lossTerms = lossTerms
+        trainer.lossTerms = lossTerms(model)
         _ = trainer.trainEpoch(0, train: data)                      // warm-up
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
-        timed.lossTerms = lossTerms
+        timed.lossTerms = trainer.lossTerms
         var best = 0.0
         for round in 0..<3 {
             let m = timed.trainEpoch(round, train: data)
@@ -127,6 +153,25 @@ public enum BenchWorkflow {
                 nets.append(r)
             }
         }
-        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets)
+        var shaping: [ShapingOverhead] = []
+        for (name, layers) in networks {
+            for (label, terms) in [("kurtosis", [PenaltyTerm.kurtosis]), ("all", PenaltyTerm.allCases)] {
+                let steps = name.contains("cnn") ? 20 : 100
+                let config = shapingTerms(terms)
+                var plain = 0.0, shaped = 0.0
+                for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
+                    plain = max(plain, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores).samplesPerSecond)
+                    shaped = max(shaped, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
+                        [ShapingLossTerm(config, model: $0)]
+                    }.samplesPerSecond)
+                }
+                let r = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
+                                        shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1)
+                log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch",
+                           name as NSString, label as NSString, shaped, plain, 100 * r.overhead))
+                shaping.append(r)
+            }
+        }
+        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets, shaping: shaping)
     }
 }

@@ -36,8 +36,10 @@ public struct Config: Sendable {
     public var training = TrainingOptions()
     /// OpenBLAS threads; 0 picks per machine.
     public var threads = 0
+    /// Penalties on the weight distributions (`shaping:`), nil when absent.
+    public var shaping: ShapingConfig?
 
-    static let topKeys = ["name", "data", "model", "training"]
+    static let topKeys = ["name", "data", "model", "training", "shaping"]
 
     /// Reads, overrides (`--set`) and validates a config file. Every problem is a `ConfigError`.
     public static func load(path: String, overrides: [String] = []) throws -> Config {
@@ -63,6 +65,8 @@ public struct Config: Sendable {
         data = try Config.readData(top)
         layers = try Config.readModel(top)
         (training, threads) = try Config.readTraining(top, data: data)
+        shaping = try Config.readShaping(top, epochs: training.epochs)
+        try validateShapingLayers()
     }
 
     private static func readData(_ top: ConfigReader) throws -> DataConfig {

@@ -1,5 +1,6 @@
 import Foundation
 import NeuralNet
+import Shaping
 import Training
 
 extension Config {
@@ -12,6 +13,7 @@ extension Config {
         out += "model:\n  layers:\n"
         for spec in layers { out += "    - \(yamlLayer(spec))\n" }
         out += section("training", trainingPairs)
+        if let s = shaping { out += shapingYAML(s) }
         return out
     }
 
@@ -86,4 +88,31 @@ func num(_ x: Double) -> String { "\(x)" }
 /// A YAML double-quoted string.
 func quoted(_ s: String) -> String {
     "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+}
+
+func shapingYAML(_ s: ShapingConfig) -> String {
+    var pairs: [(String, String)] = []
+    switch s.layers {
+    case .all: pairs.append(("layers", "all"))
+    case .allButFirstLast: pairs.append(("layers", "all_but_first_last"))
+    case .indices(let list): pairs.append(("layers", "[\(list.map(String.init).joined(separator: ", "))]"))
+    }
+    pairs += [("warmup_epochs", num(s.warmupEpochs)), ("start_epoch", num(s.startEpoch))]
+    func term(_ t: PenaltyTerm, _ v: ShapingConfig.Term, extras: Bool) -> String {
+        var f = ["weight: \(num(v.weight))"]
+        if let target = v.target { f.append("target: \(num(target))") }
+        f += ["scope: \(v.scope.rawValue)", "aggregate: \(v.aggregate.rawValue)"]
+        if extras && t == .range { f.append("sharpness: \(num(s.rangeSharpness))") }
+        if extras && t == .quantError { f.append("bits: \(s.quantErrorBits)") }
+        return "{\(f.joined(separator: ", "))}"
+    }
+    for t in PenaltyTerm.allCases { if let v = s.terms[t] { pairs.append((t.rawValue, term(t, v, extras: true))) } }
+    if !s.overrides.isEmpty {
+        let items = s.overrides.keys.sorted().map { i in
+            "\"\(i)\": {" + PenaltyTerm.allCases.compactMap { t in s.overrides[i]?[t].map { "\(t.rawValue): \(term(t, $0, extras: false))" } }
+                .joined(separator: ", ") + "}"
+        }
+        pairs.append(("overrides", "{\(items.joined(separator: ", "))}"))
+    }
+    return section("shaping", pairs)
 }

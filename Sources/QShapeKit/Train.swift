@@ -76,6 +76,7 @@ public enum TrainWorkflow {
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
         trainer.lossTerms = lossTerms
+        if let s = config.shaping, s.isActive { trainer.lossTerms.append(ShapingLossTerm(s, model: model)) }
         observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
         var all: [EpochMetrics] = []
         let encoder = JSONEncoder()

@@ -7,7 +7,7 @@ struct QShape: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qshape",
         abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
-        subcommands: [Train.self, Eval.self, Bench.self])
+        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Bench.self])
 }
 
 /// Runs a command body; user-facing failures print one line to stderr and exit non-zero
@@ -73,6 +73,63 @@ struct Eval: ParsableCommand {
                 print(String(format: "test accuracy %.2f%%  loss %.4f  (%d images, %@)",
                              r.testAccuracy, r.testLoss, r.samples, weights as NSString))
             }
+        }
+    }
+}
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Quantise a weights file and compare float and quantised accuracy by bit width.")
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
+    var weights: String
+    @Option(name: .customLong("bits"), parsing: .upToNextOption, help: "Weight bit widths (2…16), e.g. --bits 8 4 3.")
+    var bits: [Int] = [16, 8, 6, 5, 4, 3, 2]
+    @Flag(help: "Quantise the weights only; everything else stays float.")
+    var weightsOnly = false
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        for b in bits where !(2...16).contains(b) { throw ValidationError("--bits takes widths 2…16, got \(b)") }
+    }
+
+    func run() throws {
+        try guarded {
+            let config = try options.load()
+            let r = try QuantizeWorkflow.weightsOnly(config, weights: weights, bits: bits)
+            if json { print(try jsonString(r)); return }
+            print(String(format: "float accuracy %.2f%%", r.floatAccuracy))
+            for b in r.results {
+                print(String(format: "%2d-bit weights: simulated %.2f%%   (weight SQNR %@)", b.bits, b.simulatedAccuracy,
+                             b.layers.map { String(format: "%@ %.1f dB", $0.name, $0.weightSQNR) }.joined(separator: ", ") as NSString))
+            }
+        }
+    }
+}
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the distribution of every weight tensor in a safetensors file (QShape's or PyTorch's).")
+
+    @Argument(help: "A safetensors file.")
+    var file: String
+    @Option(help: "Bit width for the seed quantiser's SQNR and levels used (2…16).")
+    var bits = 8
+    @Flag(help: "Also show every output channel.")
+    var channels = false
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard (2...16).contains(bits) else { throw ValidationError("--bits must be 2…16, got \(bits)") }
+    }
+
+    func run() throws {
+        try guarded {
+            let r = try StatsWorkflow.run(path: file, bits: bits, channels: channels)
+            print(json ? try jsonString(r) : StatsWorkflow.table(r))
         }
     }
 }

@@ -29,3 +29,23 @@ final class AcceptanceTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(s.testAccuracy, 88.7)
     }
 }
+
+extension AcceptanceTests {
+    /// Issue 3's bar: the kurtosis-shaped MLP keeps every layer near K = 1.8 and S = 0, loses at
+    /// most 0.5 point of float accuracy against the unshaped run, and keeps ≥ 86% at 3-bit weights.
+    func testKurtosisShapedMLPSurvivesThreeBitWeights() throws {
+        try fullData()
+        let dir = temporaryDirectory(self)
+        let plain = try TrainWorkflow.run(try Config.load(path: Fixtures.example("fashion-mlp.yaml")),
+                                          outDir: "\(dir)/plain", force: false, observer: nil)
+        let config = try Config.load(path: Fixtures.example("fashion-mlp-kurtosis.yaml"))
+        let shaped = try TrainWorkflow.run(config, outDir: "\(dir)/shaped", force: false, observer: nil)
+        for (name, row) in shaped.metrics.last!.layers! {
+            XCTAssertEqual(row["kurtosis"]!, 1.8, accuracy: 0.1, name)
+            XCTAssertLessThan(abs(row["skewness"]!), 0.1, name)
+        }
+        XCTAssertGreaterThan(shaped.testAccuracy, plain.testAccuracy - 0.5)
+        let q = try QuantizeWorkflow.weightsOnly(config, weights: "\(dir)/shaped/model.safetensors", bits: [3])
+        XCTAssertGreaterThanOrEqual(q.results[0].simulatedAccuracy, 86.0, "PyTorch KURE: 86.3%")
+    }
+}

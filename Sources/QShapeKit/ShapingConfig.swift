@@ -1,0 +1,156 @@
+import Shaping
+
+/// The `shaping:` section: which penalties act on which layers, how strongly, and when.
+public struct ShapingConfig: Equatable, Sendable {
+    public enum Scope: String, CaseIterable, Sendable { case tensor, channel }
+    public enum Aggregate: String, CaseIterable, Sendable { case mean, sum, max }
+    public enum Selection: Equatable, Sendable {
+        case all, allButFirstLast
+        case indices([Int])
+    }
+
+    public struct Term: Equatable, Sendable {
+        public var weight = 0.0
+        public var target: Double?
+        public var scope: Scope = .tensor
+        public var aggregate: Aggregate = .mean
+    }
+
+    public var layers: Selection = .all
+    public var terms: [PenaltyTerm: Term] = [:]
+    public var rangeSharpness = 20.0
+    public var quantErrorBits = 4
+    public var warmupEpochs = 0.0
+    public var startEpoch = 0.0
+    /// Layer index → term → (weight, target) replacing the section's values for that layer.
+    public var overrides: [Int: [PenaltyTerm: Term]] = [:]
+
+    public init() {}
+
+    public var isActive: Bool { terms.values.contains { $0.weight > 0 } || overrides.values.contains { $0.values.contains { $0.weight > 0 } } }
+
+    static let defaultTargets: [PenaltyTerm: Double] = [.kurtosis: 1.8, .skewness: 0, .range: 3.0]
+
+    /// λ's factor at fractional epoch t: 0 before `start_epoch`, then a linear ramp over `warmup_epochs`.
+    public func rampFactor(epoch t: Double) -> Double {
+        guard t >= startEpoch else { return 0 }
+        guard warmupEpochs > 0 else { return 1 }
+        return min(1, (t - startEpoch) / warmupEpochs)
+    }
+
+    /// The settings for one layer and one scope (terms of the other scope are off).
+    func settings(layer: Int, scope: Scope) -> PenaltySettings {
+        var s = PenaltySettings()
+        s.rangeSharpness = rangeSharpness
+        s.quantErrorBits = quantErrorBits
+        for t in PenaltyTerm.allCases {
+            guard let term = overrides[layer]?[t] ?? terms[t], term.scope == scope else { continue }
+            switch t {
+            case .kurtosis: s.kurtosisWeight = term.weight; s.kurtosisTarget = term.target ?? 1.8
+            case .skewness: s.skewnessWeight = term.weight; s.skewnessTarget = term.target ?? 0
+            case .range: s.rangeWeight = term.weight; s.rangeTarget = term.target ?? 3.0
+            case .quantError: s.quantErrorWeight = term.weight
+            case .l2: s.l2Weight = term.weight
+            }
+        }
+        return s
+    }
+}
+
+extension Config {
+    static let shapingKeys = ["layers", "aggregate", "scope", "warmup_epochs", "start_epoch", "overrides"]
+        + PenaltyTerm.allCases.map(\.rawValue)
+
+    static func readShaping(_ top: ConfigReader, epochs: Int) throws -> ShapingConfig? {
+        guard top.has("shaping") else { return nil }
+        let r = try top.child("shaping", allowed: shapingKeys)
+        var s = ShapingConfig()
+        let scope = ShapingConfig.Scope(rawValue: try r.choice("scope", default: "tensor", ShapingConfig.Scope.allCases.map(\.rawValue)))!
+        let aggregate = ShapingConfig.Aggregate(rawValue: try r.choice("aggregate", default: "mean", ShapingConfig.Aggregate.allCases.map(\.rawValue)))!
+        s.warmupEpochs = try r.number("warmup_epochs", default: 0, min: 0)
+        s.startEpoch = try r.number("start_epoch", default: 0, min: 0)
+        if s.startEpoch >= Double(epochs) {
+            throw r.error("start_epoch", "must be less than training.epochs (\(epochs)), or shaping never starts")
+        }
+        if case .sequence = r.node["layers"]?.kind, let items = try r.sequence("layers") {
+            s.layers = .indices(try items.enumerated().map { i, item in
+                guard case .scalar(let text) = item.kind, let v = Int(text), v >= 0 else {
+                    throw ConfigError(file: r.file, path: "shaping.layers[\(i)]", line: item.line, "expected a layer index (0, 1, 2, …)")
+                }
+                return v
+            })
+        } else {
+            let choice = try r.choice("layers", default: "all", ["all", "all_but_first_last"])
+            s.layers = choice == "all" ? .all : .allButFirstLast
+        }
+        for t in PenaltyTerm.allCases where r.has(t.rawValue) {
+            let (term, extra) = try readTerm(r, key: t.rawValue, term: t, scope: scope, aggregate: aggregate, base: nil)
+            s.terms[t] = term
+            if let sharp = extra.sharpness { s.rangeSharpness = sharp }
+            if let bits = extra.bits { s.quantErrorBits = bits }
+        }
+        if r.has("overrides") {
+            let o = r.node["overrides"]!
+            guard let entries = o.entries else { throw r.error("overrides", "expected a mapping of layer index → terms, e.g. {\"5\": {kurtosis: {weight: 0}}}") }
+            for e in entries {
+                guard let index = Int(e.key), index >= 0 else {
+                    throw ConfigError(file: r.file, path: "shaping.overrides.\(e.key)", line: e.value.line, "expected a layer index (0, 1, 2, …)")
+                }
+                let lr = try ConfigReader(file: r.file, path: "shaping.overrides.\(e.key)", node: e.value,
+                                          allowed: PenaltyTerm.allCases.map(\.rawValue))
+                var terms: [PenaltyTerm: ShapingConfig.Term] = [:]
+                for t in PenaltyTerm.allCases where lr.has(t.rawValue) {
+                    terms[t] = try readTerm(lr, key: t.rawValue, term: t, scope: scope, aggregate: aggregate, base: s.terms[t]).0
+                }
+                s.overrides[index] = terms
+            }
+        }
+        return s
+    }
+
+    private static func readTerm(_ r: ConfigReader, key: String, term: PenaltyTerm, scope: ShapingConfig.Scope,
+                                 aggregate: ShapingConfig.Aggregate, base: ShapingConfig.Term?)
+    throws -> (ShapingConfig.Term, (sharpness: Double?, bits: Int?)) {
+        var allowed = ["weight", "scope", "aggregate"]
+        if ShapingConfig.defaultTargets[term] != nil { allowed.append("target") }
+        if term == .range { allowed.append("sharpness") }
+        if term == .quantError { allowed.append("bits") }
+        let t = try r.child(key, allowed: allowed)
+        var out = base ?? ShapingConfig.Term()
+        out.weight = try t.number("weight", default: base?.weight ?? 0, min: 0)
+        out.scope = ShapingConfig.Scope(rawValue: try t.choice("scope", default: (base?.scope ?? scope).rawValue, ShapingConfig.Scope.allCases.map(\.rawValue)))!
+        out.aggregate = ShapingConfig.Aggregate(rawValue: try t.choice("aggregate", default: (base?.aggregate ?? aggregate).rawValue, ShapingConfig.Aggregate.allCases.map(\.rawValue)))!
+        if let d = ShapingConfig.defaultTargets[term] {
+            switch term {
+            case .kurtosis: out.target = try t.number("target", default: base?.target ?? d, min: 1)
+            case .skewness: out.target = try t.number("target", default: base?.target ?? d)
+            default: out.target = try t.number("target", default: base?.target ?? d, min: 0, exclusiveMin: true)
+            }
+        }
+        let sharp = term == .range ? try t.optionalNumber("sharpness", min: 0, exclusiveMin: true) : nil
+        let bits = term == .quantError ? try t.optionalInteger("bits", min: 2, max: 16) : nil
+        return (out, (sharp, bits))
+    }
+
+    /// Indices of the layers with weights (dense, conv2d), known from the layer list alone.
+    public var weightLayerIndices: [Int] {
+        layers.indices.filter { i in
+            switch layers[i] { case .dense, .conv2d: true; default: false }
+        }
+    }
+
+    /// Checks that every selected or overridden layer index names a weight layer.
+    func validateShapingLayers() throws {
+        guard let s = shaping else { return }
+        let weightLayers = weightLayerIndices, layerCount = layers.count
+        let describe = "weight layers of this model: \(weightLayers.map(String.init).joined(separator: ", "))"
+        if case .indices(let list) = s.layers {
+            for i in list where !weightLayers.contains(i) {
+                throw ConfigError(file: file, path: "shaping.layers", "layer \(i) \(i < layerCount ? "has no weights" : "does not exist"); \(describe)")
+            }
+        }
+        for i in s.overrides.keys.sorted() where !weightLayers.contains(i) {
+            throw ConfigError(file: file, path: "shaping.overrides.\(i)", "layer \(i) \(i < layerCount ? "has no weights" : "does not exist"); \(describe)")
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Tensors
+
+/// How a scaled value becomes an integer.
+public enum Rounding: String, CaseIterable, Sendable {
+    /// Round half away from zero (C's `lround`; the default).
+    case nearest
+    /// Round half to even (NumPy's `np.round`, IEEE's default).
+    case nearestEven = "nearest_even"
+    /// Truncate toward zero: the literal "integer(value·qf)", biased by half a step toward zero.
+    case truncate
+
+    @inline(__always)
+    public func apply(_ x: Float) -> Float {
+        switch self {
+        case .nearest: x.rounded(.toNearestOrAwayFromZero)
+        case .nearestEven: x.rounded(.toNearestOrEven)
+        case .truncate: x.rounded(.towardZero)
+        }
+    }
+}
+
+/// Integer weights with the factor that maps them back: `w ≈ q / factor`.
+public struct QuantizedTensor: Equatable, Sendable {
+    public var bits: Int
+    public var shape: [Int]
+    public var values: [Int32]
+    /// `qf` per channel (one entry when per tensor): `q = round(w·qf)`.
+    public var factors: [Float]
+
+    public var channels: Int { factors.count }
+
+    /// `q / qf`, the weights the device effectively uses.
+    public func dequantized() -> [Float] {
+        let size = values.count / max(1, factors.count)
+        return values.enumerated().map { i, q in Float(q) / factors[i / size] }
+    }
+}
+
+/// The seed quantiser, symmetric and max-abs:
+///
+///     qmax = 2^(b−1) − 1,   qf = qmax / max|W|,   q = clamp(round(w·qf), −qmax, qmax)
+///
+/// computed in Float32 in exactly that order (`qf` first, then `w·qf`), so NumPy's
+/// `np.round(w * np.float32(qmax) / np.abs(w).max())`-style references agree bit for bit when they
+/// evaluate `qf` first. Per tensor, or per output channel (rows of the first axis). A `clip` below
+/// max|W| sets the range instead (percentile, MSE, ACIQ); values beyond it saturate.
+public struct WeightQuantizer: Equatable, Sendable {
+    public var bits: Int
+    public var rounding: Rounding
+    public var perChannel: Bool
+
+    public init(bits: Int, rounding: Rounding = .nearest, perChannel: Bool = false) {
+        precondition((2...16).contains(bits), "weight bit width must be 2…16")
+        self.bits = bits; self.rounding = rounding; self.perChannel = perChannel
+    }
+
+    public var qmax: Int { (1 << (bits - 1)) - 1 }
+
+    /// `shape[0]` is the output-channel axis for per-channel quantisation.
+    public func quantize(_ w: [Float], shape: [Int], clip: [Float]? = nil) -> QuantizedTensor {
+        let channels = perChannel ? max(1, shape.first ?? 1) : 1
+        let size = w.count / channels
+        var factors: [Float] = []
+        var q = [Int32](repeating: 0, count: w.count)
+        let lim = Float(qmax)
+        for c in 0..<channels {
+            let slice = w[(c * size)..<((c + 1) * size)]
+            let range = clip?[c] ?? slice.reduce(0) { max($0, abs($1)) }
+            let qf: Float = range > 0 ? lim / range : 1
+            factors.append(qf)
+            for i in slice.indices {
+                q[i] = Int32(min(max(rounding.apply(w[i] * qf), -lim), lim))
+            }
+        }
+        return QuantizedTensor(bits: bits, shape: shape, values: q, factors: factors)
+    }
+}
+
+/// Signal-to-quantisation-noise ratio in dB: `10·log10(Σ w² / Σ (w − ŵ)²)` (∞ when exact).
+public func sqnr(_ original: [Float], _ approximation: [Float]) -> Double {
+    var signal = 0.0, noise = 0.0
+    for (a, b) in zip(original, approximation) {
+        signal += Double(a) * Double(a)
+        noise += (Double(a) - Double(b)) * (Double(a) - Double(b))
+    }
+    if noise == 0 { return .infinity }
+    return 10 * log10(signal / noise)
+}
+
+/// How many distinct integer levels the quantised weights actually use.
+public func levelsUsed(_ q: QuantizedTensor) -> Int { Set(q.values).count }
+
+@inline(__always) func log10(_ x: Double) -> Double { _log(x) / _log(10) }

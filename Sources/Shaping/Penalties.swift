@@ -1,0 +1,315 @@
+import Tensors
+
+/// The shaping penalties on one group of weights (a whole tensor, or one output channel), their
+/// values and their exact gradients. Derivations: Docs/Shaping.md.
+///
+///     kurtosis     λ·(K − K_T)²
+///     skewness     λ·(S − S_T)²
+///     range        λ·max(0, R − R_T)²,  R = LSE_β(|w|/σ) = max|w|/σ + (1/β)·log Σ exp(β(|wᵢ|/σ − max|w|/σ))
+///     quant_error  λ·mean((u − round(u))²),  u = w·qmax/max|w|  (the rounding held fixed: straight-through)
+///     l2           λ·½·Σ w²
+///
+/// The work is two or three passes over the weights: the central moments and the maximum (around a
+/// mean hint, so no separate mean pass), the range and quantisation sums when those terms are on,
+/// and one pass writing every term's gradient. Sums run in 8-wide Float lanes inside 1024-value
+/// blocks, combined in Double.
+public struct PenaltySettings: Equatable, Sendable {
+    public var kurtosisWeight = 0.0, kurtosisTarget = 1.8
+    public var skewnessWeight = 0.0, skewnessTarget = 0.0
+    public var rangeWeight = 0.0, rangeTarget = 3.0, rangeSharpness = 20.0
+    public var quantErrorWeight = 0.0, quantErrorBits = 4
+    public var l2Weight = 0.0
+    public init() {}
+
+    public var isActive: Bool { PenaltyTerm.allCases.contains { weight($0) > 0 } }
+
+    /// λ of one term (0 when off).
+    public func weight(_ t: PenaltyTerm) -> Double {
+        switch t {
+        case .kurtosis: kurtosisWeight
+        case .skewness: skewnessWeight
+        case .range: rangeWeight
+        case .quantError: quantErrorWeight
+        case .l2: l2Weight
+        }
+    }
+}
+
+/// The names of the terms, as in configs and logs.
+public enum PenaltyTerm: String, CaseIterable, Sendable {
+    case kurtosis, skewness, range, quantError = "quant_error", l2
+}
+
+/// Everything one group needs between computing the values and writing the gradient.
+public struct PenaltyState: Sendable {
+    public var n = 0
+    public var mean = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0
+    public var maxAbs: Float = 0
+    public var argMax = 0
+    public var kurtosis = 0.0, skewness = 0.0
+    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights.
+    public var range = 0.0, rangeMeanS = 0.0
+    /// mean((u − round u)²) and mean((u − round u)·u).
+    public var quantError = 0.0, quantCross = 0.0
+    public var sumSquares = 0.0
+
+    /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
+    public func values(_ s: PenaltySettings) -> [PenaltyTerm: Double] {
+        var v: [PenaltyTerm: Double] = [:]
+        for t in PenaltyTerm.allCases where s.weight(t) > 0 {
+            switch t {
+            case .kurtosis: v[t] = (kurtosis - s.kurtosisTarget) * (kurtosis - s.kurtosisTarget)
+            case .skewness: v[t] = (skewness - s.skewnessTarget) * (skewness - s.skewnessTarget)
+            case .range: let e = max(0, range - s.rangeTarget); v[t] = e * e
+            case .quantError: v[t] = quantError
+            case .l2: v[t] = 0.5 * sumSquares
+            }
+        }
+        return v
+    }
+}
+
+/// Variance below which a group counts as constant: its shape terms are 0 and push nothing.
+let varianceFloor = 1e-30
+
+public enum Penalties {
+    /// Moments and term values of one group. `meanHint` (last step's mean, say) is the centre the
+    /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
+    public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil) -> PenaltyState {
+        var st = PenaltyState()
+        let n = w.count
+        st.n = n
+        guard n > 0 else { return st }
+        let c = meanHint ?? Float(blockSum(w) / Double(n))
+        // Σ(w − c)ᵏ for k = 1…4 and max|w|, then the shift formulas give the moments about μ.
+        var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
+        var mx: Float = 0
+        forBlocks(w) { block, _ in
+            var a1 = SIMD8<Float>(), a2 = a1, a3 = a1, a4 = a1, top = a1
+            var i = 0
+            while i + 8 <= block.count {
+                let x = load8(block, i), d = x - c, d2 = d * d
+                a1 += d; a2 += d2; a3 += d2 * d; a4 += d2 * d2
+                let ax = x.replacing(with: -x, where: x .< 0)
+                top.replace(with: ax, where: ax .> top)
+                i += 8
+            }
+            var r1 = Double(a1.sum()), r2 = Double(a2.sum()), r3 = Double(a3.sum()), r4 = Double(a4.sum())
+            mx = max(mx, top.max())
+            while i < block.count {
+                let d = Double(block[i] - c), d2 = d * d
+                r1 += d; r2 += d2; r3 += d2 * d; r4 += d2 * d2
+                mx = max(mx, abs(block[i]))
+                i += 1
+            }
+            s1 += r1; s2 += r2; s3 += r3; s4 += r4
+        }
+        let nd = Double(n), e = s1 / nd                                   // μ − c
+        let r2 = s2 / nd, r3 = s3 / nd, r4 = s4 / nd
+        st.mean = Double(c) + e
+        st.m2 = max(0, r2 - e * e)
+        st.m3 = r3 - 3 * e * r2 + 2 * e * e * e
+        st.m4 = r4 - 4 * e * r3 + 6 * e * e * r2 - 3 * e * e * e * e
+        st.maxAbs = mx
+        st.sumSquares = nd * (st.m2 + st.mean * st.mean)
+        guard st.m2 > varianceFloor else { return st }
+        st.kurtosis = st.m4 / (st.m2 * st.m2)
+        st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
+        let range = s.rangeWeight > 0, quant = s.quantErrorWeight > 0 && mx > 0
+        if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
+        return st
+    }
+
+    /// One pass for the terms that need σ and max|w| first:
+    ///     R = m + (1/β)·log Σ exp(β(sᵢ − m)),  sᵢ = |wᵢ|/σ,  m = max sᵢ  (every exponent ≤ 0)
+    ///     E = mean((u − round u)²),  mean((u − round u)·u),  u = w·qmax/max|w|
+    static func tailSums(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
+                         range: Bool, quant: Bool) {
+        let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
+        let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)   // β(sᵢ − m) = k·|wᵢ| − βm
+        let qk = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
+        var z = 0.0, zs = 0.0, e2 = 0.0, eu = 0.0
+        forBlocks(w) { block, _ in
+            var a = SIMD8<Float>(), b = a, c = a, d = a
+            var i = 0
+            while i + 8 <= block.count {
+                let x = load8(block, i)
+                if range {
+                    let ax = x.replacing(with: -x, where: x .< 0), p = expNonPositive(k * ax - bm)
+                    a += p; b += p * (ax * inv)
+                }
+                if quant {
+                    let u = x * qk, r = u - roundHalfAway(u)
+                    c += r * r; d += r * u
+                }
+                i += 8
+            }
+            var pz = Double(a.sum()), ps = Double(b.sum()), q2 = Double(c.sum()), qu = Double(d.sum())
+            while i < block.count {
+                let x = block[i]
+                if range { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); pz += p; ps += p * si }
+                if quant { let u = x * qk, r = u - u.rounded(.toNearestOrAwayFromZero); q2 += Double(r * r); qu += Double(r * u) }
+                i += 1
+            }
+            z += pz; zs += ps; e2 += q2; eu += qu
+        }
+        if range { st.range = m + _log(z) / beta; st.rangeMeanS = zs / z }
+        if quant {
+            st.argMax = w.firstIndex { abs($0) == st.maxAbs } ?? 0
+            st.quantError = e2 / Double(w.count)
+            st.quantCross = eu / Double(w.count)
+        }
+    }
+
+    /// Adds `Σ_t scale_t·∂P_t/∂w` to `grad`, where `scale_t` is the term's total weight (λ times
+    /// the aggregation and schedule factors) and P_t the unweighted term value of `values`.
+    /// Terms that `s` leaves off are ignored whatever their scale.
+    /// Every term's gradient is written in one pass:
+    ///
+    ///     g = a·d³ + b·d² + c·d + e          kurtosis, skewness, and range through σ  (d = w − μ)
+    ///       + l2·w
+    ///       + qGain·(u − round u)             quantisation error, rounding held fixed
+    ///       + rGain·sign(w)·exp(k|w| − shift) range through the softmax weights pⱼ
+    public static func addGradient(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+        let n = Double(st.n)
+        guard st.n > 0 else { return }
+        let scales = scales.filter { s.weight($0.key) > 0 }
+        var a = 0.0, b = 0.0, c = 0.0, e = 0.0
+        let shaped = st.m2 > varianceFloor
+        if shaped, let k = scales[.kurtosis], k != 0 {
+            // ∂K/∂wᵢ = 4/(n·m₂²)·(dᵢ³ − m₃) − 4·m₄/(n·m₂³)·dᵢ
+            let coef = k * 2 * (st.kurtosis - s.kurtosisTarget), m2sq = st.m2 * st.m2
+            a += coef * 4 / (n * m2sq)
+            e -= coef * 4 * st.m3 / (n * m2sq)
+            c -= coef * 4 * st.m4 / (n * m2sq * st.m2)
+        }
+        if shaped, let k = scales[.skewness], k != 0 {
+            // ∂S/∂wᵢ = 3/(n·m₂^1.5)·(dᵢ² − m₂) − 3·m₃/(n·m₂^2.5)·dᵢ
+            let coef = k * 2 * (st.skewness - s.skewnessTarget), m15 = st.m2 * st.m2.squareRoot()
+            b += coef * 3 / (n * m15)
+            e -= coef * 3 * st.m2 / (n * m15)
+            c -= coef * 3 * st.m3 / (n * m15 * st.m2)
+        }
+        var rangeGain: Float = 0, rangeK: Float = 0, rangeShift: Float = 0
+        if shaped, let k = scales[.range], k != 0, st.range > s.rangeTarget {
+            // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m) − log Z)
+            let coef = k * 2 * (st.range - s.rangeTarget), sigma = st.m2.squareRoot()
+            let beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma, logZ = beta * (st.range - m)
+            c -= coef * st.rangeMeanS / (n * st.m2)
+            rangeGain = Float(coef / sigma); rangeK = Float(beta / sigma); rangeShift = Float(beta * m + logZ)
+        }
+        var quantScale: Float = 0, quantGain: Float = 0
+        let quant = shaped && (scales[.quantError] ?? 0) != 0 && st.maxAbs > 0
+        if quant {
+            // ∂E/∂wⱼ = 2(uⱼ − rⱼ)·qmax/(n·M) with u = w·qmax/M (j ≠ argmax)
+            quantScale = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
+            quantGain = Float(scales[.quantError]! * 2 / n) * quantScale
+        }
+        gradientPass(w, grad, a: Float(a), b: Float(b), c: Float(c), e: Float(e), l2: Float(scales[.l2] ?? 0),
+                     mean: Float(st.mean), quantScale: quantScale, quantGain: quantGain,
+                     rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift)
+        if quant {
+            // The maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u); its own residual is 0.
+            let k = scales[.quantError]!, sign: Double = w[st.argMax] < 0 ? -1 : 1
+            grad[st.argMax] += Float(-k * 2 * sign / Double(st.maxAbs) * st.quantCross)
+        }
+    }
+
+    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+                             a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
+                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeK: Float, rangeShift: Float) {
+        let n = w.count, wp = w.baseAddress!, gp = grad.baseAddress!
+        let quant = quantGain != 0, range = rangeGain != 0
+        var i = 0
+        while i + 8 <= n {
+            let x = load8(w, i), d = x - mean
+            var g = ((a * d + b) * d + c) * d + e + l2 * x
+            if quant { let u = x * quantScale; g += quantGain * (u - roundHalfAway(u)) }
+            if range {
+                let ax = x.replacing(with: -x, where: x .< 0)
+                let r = rangeGain * expNonPositive(rangeK * ax - rangeShift)
+                g += r.replacing(with: -r, where: x .< 0)
+            }
+            let old = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(gp + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            let x = wp[i], d = x - mean
+            var g = ((a * d + b) * d + c) * d + e + l2 * x
+            if quant { let u = x * quantScale; g += quantGain * (u - u.rounded(.toNearestOrAwayFromZero)) }
+            if range { g += rangeGain * _expf(rangeK * abs(x) - rangeShift) * (x < 0 ? -1 : 1) }
+            gp[i] += g
+            i += 1
+        }
+    }
+}
+
+// MARK: - Blocked summation
+
+@inline(__always)
+func load8(_ p: UnsafeBufferPointer<Float>, _ i: Int) -> SIMD8<Float> {
+    UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+/// Calls `body` on consecutive blocks of at most 1024 values with the block's offset.
+@inline(__always)
+func forBlocks(_ w: UnsafeBufferPointer<Float>, _ body: (UnsafeBufferPointer<Float>, Int) -> Void) {
+    var start = 0
+    while start < w.count {
+        let end = min(w.count, start + 1024)
+        body(UnsafeBufferPointer(rebasing: w[start..<end]), start)
+        start = end
+    }
+}
+
+/// Σ wᵢ: 8 Float lanes within a block, Double across blocks.
+func blockSum(_ w: UnsafeBufferPointer<Float>) -> Double {
+    var total = 0.0
+    forBlocks(w) { block, _ in
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= block.count { acc += load8(block, i); i += 8 }
+        var t = Double(acc.sum())
+        while i < block.count { t += Double(block[i]); i += 1 }
+        total += t
+    }
+    return total
+}
+
+/// 1.5·2²³: adding it to a Float of magnitude below 2²² rounds to an integer (to nearest, ties to
+/// even) and leaves that integer in the low mantissa bits. Swift's generic SIMD rounding and
+/// Float→Int conversions become per-lane library calls; this is two vector additions.
+let roundingMagic: Float = 12_582_912
+
+/// Round half away from zero, lane-wise, for |x| < 2²²: nearest-even, then ties moved away from 0.
+@inline(__always)
+func roundHalfAway(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let even = (x + roundingMagic) - roundingMagic, diff = x - even
+    var r = even
+    r.replace(with: even + 1, where: (diff .== 0.5) .& (x .> 0))
+    r.replace(with: even - 1, where: (diff .== -0.5) .& (x .< 0))
+    return r
+}
+
+/// eˣ lane-wise in Float for x ≤ 0 (the softmax weights of the range term): x = n·ln2 + r with
+/// |r| ≤ ln2/2 (Cody–Waite split of ln2), eʳ by its degree-6 Taylor polynomial (relative error
+/// below 2e-7 there), times 2ⁿ built in the exponent bits. Below −87 the result is 0.
+@inline(__always)
+func expNonPositive(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let clamped = x.replacing(with: -87, where: x .< -87)
+    let t = clamped * 1.442_695_04 + roundingMagic
+    let n = t - roundingMagic                                    // round(x·log₂e)
+    let r = clamped - n * 0.693_145_75 - n * 1.428_606_8e-06
+    var p = SIMD8<Float>(repeating: 1.0 / 720)
+    p = p * r + 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r + 1.0 / 6
+    p = p * r + 0.5
+    p = p * r + 1
+    p = p * r + 1
+    let bits = unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(SIMD8<Float>(repeating: roundingMagic), to: SIMD8<Int32>.self)
+    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: SIMD8<Float>.self)
+    return (p * scale).replacing(with: 0, where: x .< -87)
+}

@@ -1,0 +1,180 @@
+import XCTest
+import Tensors
+import NeuralNet
+import Shaping
+@testable import QShapeKit
+
+/// Each shaping penalty's gradient against central finite differences of a Double reference
+/// (relative error < 1e-4) on tensors of several sizes and distributions.
+final class PenaltyTests: XCTestCase {
+    /// Independent Double definitions of the term values.
+    enum RefPenalty {
+        static func moments(_ w: [Double]) -> (mean: Double, m2: Double, m3: Double, m4: Double) {
+            let n = Double(w.count), mu = w.reduce(0, +) / n
+            let d = w.map { $0 - mu }
+            return (mu, d.map { $0 * $0 }.reduce(0, +) / n, d.map { $0 * $0 * $0 }.reduce(0, +) / n,
+                    d.map { $0 * $0 * $0 * $0 }.reduce(0, +) / n)
+        }
+        static func kurtosis(_ w: [Double]) -> Double { let m = moments(w); return m.m4 / (m.m2 * m.m2) }
+        static func skewness(_ w: [Double]) -> Double { let m = moments(w); return m.m3 / (m.m2 * m.m2.squareRoot()) }
+        static func range(_ w: [Double], beta: Double) -> Double {
+            let sigma = moments(w).m2.squareRoot()
+            let s = w.map { abs($0) / sigma }, m = s.max()!
+            return m + _log(s.map { _exp(beta * ($0 - m)) }.reduce(0, +)) / beta
+        }
+        static func quantError(_ w: [Double], bits: Int) -> Double {
+            let qmax = Double((1 << (bits - 1)) - 1), mx = w.map(abs).max()!
+            return w.map { x in let u = x * qmax / mx, r = u - u.rounded(.toNearestOrAwayFromZero); return r * r }
+                .reduce(0, +) / Double(w.count)
+        }
+        static func total(_ w: [Double], _ s: PenaltySettings) -> Double {
+            var p = 0.0
+            if s.kurtosisWeight > 0 { p += s.kurtosisWeight * (kurtosis(w) - s.kurtosisTarget) * (kurtosis(w) - s.kurtosisTarget) }
+            if s.skewnessWeight > 0 { p += s.skewnessWeight * (skewness(w) - s.skewnessTarget) * (skewness(w) - s.skewnessTarget) }
+            if s.rangeWeight > 0 { let e = max(0, range(w, beta: s.rangeSharpness) - s.rangeTarget); p += s.rangeWeight * e * e }
+            if s.quantErrorWeight > 0 { p += s.quantErrorWeight * quantError(w, bits: s.quantErrorBits) }
+            if s.l2Weight > 0 { p += s.l2Weight * 0.5 * w.map { $0 * $0 }.reduce(0, +) }
+            return p
+        }
+    }
+
+    /// Weights drawn from named distributions, shaped like trained weights (σ ≈ 0.05).
+    static func sample(_ kind: String, _ n: Int, seed: UInt64) -> [Float] {
+        var rng = SeededRandom(seed: seed)
+        switch kind {
+        case "normal": return (0..<n).map { _ in 0.05 * rng.normal() }
+        case "uniform": return (0..<n).map { _ in rng.uniform(-0.08, 0.08) }
+        case "laplace": return (0..<n).map { _ in
+            let u = rng.uniform(-0.5, 0.5); return Float(-0.03 * (u < 0 ? -1 : 1) * _log(1 - 2 * Double(abs(u)))) }
+        case "skewed": return (0..<n).map { _ in Float(0.02 * _exp(Double(rng.normal()))) - 0.03 }
+        default:  // one outlier
+            var w = (0..<n).map { _ in 0.05 * rng.normal() }
+            w[n / 3] = 0.6
+            return w
+        }
+    }
+
+    static let distributions = ["normal", "uniform", "laplace", "skewed", "outlier"]
+
+    func checkGradient(_ w: [Float], _ s: PenaltySettings, label: String, file: StaticString = #filePath, line: UInt = #line) {
+        let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+        var scales: [PenaltyTerm: Double] = [:]
+        if s.kurtosisWeight > 0 { scales[.kurtosis] = s.kurtosisWeight }
+        if s.skewnessWeight > 0 { scales[.skewness] = s.skewnessWeight }
+        if s.rangeWeight > 0 { scales[.range] = s.rangeWeight }
+        if s.quantErrorWeight > 0 { scales[.quantError] = s.quantErrorWeight }
+        if s.l2Weight > 0 { scales[.l2] = s.l2Weight }
+        // The values the implementation reports equal the reference's.
+        let value = st.values(s).reduce(0.0) { $0 + (scales[$1.key] ?? 0) * $1.value }
+        let wd = w.doubles
+        XCTAssertEqual(value, RefPenalty.total(wd, s), accuracy: 1e-5 * max(1, abs(value)), "\(label) value", file: file, line: line)
+        var g = [Float](repeating: 0, count: w.count)
+        w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in Penalties.addGradient(wp, gp, st, s, scales: scales) } }
+        let indices = w.count <= 400 ? Array(0..<w.count) : (0..<400).map { ($0 * 7919) % w.count } + [w.count / 3]
+        let h = 1e-7 * (w.map { Double(abs($0)) }.max() ?? 1)
+        let numeric = numericGradient(wd, indices: indices, h: h) { RefPenalty.total($0, s) }
+        XCTAssertLessThan(relativeError(g, numeric), 1e-4, label, file: file, line: line)
+    }
+
+    func testKurtosisAndSkewnessGradients() {
+        for kind in Self.distributions { for n in [7, 64, 1001] {
+            var s = PenaltySettings()
+            s.kurtosisWeight = 1; s.kurtosisTarget = 1.8
+            checkGradient(Self.sample(kind, n, seed: 1), s, label: "kurtosis \(kind) n=\(n)")
+            s = PenaltySettings()
+            s.skewnessWeight = 0.7; s.skewnessTarget = 0.2
+            checkGradient(Self.sample(kind, n, seed: 2), s, label: "skewness \(kind) n=\(n)")
+        } }
+    }
+
+    func testRangeGradient() {
+        for kind in Self.distributions { for n in [9, 100, 2003] {
+            var s = PenaltySettings()
+            s.rangeWeight = 0.5; s.rangeTarget = 1.2; s.rangeSharpness = 20
+            checkGradient(Self.sample(kind, n, seed: 3), s, label: "range \(kind) n=\(n)")
+        } }
+    }
+
+    func testQuantisationErrorGradient() {
+        for kind in Self.distributions { for bits in [3, 4, 8] {
+            var s = PenaltySettings()
+            s.quantErrorWeight = 2; s.quantErrorBits = bits
+            checkGradient(Self.sample(kind, 515, seed: 4), s, label: "quant_error \(kind) \(bits) bits")
+        } }
+    }
+
+    func testAllTermsTogetherAndL2() {
+        for kind in Self.distributions {
+            var s = PenaltySettings()
+            s.kurtosisWeight = 1; s.skewnessWeight = 0.5; s.rangeWeight = 0.3; s.rangeTarget = 1.5
+            s.quantErrorWeight = 0.2; s.l2Weight = 0.01
+            checkGradient(Self.sample(kind, 777, seed: 5), s, label: "all \(kind)")
+        }
+    }
+
+    func testZeroVarianceIsFiniteAndPushesNothing() {
+        var s = PenaltySettings()
+        s.kurtosisWeight = 1; s.skewnessWeight = 1; s.rangeWeight = 1; s.quantErrorWeight = 1
+        for w in [[Float](repeating: 0.25, count: 33), [Float](repeating: 0, count: 8)] {
+            let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+            for v in st.values(s).values { XCTAssertTrue(v.isFinite) }
+            var g = [Float](repeating: 0, count: w.count)
+            w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in
+                Penalties.addGradient(wp, gp, st, s, scales: [.kurtosis: 1, .skewness: 1, .range: 1, .quantError: 1]) } }
+            XCTAssertEqual(g, [Float](repeating: 0, count: w.count))
+        }
+    }
+
+    func testMeanHintDoesNotChangeTheResult() {
+        var s = PenaltySettings()
+        s.kurtosisWeight = 1
+        let w = Self.sample("skewed", 3000, seed: 6)
+        let exact = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+        for hint: Float in [0, 0.05, -0.01] {   // the previous step's mean is close; 0 is the worst fallback
+            let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s, meanHint: hint) }
+            XCTAssertEqual(st.kurtosis, exact.kurtosis, accuracy: 1e-3 * exact.kurtosis)
+            XCTAssertEqual(st.mean, exact.mean, accuracy: 1e-7)
+        }
+    }
+
+    /// The whole loss term: per-channel scope, aggregation over layers and λ, against the reference.
+    func testLossTermAggregatesChannelsAndLayers() throws {
+        let model = try Sequential(specs: [.flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
+                                           .dense(inFeatures: nil, outFeatures: 3, bias: true)], inputShape: [12], seed: 4)
+        for aggregate in ShapingConfig.Aggregate.allCases {
+            var c = ShapingConfig()
+            c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .channel, aggregate: aggregate)
+            c.terms[.skewness] = .init(weight: 0.3, target: 0, scope: .tensor, aggregate: aggregate)
+            let term = ShapingLossTerm(c, model: model)
+            model.zeroGradients()
+            let values = term.addGradients(model: model, epoch: 1)
+            let w1 = model.namedState[0].parameter, w3 = model.namedState[2].parameter
+            func layerKurt(_ w: [Double], rows: Int) -> Double {
+                let size = w.count / rows
+                return (0..<rows).map { r in let k = RefPenalty.kurtosis(Array(w[(r * size)..<((r + 1) * size)])); return (k - 2) * (k - 2) }
+                    .reduce(0, +) / Double(rows)
+            }
+            func layerSkew(_ w: [Double]) -> Double { let s = RefPenalty.skewness(w); return s * s }
+            func agg(_ a: Double, _ b: Double) -> Double {
+                switch aggregate { case .mean: (a + b) / 2; case .sum: a + b; case .max: max(a, b) }
+            }
+            func total(_ a: [Double], _ b: [Double]) -> Double {
+                0.8 * agg(layerKurt(a, rows: 5), layerKurt(b, rows: 3)) + 0.3 * agg(layerSkew(a), layerSkew(b))
+            }
+            let a = w1.value.data.doubles, b = w3.value.data.doubles
+            XCTAssertEqual((values["kurtosis"] ?? 0) + (values["skewness"] ?? 0), total(a, b), accuracy: 1e-6)
+            let na = numericGradient(a, h: 1e-7) { total($0, b) }, nb = numericGradient(b, h: 1e-7) { total(a, $0) }
+            XCTAssertLessThan(relativeError(w1.grad.data, na), 1e-4, "\(aggregate) layer 1")
+            XCTAssertLessThan(relativeError(w3.grad.data, nb), 1e-4, "\(aggregate) layer 3")
+        }
+    }
+
+    func testWarmUpAndStartEpoch() {
+        var c = ShapingConfig()
+        c.startEpoch = 2; c.warmupEpochs = 4
+        XCTAssertEqual(c.rampFactor(epoch: 1.9), 0)
+        XCTAssertEqual(c.rampFactor(epoch: 3), 0.25)
+        XCTAssertEqual(c.rampFactor(epoch: 6), 1)
+        XCTAssertEqual(c.rampFactor(epoch: 9), 1)
+    }
+}

@@ -1,0 +1,68 @@
+import XCTest
+import Foundation
+import DataIO
+import Shaping
+import Quantization
+@testable import QShapeKit
+
+/// Statistics against SciPy and the seed quantiser against NumPy, on committed fixtures
+/// (Fixtures/make_stats_fixture.py).
+final class StatisticsTests: XCTestCase {
+    let names = ["normal", "uniform", "laplace", "skewed", "outlier", "ties"]
+
+    func testMomentsAgreeWithSciPy() throws {
+        let file = try SafeTensors.read("\(Fixtures.dir)/weight-fixtures.safetensors")
+        let data = FileManager.default.contents(atPath: "\(Fixtures.dir)/weight-fixtures-stats.json")!
+        let expected = try JSONSerialization.jsonObject(with: data) as! [String: [String: Any]]
+        func close(_ a: Double, _ b: Double, _ what: String) {
+            XCTAssertEqual(a, b, accuracy: 1e-5 * max(abs(b), 1e-3), what)
+        }
+        for name in names {
+            let w = file[name]!.floats, rows = file[name]!.shape[0]
+            let e = expected[name]!["tensor"] as! [String: Double]
+            let st = WeightStatistics(w)
+            close(st.mean, e["mean"]!, "\(name) mean"); close(st.std, e["std"]!, "\(name) std")
+            close(st.skewness, e["skewness"]!, "\(name) skewness"); close(st.kurtosis, e["kurtosis"]!, "\(name) kurtosis")
+            close(st.maxAbsOverStd, e["max_abs_over_std"]!, "\(name) max/σ")
+            let channels = expected[name]!["channels"] as! [[String: Double]]
+            let size = w.count / rows
+            for (c, ce) in channels.enumerated() {
+                let cs = WeightStatistics(Array(w[(c * size)..<((c + 1) * size)]))
+                close(cs.skewness, ce["skewness"]!, "\(name)[\(c)] skewness")
+                close(cs.kurtosis, ce["kurtosis"]!, "\(name)[\(c)] kurtosis")
+            }
+        }
+    }
+
+    func testSeedQuantiserAgreesExactlyWithNumPy() throws {
+        let file = try SafeTensors.read("\(Fixtures.dir)/weight-fixtures.safetensors")
+        for name in names { for bits in [2, 3, 4, 8, 16] { for rounding in Rounding.allCases {
+            let e = file[name]!
+            let q = WeightQuantizer(bits: bits, rounding: rounding).quantize(e.floats, shape: e.shape)
+            let ref = file["\(name).q\(bits).\(rounding.rawValue)"]!.integers.map { Int32($0) }
+            XCTAssertEqual(q.values, ref, "\(name) \(bits) bits \(rounding.rawValue)")
+        } } }
+        // The ties fixture has exact halves: the three roundings differ there.
+        let ties = WeightQuantizer(bits: 3).quantize([3, 0.5, 1.5, -2.5], shape: [4])
+        XCTAssertEqual(ties.values, [3, 1, 2, -3])
+        XCTAssertEqual(WeightQuantizer(bits: 3, rounding: .nearestEven).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values, [3, 0, 2, -2])
+        XCTAssertEqual(WeightQuantizer(bits: 3, rounding: .truncate).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values, [3, 0, 1, -2])
+    }
+
+    func testStatsCommandOnPyTorchFile() throws {
+        let r = try StatsWorkflow.run(path: "\(Fixtures.dir)/pytorch-mlp.safetensors", bits: 4, channels: true)
+        XCTAssertEqual(r.tensors.map { $0.name ?? "" }, ["1.weight", "3.weight", "5.weight"])
+        XCTAssertEqual(r.tensors[0].channels?.count, 256)
+        let t = r.tensors[2]
+        XCTAssertEqual(t.kurtosis, 1.8, accuracy: 0.15, "uniform initial weights")
+        XCTAssertLessThanOrEqual(t.levelsUsed, 15)
+        let dir = temporaryDirectory(self)
+        let out = try qshape(["stats", "\(Fixtures.dir)/pytorch-mlp.safetensors", "--json", "--bits", "3"], in: dir)
+        XCTAssertEqual(out.status, 0)
+        let obj = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as! [String: Any]
+        let first = (obj["tensors"] as! [[String: Any]])[0]
+        for key in ["name", "shape", "mean", "std", "skewness", "kurtosis", "max_abs_over_std", "sqnr_db", "levels_used"] {
+            XCTAssertNotNil(first[key], key)
+        }
+    }
+}
