@@ -82,28 +82,11 @@ public enum Penalties {
         guard n > 0 else { return st }
         let c = meanHint ?? Float(blockSum(w) / Double(n))
         // Σ(w − c)ᵏ for k = 1…4 and max|w|, then the shift formulas give the moments about μ.
-        var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
-        var mx: Float = 0
-        forBlocks(w) { block, _ in
-            var a1 = SIMD8<Float>(), a2 = a1, a3 = a1, a4 = a1, top = a1
-            var i = 0
-            while i + 8 <= block.count {
-                let x = load8(block, i), d = x - c, d2 = d * d
-                a1 += d; a2 += d2; a3 += d2 * d; a4 += d2 * d2
-                let ax = x.replacing(with: -x, where: x .< 0)
-                top.replace(with: ax, where: ax .> top)
-                i += 8
-            }
-            var r1 = Double(a1.sum()), r2 = Double(a2.sum()), r3 = Double(a3.sum()), r4 = Double(a4.sum())
-            mx = max(mx, top.max())
-            while i < block.count {
-                let d = Double(block[i] - c), d2 = d * d
-                r1 += d; r2 += d2; r3 += d2 * d; r4 += d2 * d2
-                mx = max(mx, abs(block[i]))
-                i += 1
-            }
-            s1 += r1; s2 += r2; s3 += r3; s4 += r4
-        }
+        // max|w| costs as much as the moments; only the range and quantisation terms need it.
+        let needMax = s.rangeWeight > 0 || s.quantErrorWeight > 0
+        let sums = needMax ? reduceBlocks(w) { momentSums($0, center: c, max: true) }
+                           : reduceBlocks(w) { momentSums($0, center: c, max: false) }
+        let (s1, s2, s3, s4, mx) = (sums.a, sums.b, sums.c, sums.d, sums.max)
         let nd = Double(n), e = s1 / nd                                   // μ − c
         let r2 = s2 / nd, r3 = s3 / nd, r4 = s4 / nd
         st.mean = Double(c) + e
@@ -120,6 +103,30 @@ public enum Penalties {
         return st
     }
 
+    /// Σ(w − c)ᵏ for k = 1…4 of one block, and max|w| when asked.
+    @inline(__always)
+    static func momentSums(_ block: UnsafeBufferPointer<Float>, center c: Float, max withMax: Bool) -> BlockSums {
+        var a1 = SIMD8<Float>(), a2 = a1, a3 = a1, a4 = a1, top = a1
+        var i = 0
+        while i + 8 <= block.count {
+            let x = load8(block, i), d = x - c, d2 = d * d
+            a1 += d; a2 += d2; a3 += d2 * d; a4 += d2 * d2
+            if withMax {
+                let ax = x.replacing(with: -x, where: x .< 0)
+                top.replace(with: ax, where: ax .> top)
+            }
+            i += 8
+        }
+        var r = BlockSums(a: Double(a1.sum()), b: Double(a2.sum()), c: Double(a3.sum()), d: Double(a4.sum()), max: top.max())
+        while i < block.count {
+            let d = Double(block[i] - c), d2 = d * d
+            r.a += d; r.b += d2; r.c += d2 * d; r.d += d2 * d2
+            r.max = Swift.max(r.max, abs(block[i]))
+            i += 1
+        }
+        return r
+    }
+
     /// One pass for the terms that need σ and max|w| first:
     ///     R = m + (1/β)·log Σ exp(β(sᵢ − m)),  sᵢ = |wᵢ|/σ,  m = max sᵢ  (every exponent ≤ 0)
     ///     E = mean((u − round u)²),  mean((u − round u)·u),  u = w·qmax/max|w|
@@ -128,8 +135,7 @@ public enum Penalties {
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
         let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)   // β(sᵢ − m) = k·|wᵢ| − βm
         let qk = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
-        var z = 0.0, zs = 0.0, e2 = 0.0, eu = 0.0
-        forBlocks(w) { block, _ in
+        let sums = reduceBlocks(w) { block in
             var a = SIMD8<Float>(), b = a, c = a, d = a
             var i = 0
             while i + 8 <= block.count {
@@ -144,15 +150,16 @@ public enum Penalties {
                 }
                 i += 8
             }
-            var pz = Double(a.sum()), ps = Double(b.sum()), q2 = Double(c.sum()), qu = Double(d.sum())
+            var r = BlockSums(a: Double(a.sum()), b: Double(b.sum()), c: Double(c.sum()), d: Double(d.sum()), max: 0)
             while i < block.count {
                 let x = block[i]
-                if range { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); pz += p; ps += p * si }
-                if quant { let u = x * qk, r = u - u.rounded(.toNearestOrAwayFromZero); q2 += Double(r * r); qu += Double(r * u) }
+                if range { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); r.a += p; r.b += p * si }
+                if quant { let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero); r.c += Double(q * q); r.d += Double(q * u) }
                 i += 1
             }
-            z += pz; zs += ps; e2 += q2; eu += qu
+            return r
         }
+        let (z, zs, e2, eu) = (sums.a, sums.b, sums.c, sums.d)
         if range { st.range = m + _log(z) / beta; st.rangeMeanS = zs / z }
         if quant {
             st.argMax = w.firstIndex { abs($0) == st.maxAbs } ?? 0
@@ -219,8 +226,21 @@ public enum Penalties {
     static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                              a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
                              quantScale: Float, quantGain: Float, rangeGain: Float, rangeK: Float, rangeShift: Float) {
+        // Specialised copies per combination of terms keep the loop free of branches.
+        switch (quantGain != 0, rangeGain != 0) {
+        case (false, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeK: 0, rangeShift: 0, quant: false, range: false)
+        case (true, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeK: 0, rangeShift: 0, quant: true, range: false)
+        case (false, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift, quant: false, range: true)
+        case (true, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift, quant: true, range: true)
+        }
+    }
+
+    @inline(__always)
+    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+                             a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
+                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeK: Float, rangeShift: Float,
+                             quant: Bool, range: Bool) {
         let n = w.count, wp = w.baseAddress!, gp = grad.baseAddress!
-        let quant = quantGain != 0, range = rangeGain != 0
         var i = 0
         while i + 8 <= n {
             let x = load8(w, i), d = x - mean
@@ -253,29 +273,40 @@ func load8(_ p: UnsafeBufferPointer<Float>, _ i: Int) -> SIMD8<Float> {
     UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
 }
 
-/// Calls `body` on consecutive blocks of at most 1024 values with the block's offset.
+/// Partial sums of one block (or several, merged): four Double sums and a maximum.
+struct BlockSums {
+    var a = 0.0, b = 0.0, c = 0.0, d = 0.0
+    var max: Float = 0
+    static func + (l: BlockSums, r: BlockSums) -> BlockSums {
+        BlockSums(a: l.a + r.a, b: l.b + r.b, c: l.c + r.c, d: l.d + r.d, max: Swift.max(l.max, r.max))
+    }
+}
+
+/// Σ over blocks of at most 1024 values of `body(block)`: each block's lanes sum in Float,
+/// the blocks in Double. (Splitting large groups across two threads was measured: libdispatch's
+/// hand-off costs 50–70 µs here, more than the pass itself.)
 @inline(__always)
-func forBlocks(_ w: UnsafeBufferPointer<Float>, _ body: (UnsafeBufferPointer<Float>, Int) -> Void) {
+func reduceBlocks(_ w: UnsafeBufferPointer<Float>, _ body: (UnsafeBufferPointer<Float>) -> BlockSums) -> BlockSums {
+    var total = BlockSums()
     var start = 0
     while start < w.count {
         let end = min(w.count, start + 1024)
-        body(UnsafeBufferPointer(rebasing: w[start..<end]), start)
+        total = total + body(UnsafeBufferPointer(rebasing: w[start..<end]))
         start = end
     }
+    return total
 }
 
 /// Σ wᵢ: 8 Float lanes within a block, Double across blocks.
 func blockSum(_ w: UnsafeBufferPointer<Float>) -> Double {
-    var total = 0.0
-    forBlocks(w) { block, _ in
+    reduceBlocks(w) { block in
         var acc = SIMD8<Float>()
         var i = 0
         while i + 8 <= block.count { acc += load8(block, i); i += 8 }
         var t = Double(acc.sum())
         while i < block.count { t += Double(block[i]); i += 1 }
-        total += t
-    }
-    return total
+        return BlockSums(a: t)
+    }.a
 }
 
 /// 1.5·2²³: adding it to a Float of magnitude below 2²² rounds to an integer (to nearest, ties to
