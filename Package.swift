@@ -22,11 +22,13 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc"]),
         .target(name: "NeuralNet", dependencies: ["Tensors"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO"]),
-        .target(name: "Quantization", dependencies: ["Tensors"]),
+        // The integer engine: Swift standard library only (no Foundation, no Float or Double).
+        .target(name: "IntegerRuntime"),
+        .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
         .target(name: "Shaping", dependencies: ["Tensors"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         .target(name: "QShapeKit", dependencies: [
-            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping",
+            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "qshape", dependencies: [
@@ -35,6 +37,6 @@ let package = Package(
         ]),
 
         .testTarget(name: "QShapeTests",
-                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "QShapeKit"]),
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "QShapeKit"]),
     ]
 )

@@ -98,6 +98,17 @@ public final class Sequential {
         return h
     }
 
+    /// Forward pass with a hook after every layer that sees (and may change) its output:
+    /// used to capture activations and to fake-quantise them.
+    public func forward(_ x: Tensor, training: Bool, after: (Int, inout Tensor) -> Void) -> Tensor {
+        var h = x
+        for (i, layer) in layers.enumerated() {
+            h = layer.forward(h, training: training)
+            after(i, &h)
+        }
+        return h
+    }
+
     /// Back-propagates ∂L/∂logits through every layer, accumulating parameter gradients.
     /// The first layer's input gradient is never computed.
     public func backward(_ dLogits: Tensor) {

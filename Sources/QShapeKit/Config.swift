@@ -38,8 +38,10 @@ public struct Config: Sendable {
     public var threads = 0
     /// Penalties on the weight distributions (`shaping:`), nil when absent.
     public var shaping: ShapingConfig?
+    /// How to convert to integers (`quantize:`), nil when absent.
+    public var quantize: QuantizeConfig?
 
-    static let topKeys = ["name", "data", "model", "training", "shaping"]
+    static let topKeys = ["name", "data", "model", "training", "shaping", "quantize"]
 
     /// Reads, overrides (`--set`) and validates a config file. Every problem is a `ConfigError`.
     public static func load(path: String, overrides: [String] = []) throws -> Config {
@@ -67,6 +69,7 @@ public struct Config: Sendable {
         (training, threads) = try Config.readTraining(top, data: data)
         shaping = try Config.readShaping(top, epochs: training.epochs)
         try validateShapingLayers()
+        quantize = try Config.readQuantize(top)
     }
 
     private static func readData(_ top: ConfigReader) throws -> DataConfig {

@@ -14,6 +14,7 @@ extension Config {
         for spec in layers { out += "    - \(yamlLayer(spec))\n" }
         out += section("training", trainingPairs)
         if let s = shaping { out += shapingYAML(s) }
+        if let q = quantize { out += quantizeYAML(q) }
         return out
     }
 

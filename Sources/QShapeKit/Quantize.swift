@@ -4,68 +4,260 @@ import NeuralNet
 import Training
 import DataIO
 import Quantization
+import IntegerRuntime
 
-/// `qshape quantize`: float accuracy against quantised accuracy, by bit width.
+/// `qshape quantize` (and the end of `qshape train` with a `quantize:` section): float accuracy,
+/// simulated (fake-quant) accuracy and integer-engine accuracy side by side, by weight bit width,
+/// with a layer-by-layer comparison.
 public enum QuantizeWorkflow {
     public struct LayerRow: Codable, Sendable {
         public var name: String
         public var weightSQNR: Double
         public var levelsUsed: Int
+        public var activationSQNR: Double?
+        public var clippedFraction: Double?
+        public var inputScale: Double?
+        public var weightScaleMin: Double?, weightScaleMax: Double?
+        public var outputScale: Double?
+        public var multiplier: Int64?, shift: Int64?
+        public var accumulatorBitsNeeded: Int?, accumulatorBits: Int?
         enum CodingKeys: String, CodingKey {
-            case name
-            case weightSQNR = "weight_sqnr_db", levelsUsed = "levels_used"
+            case name, multiplier, shift
+            case weightSQNR = "weight_sqnr_db", levelsUsed = "levels_used", activationSQNR = "activation_sqnr_db"
+            case clippedFraction = "clipped_fraction", inputScale = "input_scale"
+            case weightScaleMin = "weight_scale_min", weightScaleMax = "weight_scale_max", outputScale = "output_scale"
+            case accumulatorBitsNeeded = "accumulator_bits_needed", accumulatorBits = "accumulator_bits"
         }
     }
 
     public struct BitsResult: Codable, Sendable {
         public var bits: Int
         public var simulatedAccuracy: Double
+        public var integerAccuracy: Double?
+        /// Share of test images (percent) where the integer engine and the float model pick the same class.
+        public var agreement: Double?
+        /// Share of test images (percent) where the integer engine and the simulation pick the same class.
+        public var simulationAgreement: Double?
         public var layers: [LayerRow]
         enum CodingKeys: String, CodingKey {
-            case bits, layers
-            case simulatedAccuracy = "simulated_accuracy"
+            case bits, layers, agreement
+            case simulatedAccuracy = "simulated_accuracy", integerAccuracy = "integer_accuracy"
+            case simulationAgreement = "simulation_agreement"
         }
     }
 
     public struct Result: Codable, Sendable {
         public var weights: String
         public var weightsOnly: Bool
+        public var activationBits: Int?
+        public var images: Int
         public var floatAccuracy: Double
         public var results: [BitsResult]
         enum CodingKeys: String, CodingKey {
-            case weights, results
-            case weightsOnly = "weights_only", floatAccuracy = "float_accuracy"
+            case weights, images, results
+            case weightsOnly = "weights_only", activationBits = "activation_bits", floatAccuracy = "float_accuracy"
         }
     }
 
-    /// Weights-only quantisation: every weight tensor through `quantizer`, everything else float.
-    /// Returns per layer the SQNR and levels used; the model's weights are replaced.
-    static func quantizeWeights(_ model: Sequential, _ quantizer: WeightQuantizer) -> [LayerRow] {
-        model.namedState.filter { $0.parameter.role == .weight }.map { name, p in
-            let original = p.value.data
-            let q = quantizer.quantize(original, shape: p.value.shape)
-            let deq = q.dequantized()
-            p.value = Tensor(shape: p.value.shape, data: deq)
-            let db = sqnr(original, deq)
-            return LayerRow(name: name, weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
-        }
-    }
-
-    public static func weightsOnly(_ config: Config, weights: String, bits: [Int],
-                                   rounding: Rounding = .nearest, perChannel: Bool = false) throws -> Result {
+    /// Loads the weights file into the config's model and quantises it.
+    public static func run(_ config: Config, weights: String, settings: QuantizeConfig) throws -> (Result, [Int: Conversion]) {
         let data = try config.data.load()
         let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
         try Weights.load(weights, into: model)
         TrainWorkflow.configureThreads(config.threads)
-        let original = model.namedState.map { $0.parameter.value }
-        let float = evaluate(model, on: data.test, normalization: config.training.normalization)
+        return try run(config, model: model, data: data, settings: settings, weightsLabel: weights)
+    }
+
+    public static func run(_ config: Config, model: Sequential, data: DataSplit, settings q: QuantizeConfig,
+                           weightsLabel: String) throws -> (Result, [Int: Conversion]) {
+        let norm = config.training.normalization
+        let floatClasses = predictions(model, data.test, norm, hook: nil)
+        let floatAccuracy = accuracy(floatClasses, data.test.labels)
         var results: [BitsResult] = []
-        for b in bits {
-            let layers = quantizeWeights(model, WeightQuantizer(bits: b, rounding: rounding, perChannel: perChannel))
-            let acc = evaluate(model, on: data.test, normalization: config.training.normalization).accuracy
-            results.append(BitsResult(bits: b, simulatedAccuracy: acc, layers: layers))
-            for (p, v) in zip(model.namedState.map(\.parameter), original) { p.value = v }
+        var conversions: [Int: Conversion] = [:]
+        if q.weightsOnly {
+            let folded = try Converter.fold(model)
+            let originals = folded.namedState.map { $0.parameter.value }
+            for b in q.bits {
+                var o = q.options
+                o.weightBits = b
+                let rows = weightsOnlyQuantize(folded, o)
+                let acc = accuracy(predictions(folded, data.test, norm, hook: nil), data.test.labels)
+                results.append(BitsResult(bits: b, simulatedAccuracy: acc, layers: rows))
+                for (p, v) in zip(folded.namedState.map(\.parameter), originals) { p.value = v }
+            }
+            return (Result(weights: weightsLabel, weightsOnly: true, images: data.test.count,
+                           floatAccuracy: floatAccuracy, results: results), [:])
         }
-        return Result(weights: weights, weightsOnly: true, floatAccuracy: float.accuracy, results: results)
+        guard data.test.rawBytes(0) != nil else {
+            throw ConfigError(file: config.file, path: "data", "the integer engine takes raw byte images (IDX or uint8 NPY); use quantize.weights_only for float inputs")
+        }
+        guard config.data.mean == 0 else {
+            throw ConfigError(file: config.file, path: "data.mean", "the integer engine feeds raw pixels, so inputs must be raw·scale/std with data.mean 0")
+        }
+        let inputScale = Double(norm.scale / norm.std)
+        let calibration = calibrationBatches(data.train, count: q.calibrationBatches, batch: config.training.batchSize, norm)
+        for b in q.bits {
+            var o = q.options
+            o.weightBits = b
+            let conversion: Conversion
+            do {
+                conversion = try Converter.convert(model, calibration: calibration, inputScale: inputScale, rawInputMax: 255, options: o)
+            } catch let e as ConversionError {
+                throw ConfigError(file: config.file, path: "quantize", "at \(b)-bit weights, \(e.message)")
+            }
+            conversions[b] = conversion
+            results.append(compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages))
+        }
+        return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
+                       images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)
+    }
+
+    /// The seed quantiser on every weight (of the folded model), everything else float.
+    static func weightsOnlyQuantize(_ model: Sequential, _ o: QuantizeOptions) -> [LayerRow] {
+        model.namedState.filter { $0.parameter.role == .weight }.map { name, p in
+            let w = p.value.data, shape = p.value.shape
+            let groups = o.perChannel ? shape[0] : 1, size = w.count / groups
+            let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: o.weightBits, method: o.weightRange) }
+            let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel).quantize(w, shape: shape, clip: clips)
+            let deq = q.dequantized()
+            p.value = Tensor(shape: shape, data: deq)
+            let db = sqnr(w, deq)
+            return LayerRow(name: name, weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
+        }
+    }
+
+    static func calibrationBatches(_ train: Dataset, count: Int, batch: Int, _ norm: Normalization) -> [Tensor] {
+        // Evenly spread over the training set, the same images every time.
+        let total = min(train.count, count * batch), stride = max(1, train.count / max(1, total))
+        let indices = (0..<total).map { ($0 * stride) % train.count }
+        return Swift.stride(from: 0, to: indices.count, by: batch).map {
+            train.batch(indices[$0..<min(indices.count, $0 + batch)], normalization: norm).0
+        }
+    }
+
+    /// Predicted classes of `model` on `data`, with an optional per-layer hook (fake quantisation).
+    static func predictions(_ model: Sequential, _ data: Dataset, _ norm: Normalization,
+                            hook: ((Int, inout Tensor) -> Void)?) -> [Int] {
+        var out: [Int] = []
+        for start in stride(from: 0, to: data.count, by: 256) {
+            let (x, _) = data.batch(start..<min(data.count, start + 256), normalization: norm)
+            let logits = hook.map { h in model.forward(x, training: false, after: h) } ?? model.forward(x, training: false)
+            out += argmaxRows(logits)
+        }
+        return out
+    }
+
+    static func accuracy(_ classes: [Int], _ labels: [Int32]) -> Double {
+        100 * Double(zip(classes, labels).filter { $0 == Int($1) }.count) / Double(max(1, labels.count))
+    }
+
+    static func percentAgreeing(_ a: [Int], _ b: [Int]) -> Double {
+        100 * Double(zip(a, b).filter { $0 == $1 }.count) / Double(max(1, a.count))
+    }
+
+    /// The float simulation of a conversion: dequantised weights and biases, and every activation
+    /// rounded to its integer grid (half away from zero) and clamped, then scaled back.
+    public static func simulation(_ c: Conversion) -> (Sequential, (Int, inout Tensor) -> Void) {
+        for (name, p) in c.folded.namedState { if let v = c.dequantized[name] { p.value = v } }
+        let grid = c.activationGrid
+        let hook: (Int, inout Tensor) -> Void = { i, h in
+            guard let g = grid[i] else { return }
+            let s = Float(g.scale), inv = 1 / s, lo = Float(g.lo), hi = Float(g.hi)
+            h.withUnsafeMutableBufferPointer { p in
+                for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), lo), hi) * s }
+            }
+        }
+        return (c.folded, hook)
+    }
+
+    /// Integer-engine classes for every test image, the two halves of the set on two threads.
+    public static func integerPredictions(_ engine: IntegerEngine, _ data: Dataset) -> [Int] {
+        var classes = [Int](repeating: 0, count: data.count)
+        let half = data.count / 2
+        classes.withUnsafeMutableBufferPointer { buf in
+            let out = buf.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 2) { part in
+                let range = part == 0 ? 0..<half : half..<data.count
+                for i in range { out[i] = engine.classify(data.rawBytes(i)!.map { Int16($0) }) }
+            }
+        }
+        return classes
+    }
+
+    static func compare(_ c: Conversion, data: DataSplit, norm: Normalization, floatClasses: [Int], bits: Int,
+                        compareImages: Int) -> BitsResult {
+        let engine = IntegerEngine(c.integerModel)
+        let intClasses = integerPredictions(engine, data.test)
+        // Layer by layer on the first images: float activations of the folded model (before its
+        // weights are replaced) against the integer engine's, dequantised.
+        let n = min(compareImages, data.test.count)
+        let ends = Dictionary(uniqueKeysWithValues: c.layers.map { ($0.outputLayer, $0) })
+        var floatActs: [Int: [Float]] = [:]
+        let (x, _) = data.test.batch(0..<n, normalization: norm)
+        _ = c.folded.forward(x, training: false) { i, h in if ends[i] != nil { floatActs[i] = h.data } }
+        var intActs: [Int: [Float]] = [:]
+        for img in 0..<n {
+            _ = engine.run(data.test.rawBytes(img)!.map { Int16($0) }) { li, y in
+                let f = c.floatLayerOf[li]
+                guard let layer = ends[f], li == c.floatLayerOf.firstIndex(of: f) else { return }
+                intActs[f, default: []] += y.map { Float(Double($0) * layer.outputScale) }
+            }
+        }
+        let rows = c.layers.map { l -> LayerRow in
+            let fa = floatActs[l.outputLayer] ?? [], ia = intActs[l.outputLayer] ?? []
+            let db = sqnr(fa, ia)
+            let lo = Double(l.outMin) * l.outputScale - l.outputScale / 2, hi = Double(l.outMax) * l.outputScale + l.outputScale / 2
+            let clipped = Double(fa.filter { Double($0) < lo || Double($0) > hi }.count) / Double(max(1, fa.count))
+            return LayerRow(name: l.name, weightSQNR: l.weightSQNR, levelsUsed: l.levelsUsed,
+                            activationSQNR: db.isFinite ? db : 999, clippedFraction: clipped, inputScale: l.inputScale,
+                            weightScaleMin: l.weightScales.min(), weightScaleMax: l.weightScales.max(), outputScale: l.outputScale,
+                            multiplier: l.multiplier.first, shift: l.shift.first,
+                            accumulatorBitsNeeded: l.accumulatorBitsNeeded, accumulatorBits: l.accumulatorBits)
+        }
+        let (sim, hook) = simulation(c)
+        let simClasses = predictions(sim, data.test, norm, hook: hook)
+        return BitsResult(bits: bits, simulatedAccuracy: accuracy(simClasses, data.test.labels),
+                          integerAccuracy: accuracy(intClasses, data.test.labels),
+                          agreement: percentAgreeing(intClasses, floatClasses),
+                          simulationAgreement: percentAgreeing(intClasses, simClasses), layers: rows)
+    }
+}
+
+extension QuantizeWorkflow {
+    /// The comparison as a terminal table: accuracy by bit width, then the layers of each width.
+    public static func table(_ r: Result) -> String {
+        var out = [String(format: "float accuracy %.2f%%  (%d test images%@)", r.floatAccuracy, r.images,
+                          (r.weightsOnly ? ", weights only" : ", \(r.activationBits ?? 8)-bit activations") as NSString)]
+        out.append(pad("bits", 6) + pad("simulated", 11, right: true)
+                   + (r.weightsOnly ? "" : pad("integer", 10, right: true) + pad("agree float", 13, right: true) + pad("agree sim", 11, right: true)))
+        for b in r.results {
+            var line = pad("\(b.bits)", 6) + pad(String(format: "%.2f%%", b.simulatedAccuracy), 11, right: true)
+            if let i = b.integerAccuracy, let a = b.agreement, let s = b.simulationAgreement {
+                line += pad(String(format: "%.2f%%", i), 10, right: true) + pad(String(format: "%.2f%%", a), 13, right: true)
+                    + pad(String(format: "%.2f%%", s), 11, right: true)
+            }
+            out.append(line)
+        }
+        for b in r.results {
+            out.append("")
+            out.append("layers at \(b.bits)-bit weights:")
+            out.append(pad("layer", 10) + pad("w SQNR", 9, right: true) + pad("levels", 8, right: true)
+                       + (r.weightsOnly ? "" : pad("act SQNR", 10, right: true) + pad("clipped", 9, right: true)
+                          + pad("out scale", 11, right: true) + pad("mult", 12, right: true) + pad("shift", 7, right: true)
+                          + pad("acc bits", 10, right: true)))
+            for l in b.layers {
+                var line = pad(l.name, 10) + pad(String(format: "%.1f dB", l.weightSQNR), 9, right: true) + pad("\(l.levelsUsed)", 8, right: true)
+                if let a = l.activationSQNR {
+                    line += pad(String(format: "%.1f dB", a), 10, right: true)
+                        + pad(String(format: "%.3f%%", 100 * (l.clippedFraction ?? 0)), 9, right: true)
+                        + pad(String(format: "%.3g", l.outputScale ?? 0), 11, right: true)
+                        + pad("\(l.multiplier ?? 0)", 12, right: true) + pad("\(l.shift ?? 0)", 7, right: true)
+                        + pad("\(l.accumulatorBitsNeeded ?? 0)/\(l.accumulatorBits ?? 0)", 10, right: true)
+                }
+                out.append(line)
+            }
+        }
+        return out.joined(separator: "\n")
     }
 }

@@ -79,14 +79,15 @@ struct Eval: ParsableCommand {
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Quantise a weights file and compare float and quantised accuracy by bit width.")
+        abstract: "Convert a weights file to integers; compare float, simulated and integer-engine accuracy by bit width.")
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
     var weights: String
-    @Option(name: .customLong("bits"), parsing: .upToNextOption, help: "Weight bit widths (2…16), e.g. --bits 8 4 3.")
-    var bits: [Int] = [16, 8, 6, 5, 4, 3, 2]
-    @Flag(help: "Quantise the weights only; everything else stays float.")
+    @Option(name: .customLong("bits"), parsing: .upToNextOption,
+            help: "Weight bit widths (2…16), e.g. --bits 8 4 3 (default: quantize.bits of the config, or 8).")
+    var bits: [Int] = []
+    @Flag(help: "Quantise the weights only; everything else stays float (the numbers the literature reports).")
     var weightsOnly = false
     @Flag(help: "Print one JSON object.")
     var json = false
@@ -98,13 +99,11 @@ struct Quantize: ParsableCommand {
     func run() throws {
         try guarded {
             let config = try options.load()
-            let r = try QuantizeWorkflow.weightsOnly(config, weights: weights, bits: bits)
-            if json { print(try jsonString(r)); return }
-            print(String(format: "float accuracy %.2f%%", r.floatAccuracy))
-            for b in r.results {
-                print(String(format: "%2d-bit weights: simulated %.2f%%   (weight SQNR %@)", b.bits, b.simulatedAccuracy,
-                             b.layers.map { String(format: "%@ %.1f dB", $0.name, $0.weightSQNR) }.joined(separator: ", ") as NSString))
-            }
+            var settings = config.quantize ?? QuantizeConfig()
+            if !bits.isEmpty { settings.bits = bits }
+            if weightsOnly { settings.weightsOnly = true }
+            let (r, _) = try QuantizeWorkflow.run(config, weights: weights, settings: settings)
+            print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
     }
 }

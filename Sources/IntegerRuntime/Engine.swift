@@ -1,0 +1,184 @@
+/// Runs an `IntegerModel` on integer inputs with integer arithmetic only.
+///
+/// Activations travel as Int16 (uint8 pixels, int8/uint8 or int16 activations all fit), weights
+/// are Int16, products are summed in Int32 or Int64 as the layer's accumulator says, then
+/// requantised (`requantize`) and clamped (`saturate`). Every multiply and add that could wrap
+/// uses explicit wrapping operators, so the engine never traps; the converter's headroom analysis
+/// guarantees that no accepted model actually wraps.
+public struct IntegerEngine: Sendable {
+    public let model: IntegerModel
+    /// Weights widened once to Int16 rows, per weight layer index.
+    private let weights16: [[Int16]]
+
+    public init(_ model: IntegerModel) {
+        self.model = model
+        weights16 = model.layers.map { layer in
+            switch layer {
+            case .dense(let d): d.weight.map { Int16(truncatingIfNeeded: $0) }
+            case .conv(let c): c.weight.map { Int16(truncatingIfNeeded: $0) }
+            default: []
+            }
+        }
+    }
+
+    /// Shape of one sample after each layer.
+    public var shapes: [[Int]] {
+        var shape = model.inputShape
+        return model.layers.map { layer in
+            shape = IntegerEngine.outputShape(layer, shape)
+            return shape
+        }
+    }
+
+    static func outputShape(_ layer: IntegerLayer, _ s: [Int]) -> [Int] {
+        switch layer {
+        case .dense(let d): return [d.outFeatures]
+        case .conv(let c):
+            return [c.outChannels, (s[1] + 2 * c.padding - c.kernel) / c.stride + 1, (s[2] + 2 * c.padding - c.kernel) / c.stride + 1]
+        case let .maxPool(k, st, p):
+            return [s[0], (s[1] + 2 * p - k) / st + 1, (s[2] + 2 * p - k) / st + 1]
+        case let .avgPool(k, st):
+            return [s[0], (s[1] - k) / st + 1, (s[2] - k) / st + 1]
+        case .globalAvgPool: return [s[0], 1, 1]
+        case .flatten: return [s.reduce(1, *)]
+        case .clamp: return s
+        }
+    }
+
+    /// One sample through every layer; `capture` receives each layer's output.
+    public func run(_ input: [Int16], capture: ((Int, [Int16]) -> Void)? = nil) -> [Int16] {
+        var x = input, shape = model.inputShape
+        for (i, layer) in model.layers.enumerated() {
+            x = apply(i, layer, x, shape)
+            shape = IntegerEngine.outputShape(layer, shape)
+            capture?(i, x)
+        }
+        return x
+    }
+
+    /// The index of the largest output (the first on ties).
+    public func classify(_ input: [Int16]) -> Int {
+        let y = run(input)
+        var best = 0
+        for j in 1..<y.count where y[j] > y[best] { best = j }
+        return best
+    }
+
+    private func apply(_ index: Int, _ layer: IntegerLayer, _ x: [Int16], _ shape: [Int]) -> [Int16] {
+        switch layer {
+        case .dense(let d): return dense(d, weights16[index], x)
+        case .conv(let c): return conv(c, weights16[index], x, shape)
+        case let .maxPool(k, s, p): return maxPool(x, shape, k, s, p)
+        case let .avgPool(k, s): return avgPool(x, shape, k, s)
+        case .globalAvgPool:
+            let size = shape[1] * shape[2]
+            return (0..<shape[0]).map { c in
+                var sum: Int64 = 0
+                for i in 0..<size { sum &+= Int64(x[c * size + i]) }
+                return Int16(truncatingIfNeeded: roundedDivide(sum, by: Int64(size)))
+            }
+        case .flatten: return x
+        case let .clamp(lo, hi): return x.map { Int16(truncatingIfNeeded: saturate(Int64($0), lo, hi)) }
+        }
+    }
+
+    /// Σ w·x over `count` Int16 pairs, in Int32 (the pattern compilers turn into multiply-add
+    /// instructions) or, for a 64-bit accumulator, in Int64.
+    @inline(__always)
+    static func dot(_ w: UnsafePointer<Int16>, _ x: UnsafePointer<Int16>, _ count: Int, wide: Bool) -> Int64 {
+        if wide {
+            var acc: Int64 = 0
+            for k in 0..<count { acc &+= Int64(Int32(w[k]) &* Int32(x[k])) }
+            return acc
+        }
+        var acc: Int32 = 0
+        for k in 0..<count { acc &+= Int32(w[k]) &* Int32(x[k]) }
+        return Int64(acc)
+    }
+
+    @inline(__always)
+    static func output(_ acc: Int64, _ r: Requantization, _ channel: Int, _ limit: Int64) -> Int16 {
+        let v = requantize(acc, multiplier: r.multiplier[channel], shift: r.shift[channel], accumulatorLimit: limit)
+        return Int16(truncatingIfNeeded: saturate(v, r.outMin, r.outMax))
+    }
+
+    /// y[o] = requant(bias[o] + Σ_k W[o,k]·x[k])
+    private func dense(_ d: IntegerDense, _ w: [Int16], _ x: [Int16]) -> [Int16] {
+        let wide = d.requant.accumulatorBits > 32, limit = d.requant.accumulatorLimit
+        return w.withUnsafeBufferPointer { wp in
+            x.withUnsafeBufferPointer { xp in
+                (0..<d.outFeatures).map { o in
+                    let acc = d.bias[o] &+ IntegerEngine.dot(wp.baseAddress! + o * d.inFeatures, xp.baseAddress!, d.inFeatures, wide: wide)
+                    return IntegerEngine.output(acc, d.requant, o, limit)
+                }
+            }
+        }
+    }
+
+    /// Convolution through integer patches: patches (L, C·K·K) with zeros for padding, then one
+    /// dot product per (output channel, position). Output (O, OH, OW).
+    private func conv(_ c: IntegerConv, _ w: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
+        let h = s[1], wd = s[2], k = c.kernel
+        let oh = (h + 2 * c.padding - k) / c.stride + 1, ow = (wd + 2 * c.padding - k) / c.stride + 1
+        let patch = c.inChannels * k * k, positions = oh * ow
+        var patches = [Int16](repeating: 0, count: positions * patch)
+        for oy in 0..<oh { for ox in 0..<ow {
+            let base = (oy * ow + ox) * patch
+            for ch in 0..<c.inChannels { for ky in 0..<k {
+                let iy = oy * c.stride - c.padding + ky
+                guard iy >= 0 && iy < h else { continue }
+                for kx in 0..<k {
+                    let ix = ox * c.stride - c.padding + kx
+                    guard ix >= 0 && ix < wd else { continue }
+                    patches[base + (ch * k + ky) * k + kx] = x[(ch * h + iy) * wd + ix]
+                }
+            } }
+        } }
+        let wide = c.requant.accumulatorBits > 32, limit = c.requant.accumulatorLimit
+        var y = [Int16](repeating: 0, count: c.outChannels * positions)
+        w.withUnsafeBufferPointer { wp in
+            patches.withUnsafeBufferPointer { pp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    for o in 0..<c.outChannels {
+                        let row = wp.baseAddress! + o * patch
+                        for l in 0..<positions {
+                            let acc = c.bias[o] &+ IntegerEngine.dot(row, pp.baseAddress! + l * patch, patch, wide: wide)
+                            yp[o * positions + l] = IntegerEngine.output(acc, c.requant, o, limit)
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    private func maxPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int, _ p: Int) -> [Int16] {
+        let h = s[1], w = s[2], oh = (h + 2 * p - k) / st + 1, ow = (w + 2 * p - k) / st + 1
+        var y = [Int16](repeating: 0, count: s[0] * oh * ow)
+        for c in 0..<s[0] { for oy in 0..<oh { for ox in 0..<ow {
+            var best = Int16.min
+            for ky in 0..<k {
+                let iy = oy * st - p + ky
+                guard iy >= 0 && iy < h else { continue }
+                for kx in 0..<k {
+                    let ix = ox * st - p + kx
+                    guard ix >= 0 && ix < w else { continue }
+                    best = max(best, x[(c * h + iy) * w + ix])
+                }
+            }
+            y[(c * oh + oy) * ow + ox] = best
+        } } }
+        return y
+    }
+
+    private func avgPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int) -> [Int16] {
+        let h = s[1], w = s[2], oh = (h - k) / st + 1, ow = (w - k) / st + 1
+        var y = [Int16](repeating: 0, count: s[0] * oh * ow)
+        for c in 0..<s[0] { for oy in 0..<oh { for ox in 0..<ow {
+            var sum: Int64 = 0
+            for ky in 0..<k { for kx in 0..<k { sum &+= Int64(x[(c * h + oy * st + ky) * w + ox * st + kx]) } }
+            y[(c * oh + oy) * ow + ox] = Int16(truncatingIfNeeded: roundedDivide(sum, by: Int64(k * k)))
+        } } }
+        return y
+    }
+}

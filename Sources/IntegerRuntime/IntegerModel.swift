@@ -1,0 +1,64 @@
+/// A converted network as the device holds it: integer weights, biases, multipliers and shifts.
+/// Activations are integers with zero point 0: unsigned after a ReLU, signed otherwise.
+public struct IntegerModel: Equatable, Sendable {
+    public var inputShape: [Int]
+    public var layers: [IntegerLayer]
+    public init(inputShape: [Int], layers: [IntegerLayer]) {
+        self.inputShape = inputShape; self.layers = layers
+    }
+}
+
+/// Requantisation parameters of one output channel's accumulator (`multiplier · 2^−shift`).
+public struct Requantization: Equatable, Sendable {
+    public var multiplier: [Int64]
+    public var shift: [Int64]
+    /// Output clamp: the output type's range, tightened by a fused ReLU (lo = 0) or ReLU6.
+    public var outMin: Int64
+    public var outMax: Int64
+    /// 32 or 64: the device's accumulator; values are clamped to its range before requantising.
+    public var accumulatorBits: Int
+
+    public init(multiplier: [Int64], shift: [Int64], outMin: Int64, outMax: Int64, accumulatorBits: Int) {
+        self.multiplier = multiplier; self.shift = shift
+        self.outMin = outMin; self.outMax = outMax; self.accumulatorBits = accumulatorBits
+    }
+
+    var accumulatorLimit: Int64 { accumulatorBits >= 64 ? Int64.max / 2 : (1 << Int64(accumulatorBits - 1)) - 1 }
+}
+
+public struct IntegerDense: Equatable, Sendable {
+    public var inFeatures: Int, outFeatures: Int
+    /// (out, in), each within ±(2^(b−1) − 1).
+    public var weight: [Int32]
+    /// (out), at scale s_in·s_w.
+    public var bias: [Int64]
+    public var requant: Requantization
+    public init(inFeatures: Int, outFeatures: Int, weight: [Int32], bias: [Int64], requant: Requantization) {
+        self.inFeatures = inFeatures; self.outFeatures = outFeatures
+        self.weight = weight; self.bias = bias; self.requant = requant
+    }
+}
+
+public struct IntegerConv: Equatable, Sendable {
+    public var inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    /// (out, in, k, k)
+    public var weight: [Int32]
+    public var bias: [Int64]
+    public var requant: Requantization
+    public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
+                weight: [Int32], bias: [Int64], requant: Requantization) {
+        self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel
+        self.stride = stride; self.padding = padding; self.weight = weight; self.bias = bias; self.requant = requant
+    }
+}
+
+public enum IntegerLayer: Equatable, Sendable {
+    case dense(IntegerDense)
+    case conv(IntegerConv)
+    case maxPool(kernel: Int, stride: Int, padding: Int)
+    case avgPool(kernel: Int, stride: Int)
+    case globalAvgPool
+    case flatten
+    /// A standalone ReLU/ReLU6 (one not fused into the layer before it).
+    case clamp(lo: Int64, hi: Int64)
+}

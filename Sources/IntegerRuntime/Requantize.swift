@@ -1,0 +1,35 @@
+// The integer engine: integers only. This module imports nothing, so nothing in it can compute in
+// floating point; every operation is one that C99's fixed-width integer arithmetic expresses the
+// same way (two's complement, arithmetic right shift of signed values, explicit widening).
+
+/// Applies a real multiplier M = multiplier · 2^(−shift) to an accumulator, with one rounding:
+///
+///     out = (acc · multiplier + 2^(shift−1)) >> shift        (64-bit product, arithmetic shift)
+///
+/// i.e. round half up (toward +∞) of acc·M. The converter chooses `multiplier` with at most
+/// `63 − accumulatorBits` bits, so the product and the rounding term always fit in 64 bits; `acc`
+/// is clamped to that accumulator range first, so even a hand-made model cannot overflow.
+@inline(__always)
+public func requantize(_ acc: Int64, multiplier: Int64, shift: Int64, accumulatorLimit: Int64) -> Int64 {
+    let a = min(max(acc, -accumulatorLimit), accumulatorLimit)
+    let product = a &* multiplier
+    guard shift > 0 else { return product }
+    return (product &+ (1 &<< (shift &- 1))) &>> shift
+}
+
+/// Clamps to [lo, hi]: saturation to the output type, and ReLU / ReLU6 fused as tighter bounds.
+@inline(__always)
+public func saturate(_ x: Int64, _ lo: Int64, _ hi: Int64) -> Int64 { min(max(x, lo), hi) }
+
+/// Round-half-away-from-zero division of a sum by a positive count (integer average pooling).
+@inline(__always)
+public func roundedDivide(_ sum: Int64, by count: Int64) -> Int64 {
+    sum >= 0 ? (sum &+ count / 2) / count : -((-sum &+ count / 2) / count)
+}
+
+/// Bits of a two's-complement integer needed to hold every value in [−m, m]: 1 + ⌈log₂(m + 1)⌉.
+public func bitsNeeded(_ m: Int64) -> Int {
+    var bits = 1, v = m
+    while v > 0 { bits += 1; v >>= 1 }
+    return bits
+}

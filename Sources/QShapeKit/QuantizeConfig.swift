@@ -1,0 +1,73 @@
+import Quantization
+
+/// The `quantize:` section: how `qshape quantize` (and `qshape train` at its end) converts.
+public struct QuantizeConfig: Equatable, Sendable {
+    /// Weight bit widths; several give a sweep.
+    public var bits: [Int] = [8]
+    public var options = QuantizeOptions()
+    public var calibrationBatches = 8
+    public var weightsOnly = false
+    /// Test images used for the layer-by-layer comparison.
+    public var compareImages = 1000
+    public init() {}
+}
+
+extension Config {
+    static let quantizeKeys = ["bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
+                               "weight_percentile", "activation_range", "activation_percentile",
+                               "calibration_batches", "accumulator", "weights_only", "compare_images"]
+
+    static func readQuantize(_ top: ConfigReader) throws -> QuantizeConfig? {
+        guard top.has("quantize") else { return nil }
+        let r = try top.child("quantize", allowed: quantizeKeys)
+        var q = QuantizeConfig()
+        if case .sequence = r.node["bits"]?.kind {
+            q.bits = try r.integers("bits", min: 2) ?? [8]
+            if let bad = q.bits.first(where: { $0 > 16 }) { throw r.error("bits", "bit widths are 2…16, got \(bad)") }
+            if q.bits.isEmpty { throw r.error("bits", "give at least one bit width, e.g. [8, 4, 3]") }
+        } else {
+            q.bits = [try r.integer("bits", default: 8, min: 2, max: 16)]
+        }
+        q.options.activationBits = try r.integer("activation_bits", default: 8, min: 8, max: 16)
+        guard [8, 16].contains(q.options.activationBits) else { throw r.error("activation_bits", "expected 8 or 16") }
+        q.options.rounding = Rounding(rawValue: try r.choice("rounding", default: "nearest", Rounding.allCases.map(\.rawValue)))!
+        q.options.perChannel = try r.choice("granularity", default: "tensor", ["tensor", "channel"]) == "channel"
+        q.options.scale = QuantizeOptions.ScaleMode(rawValue: try r.choice("scale", default: "fixed_point",
+                                                                           QuantizeOptions.ScaleMode.allCases.map(\.rawValue)))!
+        let wp = try r.number("weight_percentile", default: 99.99, min: 50, max: 100)
+        q.options.weightRange = try rangeMethod(r, "weight_range", percentile: wp,
+                                                allowed: ["max", "percentile", "mse", "aciq_laplace", "aciq_gaussian"])
+        let ap = try r.number("activation_percentile", default: 99.99, min: 50, max: 100)
+        q.options.activationRange = try rangeMethod(r, "activation_range", percentile: ap, allowed: ["max", "percentile", "mse"])
+        q.calibrationBatches = try r.integer("calibration_batches", default: 8, min: 1, max: 10_000)
+        q.options.allowInt64Accumulator = try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
+        q.weightsOnly = try r.bool("weights_only", default: false)
+        q.compareImages = try r.integer("compare_images", default: 1000, min: 1)
+        return q
+    }
+
+    private static func rangeMethod(_ r: ConfigReader, _ key: String, percentile: Double, allowed: [String]) throws -> RangeMethod {
+        switch try r.choice(key, default: "max", allowed) {
+        case "percentile": return .percentile(percentile)
+        case "mse": return .mse
+        case "aciq_laplace": return .aciqLaplace
+        case "aciq_gaussian": return .aciqGaussian
+        default: return .max
+        }
+    }
+}
+
+func quantizeYAML(_ q: QuantizeConfig) -> String {
+    let o = q.options
+    func range(_ m: RangeMethod) -> String { m.name }
+    func pct(_ m: RangeMethod) -> Double { if case .percentile(let p) = m { return p }; return 99.99 }
+    return section("quantize", [
+        ("bits", "[\(q.bits.map(String.init).joined(separator: ", "))]"),
+        ("activation_bits", "\(o.activationBits)"), ("rounding", o.rounding.rawValue),
+        ("granularity", o.perChannel ? "channel" : "tensor"), ("scale", o.scale.rawValue),
+        ("weight_range", range(o.weightRange)), ("weight_percentile", num(pct(o.weightRange))),
+        ("activation_range", range(o.activationRange)), ("activation_percentile", num(pct(o.activationRange))),
+        ("calibration_batches", "\(q.calibrationBatches)"), ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
+        ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
+    ])
+}

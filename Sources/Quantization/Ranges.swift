@@ -1,0 +1,72 @@
+import Tensors
+
+/// How the clipping range of a tensor is chosen.
+public enum RangeMethod: Equatable, Sendable {
+    /// max|x| (weights) or the largest magnitude seen in calibration (activations).
+    case max
+    /// The p-th percentile of |x| (e.g. 99.99).
+    case percentile(Double)
+    /// The clip value minimising the mean squared quantisation error, searched over 100 candidates.
+    case mse
+    /// ACIQ's analytic clip for a Laplace(b) fit: 2.83b, 3.89b, 5.03b, 9.89b at 2, 3, 4, 8 bits.
+    case aciqLaplace
+    /// ACIQ's analytic clip for a Gaussian(σ) fit: 1.71σ, 2.15σ, 2.55σ, 3.92σ at 2, 3, 4, 8 bits.
+    case aciqGaussian
+
+    public var name: String {
+        switch self {
+        case .max: "max"
+        case .percentile: "percentile"
+        case .mse: "mse"
+        case .aciqLaplace: "aciq_laplace"
+        case .aciqGaussian: "aciq_gaussian"
+        }
+    }
+}
+
+public enum RangeSetting {
+    /// The clip value for `values` at `bits` (signed symmetric grid with qmax = 2^(b−1) − 1, or an
+    /// unsigned grid 0…levels when `unsigned`). Never more than max|x|; at least a tiny positive value.
+    public static func clip(_ values: [Float], bits: Int, method: RangeMethod, unsigned: Bool = false) -> Float {
+        let maxAbs = values.reduce(Float(0)) { Swift.max($0, abs($1)) }
+        guard maxAbs > 0 else { return 1e-8 }
+        switch method {
+        case .max:
+            return maxAbs
+        case .percentile(let p):
+            let sorted = values.map(abs).sorted()
+            let index = Swift.min(sorted.count - 1, Swift.max(0, Int((p / 100 * Double(sorted.count - 1)).rounded())))
+            return Swift.max(sorted[index], 1e-8)
+        case .mse:
+            let levels = Float(unsigned ? (1 << bits) - 1 : (1 << (bits - 1)) - 1)
+            var best = maxAbs, bestError = Double.infinity
+            for i in 1...100 {
+                let clip = maxAbs * Float(i) / 100, step = clip / levels
+                var e = 0.0
+                for x in values {
+                    let lo: Float = unsigned ? 0 : -levels
+                    let q = Swift.min(Swift.max((x / step).rounded(.toNearestOrAwayFromZero), lo), levels) * step
+                    e += Double((x - q) * (x - q))
+                }
+                if e < bestError { bestError = e; best = clip }
+            }
+            return best
+        case .aciqLaplace, .aciqGaussian:
+            let n = Double(values.count)
+            let mean = values.reduce(0.0) { $0 + Double($1) } / n
+            let factors: [Int: (Double, Double)] = [2: (2.83, 1.71), 3: (3.89, 2.15), 4: (5.03, 2.55), 8: (9.89, 3.92)]
+            // Other widths: the nearest tabulated one at or below (8 for wider grids).
+            let key = [8, 4, 3, 2].first { $0 <= bits } ?? 2
+            let (laplace, gauss) = factors[key]!
+            let c: Double
+            if method == .aciqLaplace {
+                let b = values.reduce(0.0) { $0 + abs(Double($1) - mean) } / n
+                c = laplace * b
+            } else {
+                let sigma = (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n).squareRoot()
+                c = gauss * sigma
+            }
+            return Swift.max(Swift.min(maxAbs, Float(c)), 1e-8)
+        }
+    }
+}
