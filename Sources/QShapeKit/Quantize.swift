@@ -261,3 +261,20 @@ extension QuantizeWorkflow {
         return out.joined(separator: "\n")
     }
 }
+
+extension QuantizeWorkflow {
+    /// Writes `quantization.json` and, per bit width, the integer model `model-int<b>.safetensors`.
+    public static func write(_ r: Result, conversions: [Int: Conversion], to dir: String) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try writeAtomically(String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
+        for (bits, c) in conversions.sorted(by: { $0.key > $1.key }) {
+            var scales: [String: String] = ["qshape.input_scale": "\(c.inputScale)"]
+            for l in c.layers {
+                scales["\(l.name).output_scale"] = "\(l.outputScale)"
+                scales["\(l.name).weight_scales"] = l.weightScales.map { "\($0)" }.joined(separator: ",")
+            }
+            try IntegerModelFile.save(c.integerModel, weightBits: bits, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
+        }
+    }
+}

@@ -9,13 +9,23 @@ public struct QuantizeConfig: Equatable, Sendable {
     public var weightsOnly = false
     /// Test images used for the layer-by-layer comparison.
     public var compareImages = 1000
+    public var qat = QAT()
     public init() {}
+
+    /// Quantisation-aware fine-tuning after training (`quantize.qat`).
+    public struct QAT: Equatable, Sendable {
+        public var epochs = 0
+        /// The weight width trained for (default: the smallest of `bits`).
+        public var bits: Int?
+        public var learningRate: Double?
+        public var activations = false
+    }
 }
 
 extension Config {
     static let quantizeKeys = ["bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
                                "weight_percentile", "activation_range", "activation_percentile",
-                               "calibration_batches", "accumulator", "weights_only", "compare_images"]
+                               "calibration_batches", "accumulator", "weights_only", "compare_images", "qat"]
 
     static func readQuantize(_ top: ConfigReader) throws -> QuantizeConfig? {
         guard top.has("quantize") else { return nil }
@@ -43,6 +53,11 @@ extension Config {
         q.options.allowInt64Accumulator = try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
         q.weightsOnly = try r.bool("weights_only", default: false)
         q.compareImages = try r.integer("compare_images", default: 1000, min: 1)
+        let t = try r.child("qat", allowed: ["epochs", "bits", "lr", "activations"])
+        q.qat.epochs = try t.integer("epochs", default: 0, min: 0, max: 10_000)
+        q.qat.bits = try t.optionalInteger("bits", min: 2, max: 16)
+        q.qat.learningRate = try t.optionalNumber("lr", min: 0, exclusiveMin: true)
+        q.qat.activations = try t.bool("activations", default: false)
         return q
     }
 
@@ -69,5 +84,7 @@ func quantizeYAML(_ q: QuantizeConfig) -> String {
         ("activation_range", range(o.activationRange)), ("activation_percentile", num(pct(o.activationRange))),
         ("calibration_batches", "\(q.calibrationBatches)"), ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
         ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
+        ("qat", "{epochs: \(q.qat.epochs)" + (q.qat.bits.map { ", bits: \($0)" } ?? "")
+            + (q.qat.learningRate.map { ", lr: \(num($0))" } ?? "") + ", activations: \(q.qat.activations)}"),
     ])
 }

@@ -3,6 +3,7 @@ import Tensors
 import NeuralNet
 import Training
 import DataIO
+import Quantization
 
 /// A failure that is not a config or data problem (an existing run folder, say).
 public struct RunError: Error, CustomStringConvertible, Sendable {
@@ -23,6 +24,8 @@ public struct TrainSummary: Sendable {
     public var metrics: [EpochMetrics]
     public var testAccuracy: Double
     public var testLoss: Double
+    /// The float/simulated/integer comparison, when the config has a `quantize:` section.
+    public var quantization: QuantizeWorkflow.Result?
 }
 
 public enum TrainWorkflow {
@@ -81,19 +84,39 @@ public enum TrainWorkflow {
         var all: [EpochMetrics] = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        for epoch in 0..<config.training.epochs {
-            var m = trainer.trainEpoch(epoch, train: data.train, progress: observer.map { o in { o.step($0) } })
-            let test = evaluate(model, on: data.test, normalization: config.training.normalization)
-            m.testAccuracy = test.accuracy
-            m.testLoss = test.loss
-            all.append(m)
-            let lines = try all.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
-            try writeAtomically(lines.joined(separator: "\n") + "\n", to: "\(dir)/metrics.jsonl")
-            observer?.epoch(m, of: config.training.epochs)
+        func runEpochs(_ t: Trainer, count: Int, offset: Int, phase: String?) throws {
+            for epoch in 0..<count {
+                var m = t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { o.step($0) } })
+                let test = evaluate(model, on: data.test, normalization: config.training.normalization,
+                                    fakeQuantization: t.fakeQuantization)
+                m.epoch += offset
+                m.testAccuracy = test.accuracy
+                m.testLoss = test.loss
+                m.phase = phase
+                all.append(m)
+                let lines = try all.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+                try writeAtomically(lines.joined(separator: "\n") + "\n", to: "\(dir)/metrics.jsonl")
+                observer?.epoch(m, of: offset + count)
+            }
+        }
+        try runEpochs(trainer, count: config.training.epochs, offset: 0, phase: nil)
+        if let q = config.quantize, q.qat.epochs > 0 {
+            let qat = try QATWorkflow.trainer(config, q, model: model, data: data, lossTerms: trainer.lossTerms)
+            observer?.message("quantisation-aware fine-tuning: \(q.qat.epochs) epochs at \(q.qat.bits ?? q.bits.min()!)-bit weights\(q.qat.activations ? " and \(q.options.activationBits)-bit activations" : "")")
+            try runEpochs(qat, count: q.qat.epochs, offset: config.training.epochs, phase: "qat")
         }
         try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
         let last = all.last!
-        return TrainSummary(runDirectory: dir, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
+        var summary = TrainSummary(runDirectory: dir, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
+        if let q = config.quantize {
+            observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
+            let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,
+                                                                 weightsLabel: "\(dir)/model.safetensors")
+            try QuantizeWorkflow.write(result, conversions: conversions, to: dir)
+            summary.quantization = result
+            observer?.message(QuantizeWorkflow.table(result))
+        }
+        return summary
     }
 
     /// 0 means: as many OpenBLAS threads as cores.
@@ -135,5 +158,55 @@ public enum UserError {
         case let e as RunError: return (e.description, 1)
         default: return ("\(error)", 1)
         }
+    }
+}
+
+/// Quantisation-aware fine-tuning: the same quantiser as deployment in the forward pass, the
+/// straight-through estimator in the backward pass.
+public enum QATWorkflow {
+    public static func trainer(_ config: Config, _ q: QuantizeConfig, model: Sequential, data: DataSplit,
+                               lossTerms: [LossTerm]) throws -> Trainer {
+        var options = config.training
+        options.epochs = q.qat.epochs
+        options.optimizer.learningRate = q.qat.learningRate ?? config.training.optimizer.learningRate / 10
+        options.schedule = LearningRateSchedule()
+        options.seed = config.training.seed &+ 1
+        var o = q.options
+        o.weightBits = q.qat.bits ?? q.bits.min()!
+        let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+        let weightRange = o.weightRange, bits = o.weightBits, perChannel = o.perChannel
+        let quantize: ([Float], [Int]) -> [Float] = { w, shape in
+            let groups = perChannel ? shape[0] : 1, size = w.count / groups
+            let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: bits, method: weightRange) }
+            return quantizer.quantize(w, shape: shape, clip: clips).dequantized()
+        }
+        var activation: (Int, inout Tensor) -> Void = { _, _ in }
+        if q.qat.activations {
+            // Activation grids from a calibration of the float model, moved to the unfolded indices.
+            let norm = config.training.normalization
+            let calibration = QuantizeWorkflow.calibrationBatches(data.train, count: q.calibrationBatches,
+                                                                  batch: config.training.batchSize, norm)
+            let c: Conversion
+            do {
+                c = try Converter.convert(model, calibration: calibration, inputScale: Double(norm.scale / norm.std),
+                                          rawInputMax: 255, options: o)
+            } catch let e as ConversionError {
+                throw ConfigError(file: config.file, path: "quantize.qat", e.message)
+            }
+            let original = Converter.originalIndex(of: model)
+            var grid: [Int: (Float, Float, Float)] = [:]
+            for (f, g) in c.activationGrid { grid[original[f]] = (Float(g.scale), Float(g.lo), Float(g.hi)) }
+            activation = { i, h in
+                guard let (s, lo, hi) = grid[i] else { return }
+                let inv = 1 / s
+                h.withUnsafeMutableBufferPointer { p in
+                    for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), lo), hi) * s }
+                }
+            }
+        }
+        let t = Trainer(model: model, options: options, trainingSetSize: data.train.count)
+        t.lossTerms = lossTerms
+        t.fakeQuantization = FakeQuantization(quantize: quantize, activation: activation)
+        return t
     }
 }

@@ -107,6 +107,20 @@ public enum Converter {
         return folded
     }
 
+    /// For each layer of `fold(model)`, the index in `model` of the last layer folded into it
+    /// (a conv/dense followed by BatchNorm maps to the BatchNorm, whose output it reproduces).
+    public static func originalIndex(of model: Sequential) -> [Int] {
+        var map: [Int] = []
+        for (i, spec) in model.specs.enumerated() {
+            switch spec {
+            case .dropout: continue
+            case .batchnorm1d, .batchnorm2d: if !map.isEmpty { map[map.count - 1] = i }
+            default: map.append(i)
+            }
+        }
+        return map
+    }
+
     private static func withBias(_ spec: LayerSpec) -> LayerSpec {
         switch spec {
         case let .dense(i, o, _): .dense(inFeatures: i, outFeatures: o, bias: true)

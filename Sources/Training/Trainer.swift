@@ -35,6 +35,8 @@ public struct EpochMetrics: Codable, Sendable {
     public var penalties: [String: Double]?
     /// Layer name → statistic name → value at the end of the epoch (shaping).
     public var layers: [String: [String: Double]]?
+    /// "qat" for quantisation-aware fine-tuning epochs.
+    public var phase: String?
 
     enum CodingKeys: String, CodingKey {
         case epoch, loss
@@ -46,7 +48,7 @@ public struct EpochMetrics: Codable, Sendable {
         case learningRate = "learning_rate"
         case epochSeconds = "epoch_seconds"
         case samplesPerSecond = "samples_per_second"
-        case penalties, layers
+        case penalties, layers, phase
     }
 }
 
@@ -59,6 +61,33 @@ public protocol LossTerm: AnyObject {
     func layerStatistics(model: Sequential) -> [String: [String: Double]]
 }
 
+/// Fake quantisation for quantisation-aware training. `quantizeWeights` swaps every weight for
+/// its quantised-dequantised copy and returns the float masters; after backward `restore` puts
+/// the masters back, so the optimiser updates them with the gradient taken at the quantised point
+/// (the straight-through estimator). `activation` rounds activations to their grid in forward;
+/// backward passes through it unchanged.
+public struct FakeQuantization {
+    public var quantize: ([Float], [Int]) -> [Float]
+    public var activation: (Int, inout Tensor) -> Void
+
+    public init(quantize: @escaping ([Float], [Int]) -> [Float], activation: @escaping (Int, inout Tensor) -> Void) {
+        self.quantize = quantize
+        self.activation = activation
+    }
+
+    public func quantizeWeights(_ model: Sequential) -> [Tensor] {
+        model.trainableParameters.map { p in
+            let master = p.value
+            if p.role == .weight { p.value = Tensor(shape: master.shape, data: quantize(master.data, master.shape)) }
+            return master
+        }
+    }
+
+    public func restore(_ model: Sequential, _ masters: [Tensor]) {
+        for (p, m) in zip(model.trainableParameters, masters) { p.value = m }
+    }
+}
+
 /// Progress within an epoch, for a progress bar.
 public struct StepProgress: Sendable {
     public var epoch, totalEpochs, step, stepsInEpoch, batchSize: Int
@@ -68,14 +97,19 @@ public struct StepProgress: Sendable {
 
 /// Accuracy (percent) and mean loss of `model` on `data`, in evaluation mode.
 public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = nil,
-                     normalization: Normalization, batchSize: Int = 256) -> (accuracy: Double, loss: Double) {
+                     normalization: Normalization, batchSize: Int = 256,
+                     fakeQuantization: FakeQuantization? = nil) -> (accuracy: Double, loss: Double) {
+    // With fake quantisation: the deployed model, quantised weights and activations.
+    let masters = fakeQuantization?.quantizeWeights(model)
+    defer { if let masters { fakeQuantization?.restore(model, masters) } }
     let all = indices ?? Array(0..<data.count)
     guard !all.isEmpty else { return (0, 0) }
     var correct = 0, lossSum = 0.0
     for start in stride(from: 0, to: all.count, by: batchSize) {
         let idx = all[start..<min(all.count, start + batchSize)]
         let (x, y) = data.batch(idx, normalization: normalization)
-        let logits = model.forward(x, training: false)
+        let logits = fakeQuantization.map { model.forward(x, training: false, after: $0.activation) }
+            ?? model.forward(x, training: false)
         let r = softmaxCrossEntropy(logits: logits, labels: y)
         correct += r.correct
         lossSum += r.loss * Double(idx.count)
@@ -89,6 +123,9 @@ public final class Trainer {
     public let model: Sequential
     public let options: TrainingOptions
     public var lossTerms: [LossTerm] = []
+    /// Quantisation-aware training: what the forward pass sees instead of the float weights and
+    /// activations (a straight-through estimator: gradients reach the float weights unchanged).
+    public var fakeQuantization: FakeQuantization?
     private let optimizer: Optimizer
     private var rng: SeededRandom
     public private(set) var trainIndices: [Int]
@@ -126,9 +163,12 @@ public final class Trainer {
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
             let (x, y) = train.batch(idx, normalization: options.normalization)
             model.zeroGradients()
-            let logits = model.forward(x, training: true)
+            let masters = fakeQuantization?.quantizeWeights(model)
+            let logits = fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
+                ?? model.forward(x, training: true)
             let r = softmaxCrossEntropy(logits: logits, labels: y)
             model.backward(r.dLogits)
+            if let masters { fakeQuantization?.restore(model, masters) }
             var stepLoss = r.loss
             for term in lossTerms {
                 for (name, value) in term.addGradients(model: model, epoch: t) {

@@ -89,6 +89,8 @@ struct Quantize: ParsableCommand {
     var bits: [Int] = []
     @Flag(help: "Quantise the weights only; everything else stays float (the numbers the literature reports).")
     var weightsOnly = false
+    @Option(help: "Also write quantization.json and the integer models (model-int<bits>.safetensors) into this folder.")
+    var out: String?
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -102,7 +104,11 @@ struct Quantize: ParsableCommand {
             var settings = config.quantize ?? QuantizeConfig()
             if !bits.isEmpty { settings.bits = bits }
             if weightsOnly { settings.weightsOnly = true }
-            let (r, _) = try QuantizeWorkflow.run(config, weights: weights, settings: settings)
+            let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings)
+            if let out {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+                try QuantizeWorkflow.write(r, conversions: conversions, to: out)
+            }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
     }

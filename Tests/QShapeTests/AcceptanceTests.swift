@@ -45,7 +45,10 @@ extension AcceptanceTests {
             XCTAssertLessThan(abs(row["skewness"]!), 0.1, name)
         }
         XCTAssertGreaterThan(shaped.testAccuracy, plain.testAccuracy - 0.5)
-        let q = try QuantizeWorkflow.weightsOnly(config, weights: "\(dir)/shaped/model.safetensors", bits: [3])
+        var settings = QuantizeConfig()
+        settings.bits = [3]
+        settings.weightsOnly = true
+        let (q, _) = try QuantizeWorkflow.run(config, weights: "\(dir)/shaped/model.safetensors", settings: settings)
         XCTAssertGreaterThanOrEqual(q.results[0].simulatedAccuracy, 86.0, "PyTorch KURE: 86.3%")
     }
 }

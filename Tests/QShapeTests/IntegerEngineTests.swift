@@ -1,0 +1,136 @@
+import XCTest
+import Foundation
+import Tensors
+import NeuralNet
+import Quantization
+import IntegerRuntime
+@testable import QShapeKit
+
+/// The integer kernels against a wide-integer oracle, edge values included.
+final class IntegerEngineTests: XCTestCase {
+    /// The oracle: exact rational rounding of acc·m/2^s, half toward +∞, in 128-bit arithmetic.
+    func oracle(_ acc: Int64, _ m: Int64, _ s: Int64) -> Int64 {
+        let p = acc.multipliedFullWidth(by: m)          // exact 128-bit product
+        guard s > 0 else { return Int64(truncatingIfNeeded: p.low) }
+        // floor((p + 2^(s−1)) / 2^s) on the 128-bit value
+        let half = UInt64(1) << UInt64(s - 1)
+        var low = p.low &+ half
+        var high = p.high &+ (low < half ? 1 : 0)
+        low = (low >> UInt64(s)) | (s == 64 ? 0 : UInt64(bitPattern: Int64(high)) << UInt64(64 - s))
+        high >>= Int64(s)
+        XCTAssertTrue(high == 0 || high == -1, "oracle result fits 64 bits")
+        return Int64(bitPattern: low)
+    }
+
+    func testRequantizeMatchesOracleExhaustivelyOnSmallRangesAndAtTheEdges() {
+        let limit: Int64 = (1 << 31) - 1
+        // Every accumulator in −2048…2048 for a spread of multipliers and shifts 0…31.
+        for m: Int64 in [1, 3, 1 << 30, (1 << 31) - 1, 1_518_500_250] {
+            for s: Int64 in [0, 1, 2, 7, 15, 30, 31] {
+                for acc in Int64(-2048)...2048 {
+                    XCTAssertEqual(requantize(acc, multiplier: m, shift: s, accumulatorLimit: limit), oracle(acc, m, s))
+                }
+            }
+        }
+        // INT32_MIN and INT32_MAX accumulators, the largest multiplier, shifts 0 and 31.
+        for acc: Int64 in [Int64(Int32.min), Int64(Int32.max), -1, 0, 1] {
+            for s: Int64 in [0, 31, 62] where !(s == 0 && abs(acc) > 1) {
+                let m: Int64 = (1 << 31) - 1
+                XCTAssertEqual(requantize(acc, multiplier: m, shift: s, accumulatorLimit: 1 << 31), oracle(acc, m, s), "acc \(acc) shift \(s)")
+            }
+        }
+        // Ties: 5·(1/2) = 2.5 → 3, −5·(1/2) = −2.5 → −2 (half toward +∞), −7/4 = −1.75 → −2.
+        XCTAssertEqual(requantize(5, multiplier: 1, shift: 1, accumulatorLimit: limit), 3)
+        XCTAssertEqual(requantize(-5, multiplier: 1, shift: 1, accumulatorLimit: limit), -2)
+        XCTAssertEqual(requantize(-7, multiplier: 1, shift: 2, accumulatorLimit: limit), -2)
+    }
+
+    func testRequantizeNeverTrapsOnExtremeInputs() {
+        for acc: Int64 in [Int64.min, Int64.max, Int64(Int32.min) * 4] {
+            for s: Int64 in [0, 31, 62] {
+                // The accumulator is clamped to the layer's range first, so the product fits.
+                let r = requantize(acc, multiplier: (1 << 31) - 1, shift: s, accumulatorLimit: (1 << 31) - 1)
+                XCTAssertEqual(r, oracle(acc < 0 ? -((1 << 31) - 1) : (1 << 31) - 1, (1 << 31) - 1, s))
+            }
+        }
+        XCTAssertEqual(saturate(Int64.max, -127, 127), 127)
+        XCTAssertEqual(saturate(Int64.min, -127, 127), -127)
+        XCTAssertEqual(roundedDivide(7, by: 2), 4)
+        XCTAssertEqual(roundedDivide(-7, by: 2), -4)
+        XCTAssertEqual(roundedDivide(-5, by: 4), -1)
+        XCTAssertEqual(bitsNeeded(0), 1)
+        XCTAssertEqual(bitsNeeded(127), 8)
+        XCTAssertEqual(bitsNeeded(128), 9)
+        XCTAssertEqual(bitsNeeded(Int64(Int32.max)), 32)
+    }
+
+    func testFixedPointMultiplierRepresentsTheScale() {
+        for m in [0.5, 0.75, 1e-3, 3.1e-5, 0.999_999_9, 1.5, 7.2e-9] {
+            let (m0, shift) = Converter.fixedPoint(m, bits: 31)
+            XCTAssertGreaterThanOrEqual(shift, 0)
+            XCTAssertLessThan(m0, Int64(1) << 32)
+            XCTAssertEqual(Double(m0) / _pow(2, Double(shift)), m, accuracy: m * 1e-8, "\(m)")
+        }
+        XCTAssertEqual(Converter.powerOfTwo(0.26).1, 2)
+    }
+
+    /// Random small integer layers against the same sums done in Int64 with Double-free arithmetic.
+    func testDenseAndConvAgainstWideIntegerOracle() {
+        var rng = SeededRandom(seed: 11)
+        func r(_ lo: Int, _ hi: Int) -> Int { lo + rng.below(hi - lo + 1) }
+        for trial in 0..<20 {
+            let wide = trial % 2 == 0
+            let extreme = trial % 5 == 0      // weights and inputs at ±32767
+            let c = r(1, 3), h = r(3, 7), w = r(3, 7), o = r(1, 4), k = r(1, 3), s = r(1, 2), p = r(0, 1)
+            let wv = (0..<(o * c * k * k)).map { _ in Int32(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127)) }
+            let x = (0..<(c * h * w)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
+            let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
+            let mult = (0..<o).map { _ in Int64(r(1 << 14, (1 << 15) - 1)) }, shift = (0..<o).map { _ in Int64(r(10, 40)) }
+            let req = Requantization(multiplier: mult, shift: shift, outMin: -32767, outMax: 32767, accumulatorBits: wide ? 64 : 32)
+            let conv = IntegerConv(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, weight: wv, bias: bias, requant: req)
+            let model = IntegerModel(inputShape: [c, h, w], layers: [.conv(conv)])
+            let y = IntegerEngine(model).run(x)
+            let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+            XCTAssertEqual(y.count, o * oh * ow)
+            let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
+            for oc in 0..<o { for yy in 0..<oh { for xx in 0..<ow {
+                var acc = bias[oc]
+                for ic in 0..<c { for ky in 0..<k { for kx in 0..<k {
+                    let iy = yy * s - p + ky, ix = xx * s - p + kx
+                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                    acc += Int64(wv[((oc * c + ic) * k + ky) * k + kx]) * Int64(x[(ic * h + iy) * w + ix])
+                } } }
+                if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // the device would wrap; the converter refuses such layers
+                let clamped = min(max(acc, -accLimit), accLimit)
+                let expected = min(max(oracle(clamped, mult[oc], shift[oc]), -32767), 32767)
+                XCTAssertEqual(Int64(y[(oc * oh + yy) * ow + xx]), expected, "trial \(trial)")
+            } } }
+        }
+    }
+
+    func testPoolingAndClampKernels() {
+        let x: [Int16] = [1, -3, 5, 7, 2, 2, -8, 0, 9, 4, -1, -1, 3, 3, 3, 4]   // 1×4×4
+        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 2, stride: 2, padding: 0)])).run(x), [2, 7, 9, 4])
+        // (1 − 3 + 2 + 2)/4 = 0.5 → 1; (5 + 7 − 8 + 0)/4 = 1; (9 + 4 + 3 + 3)/4 = 4.75 → 5; (−1 − 1 + 3 + 4)/4 = 1.25 → 1
+        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.avgPool(kernel: 2, stride: 2)])).run(x), [1, 1, 5, 1])
+        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.globalAvgPool])).run(x), [2])   // 30/16 = 1.875
+        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [16], layers: [.clamp(lo: 0, hi: 6)])).run(x).prefix(4), [1, 0, 5, 6])
+        let padded = IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 3, stride: 2, padding: 1)])).run(x)
+        XCTAssertEqual(padded, [2, 7, 9, 4])
+    }
+
+    /// The module that runs on the device must not be able to compute in floating point.
+    func testIntegerRuntimeContainsNoFloatingPoint() throws {
+        let dir = "\(Fixtures.repository)/Sources/IntegerRuntime"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }
+        XCTAssertFalse(files.isEmpty)
+        let forbidden = try NSRegularExpression(pattern: #"\b(Float|Double|Float16|Float32|Float64|Float80|CGFloat)\b|^\s*import\s+\w+"#,
+                                                options: [.anchorsMatchLines])
+        for f in files {
+            let text = try String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)
+            let code = text.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("//") }.joined(separator: "\n")
+            let hits = forbidden.matches(in: code, range: NSRange(code.startIndex..., in: code))
+            XCTAssertTrue(hits.isEmpty, "\(f): \(hits.map { (code as NSString).substring(with: $0.range) })")
+        }
+    }
+}
