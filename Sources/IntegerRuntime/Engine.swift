@@ -115,35 +115,76 @@ public struct IntegerEngine: Sendable {
         }
     }
 
-    /// Convolution through integer patches: patches (L, C·K·K) with zeros for padding, then one
-    /// dot product per (output channel, position). Output (O, OH, OW).
+    /// Convolution as a matrix product over integer patches: cols (C·K·K, L) with zeros for the
+    /// padding, then for each output channel acc[l] = bias + Σ_k W[o,k]·cols[k,l], accumulated
+    /// across all L positions at once (the inner loop runs over contiguous positions and
+    /// vectorises). Output (O, OH, OW).
     private func conv(_ c: IntegerConv, _ w: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
         let h = s[1], wd = s[2], k = c.kernel
         let oh = (h + 2 * c.padding - k) / c.stride + 1, ow = (wd + 2 * c.padding - k) / c.stride + 1
         let patch = c.inChannels * k * k, positions = oh * ow
-        var patches = [Int16](repeating: 0, count: positions * patch)
-        for oy in 0..<oh { for ox in 0..<ow {
-            let base = (oy * ow + ox) * patch
-            for ch in 0..<c.inChannels { for ky in 0..<k {
-                let iy = oy * c.stride - c.padding + ky
-                guard iy >= 0 && iy < h else { continue }
-                for kx in 0..<k {
-                    let ix = ox * c.stride - c.padding + kx
-                    guard ix >= 0 && ix < wd else { continue }
-                    patches[base + (ch * k + ky) * k + kx] = x[(ch * h + iy) * wd + ix]
-                }
-            } }
-        } }
+        var cols = [Int16](repeating: 0, count: patch * positions)
+        cols.withUnsafeMutableBufferPointer { cp in
+            x.withUnsafeBufferPointer { xp in
+                for ch in 0..<c.inChannels { for ky in 0..<k { for kx in 0..<k {
+                    let row = cp.baseAddress! + ((ch * k + ky) * k + kx) * positions
+                    for oy in 0..<oh {
+                        let iy = oy * c.stride - c.padding + ky
+                        guard iy >= 0 && iy < h else { continue }
+                        for ox in 0..<ow {
+                            let ix = ox * c.stride - c.padding + kx
+                            if ix >= 0 && ix < wd { row[oy * ow + ox] = xp[(ch * h + iy) * wd + ix] }
+                        }
+                    }
+                } } }
+            }
+        }
         let wide = c.requant.accumulatorBits > 32, limit = c.requant.accumulatorLimit
         var y = [Int16](repeating: 0, count: c.outChannels * positions)
+        var acc32 = [Int32](repeating: 0, count: positions), acc64 = [Int64](repeating: 0, count: wide ? positions : 0)
         w.withUnsafeBufferPointer { wp in
-            patches.withUnsafeBufferPointer { pp in
+            cols.withUnsafeBufferPointer { cp in
                 y.withUnsafeMutableBufferPointer { yp in
                     for o in 0..<c.outChannels {
                         let row = wp.baseAddress! + o * patch
-                        for l in 0..<positions {
-                            let acc = c.bias[o] &+ IntegerEngine.dot(row, pp.baseAddress! + l * patch, patch, wide: wide)
-                            yp[o * positions + l] = IntegerEngine.output(acc, c.requant, o, limit)
+                        if wide {
+                            for l in 0..<positions { acc64[l] = c.bias[o] }
+                            for kk in 0..<patch {
+                                let wk = Int32(row[kk]), src = cp.baseAddress! + kk * positions
+                                for l in 0..<positions { acc64[l] &+= Int64(wk &* Int32(src[l])) }
+                            }
+                            for l in 0..<positions { yp[o * positions + l] = IntegerEngine.output(acc64[l], c.requant, o, limit) }
+                        } else {
+                            acc32.withUnsafeMutableBufferPointer { ap in
+                                let a = ap.baseAddress!
+                                for l in 0..<positions { a[l] = 0 }
+                                // Eight patch rows per sweep over the accumulators: an eighth of the
+                                // accumulator loads and stores, and 16×16→32-bit products.
+                                var kk = 0
+                                while kk + 8 <= patch {
+                                    let w0 = row[kk], w1 = row[kk + 1], w2 = row[kk + 2], w3 = row[kk + 3]
+                                    let w4 = row[kk + 4], w5 = row[kk + 5], w6 = row[kk + 6], w7 = row[kk + 7]
+                                    let s0 = cp.baseAddress! + kk * positions, s1 = s0 + positions, s2 = s1 + positions
+                                    let s3 = s2 + positions, s4 = s3 + positions, s5 = s4 + positions
+                                    let s6 = s5 + positions, s7 = s6 + positions
+                                    for l in 0..<positions {
+                                        let p0 = Int32(w0) &* Int32(s0[l]) &+ Int32(w1) &* Int32(s1[l])
+                                        let p1 = Int32(w2) &* Int32(s2[l]) &+ Int32(w3) &* Int32(s3[l])
+                                        let p2 = Int32(w4) &* Int32(s4[l]) &+ Int32(w5) &* Int32(s5[l])
+                                        let p3 = Int32(w6) &* Int32(s6[l]) &+ Int32(w7) &* Int32(s7[l])
+                                        a[l] &+= (p0 &+ p1) &+ (p2 &+ p3)
+                                    }
+                                    kk += 8
+                                }
+                                while kk < patch {
+                                    let wk = row[kk], src = cp.baseAddress! + kk * positions
+                                    for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
+                                    kk += 1
+                                }
+                                for l in 0..<positions {
+                                    yp[o * positions + l] = IntegerEngine.output(c.bias[o] &+ Int64(a[l]), c.requant, o, limit)
+                                }
+                            }
                         }
                     }
                 }
@@ -155,6 +196,15 @@ public struct IntegerEngine: Sendable {
     private func maxPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int, _ p: Int) -> [Int16] {
         let h = s[1], w = s[2], oh = (h + 2 * p - k) / st + 1, ow = (w + 2 * p - k) / st + 1
         var y = [Int16](repeating: 0, count: s[0] * oh * ow)
+        if k == 2 && st == 2 && p == 0 {   // the common window, without bounds tests
+            for c in 0..<s[0] { for oy in 0..<oh {
+                let r0 = (c * h + 2 * oy) * w, r1 = r0 + w, o = (c * oh + oy) * ow
+                for ox in 0..<ow {
+                    y[o + ox] = max(max(x[r0 + 2 * ox], x[r0 + 2 * ox + 1]), max(x[r1 + 2 * ox], x[r1 + 2 * ox + 1]))
+                }
+            } }
+            return y
+        }
         for c in 0..<s[0] { for oy in 0..<oh { for ox in 0..<ow {
             var best = Int16.min
             for ky in 0..<k {

@@ -4,6 +4,8 @@ import NeuralNet
 import Training
 import DataIO
 import Shaping
+import Quantization
+import IntegerRuntime
 
 /// `qshape bench`: throughput measured against the SGEMM rate of the same machine in the same run,
 /// so the ratios mean something on a shared, noisy machine.
@@ -44,15 +46,49 @@ public enum BenchWorkflow {
         }
     }
 
+    /// Inference over the same images: the float engine against the integer engine (8-bit).
+    public struct InferenceResult: Codable, Sendable {
+        public var network: String
+        public var images: Int
+        public var floatImagesPerSecond: Double
+        public var integerImagesPerSecond: Double
+        enum CodingKeys: String, CodingKey {
+            case network, images
+            case floatImagesPerSecond = "float_images_per_second"
+            case integerImagesPerSecond = "integer_images_per_second"
+        }
+    }
+
     public struct Result: Codable, Sendable {
         public var sgemm: [GemmResult]
         public var sgemmPeakGFLOPS: Double
         public var training: [NetworkResult]
         public var shaping: [ShapingOverhead]
+        public var inference: [InferenceResult]
         enum CodingKeys: String, CodingKey {
-            case sgemm, training, shaping
+            case sgemm, training, shaping, inference
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
         }
+    }
+
+    /// Float and integer inference of one network over `count` random images (10,000 = the test set).
+    public static func inferenceRates(layers: [LayerSpec], count: Int, threads: Int) throws -> (float: Double, integer: Double) {
+        BLASThreads.set(threads)
+        var rng = SeededRandom(seed: 5)
+        let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
+        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
+        let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
+        let norm = Normalization()
+        let calibration = QuantizeWorkflow.calibrationBatches(data, count: 4, batch: 128, norm)
+        let conversion = try Converter.convert(model, calibration: calibration, inputScale: 1.0 / 255, rawInputMax: 255,
+                                               options: QuantizeOptions())
+        let engine = IntegerEngine(conversion.integerModel)
+        var bestFloat = Double.infinity, bestInt = Double.infinity
+        for _ in 0..<2 {
+            bestFloat = min(bestFloat, time { _ = evaluate(model, on: data, normalization: norm) })
+            bestInt = min(bestInt, time { _ = QuantizeWorkflow.integerPredictions(engine, data) })
+        }
+        return (Double(count) / bestFloat, Double(count) / bestInt)
     }
 
     /// The KURE term alone, or every shaping term, on every weight layer.
@@ -172,6 +208,13 @@ public enum BenchWorkflow {
                 shaping.append(r)
             }
         }
-        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets, shaping: shaping)
+        var inference: [InferenceResult] = []
+        for (name, layers) in networks {
+            let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
+            log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
+                       name as NSString, f, i, i / f))
+            inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+        }
+        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets, shaping: shaping, inference: inference)
     }
 }
