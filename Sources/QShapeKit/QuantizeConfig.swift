@@ -25,7 +25,8 @@ public struct QuantizeConfig: Equatable, Sendable {
 extension Config {
     static let quantizeKeys = ["bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
                                "weight_percentile", "activation_range", "activation_percentile",
-                               "calibration_batches", "accumulator", "weights_only", "compare_images", "qat"]
+                               "calibration_batches", "accumulator", "weights_only", "compare_images", "qat",
+                               "equalize", "bias_correction"]
 
     static func readQuantize(_ top: ConfigReader) throws -> QuantizeConfig? {
         guard top.has("quantize") else { return nil }
@@ -52,6 +53,8 @@ extension Config {
         q.calibrationBatches = try r.integer("calibration_batches", default: 8, min: 1, max: 10_000)
         q.options.allowInt64Accumulator = try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
         q.weightsOnly = try r.bool("weights_only", default: false)
+        q.options.equalize = try r.bool("equalize", default: false)
+        q.options.biasCorrection = try r.bool("bias_correction", default: false)
         q.compareImages = try r.integer("compare_images", default: 1000, min: 1)
         let t = try r.child("qat", allowed: ["epochs", "bits", "lr", "activations"])
         q.qat.epochs = try t.integer("epochs", default: 0, min: 0, max: 10_000)
@@ -84,6 +87,7 @@ func quantizeYAML(_ q: QuantizeConfig) -> String {
         ("activation_range", range(o.activationRange)), ("activation_percentile", num(pct(o.activationRange))),
         ("calibration_batches", "\(q.calibrationBatches)"), ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
         ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
+        ("equalize", "\(o.equalize)"), ("bias_correction", "\(o.biasCorrection)"),
         ("qat", "{epochs: \(q.qat.epochs)" + (q.qat.bits.map { ", bits: \($0)" } ?? "")
             + (q.qat.learningRate.map { ", lr: \(num($0))" } ?? "") + ", activations: \(q.qat.activations)}"),
     ])

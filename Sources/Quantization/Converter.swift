@@ -19,6 +19,11 @@ public struct QuantizeOptions: Equatable, Sendable {
     public var activationRange: RangeMethod = .max
     /// Allow a layer whose worst case does not fit a 32-bit accumulator to use 64 bits.
     public var allowInt64Accumulator = false
+    /// Data-free cross-layer equalisation before quantising.
+    public var equalize = false
+    /// Correct each layer's bias for the mean output error its weight quantisation causes on the
+    /// calibration data.
+    public var biasCorrection = false
     public init() {}
 }
 
@@ -134,6 +139,7 @@ public enum Converter {
     public static func convert(_ model: Sequential, calibration: [Tensor], inputScale: Double, rawInputMax: Int64,
                                options o: QuantizeOptions) throws -> Conversion {
         let folded = try fold(model)
+        if o.equalize { Equalization.apply(folded) }
         let n = folded.layers.count
         // The layer each conv/dense's output is taken after: itself, or the ReLU/ReLU6 that follows.
         var groupEnd: [Int: Int] = [:]
@@ -153,6 +159,17 @@ public enum Converter {
         for batch in calibration {
             _ = folded.forward(batch, training: false) { i, h in
                 if ends.contains(i) { samples[i, default: []] += h.data }
+            }
+        }
+        // Inputs of every weight layer on the first calibration batches, for bias correction.
+        var inputs: [Int: [Tensor]] = [:]
+        if o.biasCorrection {
+            for batch in calibration.prefix(2) {
+                var previous = batch
+                _ = folded.forward(batch, training: false) { i, h in
+                    if groupEnd[i] != nil { inputs[i, default: []].append(previous) }
+                    previous = h
+                }
             }
         }
         let actSigned = (1 << (o.activationBits - 1)) - 1
@@ -176,6 +193,7 @@ public enum Converter {
                 let outScale = clip / Double(outQmax)
                 var hi = Int64(outQmax), lo = unsigned ? 0 : -Int64(outQmax)
                 if act == .relu6 { hi = min(hi, Int64((6 / outScale).rounded())) }
+                if let x = inputs[i] { correctBias(layer, inputs: x, options: o) }
                 let (c, intLayer, deq) = try quantizeWeighted(i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
                                                               outScale: outScale, lo: lo, hi: hi, end: end, options: o)
                 converted.append(c)
@@ -205,6 +223,32 @@ public enum Converter {
         return Conversion(integerModel: IntegerModel(inputShape: folded.inputShape, layers: layers), folded: folded,
                           activationGrid: grid, layers: converted, floatLayerOf: floatLayerOf, inputScale: inputScale,
                           dequantized: dequantized)
+    }
+
+    /// Bias correction: b ← b + mean over the data of (W·x − W_q·x) per output channel, so the
+    /// quantised layer's outputs have the float layer's mean (Nagel et al. 2019, empirical form).
+    static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions) {
+        guard let wp = layer.state.first(where: { $0.role == .weight }),
+              let bp = layer.state.first(where: { $0.name == "bias" }) else { return }
+        let w = wp.value, rows = w.shape[0]
+        let groups = o.perChannel ? rows : 1, size = w.count / groups
+        let clips = (0..<groups).map { RangeSetting.clip(Array(w.data[($0 * size)..<(($0 + 1) * size)]), bits: o.weightBits, method: o.weightRange) }
+        let deq = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+            .quantize(w.data, shape: w.shape, clip: clips).dequantized()
+        var shift = [Double](repeating: 0, count: rows), count = 0
+        for x in inputs {
+            let exact = layer.forward(x, training: false)
+            wp.value = Tensor(shape: w.shape, data: deq)
+            let approx = layer.forward(x, training: false)
+            wp.value = w
+            let per = exact.count / (x.shape[0] * rows)
+            for n in 0..<x.shape[0] { for c in 0..<rows { for k in 0..<per {
+                let idx = (n * rows + c) * per + k
+                shift[c] += Double(exact.data[idx] - approx.data[idx])
+            } } }
+            count += x.shape[0] * per
+        }
+        for c in 0..<rows { bp.value.data[c] += Float(shift[c] / Double(max(1, count))) }
     }
 
     /// Quantises one conv/dense: integer weights, bias at s_in·s_w, per-channel requantisation,

@@ -138,3 +138,33 @@ final class QuantizeWorkflowTests: XCTestCase {
         XCTAssertNil(wo[0]["integer_accuracy"])
     }
 }
+
+extension QuantizeWorkflowTests {
+    func testEqualizationKeepsTheFunctionAndBalancesRanges() throws {
+        let model = try Sequential(specs: [.conv2d(inChannels: 1, outChannels: 4, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                                           .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
+                                           .dense(inFeatures: nil, outFeatures: 5, bias: true), .relu,
+                                           .dense(inFeatures: nil, outFeatures: 3, bias: true)], inputShape: [1, 6, 6], seed: 2)
+        // Make channel 0 of the conv ten times wider than the rest.
+        let w = model.layers[0].state[0]
+        for j in 0..<9 { w.value.data[j] *= 10 }
+        let x = randomTensor([3, 1, 6, 6], seed: 4)
+        let before = model.forward(x, training: false)
+        XCTAssertEqual(Equalization.apply(model), 2)
+        let after = model.forward(x, training: false)
+        for i in 0..<before.count { XCTAssertEqual(before.data[i], after.data[i], accuracy: 1e-4) }
+        let rows = (0..<4).map { c in (0..<9).map { abs(w.value.data[c * 9 + $0]) }.max()! }
+        XCTAssertLessThan(rows.max()! / rows.min()!, 10, "ranges balanced")
+    }
+
+    func testBiasCorrectionAndEqualizationConvert() throws {
+        let (c, weights) = try trained("fashion-cnn.yaml", steps: 30)
+        var s = QuantizeConfig()
+        s.bits = [4]
+        s.options.equalize = true
+        s.options.biasCorrection = true
+        let (r, _) = try QuantizeWorkflow.run(c, weights: weights, settings: s)
+        XCTAssertGreaterThanOrEqual(r.results[0].simulationAgreement!, 99)
+        XCTAssertEqual(r.results[0].integerAccuracy!, r.floatAccuracy, accuracy: 5)
+    }
+}
