@@ -27,8 +27,9 @@ let package = Package(
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
         .target(name: "Shaping", dependencies: ["Tensors"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
+        .target(name: "Reports"),
         .target(name: "QShapeKit", dependencies: [
-            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime",
+            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "qshape", dependencies: [
@@ -37,6 +38,6 @@ let package = Package(
         ]),
 
         .testTarget(name: "QShapeTests",
-                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "QShapeKit"]),
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "QShapeKit"]),
     ]
 )

@@ -4,6 +4,7 @@ import NeuralNet
 import Training
 import DataIO
 import Quantization
+import Reports
 
 /// A failure that is not a config or data problem (an existing run folder, say).
 public struct RunError: Error, CustomStringConvertible, Sendable {
@@ -75,6 +76,7 @@ public enum TrainWorkflow {
         let dir = outDir ?? defaultRunDirectory(for: config)
         try prepare(dir, force: force)
         try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
+        try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name])
         configureThreads(config.threads)
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
@@ -108,7 +110,11 @@ public enum TrainWorkflow {
         try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
         let last = all.last!
         var summary = TrainSummary(runDirectory: dir, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
-        if let q = config.quantize {
+        // Every run ends with accuracy by bit width: the config's quantize section, or by default
+        // the seed quantiser on the weights alone at 8, 4 and 3 bits.
+        var q = config.quantize ?? QuantizeConfig()
+        if config.quantize == nil { q.bits = [8, 4, 3]; q.weightsOnly = true }
+        do {
             observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
             let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,
                                                                  weightsLabel: "\(dir)/model.safetensors")
@@ -116,6 +122,8 @@ public enum TrainWorkflow {
             summary.quantization = result
             observer?.message(QuantizeWorkflow.table(result))
         }
+        try ReportWorkflow.write(runDirectory: dir)
+        observer?.message("report: \(dir)/report.html")
         return summary
     }
 
@@ -156,6 +164,7 @@ public enum UserError {
         case let e as DataError: return (e.description, 2)
         case let e as ModelError: return (e.description, 2)
         case let e as RunError: return (e.description, 1)
+        case let e as ReportError: return (e.description, 2)
         default: return ("\(error)", 1)
         }
     }

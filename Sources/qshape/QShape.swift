@@ -7,7 +7,7 @@ struct QShape: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qshape",
         abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
-        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Bench.self])
+        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Bench.self])
 }
 
 /// Runs a command body; user-facing failures print one line to stderr and exit non-zero
@@ -135,6 +135,70 @@ struct Stats: ParsableCommand {
         try guarded {
             let r = try StatsWorkflow.run(path: file, bits: bits, channels: channels)
             print(json ? try jsonString(r) : StatsWorkflow.table(r))
+        }
+    }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Regenerate report.json, report.md and report.html of a finished run.")
+
+    @Argument(help: "A run folder written by qshape train.")
+    var runDirectory: String
+
+    func run() throws {
+        try guarded {
+            try ReportWorkflow.write(runDirectory: runDirectory)
+            print("\(runDirectory)/report.html")
+        }
+    }
+}
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compare runs side by side: config differences, accuracy by bit width, per-layer statistics.")
+
+    @Argument(help: "Run folders, report.json files or sweep folders.")
+    var runs: [String]
+    @Option(help: "md, html or json.")
+    var format = "md"
+    @Option(help: "Write to this file (atomically) instead of standard output.")
+    var out: String?
+
+    func validate() throws {
+        guard ["md", "html", "json"].contains(format) else { throw ValidationError("--format must be md, html or json, got \(format)") }
+        guard !runs.isEmpty else { throw ValidationError("name two or more runs, or a sweep folder") }
+    }
+
+    func run() throws {
+        try guarded {
+            let text = try CompareWorkflow.render(runs, format: format)
+            if let out { try CompareWorkflow.save(text, to: out) } else { print(text, terminator: "") }
+        }
+    }
+}
+
+struct Sweep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train every combination of a grid of config values, then compare them.")
+
+    @OptionGroup var options: ConfigOptions
+    @Option(name: .customLong("grid"), help: ArgumentHelp("A config key and its values (repeatable).", valueName: "key.path=v1,v2,..."))
+    var grid: [String] = []
+    @Option(help: "Run only slice I of N (1-based), e.g. --shard 2/4; finished runs are skipped.")
+    var shard = "1/1"
+    @Option(help: "The sweep folder (default: runs/<config name>-sweep).")
+    var out: String?
+
+    func run() throws {
+        try guarded {
+            let axes = try grid.map(SweepWorkflow.parseAxis)
+            guard !axes.isEmpty else { throw RunError("give at least one --grid key=v1,v2,…") }
+            let s = try SweepWorkflow.run(configPath: options.config, overrides: options.overrides, axes: axes,
+                                          shard: try SweepWorkflow.parseShard(shard), outDir: out,
+                                          observer: ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1))
+            print("sweep \(s.directory): trained \(s.trained.count), already finished \(s.skipped.count)")
+            if let c = s.comparison { print(c.headline()); print("comparison: \(s.directory)/compare.html") }
         }
     }
 }
