@@ -61,8 +61,8 @@ public struct Config: Sendable {
         self.file = file
         let top = try ConfigReader(file: file, path: "", node: node, allowed: Config.topKeys)
         name = try top.string("name", default: defaultName)
-        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-            throw top.error("name", "use letters, digits, '-', '_' and '.' only (it names the run folder)")
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.=".contains($0) }) else {
+            throw top.error("name", "use letters, digits, '-', '_', '.' and '=' only (it names the run folder)")
         }
         data = try Config.readData(top)
         layers = try Config.readModel(top)

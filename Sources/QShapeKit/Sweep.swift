@@ -95,6 +95,7 @@ public enum CompareWorkflow {
         switch format {
         case "json": return try c.json()
         case "html": return c.html(reports)
+        case "headline": return c.headline() + "\n"
         default: return c.markdown()
         }
     }

@@ -12,7 +12,7 @@ func page(title: String, body: String) -> String {
     table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
     th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
     td.l, th.l { text-align: left; } .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
-    figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; } .pos { color: #1a7f37; } .neg { color: #c62828; }
+    figure { margin: 0; max-width: 680px; } figcaption { font-size: 0.85em; color: #555; } .pos { color: #1a7f37; } .neg { color: #c62828; }
     @media print { .grid { grid-template-columns: 1fr 1fr; } body { max-width: none; } }
     </style></head><body>
     \(body)

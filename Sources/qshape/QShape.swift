@@ -164,6 +164,8 @@ struct Compare: ParsableCommand {
     var format = "md"
     @Option(help: "Write to this file (atomically) instead of standard output.")
     var out: String?
+    @Flag(help: "Print only the headline: the accuracy each run keeps at 8, 4 and 3 bits.")
+    var headline = false
 
     func validate() throws {
         guard ["md", "html", "json"].contains(format) else { throw ValidationError("--format must be md, html or json, got \(format)") }
@@ -172,7 +174,7 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         try guarded {
-            let text = try CompareWorkflow.render(runs, format: format)
+            let text = try CompareWorkflow.render(runs, format: headline ? "headline" : format)
             if let out { try CompareWorkflow.save(text, to: out) } else { print(text, terminator: "") }
         }
     }

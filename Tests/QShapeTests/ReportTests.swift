@@ -1,0 +1,121 @@
+import XCTest
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Reports
+@testable import QShapeKit
+
+/// Reports from real (tiny) runs on the fixture: every format carries the numbers of report.json.
+final class ReportTests: XCTestCase {
+    func train(_ example: String, into dir: String, extra: [String] = []) throws -> TrainSummary {
+        let c = try Config.load(path: Fixtures.example(example),
+                                overrides: ["data.dir=\(Fixtures.fashion)", "training.epochs=2", "training.max_steps_per_epoch=15"] + extra)
+        return try TrainWorkflow.run(c, outDir: dir, force: false, observer: nil)
+    }
+
+    func testReportFormatsAgreeWithReportJSON() throws {
+        let dir = temporaryDirectory(self)
+        _ = try train("fashion-mlp-kurtosis.yaml", into: "\(dir)/run")
+        let json = try Report.decode(FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
+        let md = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
+        let html = try String(contentsOfFile: "\(dir)/run/report.html", encoding: .utf8)
+        XCTAssertEqual(json.run, "fashion-mlp-kurtosis")
+        XCTAssertEqual(json.training.epochs.count, 2)
+        let accuracy = try XCTUnwrap(json.accuracy)
+        XCTAssertEqual(accuracy.rows.map(\.bits), [8, 4, 3])
+        for text in [md, html] {
+            XCTAssertTrue(text.contains(Format.pct(accuracy.float)))
+            for r in accuracy.rows { XCTAssertTrue(text.contains(Format.pct(r.simulated)), "\(r.bits)-bit accuracy") }
+            for l in json.layers {
+                XCTAssertTrue(text.contains(Format.num(l.kurtosis)), "\(l.name) kurtosis")
+                XCTAssertTrue(text.contains(Format.num(l.skewness)), "\(l.name) skewness")
+                XCTAssertTrue(text.contains("\(Format.db(l.sqnrDb)) @\(l.bits)b"), "\(l.name) SQNR")
+            }
+            XCTAssertTrue(text.contains(Format.pct(json.training.testAccuracy)))
+        }
+        // The layer statistics are those of the saved weights.
+        let stats = try StatsWorkflow.run(path: "\(dir)/run/model.safetensors", bits: 3, channels: false)
+        for (a, b) in zip(json.layers, stats.tensors) { XCTAssertEqual(a.kurtosis, b.kurtosis, accuracy: 1e-12) }
+        // Histograms count every weight, initial and final.
+        for l in json.layers {
+            XCTAssertEqual(l.histogram.final.reduce(0, +), l.shape.reduce(1, *))
+            XCTAssertEqual(l.histogram.initial?.reduce(0, +), l.shape.reduce(1, *))
+        }
+        try checkHTML(html)
+    }
+
+    /// Valid XML, self-contained (nothing fetched: no http, no script, no external font or image).
+    func checkHTML(_ html: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertFalse(html.contains("http"), file: file, line: line)
+        XCTAssertFalse(html.contains("<script"), file: file, line: line)
+        XCTAssertFalse(html.contains("src="), file: file, line: line)
+        XCTAssertTrue(html.contains("<svg"), file: file, line: line)
+        #if canImport(FoundationXML) || os(macOS)
+        let doc = try XMLDocument(xmlString: html, options: [])
+        XCTAssertEqual(doc.rootElement()?.name, "html", file: file, line: line)
+        XCTAssertGreaterThanOrEqual(try doc.nodes(forXPath: "//svg").count, 4, file: file, line: line)
+        #endif
+    }
+
+    func testReportRegeneratesQuicklyAndIdentically() throws {
+        let dir = temporaryDirectory(self)
+        _ = try train("fashion-mlp.yaml", into: "\(dir)/run")
+        let before = FileManager.default.contents(atPath: "\(dir)/run/report.json")
+        try FileManager.default.removeItem(atPath: "\(dir)/run/report.html")
+        let clock = ContinuousClock(), start = clock.now
+        let r = try qshape(["report", "\(dir)/run"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertLessThan(clock.now - start, .seconds(1))
+        XCTAssertEqual(FileManager.default.contents(atPath: "\(dir)/run/report.json"), before)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/run/report.html"))
+        let bad = try qshape(["report", dir])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("is not a QShape run folder"))
+    }
+
+    func testCompareShowsConfigDifferencesAndDeltas() throws {
+        let dir = temporaryDirectory(self)
+        _ = try train("fashion-mlp.yaml", into: "\(dir)/plain")
+        _ = try train("fashion-mlp-kurtosis.yaml", into: "\(dir)/shaped")
+        let reports = try ReportWorkflow.collect(["\(dir)/plain", "\(dir)/shaped/report.json"])
+        let c = Comparison(reports)
+        XCTAssertEqual(c.runs, ["fashion-mlp", "fashion-mlp-kurtosis"])
+        XCTAssertNotNil(c.configDifferences["shaping.kurtosis"])
+        XCTAssertNil(c.configDifferences["training.epochs"], "equal keys are not listed")
+        let three = try XCTUnwrap(c.accuracy.first { $0.bits == 3 })
+        XCTAssertEqual(three.runs[1].delta!, three.runs[1].simulated! - three.runs[0].simulated!, accuracy: 1e-9)
+        for f in ["md", "html", "json"] {
+            let r = try qshape(["compare", "\(dir)/plain", "\(dir)/shaped", "--format", f, "--out", "\(dir)/c.\(f)"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let md = try String(contentsOfFile: "\(dir)/c.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("| 3-bit | "))
+        XCTAssertTrue(md.contains("(\(Format.signed(three.runs[1].delta!)))"))
+        try checkHTML(try String(contentsOfFile: "\(dir)/c.html", encoding: .utf8))
+    }
+
+    /// A 2 × 2 sweep split into two shards, then compared, equals the same sweep run whole; a
+    /// restarted sweep skips what is finished.
+    func testShardedSweepEqualsUnshardedAndResumes() throws {
+        let dir = temporaryDirectory(self)
+        let overrides = ["data.dir=\(Fixtures.fashion)", "training.epochs=1", "training.max_steps_per_epoch=4", "data.test_limit=200"]
+        let axes = [try SweepWorkflow.parseAxis("shaping.kurtosis.weight=0,1"), try SweepWorkflow.parseAxis("training.seed=1,2")]
+        let config = Fixtures.example("fashion-mlp.yaml")
+        let whole = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 1),
+                                          outDir: "\(dir)/whole", observer: nil)
+        XCTAssertEqual(whole.trained.count, 4)
+        let s1 = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 2), outDir: "\(dir)/split", observer: nil)
+        let s2 = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (2, 2), outDir: "\(dir)/split", observer: nil)
+        XCTAssertEqual(s1.trained.count + s2.trained.count, 4)
+        XCTAssertEqual(Set(s1.trained).intersection(s2.trained), [])
+        let merged = try CompareWorkflow.render(["\(dir)/split"], format: "json")
+        let single = try CompareWorkflow.render(["\(dir)/whole"], format: "json")
+        XCTAssertEqual(merged, single)
+        let again = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 1), outDir: "\(dir)/split", observer: nil)
+        XCTAssertEqual(again.trained, [])
+        XCTAssertEqual(again.skipped.count, 4)
+        XCTAssertThrowsError(try SweepWorkflow.parseShard("3/2"))
+        XCTAssertThrowsError(try SweepWorkflow.parseAxis("novalues="))
+    }
+}
