@@ -34,7 +34,7 @@ demo: build
 	@$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --headline
 
 test: deps
-	$(SWIFT) test -c release -Xswiftc -enable-testing
+	$(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
 
 bench: build
 	$(QSHAPE) bench
