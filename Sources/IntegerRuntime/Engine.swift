@@ -128,13 +128,14 @@ public struct IntegerEngine: Sendable {
             x.withUnsafeBufferPointer { xp in
                 for ch in 0..<c.inChannels { for ky in 0..<k { for kx in 0..<k {
                     let row = cp.baseAddress! + ((ch * k + ky) * k + kx) * positions
+                    // Output columns whose input column is inside the image: ox in [lo, hi).
+                    let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
+                    let hi = min(ow, max(lo, (wd + c.padding - kx + c.stride - 1) / c.stride))
                     for oy in 0..<oh {
                         let iy = oy * c.stride - c.padding + ky
                         guard iy >= 0 && iy < h else { continue }
-                        for ox in 0..<ow {
-                            let ix = ox * c.stride - c.padding + kx
-                            if ix >= 0 && ix < wd { row[oy * ow + ox] = xp[(ch * h + iy) * wd + ix] }
-                        }
+                        let src = (ch * h + iy) * wd - c.padding + kx, dst = row + oy * ow
+                        for ox in lo..<hi { dst[ox] = xp[src + ox * c.stride] }
                     }
                 } } }
             }
