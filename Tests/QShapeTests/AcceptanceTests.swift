@@ -25,7 +25,8 @@ final class AcceptanceTests: XCTestCase {
         let dir = temporaryDirectory(self)
         let c = try Config.load(path: Fixtures.example("fashion-cnn.yaml"))
         let s = try TrainWorkflow.run(c, outDir: "\(dir)/cnn", force: false, observer: nil)
-        // PyTorch reported 89.9%; QShape measured 89.00 / 88.83 / 89.15 for seeds 0 / 1 / 2.
+        // PyTorch reported 89.9%; QShape measured 89.00 / 88.83 / 89.15 / 89.66 / 89.26 for seeds
+        // 0…4 (the example uses seed 0). This guards against regressions, not the 89.5% target.
         XCTAssertGreaterThanOrEqual(s.testAccuracy, 88.7)
     }
 }
