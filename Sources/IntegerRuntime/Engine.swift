@@ -182,8 +182,15 @@ public struct IntegerEngine: Sendable {
                                     for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
                                     kk += 1
                                 }
+                                // Requantise the channel: its multiplier, shift and bias hoisted.
+                                let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o]
+                                let lo = c.requant.outMin, hi = c.requant.outMax
+                                let half: Int64 = sh > 0 ? 1 &<< (sh &- 1) : 0
+                                let out = yp.baseAddress! + o * positions
                                 for l in 0..<positions {
-                                    yp[o * positions + l] = IntegerEngine.output(c.bias[o] &+ Int64(a[l]), c.requant, o, limit)
+                                    let acc = min(max(b &+ Int64(a[l]), -limit), limit)
+                                    let v = (acc &* m &+ half) &>> sh
+                                    out[l] = Int16(truncatingIfNeeded: min(max(v, lo), hi))
                                 }
                             }
                         }
