@@ -78,6 +78,15 @@ public struct ConfigNode: Equatable, Sendable {
         }
     }
 
+    /// The same tree with no source lines.
+    var withoutLines: ConfigNode {
+        switch kind {
+        case .mapping(let entries): return ConfigNode(.mapping(entries.map { Entry(key: $0.key, value: $0.value.withoutLines) }))
+        case .sequence(let items): return ConfigNode(.sequence(items.map(\.withoutLines)))
+        default: return ConfigNode(kind)
+        }
+    }
+
     public var entries: [Entry]? { if case .mapping(let e) = kind { return e } else { return nil } }
     public subscript(key: String) -> ConfigNode? { entries?.first { $0.key == key }?.value }
 
@@ -116,7 +125,8 @@ public struct ConfigNode: Equatable, Sendable {
             throw ConfigError(file: "--set", path: "", "'\(override)' is not key.path=value")
         }
         let key = String(override[..<eq]), text = String(override[override.index(after: eq)...])
-        let value = try ConfigNode.parse(yaml: text.isEmpty ? "''" : text, file: "--set \(key)")
+        // The value's lines are lines of the override, not of the file: drop them.
+        let value = try ConfigNode.parse(yaml: text.isEmpty ? "''" : text, file: "--set \(key)").withoutLines
         try set(path: key.split(separator: ".").map(String.init), to: value, file: "--set", fullPath: key)
     }
 }

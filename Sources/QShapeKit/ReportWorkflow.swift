@@ -104,14 +104,14 @@ public enum ReportWorkflow {
         let fm = FileManager.default
         for p in paths {
             var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: p, isDirectory: &isDir) else { throw RunError("\(p): no such run folder or report") }
+            guard fm.fileExists(atPath: p, isDirectory: &isDir) else { throw ReportError("\(p): no such run folder or report") }
             if !isDir.boolValue {
                 reports.append(try Report.decode(fm.contents(atPath: p) ?? Data(), path: p))
             } else if fm.fileExists(atPath: "\(p)/report.json") {
                 reports.append(try Report.decode(fm.contents(atPath: "\(p)/report.json") ?? Data(), path: "\(p)/report.json"))
             } else {
                 let runs = try fm.contentsOfDirectory(atPath: p).sorted().filter { fm.fileExists(atPath: "\(p)/\($0)/report.json") }
-                guard !runs.isEmpty else { throw RunError("\(p): no report.json in it or in any folder inside") }
+                guard !runs.isEmpty else { throw ReportError("\(p): no report.json in it or in any folder inside") }
                 for r in runs { reports.append(try Report.decode(fm.contents(atPath: "\(p)/\(r)/report.json") ?? Data(), path: "\(p)/\(r)/report.json")) }
             }
         }
