@@ -2,6 +2,7 @@ import Tensors
 import NeuralNet
 import Training
 import Shaping
+import Quantization
 
 /// The shaping penalties as a loss term of the training loop: for every selected weight layer,
 /// each term's value (per tensor, or the mean over output channels), aggregated over layers
@@ -13,6 +14,9 @@ public final class ShapingLossTerm: LossTerm {
     let targets: [(index: Int, weight: Parameter, channels: Int)]
     /// Each group's mean at the previous step, the centre for this step's moment sums.
     private var meanHints: [String: [Float]] = [:]
+
+    /// The bit width of the seed quantiser whose SQNR and levels used are logged per layer.
+    public var statisticsBits = 8
 
     public init(_ config: ShapingConfig, model: Sequential) {
         self.config = config
@@ -119,8 +123,12 @@ public final class ShapingLossTerm: LossTerm {
         var out: [String: [String: Double]] = [:]
         for t in targets {
             let st = WeightStatistics(t.weight.value.data)
+            let q = WeightQuantizer(bits: statisticsBits).quantize(t.weight.value.data, shape: t.weight.value.shape)
+            let db = sqnr(t.weight.value.data, q.dequantized())
             var row: [String: Double] = ["mean": st.mean, "std": st.std, "skewness": st.skewness,
-                                         "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd]
+                                         "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
+                                         "sqnr_db": db.isFinite ? db : 999, "levels_used": Double(levelsUsed(q)),
+                                         "bits": Double(statisticsBits)]
             for (term, v) in evaluate(t).values { row["penalty_\(term.rawValue)"] = v }
             out["\(t.index).weight"] = row
         }

@@ -81,7 +81,11 @@ public enum TrainWorkflow {
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
         trainer.lossTerms = lossTerms
-        if let s = config.shaping, s.isActive { trainer.lossTerms.append(ShapingLossTerm(s, model: model)) }
+        if let s = config.shaping, s.isActive {
+            let term = ShapingLossTerm(s, model: model)
+            term.statisticsBits = config.quantize?.bits.min() ?? (s.terms[.quantError].map { _ in s.quantErrorBits } ?? 8)
+            trainer.lossTerms.append(term)
+        }
         observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
         var all: [EpochMetrics] = []
         let encoder = JSONEncoder()

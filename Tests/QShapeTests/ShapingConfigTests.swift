@@ -59,7 +59,8 @@ final class ShapingConfigTests: XCTestCase {
         let last = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
         let layers = try XCTUnwrap(last["layers"] as? [String: [String: Double]])
         XCTAssertEqual(Set(layers.keys), ["1.weight", "3.weight", "5.weight"])
-        for key in ["mean", "std", "skewness", "kurtosis", "max_abs_over_std", "penalty_kurtosis", "penalty_skewness"] {
+        for key in ["mean", "std", "skewness", "kurtosis", "max_abs_over_std", "sqnr_db", "levels_used",
+                    "penalty_kurtosis", "penalty_skewness"] {
             XCTAssertNotNil(layers["1.weight"]?[key], key)
         }
         let penalties = try XCTUnwrap(last["penalties"] as? [String: Double])
