@@ -92,7 +92,12 @@ public enum TrainWorkflow {
         encoder.outputFormatting = [.sortedKeys]
         func runEpochs(_ t: Trainer, count: Int, offset: Int, phase: String?) throws {
             for epoch in 0..<count {
-                var m = t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { o.step($0) } })
+                var m = t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { p in
+                    var p = p
+                    p.epoch += offset
+                    p.totalEpochs = offset + count
+                    o.step(p)
+                } })
                 let test = evaluate(model, on: data.test, normalization: config.training.normalization,
                                     fakeQuantization: t.fakeQuantization)
                 m.epoch += offset
