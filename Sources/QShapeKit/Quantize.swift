@@ -117,9 +117,8 @@ public enum QuantizeWorkflow {
     static func weightsOnlyQuantize(_ model: Sequential, _ o: QuantizeOptions) -> [LayerRow] {
         model.namedState.filter { $0.parameter.role == .weight }.map { name, p in
             let w = p.value.data, shape = p.value.shape
-            let groups = o.perChannel ? shape[0] : 1, size = w.count / groups
-            let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: o.weightBits, method: o.weightRange) }
-            let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel).quantize(w, shape: shape, clip: clips)
+            let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+                .quantize(w, shape: shape, range: o.weightRange)
             let deq = q.dequantized()
             p.value = Tensor(shape: shape, data: deq)
             let db = sqnr(w, deq)

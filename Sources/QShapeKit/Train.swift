@@ -192,11 +192,9 @@ public enum QATWorkflow {
         var o = q.options
         o.weightBits = q.qat.bits ?? q.bits.min()!
         let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-        let weightRange = o.weightRange, bits = o.weightBits, perChannel = o.perChannel
+        let weightRange = o.weightRange
         let quantize: ([Float], [Int]) -> [Float] = { w, shape in
-            let groups = perChannel ? shape[0] : 1, size = w.count / groups
-            let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: bits, method: weightRange) }
-            return quantizer.quantize(w, shape: shape, clip: clips).dequantized()
+            quantizer.quantize(w, shape: shape, range: weightRange).dequantized()
         }
         var activation: (Int, inout Tensor) -> Void = { _, _ in }
         if q.qat.activations {

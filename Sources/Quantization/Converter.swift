@@ -231,10 +231,8 @@ public enum Converter {
         guard let wp = layer.state.first(where: { $0.role == .weight }),
               let bp = layer.state.first(where: { $0.name == "bias" }) else { return }
         let w = wp.value, rows = w.shape[0]
-        let groups = o.perChannel ? rows : 1, size = w.count / groups
-        let clips = (0..<groups).map { RangeSetting.clip(Array(w.data[($0 * size)..<(($0 + 1) * size)]), bits: o.weightBits, method: o.weightRange) }
         let deq = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-            .quantize(w.data, shape: w.shape, clip: clips).dequantized()
+            .quantize(w.data, shape: w.shape, range: o.weightRange).dequantized()
         var shift = [Double](repeating: 0, count: rows), count = 0
         for x in inputs {
             let exact = layer.forward(x, training: false)
@@ -259,13 +257,8 @@ public enum Converter {
         let wp = layer.state.first { $0.role == .weight }!
         let w = wp.value.data, shape = wp.value.shape, rows = shape[0], size = w.count / rows
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
-        let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-        let groups = o.perChannel ? rows : 1
-        let clips: [Float] = (0..<groups).map { g in
-            let slice = Array(w[(g * (w.count / groups))..<((g + 1) * (w.count / groups))])
-            return RangeSetting.clip(slice, bits: o.weightBits, method: o.weightRange)
-        }
-        let q = quantizer.quantize(w, shape: shape, clip: clips)
+        let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+            .quantize(w, shape: shape, range: o.weightRange)
         let weightScales = q.factors.map { 1 / Double($0) }
         let scaleOf = { (c: Int) in weightScales[o.perChannel ? c : 0] }
         // Bias at scale s_in·s_w, rounded half away from zero.

@@ -76,6 +76,15 @@ public struct WeightQuantizer: Equatable, Sendable {
     }
 }
 
+extension WeightQuantizer {
+    /// Quantises with the range of each group (the tensor, or each output channel) set by `method`.
+    public func quantize(_ w: [Float], shape: [Int], range method: RangeMethod) -> QuantizedTensor {
+        let groups = perChannel ? max(1, shape.first ?? 1) : 1, size = w.count / groups
+        let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: bits, method: method) }
+        return quantize(w, shape: shape, clip: clips)
+    }
+}
+
 /// Signal-to-quantisation-noise ratio in dB: `10·log10(Σ w² / Σ (w − ŵ)²)` (∞ when exact).
 public func sqnr(_ original: [Float], _ approximation: [Float]) -> Double {
     var signal = 0.0, noise = 0.0
