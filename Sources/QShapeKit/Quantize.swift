@@ -156,18 +156,11 @@ public enum QuantizeWorkflow {
     }
 
     /// The float simulation of a conversion: dequantised weights and biases, and every activation
-    /// rounded to its integer grid (half away from zero) and clamped, then scaled back.
+    /// rounded to its integer grid and clamped, then scaled back. It puts the dequantised weights
+    /// into `c.folded`, so take the float activations of `c.folded` before calling it.
     public static func simulation(_ c: Conversion) -> (Sequential, (Int, inout Tensor) -> Void) {
         for (name, p) in c.folded.namedState { if let v = c.dequantized[name] { p.value = v } }
-        let grid = c.activationGrid
-        let hook: (Int, inout Tensor) -> Void = { i, h in
-            guard let g = grid[i] else { return }
-            let s = Float(g.scale), inv = 1 / s, lo = Float(g.lo), hi = Float(g.hi)
-            h.withUnsafeMutableBufferPointer { p in
-                for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), lo), hi) * s }
-            }
-        }
-        return (c.folded, hook)
+        return (c.folded, c.activationFakeQuantizer())
     }
 
     /// Integer-engine classes for every test image, the two halves of the set on two threads.

@@ -25,19 +25,17 @@ public enum ReportWorkflow {
         let rows = quantization?.results.first { $0.bits == reportBits }?.layers ?? []
         let layers = final.entries.filter { $0.shape.count >= 2 }.map { e -> Report.Layer in
             let w = e.floats, w0 = initial?[e.name]?.floats
-            let st = WeightStatistics(w)
-            let q = WeightQuantizer(bits: reportBits).quantize(w, shape: e.shape)
-            let db = sqnr(w, q.dequantized())
+            let st = StatsWorkflow.row(w, bits: reportBits), qmax = (1 << (reportBits - 1)) - 1
             let span = max(w.map(abs).max() ?? 1, w0?.map(abs).max() ?? 0, 1e-12)
             let edges = (0...60).map { -Double(span) + 2 * Double(span) * Double($0) / 60 }
             let row = rows.first { $0.name == e.name }
             return Report.Layer(name: e.name, shape: e.shape, mean: st.mean, std: st.std, skewness: st.skewness,
                                 kurtosis: st.kurtosis, maxAbsOverStd: st.maxAbsOverStd, bits: reportBits,
-                                sqnrDb: db.isFinite ? db : 999, levelsUsed: levelsUsed(q), activationSqnr: row?.activationSQNR,
+                                sqnrDb: st.sqnrDB, levelsUsed: st.levelsUsed, activationSqnr: row?.activationSQNR,
                                 accumulatorBits: row?.accumulatorBits,
                                 histogram: .init(edges: edges, initial: w0.map { Report.counts($0, edges: edges) },
                                                  final: Report.counts(w, edges: edges)),
-                                gridStep: st.maxAbs / Double(q.qmaxValue), gridLevels: q.qmaxValue)
+                                gridStep: st.maxAbs / Double(qmax), gridLevels: qmax)
         }
         let accuracy = quantization.map { q in
             Report.Accuracy(float: q.floatAccuracy, weightsOnly: q.weightsOnly,

@@ -122,12 +122,10 @@ public final class ShapingLossTerm: LossTerm {
     public func layerStatistics(model: Sequential) -> [String: [String: Double]] {
         var out: [String: [String: Double]] = [:]
         for t in targets {
-            let st = WeightStatistics(t.weight.value.data)
-            let q = WeightQuantizer(bits: statisticsBits).quantize(t.weight.value.data, shape: t.weight.value.shape)
-            let db = sqnr(t.weight.value.data, q.dequantized())
+            let st = StatsWorkflow.row(t.weight.value.data, bits: statisticsBits)
             var row: [String: Double] = ["mean": st.mean, "std": st.std, "skewness": st.skewness,
                                          "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
-                                         "sqnr_db": db.isFinite ? db : 999, "levels_used": Double(levelsUsed(q)),
+                                         "sqnr_db": st.sqnrDB, "levels_used": Double(st.levelsUsed),
                                          "bits": Double(statisticsBits)]
             for (term, v) in evaluate(t).values { row["penalty_\(term.rawValue)"] = v }
             out["\(t.index).weight"] = row

@@ -12,6 +12,7 @@ public enum StatsWorkflow {
         public var shape: [Int]?
         public var count: Int
         public var mean, std, skewness, kurtosis: Double
+        public var maxAbs: Double
         public var maxAbsOverStd: Double
         public var bits: Int
         /// SQNR of the per-tensor (per-channel for channel rows) seed quantiser, dB.
@@ -22,7 +23,7 @@ public enum StatsWorkflow {
 
         enum CodingKeys: String, CodingKey {
             case name, channel, shape, count, mean, std, skewness, kurtosis, bits, channels
-            case maxAbsOverStd = "max_abs_over_std", sqnrDB = "sqnr_db"
+            case maxAbs = "max_abs", maxAbsOverStd = "max_abs_over_std", sqnrDB = "sqnr_db"
             case levelsUsed = "levels_used", levelsAvailable = "levels_available"
         }
     }
@@ -32,13 +33,14 @@ public enum StatsWorkflow {
         public var tensors: [Row]
     }
 
-    /// One row of statistics for a set of weights.
+    /// The statistics of a set of weights and what the seed quantiser makes of them at `bits`
+    /// (per tensor): the one computation behind `qshape stats`, the run logs and the reports.
     static func row(_ w: [Float], bits: Int) -> Row {
         let st = WeightStatistics(w)
         let q = WeightQuantizer(bits: bits).quantize(w, shape: [w.count])
         let db = sqnr(w, q.dequantized())
         return Row(count: w.count, mean: st.mean, std: st.std, skewness: st.skewness, kurtosis: st.kurtosis,
-                   maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: db.isFinite ? db : 999,
+                   maxAbs: st.maxAbs, maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: db.isFinite ? db : 999,
                    levelsUsed: levelsUsed(q), levelsAvailable: 2 * q.qmaxValue + 1)
     }
 

@@ -210,15 +210,7 @@ public enum QATWorkflow {
                 throw ConfigError(file: config.file, path: "quantize.qat", e.message)
             }
             let original = Converter.originalIndex(of: model)
-            var grid: [Int: (Float, Float, Float)] = [:]
-            for (f, g) in c.activationGrid { grid[original[f]] = (Float(g.scale), Float(g.lo), Float(g.hi)) }
-            activation = { i, h in
-                guard let (s, lo, hi) = grid[i] else { return }
-                let inv = 1 / s
-                h.withUnsafeMutableBufferPointer { p in
-                    for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), lo), hi) * s }
-                }
-            }
+            activation = c.activationFakeQuantizer { original[$0] }
         }
         let t = Trainer(model: model, options: options, trainingSetSize: data.train.count)
         t.lossTerms = lossTerms

@@ -332,3 +332,21 @@ public enum Converter {
         return (1, shift)
     }
 }
+
+extension Conversion {
+    /// A forward hook that rounds each activation at a grid point to its integer grid (half away
+    /// from zero), clamps it and scales it back: the fake quantisation of the simulation and of
+    /// QAT. `layerIndex` maps the folded model's layer indices to the indices of the model the
+    /// hook runs in (identity for `folded` itself).
+    public func activationFakeQuantizer(layerIndex: (Int) -> Int = { $0 }) -> (Int, inout Tensor) -> Void {
+        var grid: [Int: (scale: Float, lo: Float, hi: Float)] = [:]
+        for (f, g) in activationGrid { grid[layerIndex(f)] = (Float(g.scale), Float(g.lo), Float(g.hi)) }
+        return { i, h in
+            guard let g = grid[i] else { return }
+            let inv = 1 / g.scale
+            h.withUnsafeMutableBufferPointer { p in
+                for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), g.lo), g.hi) * g.scale }
+            }
+        }
+    }
+}
