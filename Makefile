@@ -5,6 +5,11 @@
 APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
 SWIFT        ?= swift
 QSHAPE       := .build/release/qshape
+# Code generation for this machine's processor (AVX2, AVX-512 where it has them), as -march=native
+# does for C: the shaping passes and the integer kernels are vector code and run 2-3x faster than
+# on the x86-64 baseline. `make CPU=x86-64` builds a binary that runs on any x86-64.
+CPU          ?= native
+SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 
 .PHONY: all deps build demo test bench clean
 
@@ -20,7 +25,7 @@ deps:
 	fi
 
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build $(SWIFTFLAGS)
 
 # The whole story: the example MLP without and with shaping, both quantised, then a comparison
 # whose headline is the accuracy each keeps at 8, 4 and 3 bits.
@@ -34,7 +39,7 @@ demo: build
 	@$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --headline
 
 test: deps
-	$(SWIFT) test -c release -Xswiftc -enable-testing --disable-swift-testing
+	$(SWIFT) test $(SWIFTFLAGS) -Xswiftc -enable-testing --disable-swift-testing
 
 bench: build
 	$(QSHAPE) bench

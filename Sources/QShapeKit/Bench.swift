@@ -59,16 +59,36 @@ public enum BenchWorkflow {
         }
     }
 
+    /// The time one step's shaping penalties take on their own (values and gradients of every
+    /// weight layer), the model's weights as initialised.
+    public struct PenaltyCost: Codable, Sendable {
+        public var network: String
+        public var term: String
+        public var weights: Int
+        public var millisecondsPerStep: Double
+        enum CodingKeys: String, CodingKey {
+            case network, term, weights
+            case millisecondsPerStep = "milliseconds_per_step"
+        }
+    }
+
     public struct Result: Codable, Sendable {
-        public var sgemm: [GemmResult]
-        public var sgemmPeakGFLOPS: Double
-        public var training: [NetworkResult]
-        public var shaping: [ShapingOverhead]
-        public var inference: [InferenceResult]
+        public var sgemm: [GemmResult] = []
+        public var sgemmPeakGFLOPS: Double = 0
+        public var training: [NetworkResult] = []
+        public var shaping: [ShapingOverhead] = []
+        public var penaltyCosts: [PenaltyCost] = []
+        public var inference: [InferenceResult] = []
         enum CodingKeys: String, CodingKey {
             case sgemm, training, shaping, inference
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
+            case penaltyCosts = "penalty_costs"
         }
+    }
+
+    /// The parts of `qshape bench`; training's share of the SGEMM peak needs the SGEMM part.
+    public enum Section: String, CaseIterable, Sendable {
+        case sgemm, training, shaping, inference
     }
 
     /// Float and integer inference of one network over `count` random images (10,000 = the test set).
@@ -163,58 +183,85 @@ public enum BenchWorkflow {
         return (best, model.trainingMACs)
     }
 
-    public static func run(log: (String) -> Void) throws -> Result {
+    public static func run(sections: Set<Section> = Set(Section.allCases), log: (String) -> Void) throws -> Result {
         Allocator.keepLargeBlocks()
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let threadCounts = cores > 1 ? [1, cores] : [1]
-        var gemms: [GemmResult] = []
-        for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
-            for t in threadCounts {
-                let r = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
-                log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", r.shape as NSString, t, r.gflops))
-                gemms.append(r)
-            }
-        }
-        let peak = gemms.map(\.gflops).max() ?? 1
-        var nets: [NetworkResult] = []
-        for (name, layers) in networks {
-            for t in threadCounts {
-                let steps = name.contains("cnn") ? 20 : 100
-                let (sps, macs) = try trainingRate(layers: layers, batch: 128, steps: steps, threads: t)
-                let gf = sps * Double(macs) * 2 / 1e9
-                let r = NetworkResult(network: name, batchSize: 128, threads: t, samplesPerSecond: sps,
-                                      gflops: gf, fractionOfSGEMMPeak: gf / peak)
-                log(String(format: "train %@ batch 128 threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
-                           name as NSString, t, sps, gf, 100 * gf / peak))
-                nets.append(r)
-            }
-        }
-        var shaping: [ShapingOverhead] = []
-        for (name, layers) in networks {
-            for (label, terms) in [("kurtosis", [PenaltyTerm.kurtosis]), ("all", PenaltyTerm.allCases)] {
-                let steps = name.contains("cnn") ? 20 : 100
-                let config = shapingTerms(terms)
-                var plain = 0.0, shaped = 0.0
-                for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
-                    plain = max(plain, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores).samplesPerSecond)
-                    shaped = max(shaped, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
-                        [ShapingLossTerm(config, model: $0)]
-                    }.samplesPerSecond)
+        var r = Result()
+        if sections.contains(.sgemm) || sections.contains(.training) {
+            for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
+                for t in threadCounts {
+                    let g = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
+                    log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", g.shape as NSString, t, g.gflops))
+                    r.sgemm.append(g)
                 }
-                let r = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
-                                        shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1)
-                log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch",
-                           name as NSString, label as NSString, shaped, plain, 100 * r.overhead))
-                shaping.append(r)
+            }
+            r.sgemmPeakGFLOPS = r.sgemm.map(\.gflops).max() ?? 1
+        }
+        if sections.contains(.training) {
+            for (name, layers) in networks {
+                for t in threadCounts {
+                    let steps = name.contains("cnn") ? 20 : 100
+                    let (sps, macs) = try trainingRate(layers: layers, batch: 128, steps: steps, threads: t)
+                    let gf = sps * Double(macs) * 2 / 1e9
+                    let n = NetworkResult(network: name, batchSize: 128, threads: t, samplesPerSecond: sps,
+                                          gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
+                    log(String(format: "train %@ batch 128 threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
+                               name as NSString, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
+                    r.training.append(n)
+                }
             }
         }
-        var inference: [InferenceResult] = []
-        for (name, layers) in networks {
-            let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
-            log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
-                       name as NSString, f, i, i / f))
-            inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+        if sections.contains(.shaping) {
+            for (name, layers) in networks {
+                for (label, terms) in [("kurtosis", [PenaltyTerm.kurtosis]), ("all", PenaltyTerm.allCases)] {
+                    let steps = name.contains("cnn") ? 20 : 100
+                    let config = shapingTerms(terms)
+                    var plain = 0.0, shaped = 0.0
+                    for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
+                        plain = max(plain, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores).samplesPerSecond)
+                        shaped = max(shaped, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
+                            [ShapingLossTerm(config, model: $0)]
+                        }.samplesPerSecond)
+                    }
+                    let o = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
+                                            shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1)
+                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch",
+                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead))
+                    r.shaping.append(o)
+                }
+            }
+            for (name, layers) in networks {
+                let costs = try penaltyCosts(network: name, layers: layers)
+                log("shaping \(name) penalties alone, ms per step on \(costs[0].weights) weights: "
+                    + costs.map { String(format: "%@ %.3f", $0.term as NSString, $0.millisecondsPerStep) }.joined(separator: ", "))
+                r.penaltyCosts += costs
+            }
         }
-        return Result(sgemm: gemms, sgemmPeakGFLOPS: peak, training: nets, shaping: shaping, inference: inference)
+        if sections.contains(.inference) {
+            for (name, layers) in networks {
+                let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
+                log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
+                           name as NSString, f, i, i / f))
+                r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+            }
+        }
+        return r
+    }
+
+    /// Each term alone, then all together: the best of three rounds of 50 steps' penalty values
+    /// and gradients on every weight layer of the freshly initialised network.
+    public static func penaltyCosts(network: String, layers: [LayerSpec]) throws -> [PenaltyCost] {
+        let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
+        let weights = ShapingLossTerm.weightLayers(model).reduce(0) { n, i in
+            n + (model.layers[i].state.first { $0.role == .weight }?.value.count ?? 0)
+        }
+        let cases = PenaltyTerm.allCases.map { ($0.rawValue, [$0]) } + [("all", PenaltyTerm.allCases)]
+        return cases.map { label, terms in
+            let term = ShapingLossTerm(shapingTerms(terms), model: model)
+            _ = term.addGradients(model: model, epoch: 1)
+            let best = (0..<3).map { _ in time { for _ in 0..<50 { _ = term.addGradients(model: model, epoch: 1) } } }.min()!
+            return PenaltyCost(network: network, term: label, weights: weights, millisecondsPerStep: best / 50 * 1000)
+        }
     }
 }

@@ -10,7 +10,7 @@ import Tensors
 ///     l2           λ·½·Σ w²
 ///
 /// The work is two or three passes over the weights: the central moments and the maximum (around a
-/// mean hint, so no separate mean pass), the range and quantisation sums when those terms are on,
+/// mean hint, so no separate mean pass), the range and quantisation sums when those terms are on (keeping the range term's exponentials),
 /// and one pass writing every term's gradient. Sums run in 8-wide Float lanes inside 1024-value
 /// blocks, combined in Double.
 public struct PenaltySettings: Equatable, Sendable {
@@ -49,6 +49,9 @@ public struct PenaltyState: Sendable {
     public var kurtosis = 0.0, skewness = 0.0
     /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights.
     public var range = 0.0, rangeMeanS = 0.0
+    /// exp(β(sᵢ − max s)) for every weight of a group of 8 that has one above the cut-off (0 for
+    /// the others), kept so the gradient pass need not compute them again.
+    var rangeExponentials: [Float] = []
     /// mean((u − round u)²) and mean((u − round u)·u).
     public var quantError = 0.0, quantCross = 0.0
     public var sumSquares = 0.0
@@ -112,7 +115,7 @@ public enum Penalties {
             let x = load8(block, i), d = x - c, d2 = d * d
             a1 += d; a2 += d2; a3 += d2 * d; a4 += d2 * d2
             if withMax {
-                let ax = x.replacing(with: -x, where: x .< 0)
+                let ax = magnitude(x)
                 top.replace(with: ax, where: ax .> top)
             }
             i += 8
@@ -130,22 +133,29 @@ public enum Penalties {
     /// One pass for the terms that need σ and max|w| first:
     ///     R = m + (1/β)·log Σ exp(β(sᵢ − m)),  sᵢ = |wᵢ|/σ,  m = max sᵢ  (every exponent ≤ 0)
     ///     E = mean((u − round u)²),  mean((u − round u)·u),  u = w·qmax/max|w|
+    /// Only weights near the maximum carry weight in Z: groups of 8 whose exponents are all below
+    /// −`rangeExponentCutoff` are skipped (see `rangeCutoff`).
     static func tailSums(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
                          range: Bool, quant: Bool) {
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
         let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)   // β(sᵢ − m) = k·|wᵢ| − βm
         let qk = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
-        let sums = reduceBlocks(w) { block in
+        let cutoff = rangeCutoff(k: k, shift: bm)
+        if range { st.rangeExponentials = [Float](unsafeUninitializedCapacity: w.count) { _, n in n = w.count } }
+        let sums = st.rangeExponentials.withUnsafeMutableBufferPointer { exps in reduceBlocks(w) { block in
             var a = SIMD8<Float>(), b = a, c = a, d = a
+            let out = range ? exps.baseAddress! + (block.baseAddress! - w.baseAddress!) : nil
             var i = 0
             while i + 8 <= block.count {
                 let x = load8(block, i)
-                if range {
-                    let ax = x.replacing(with: -x, where: x .< 0), p = expNonPositive(k * ax - bm)
-                    a += p; b += p * (ax * inv)
+                if let out {
+                    let ax = magnitude(x)
+                    var p = SIMD8<Float>()
+                    if any(ax .>= cutoff) { p = expNonPositive(k * ax - bm); a += p; b += p * (ax * inv) }
+                    UnsafeMutableRawPointer(out + i).storeBytes(of: p, as: SIMD8<Float>.self)
                 }
                 if quant {
-                    let u = x * qk, r = u - roundHalfAway(u)
+                    let u = x * qk, r = roundingResidual(u)
                     c += r * r; d += r * u
                 }
                 i += 8
@@ -153,16 +163,16 @@ public enum Penalties {
             var r = BlockSums(a: Double(a.sum()), b: Double(b.sum()), c: Double(c.sum()), d: Double(d.sum()), max: 0)
             while i < block.count {
                 let x = block[i]
-                if range { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); r.a += p; r.b += p * si }
+                if let out { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); r.a += p; r.b += p * si; out[i] = Float(p) }
                 if quant { let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero); r.c += Double(q * q); r.d += Double(q * u) }
                 i += 1
             }
             return r
-        }
+        } }
         let (z, zs, e2, eu) = (sums.a, sums.b, sums.c, sums.d)
         if range { st.range = m + _log(z) / beta; st.rangeMeanS = zs / z }
         if quant {
-            st.argMax = w.firstIndex { abs($0) == st.maxAbs } ?? 0
+            st.argMax = firstIndex(w, magnitude: st.maxAbs)
             st.quantError = e2 / Double(w.count)
             st.quantCross = eu / Double(w.count)
         }
@@ -198,13 +208,14 @@ public enum Penalties {
             e -= coef * 3 * st.m2 / (n * m15)
             c -= coef * 3 * st.m3 / (n * m15 * st.m2)
         }
-        var rangeGain: Float = 0, rangeK: Float = 0, rangeShift: Float = 0
+        var rangeGain: Float = 0
         if shaped, let k = scales[.range], k != 0, st.range > s.rangeTarget {
-            // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m) − log Z)
+            // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m))/Z, kept from the sums
+            precondition(st.rangeExponentials.count == st.n, "the range term's state comes from evaluate")
             let coef = k * 2 * (st.range - s.rangeTarget), sigma = st.m2.squareRoot()
-            let beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma, logZ = beta * (st.range - m)
+            let logZ = s.rangeSharpness * (st.range - Double(st.maxAbs) / sigma)
             c -= coef * st.rangeMeanS / (n * st.m2)
-            rangeGain = Float(coef / sigma); rangeK = Float(beta / sigma); rangeShift = Float(beta * m + logZ)
+            rangeGain = Float(coef / sigma * _exp(-logZ))
         }
         var quantScale: Float = 0, quantGain: Float = 0
         let quant = shaped && (scales[.quantError] ?? 0) != 0 && st.maxAbs > 0
@@ -213,9 +224,11 @@ public enum Penalties {
             quantScale = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
             quantGain = Float(scales[.quantError]! * 2 / n) * quantScale
         }
-        gradientPass(w, grad, a: Float(a), b: Float(b), c: Float(c), e: Float(e), l2: Float(scales[.l2] ?? 0),
-                     mean: Float(st.mean), quantScale: quantScale, quantGain: quantGain,
-                     rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift)
+        st.rangeExponentials.withUnsafeBufferPointer { exps in
+            gradientPass(w, grad, a: Float(a), b: Float(b), c: Float(c), e: Float(e), l2: Float(scales[.l2] ?? 0),
+                         mean: Float(st.mean), quantScale: quantScale, quantGain: quantGain,
+                         rangeGain: rangeGain, rangeExponentials: exps)
+        }
         if quant {
             // The maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u); its own residual is 0.
             let k = scales[.quantError]!, sign: Double = w[st.argMax] < 0 ? -1 : 1
@@ -225,31 +238,33 @@ public enum Penalties {
 
     static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                              a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
-                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeK: Float, rangeShift: Float) {
+                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>) {
         // Specialised copies per combination of terms keep the loop free of branches.
         switch (quantGain != 0, rangeGain != 0) {
-        case (false, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeK: 0, rangeShift: 0, quant: false, range: false)
-        case (true, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeK: 0, rangeShift: 0, quant: true, range: false)
-        case (false, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift, quant: false, range: true)
-        case (true, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeK: rangeK, rangeShift: rangeShift, quant: true, range: true)
+        case (false, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeExponentials: p, quant: false, range: false)
+        case (true, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeExponentials: p, quant: true, range: false)
+        case (false, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeExponentials: p, quant: false, range: true)
+        case (true, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeExponentials: p, quant: true, range: true)
         }
     }
 
+    /// One pass: g += a·d³ + b·d² + c·d + e + l2·w (+ the quantisation residual) (+ rangeGain·sign(w)·pⱼ·Z,
+    /// the range term's exponentials kept from `tailSums`).
     @inline(__always)
     static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                              a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
-                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeK: Float, rangeShift: Float,
+                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>,
                              quant: Bool, range: Bool) {
         let n = w.count, wp = w.baseAddress!, gp = grad.baseAddress!
+        let signBit = SIMD8<UInt32>(repeating: 0x8000_0000)
         var i = 0
         while i + 8 <= n {
             let x = load8(w, i), d = x - mean
             var g = ((a * d + b) * d + c) * d + e + l2 * x
-            if quant { let u = x * quantScale; g += quantGain * (u - roundHalfAway(u)) }
-            if range {
-                let ax = x.replacing(with: -x, where: x .< 0)
-                let r = rangeGain * expNonPositive(rangeK * ax - rangeShift)
-                g += r.replacing(with: -r, where: x .< 0)
+            if quant { g += quantGain * roundingResidual(x * quantScale) }
+            if range {   // rangeGain·pⱼ with wⱼ's sign
+                let r = unsafeBitCast(rangeGain * load8(p, i), to: SIMD8<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD8<UInt32>.self) & signBit)
+                g += unsafeBitCast(r, to: SIMD8<Float>.self)
             }
             let old = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(gp + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
@@ -259,7 +274,7 @@ public enum Penalties {
             let x = wp[i], d = x - mean
             var g = ((a * d + b) * d + c) * d + e + l2 * x
             if quant { let u = x * quantScale; g += quantGain * (u - u.rounded(.toNearestOrAwayFromZero)) }
-            if range { g += rangeGain * _expf(rangeK * abs(x) - rangeShift) * (x < 0 ? -1 : 1) }
+            if range { g += rangeGain * p[i] * (x < 0 ? -1 : 1) }
             gp[i] += g
             i += 1
         }
@@ -314,14 +329,43 @@ func blockSum(_ w: UnsafeBufferPointer<Float>) -> Double {
 /// Float→Int conversions become per-lane library calls; this is two vector additions.
 let roundingMagic: Float = 12_582_912
 
-/// Round half away from zero, lane-wise, for |x| < 2²²: nearest-even, then ties moved away from 0.
+/// u − round(u), lane-wise, for |u| < 2²², with the deployed rounding (half away from zero):
+/// the residual of nearest-even rounding, with ties — rare, so behind one test — set to −½·sign(u).
 @inline(__always)
-func roundHalfAway(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let even = (x + roundingMagic) - roundingMagic, diff = x - even
-    var r = even
-    r.replace(with: even + 1, where: (diff .== 0.5) .& (x .> 0))
-    r.replace(with: even - 1, where: (diff .== -0.5) .& (x .< 0))
-    return r
+func roundingResidual(_ u: SIMD8<Float>) -> SIMD8<Float> {
+    let d = u - ((u + roundingMagic) - roundingMagic)
+    let tie = magnitude(d) .== 0.5
+    guard any(tie) else { return d }
+    return d.replacing(with: SIMD8(repeating: -0.5).replacing(with: 0.5, where: u .< 0), where: tie)
+}
+
+/// |x| lane-wise: the sign bit cleared.
+@inline(__always)
+func magnitude(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & 0x7fff_ffff, to: SIMD8<Float>.self)
+}
+
+/// The range term's terms exp(β(sᵢ − max s)) below e⁻⁴⁰ ≈ 4·10⁻¹⁸ are left out (counted as 0):
+/// Z ≥ 1 (the maximum's own term), so even 10⁸ of them move R by under 10⁻⁹ — far below Float
+/// resolution. On heavy-tailed weights only those within 40/β standard deviations of the maximum
+/// remain, and the exponentials cost almost nothing; on nearly uniform weights all remain.
+let rangeExponentCutoff: Float = 40
+
+/// The smallest |w| whose range exponent k·|w| − shift is at least −`rangeExponentCutoff`.
+@inline(__always)
+func rangeCutoff(k: Float, shift: Float) -> SIMD8<Float> {
+    SIMD8(repeating: k > 0 ? max(0, (shift - rangeExponentCutoff) / k) : 0)
+}
+
+/// The first index where |w| equals `m` (the maximum), 8 lanes at a time.
+func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float) -> Int {
+    var i = 0
+    while i + 8 <= w.count {
+        if any(magnitude(load8(w, i)) .== m) { break }
+        i += 8
+    }
+    while i < w.count, abs(w[i]) != m { i += 1 }
+    return i < w.count ? i : 0
 }
 
 /// eˣ lane-wise in Float for x ≤ 0 (the softmax weights of the range term): x = n·ln2 + r with

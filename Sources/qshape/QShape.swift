@@ -212,10 +212,15 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (progress goes to stderr).")
     var json = false
 
+    @Option(name: .customLong("only"), help: ArgumentHelp(
+        "Measure only this part (repeatable): \(BenchWorkflow.Section.allCases.map(\.rawValue).joined(separator: ", ")).",
+        valueName: "part"))
+    var only: [BenchWorkflow.Section] = []
+
     func run() throws {
         try guarded {
             let json = self.json
-            let r = try BenchWorkflow.run { line in
+            let r = try BenchWorkflow.run(sections: only.isEmpty ? Set(BenchWorkflow.Section.allCases) : Set(only)) { line in
                 if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
             }
             if json { print(try jsonString(r)) }
@@ -228,3 +233,5 @@ func jsonString<T: Encodable>(_ value: T) throws -> String {
     e.outputFormatting = [.sortedKeys]
     return String(decoding: try e.encode(value), as: UTF8.self)
 }
+
+extension BenchWorkflow.Section: ExpressibleByArgument {}

@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import Quantization
 @testable import QShapeKit
 
 /// The example networks trained on the full Fashion-MNIST (installed by `make test`), checked
@@ -51,5 +52,33 @@ extension AcceptanceTests {
         settings.weightsOnly = true
         let (q, _) = try QuantizeWorkflow.run(config, weights: "\(dir)/shaped/model.safetensors", settings: settings)
         XCTAssertGreaterThanOrEqual(q.results[0].simulatedAccuracy, 86.0, "PyTorch KURE: 86.3%")
+    }
+}
+
+extension AcceptanceTests {
+    /// Issue 4's bar: for the same weights, the weights-only sweep gives PyTorch's accuracies.
+    /// pytorch-trained-mlp.safetensors is the example MLP trained by PyTorch 2.15 and saved with
+    /// safetensors.torch.save_file; pytorch-trained-mlp.json holds the test accuracies PyTorch
+    /// computed for it with the seed quantiser on the weights (Fixtures/pytorch_reference.py).
+    func testWeightsOnlySweepOnPyTorchWeightsMatchesPyTorch() throws {
+        try fullData()
+        struct Reference: Decodable {
+            var test_accuracy: Double
+            var weights_only: [String: [String: Double]]
+        }
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.dir)/pytorch-trained-mlp.json")))
+        let config = try Config.load(path: Fixtures.example("fashion-mlp.yaml"))
+        for (rounding, key) in [(Rounding.nearest, "half_away"), (.nearestEven, "half_even")] {
+            var settings = QuantizeConfig()
+            settings.bits = [16, 8, 6, 5, 4, 3, 2]
+            settings.weightsOnly = true
+            settings.options.rounding = rounding
+            let (q, _) = try QuantizeWorkflow.run(config, weights: "\(Fixtures.dir)/pytorch-trained-mlp.safetensors", settings: settings)
+            XCTAssertEqual(q.floatAccuracy, ref.test_accuracy, accuracy: 0.02)
+            for row in q.results {
+                let torch = try XCTUnwrap(ref.weights_only[key]?["\(row.bits)"])
+                XCTAssertEqual(row.simulatedAccuracy, torch, accuracy: 0.3, "\(key), \(row.bits) bits")
+            }
+        }
     }
 }

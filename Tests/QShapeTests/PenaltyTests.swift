@@ -112,6 +112,25 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// At ties the straight-through residual is that of the deployed rounding (half away from
+    /// zero): u = 0.5 → −0.5, u = −2.5 → +0.5, in the vector lanes and in the scalar tail alike.
+    func testQuantisationResidualAtTiesFollowsHalfAwayRounding() {
+        var s = PenaltySettings()
+        s.quantErrorWeight = 1; s.quantErrorBits = 3                         // qmax = 3
+        let u: [Float] = [0.5, -0.5, 1.5, -2.5, 0.25, -1.75, 2.5, 0.1, -1.5, 3, 0.5, -0.5, 2.5, -2.5, 1.2, -0.9, 0.5]
+        let w = u.map { $0 / 3 }, us = w.map { $0 * 3 }                      // max|w| = 1: u = 3w
+        XCTAssertGreaterThanOrEqual(us.filter { $0 - $0.rounded(.down) == 0.5 }.count, 8, "the fixture has ties")
+        let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+        var g = [Float](repeating: 0, count: w.count)
+        w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in
+            Penalties.addGradient(wp, gp, st, s, scales: [.quantError: 1]) } }
+        for (j, x) in us.enumerated() where j != st.argMax {
+            let residual = x - x.rounded(.toNearestOrAwayFromZero)
+            XCTAssertEqual(g[j], 2 / Float(w.count) * 3 * residual, accuracy: 1e-6, "u = \(x)")
+        }
+        XCTAssertEqual(st.argMax, 9)
+    }
+
     func testZeroVarianceIsFiniteAndPushesNothing() {
         var s = PenaltySettings()
         s.kurtosisWeight = 1; s.skewnessWeight = 1; s.rangeWeight = 1; s.quantErrorWeight = 1
