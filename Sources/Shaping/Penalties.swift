@@ -47,7 +47,9 @@ public struct PenaltyState: Sendable {
     public var maxAbs: Float = 0
     public var argMax = 0
     public var kurtosis = 0.0, skewness = 0.0
-    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights.
+    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When even R's upper bound
+    /// max s + ln(n)/β is within the target (the term and its gradient are then 0), `range` is
+    /// that bound and the sums are not computed.
     public var range = 0.0, rangeMeanS = 0.0
     /// exp(β(sᵢ − max s)) for every weight of a group of 8 that has one above the cut-off (0 for
     /// the others), kept so the gradient pass need not compute them again.
@@ -101,7 +103,11 @@ public enum Penalties {
         guard st.m2 > varianceFloor else { return st }
         st.kurtosis = st.m4 / (st.m2 * st.m2)
         st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
-        let range = s.rangeWeight > 0, quant = s.quantErrorWeight > 0 && mx > 0
+        // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
+        // the term and its gradient are 0 whatever R is: its exponentials are not needed.
+        let rangeBound = Double(mx) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
+        let range = s.rangeWeight > 0 && rangeBound > s.rangeTarget, quant = s.quantErrorWeight > 0 && mx > 0
+        if s.rangeWeight > 0 && !range { st.range = rangeBound }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
     }

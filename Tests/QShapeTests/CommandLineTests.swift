@@ -36,4 +36,21 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(bad.status, 2)
         XCTAssertTrue(bad.stderr.hasPrefix("error: \(Fixtures.example("fashion-mlp.yaml")): not a safetensors file"), bad.stderr)
     }
+
+    /// `qshape bench --only` measures just the parts asked for; the JSON has every part's key.
+    func testBenchOnlyInferenceJSON() throws {
+        let r = try qshape(["bench", "--only", "inference", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let inference = try XCTUnwrap(obj["inference"] as? [[String: Any]])
+        XCTAssertEqual(inference.map { $0["network"] as? String }, ["fashion-mlp", "fashion-cnn"])
+        for row in inference {
+            XCTAssertGreaterThan(row["float_images_per_second"] as? Double ?? 0, 0)
+            XCTAssertGreaterThan(row["integer_images_per_second"] as? Double ?? 0, 0)
+        }
+        for part in ["sgemm", "training", "shaping", "penalty_costs"] {
+            XCTAssertEqual((obj[part] as? [Any])?.count, 0, part)
+        }
+        XCTAssertNotEqual(try qshape(["bench", "--only", "everything"]).status, 0)
+    }
 }

@@ -92,7 +92,17 @@ final class PenaltyTests: XCTestCase {
             var s = PenaltySettings()
             s.rangeWeight = 0.5; s.rangeTarget = 1.2; s.rangeSharpness = 20
             checkGradient(Self.sample(kind, n, seed: 3), s, label: "range \(kind) n=\(n)")
+            // At the default target some groups are within it by the bound max s + ln(n)/β alone
+            // (uniform), others not (outlier): both agree with the reference.
+            s.rangeTarget = 3
+            checkGradient(Self.sample(kind, n, seed: 3), s, label: "range, target 3, \(kind) n=\(n)")
         } }
+        var s = PenaltySettings()
+        s.rangeWeight = 1; s.rangeTarget = 3
+        let uniform = Self.sample("uniform", 2003, seed: 3)
+        let st = uniform.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+        XCTAssertLessThanOrEqual(st.range, 3, "skipped by the bound")
+        XCTAssertLessThanOrEqual(RefPenalty.range(uniform.doubles, beta: 20), st.range)
     }
 
     func testQuantisationErrorGradient() {
@@ -129,6 +139,18 @@ final class PenaltyTests: XCTestCase {
             XCTAssertEqual(g[j], 2 / Float(w.count) * 3 * residual, accuracy: 1e-6, "u = \(x)")
         }
         XCTAssertEqual(st.argMax, 9)
+    }
+
+    /// `qshape bench`'s per-term cost: every term, the forced range term and both "all" cases,
+    /// each a real (positive) time on the example network's weight count.
+    func testBenchPenaltyCostsCoverEveryTerm() throws {
+        let costs = try BenchWorkflow.penaltyCosts(network: "fashion-mlp", layers: BenchWorkflow.networks[0].layers)
+        XCTAssertEqual(costs.map(\.term), PenaltyTerm.allCases.map(\.rawValue)
+                       + ["range on every weight", "all", "all, range on every weight"])
+        for c in costs {
+            XCTAssertEqual(c.weights, 784 * 256 + 256 * 128 + 128 * 10)
+            XCTAssertGreaterThan(c.millisecondsPerStep, 0, c.term)
+        }
     }
 
     func testZeroVarianceIsFiniteAndPushesNothing() {
