@@ -26,8 +26,9 @@ final class AcceptanceTests: XCTestCase {
         let dir = temporaryDirectory(self)
         let c = try Config.load(path: Fixtures.example("fashion-cnn.yaml"))
         let s = try TrainWorkflow.run(c, outDir: "\(dir)/cnn", force: false, observer: nil)
-        // PyTorch reported 89.9%; QShape measured 89.00 / 88.83 / 89.15 / 89.66 / 89.26 for seeds
-        // 0…4 (the example uses seed 0). This guards against regressions, not the 89.5% target.
+        // The bar is 89.5% (PyTorch's seed 0: 89.9%). QShape, seeds 0…9: 89.00 to 89.66,
+        // mean 89.21; PyTorch 2.15 here, eight runs: 88.86 to 89.93, mean 89.39 (Docs/Performance.md).
+        // The example uses seed 0: this guards against regressions, not the 89.5% bar.
         XCTAssertGreaterThanOrEqual(s.testAccuracy, 88.7)
     }
 }
