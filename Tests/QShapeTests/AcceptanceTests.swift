@@ -58,28 +58,34 @@ extension AcceptanceTests {
 
 extension AcceptanceTests {
     /// Issue 4's bar: for the same weights, the weights-only sweep gives PyTorch's accuracies.
-    /// pytorch-trained-mlp.safetensors is the example MLP trained by PyTorch 2.15 and saved with
-    /// safetensors.torch.save_file; pytorch-trained-mlp.json holds the test accuracies PyTorch
-    /// computed for it with the seed quantiser on the weights (Fixtures/pytorch_reference.py).
-    func testWeightsOnlySweepOnPyTorchWeightsMatchesPyTorch() throws {
+    /// pytorch-trained-{mlp,cnn}.safetensors are the example networks trained by PyTorch 2.15 and
+    /// saved with safetensors.torch.save_file; the .json files hold the test accuracies PyTorch
+    /// computed for them, float and with the seed quantiser on the weights
+    /// (Fixtures/pytorch_reference.py).
+    func checkWeightsOnlySweepMatchesPyTorch(_ net: String) throws {
         try fullData()
         struct Reference: Decodable {
             var test_accuracy: Double
             var weights_only: [String: [String: Double]]
         }
-        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.dir)/pytorch-trained-mlp.json")))
-        let config = try Config.load(path: Fixtures.example("fashion-mlp.yaml"))
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.dir)/pytorch-trained-\(net).json")))
+        let config = try Config.load(path: Fixtures.example("fashion-\(net).yaml"))
         for (rounding, key) in [(Rounding.nearest, "half_away"), (.nearestEven, "half_even")] {
+            let bits = try XCTUnwrap(ref.weights_only[key]).keys.compactMap { Int($0) }.sorted(by: >)
             var settings = QuantizeConfig()
-            settings.bits = [16, 8, 6, 5, 4, 3, 2]
+            settings.bits = bits
             settings.weightsOnly = true
             settings.options.rounding = rounding
-            let (q, _) = try QuantizeWorkflow.run(config, weights: "\(Fixtures.dir)/pytorch-trained-mlp.safetensors", settings: settings)
-            XCTAssertEqual(q.floatAccuracy, ref.test_accuracy, accuracy: 0.02)
+            let (q, _) = try QuantizeWorkflow.run(config, weights: "\(Fixtures.dir)/pytorch-trained-\(net).safetensors", settings: settings)
+            XCTAssertEqual(q.floatAccuracy, ref.test_accuracy, accuracy: 0.02, "\(net): the same predictions as PyTorch")
+            XCTAssertEqual(q.results.map(\.bits), bits)
             for row in q.results {
                 let torch = try XCTUnwrap(ref.weights_only[key]?["\(row.bits)"])
-                XCTAssertEqual(row.simulatedAccuracy, torch, accuracy: 0.3, "\(key), \(row.bits) bits")
+                XCTAssertEqual(row.simulatedAccuracy, torch, accuracy: 0.3, "\(net), \(key), \(row.bits) bits")
             }
         }
     }
+
+    func testWeightsOnlySweepOnPyTorchMLPMatchesPyTorch() throws { try checkWeightsOnlySweepMatchesPyTorch("mlp") }
+    func testWeightsOnlySweepOnPyTorchCNNMatchesPyTorch() throws { try checkWeightsOnlySweepMatchesPyTorch("cnn") }
 }

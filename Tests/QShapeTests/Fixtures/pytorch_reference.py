@@ -8,10 +8,12 @@ Both roundings are reported: half to even (torch.round, np.round) and half away 
 (QShape's default).
 
 Needs torch, safetensors and the Debian package dataset-fashion-mnist. Not run by the tests: its
-output for the MLP is committed as pytorch-trained-mlp.{safetensors,json} and the tests check that
-`qshape quantize --weights-only` gives the same accuracies for the same weights.
+output is committed as pytorch-trained-{mlp,cnn}.{safetensors,json}, and the tests check that
+QShape gives the same float accuracy and `qshape quantize --weights-only` the same accuracies for
+the same weights. `--init` starts from another file's weights (a QShape run's initial.safetensors).
 
     python3 pytorch_reference.py --net mlp --seed 0 --out pytorch-trained-mlp
+    python3 pytorch_reference.py --net cnn --seed 0 --bits 8 4 --out pytorch-trained-cnn
 """
 import argparse, gzip, json, time
 import numpy as np
