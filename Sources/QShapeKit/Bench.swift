@@ -112,7 +112,7 @@ public enum BenchWorkflow {
         return (Double(count) / bestFloat, Double(count) / bestInt)
     }
 
-    /// The KURE term alone, or every shaping term, on every weight layer.
+    /// The given terms on every weight layer, each with λ = 0.1 at its default target.
     public static func shapingTerms(_ terms: [PenaltyTerm], rangeOnEveryWeight: Bool = false) -> ShapingConfig {
         var s = ShapingConfig()
         for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: ShapingConfig.defaultTargets[t]) }
