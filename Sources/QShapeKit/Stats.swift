@@ -87,10 +87,6 @@ public enum StatsWorkflow {
     }
 }
 
-extension QuantizedTensor {
-    var qmaxValue: Int { (1 << (bits - 1)) - 1 }
-}
-
 /// `s` padded with spaces to `width` characters (on the left when `right`).
 func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
     let fill = String(repeating: " ", count: max(0, width - s.count))

@@ -28,6 +28,8 @@ public struct QuantizedTensor: Equatable, Sendable {
     public var factors: [Float]
 
     public var channels: Int { factors.count }
+    /// 2^(bits−1) − 1: the grid is −qmax…qmax.
+    public var qmaxValue: Int { (1 << (bits - 1)) - 1 }
 
     /// `q / qf`, the weights the device effectively uses.
     public func dequantized() -> [Float] {
@@ -97,6 +99,17 @@ public func sqnr(_ original: [Float], _ approximation: [Float]) -> Double {
 }
 
 /// How many distinct integer levels the quantised weights actually use.
-public func levelsUsed(_ q: QuantizedTensor) -> Int { Set(q.values).count }
+/// How many distinct integers the tensor holds: a table over the grid −qmax…qmax (at most 65,535
+/// entries), not a hash set — it runs every epoch for every shaped layer.
+public func levelsUsed(_ q: QuantizedTensor) -> Int {
+    let qmax = q.qmaxValue
+    var seen = [Bool](repeating: false, count: 2 * qmax + 1), count = 0
+    for v in q.values {
+        let i = Int(v) + qmax
+        guard i >= 0 && i <= 2 * qmax else { return Set(q.values).count }   // off the grid: cannot happen
+        if !seen[i] { seen[i] = true; count += 1 }
+    }
+    return count
+}
 
 @inline(__always) func log10(_ x: Double) -> Double { _log(x) / _log(10) }

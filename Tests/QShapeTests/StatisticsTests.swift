@@ -2,7 +2,7 @@ import XCTest
 import Foundation
 import DataIO
 import Shaping
-import Quantization
+@testable import Quantization
 @testable import QShapeKit
 
 /// Statistics against SciPy and the seed quantiser against NumPy, on committed fixtures
@@ -64,5 +64,15 @@ final class StatisticsTests: XCTestCase {
         for key in ["name", "shape", "mean", "std", "skewness", "kurtosis", "max_abs_over_std", "sqnr_db", "levels_used"] {
             XCTAssertNotNil(first[key], key)
         }
+    }
+}
+
+extension StatisticsTests {
+    /// Levels used: the distinct integers of the quantised tensor, edge values of the grid included.
+    func testLevelsUsedCountsDistinctGridValues() {
+        let q = QuantizedTensor(bits: 3, shape: [8], values: [-3, -3, 3, 0, 1, 1, 3, -2], factors: [1])
+        XCTAssertEqual(levelsUsed(q), 5)
+        let wide = QuantizedTensor(bits: 16, shape: [4], values: [-32767, 32767, 0, -32767], factors: [1])
+        XCTAssertEqual(levelsUsed(wide), 3)
     }
 }
