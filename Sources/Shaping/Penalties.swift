@@ -10,9 +10,9 @@ import Tensors
 ///     l2           λ·½·Σ w²
 ///
 /// The work is two or three passes over the weights: the central moments and the maximum (around a
-/// mean hint, so no separate mean pass), the range and quantisation sums when those terms are on (keeping the range term's exponentials),
-/// and one pass writing every term's gradient. Sums run in 8-wide Float lanes inside 1024-value
-/// blocks, combined in Double.
+/// mean hint, so no separate mean pass), the range and quantisation sums when those terms need them
+/// (keeping the range term's exponentials), and one pass writing every term's gradient. Sums run
+/// in 8-wide Float lanes inside 1024-value blocks, combined in Double.
 public struct PenaltySettings: Equatable, Sendable {
     public var kurtosisWeight = 0.0, kurtosisTarget = 1.8
     public var skewnessWeight = 0.0, skewnessTarget = 0.0
