@@ -44,21 +44,29 @@ public final class ShapingLossTerm: LossTerm {
     private struct LayerEvaluation {
         var settings: [ShapingConfig.Scope: PenaltySettings] = [:]
         var groups: [ShapingConfig.Scope: [PenaltyState]] = [:]
-        /// Unweighted term value of the layer (channel scope: mean over channels).
-        var values: [PenaltyTerm: Double] = [:]
+        /// Unweighted term value of the layer (channel scope: mean over channels). A term whose
+        /// sums are pending (the quantisation error before its gradient pass) is present, as 0.
+        var values: [PenaltyTerm: Double] {
+            var v: [PenaltyTerm: Double] = [:]
+            for (scope, gs) in groups {
+                for g in gs { for (term, x) in g.values(settings[scope]!) { v[term, default: 0] += x / Double(gs.count) } }
+            }
+            return v
+        }
     }
 
-    private func evaluate(_ t: (index: Int, weight: Parameter, channels: Int)) -> LayerEvaluation {
+    /// `quantisationSums: false` leaves the quantisation error's sums to the gradient pass.
+    private func evaluate(_ t: (index: Int, weight: Parameter, channels: Int), quantisationSums: Bool = true) -> LayerEvaluation {
         var e = LayerEvaluation()
         t.weight.value.withUnsafeBufferPointer { w in
             for scope in ShapingConfig.Scope.allCases {
                 let s = config.settings(layer: t.index, scope: scope)
                 guard s.isActive else { continue }
                 let key = "\(t.index).\(scope.rawValue)", hints = meanHints[key]
-                let groups = scope == .tensor ? [Penalties.evaluate(w, s, meanHint: hints?[0])]
-                    : (0..<t.channels).map { Penalties.evaluate(channelSlice(w, channels: t.channels, $0), s, meanHint: hints?[$0]) }
+                let groups = scope == .tensor ? [Penalties.evaluate(w, s, meanHint: hints?[0], quantisationSums: quantisationSums)]
+                    : (0..<t.channels).map { Penalties.evaluate(channelSlice(w, channels: t.channels, $0), s, meanHint: hints?[$0],
+                                                                quantisationSums: quantisationSums) }
                 meanHints[key] = groups.map { Float($0.mean) }
-                for g in groups { for (term, v) in g.values(s) { e.values[term, default: 0] += v / Double(groups.count) } }
                 e.settings[scope] = s
                 e.groups[scope] = groups
             }
@@ -71,52 +79,59 @@ public final class ShapingLossTerm: LossTerm {
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
         guard ramp > 0, !targets.isEmpty else { return [:] }
-        let evaluations = targets.map(evaluate)
-        // Aggregation: each layer's share of each term (mean 1/L, sum 1, max 1 for the largest).
-        var shares = [[PenaltyTerm: Double]](repeating: [:], count: targets.count)
-        var totals: [String: Double] = [:]
-        for t in PenaltyTerm.allCases {
-            let layers = targets.indices.filter { evaluations[$0].values[t] != nil }
-            guard !layers.isEmpty else { continue }
-            let aggregate = config.terms[t]?.aggregate ?? .mean
-            var total = 0.0
-            switch aggregate {
-            case .mean, .sum:
-                let f = aggregate == .mean ? 1 / Double(layers.count) : 1
-                for l in layers {
-                    let lambda = term(t, layer: targets[l].index)?.weight ?? 0
-                    shares[l][t] = lambda * f * ramp
-                    total += lambda * f * ramp * evaluations[l].values[t]!
-                }
-            case .max:
-                let l = layers.max { evaluations[$0].values[t]! < evaluations[$1].values[t]! }!
-                let lambda = term(t, layer: targets[l].index)?.weight ?? 0
-                shares[l][t] = lambda * ramp
-                total = lambda * ramp * evaluations[l].values[t]!
-            }
-            totals[t.rawValue] = total
-        }
+        // Only the `max` aggregation needs the quantisation error's value before its gradient;
+        // otherwise the gradient pass, which computes every residual anyway, also sums them.
+        let quantisationFirst = config.terms[.quantError]?.aggregate == .max
+        var evaluations = targets.map { evaluate($0, quantisationSums: quantisationFirst) }
+        let shares = self.shares(evaluations.map(\.values), ramp: ramp)
         for (l, target) in targets.enumerated() {
-            let e = evaluations[l]
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
-                    for (scope, groups) in e.groups {
-                        let s = e.settings[scope]!
+                    for (scope, groups) in evaluations[l].groups {
+                        let s = evaluations[l].settings[scope]!
                         let scales = shares[l].mapValues { $0 / Double(groups.count) }
                         if scope == .tensor {
-                            Penalties.addGradient(w, g, groups[0], s, scales: scales)
+                            evaluations[l].groups[scope] = [Penalties.addGradient(w, g, groups[0], s, scales: scales)]
                         } else {
                             let size = w.count / target.channels
-                            for (c, group) in groups.enumerated() {
+                            evaluations[l].groups[scope] = groups.enumerated().map { c, group in
                                 let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                                Penalties.addGradient(channelSlice(w, channels: target.channels, c), gs, group, s, scales: scales)
+                                return Penalties.addGradient(channelSlice(w, channels: target.channels, c), gs, group, s, scales: scales)
                             }
                         }
                     }
                 }
             }
         }
+        // Each term's weighted total, from the values complete after the gradient pass.
+        let values = evaluations.map(\.values)
+        var totals: [String: Double] = [:]
+        for t in PenaltyTerm.allCases {
+            let layers = values.indices.filter { shares[$0][t] != nil }
+            guard !layers.isEmpty else { continue }
+            totals[t.rawValue] = layers.reduce(0) { $0 + shares[$1][t]! * values[$1][t]! }
+        }
         return totals
+    }
+
+    /// Each layer's share of each term: λ times the aggregation factor (mean 1/L, sum 1; max 1 for
+    /// the layer with the largest value, none for the others) times the warm-up ramp.
+    private func shares(_ values: [[PenaltyTerm: Double]], ramp: Double) -> [[PenaltyTerm: Double]] {
+        var shares = [[PenaltyTerm: Double]](repeating: [:], count: targets.count)
+        for t in PenaltyTerm.allCases {
+            let layers = targets.indices.filter { values[$0][t] != nil }
+            guard !layers.isEmpty else { continue }
+            let aggregate = config.terms[t]?.aggregate ?? .mean
+            switch aggregate {
+            case .mean, .sum:
+                let f = aggregate == .mean ? 1 / Double(layers.count) : 1
+                for l in layers { shares[l][t] = (term(t, layer: targets[l].index)?.weight ?? 0) * f * ramp }
+            case .max:
+                let l = layers.max { values[$0][t]! < values[$1][t]! }!
+                shares[l][t] = (term(t, layer: targets[l].index)?.weight ?? 0) * ramp
+            }
+        }
+        return shares
     }
 
     public func layerStatistics(model: Sequential) -> [String: [String: Double]] {

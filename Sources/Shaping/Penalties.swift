@@ -56,6 +56,9 @@ public struct PenaltyState: Sendable {
     var rangeExponentials: [Float] = []
     /// mean((u − round u)²) and mean((u − round u)·u).
     public var quantError = 0.0, quantCross = 0.0
+    /// The quantisation sums (and `argMax`) are left to the gradient pass, which computes the
+    /// residuals anyway: `quantError` is not known until `addGradient` has run.
+    public internal(set) var quantSumsPending = false
     public var sumSquares = 0.0
 
     /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
@@ -80,7 +83,10 @@ let varianceFloor = 1e-30
 public enum Penalties {
     /// Moments and term values of one group. `meanHint` (last step's mean, say) is the centre the
     /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
-    public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil) -> PenaltyState {
+    /// `quantisationSums: false` leaves the quantisation error's sums to `addGradient`, saving a
+    /// pass: for callers whose gradient scales do not depend on that term's value.
+    public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
+                                quantisationSums: Bool = true) -> PenaltyState {
         var st = PenaltyState()
         let n = w.count
         st.n = n
@@ -106,8 +112,10 @@ public enum Penalties {
         // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
         // the term and its gradient are 0 whatever R is: its exponentials are not needed.
         let rangeBound = Double(mx) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
-        let range = s.rangeWeight > 0 && rangeBound > s.rangeTarget, quant = s.quantErrorWeight > 0 && mx > 0
+        let range = s.rangeWeight > 0 && rangeBound > s.rangeTarget
+        var quant = s.quantErrorWeight > 0 && mx > 0
         if s.rangeWeight > 0 && !range { st.range = rangeBound }
+        if quant && !quantisationSums { st.quantSumsPending = true; quant = false }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
     }
@@ -175,13 +183,8 @@ public enum Penalties {
             }
             return r
         } }
-        let (z, zs, e2, eu) = (sums.a, sums.b, sums.c, sums.d)
-        if range { st.range = m + _log(z) / beta; st.rangeMeanS = zs / z }
-        if quant {
-            st.argMax = firstIndex(w, magnitude: st.maxAbs)
-            st.quantError = e2 / Double(w.count)
-            st.quantCross = eu / Double(w.count)
-        }
+        if range { st.range = m + _log(sums.a) / beta; st.rangeMeanS = sums.b / sums.a }
+        if quant { completeQuantisation(w, &st, sums) }
     }
 
     /// Adds `Σ_t scale_t·∂P_t/∂w` to `grad`, where `scale_t` is the term's total weight (λ times
@@ -192,11 +195,15 @@ public enum Penalties {
     ///     g = a·d³ + b·d² + c·d + e          kurtosis, skewness, and range through σ  (d = w − μ)
     ///       + l2·w
     ///       + qGain·(u − round u)             quantisation error, rounding held fixed
-    ///       + rGain·sign(w)·exp(k|w| − shift) range through the softmax weights pⱼ
+    ///       + rGain·sign(w)·pⱼ                range through the softmax weights pⱼ
+    ///
+    /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
+    @discardableResult
     public static func addGradient(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) -> PenaltyState {
         let n = Double(st.n)
-        guard st.n > 0 else { return }
+        var st = st
+        guard st.n > 0 else { return st }
         let scales = scales.filter { s.weight($0.key) > 0 }
         var a = 0.0, b = 0.0, c = 0.0, e = 0.0
         let shaped = st.m2 > varianceFloor
@@ -230,59 +237,86 @@ public enum Penalties {
             quantScale = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
             quantGain = Float(scales[.quantError]! * 2 / n) * quantScale
         }
-        st.rangeExponentials.withUnsafeBufferPointer { exps in
+        let sums = st.rangeExponentials.withUnsafeBufferPointer { exps in
             gradientPass(w, grad, a: Float(a), b: Float(b), c: Float(c), e: Float(e), l2: Float(scales[.l2] ?? 0),
                          mean: Float(st.mean), quantScale: quantScale, quantGain: quantGain,
                          rangeGain: rangeGain, rangeExponentials: exps)
+        }
+        if st.quantSumsPending {
+            if quant { completeQuantisation(w, &st, sums) } else { tailSums(w, &st, s, range: false, quant: true) }
+            st.quantSumsPending = false
         }
         if quant {
             // The maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u); its own residual is 0.
             let k = scales[.quantError]!, sign: Double = w[st.argMax] < 0 ? -1 : 1
             grad[st.argMax] += Float(-k * 2 * sign / Double(st.maxAbs) * st.quantCross)
         }
+        return st
+    }
+
+    /// E, mean((u − r)·u) and the maximum's index from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`).
+    static func completeQuantisation(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ sums: BlockSums) {
+        st.argMax = firstIndex(w, magnitude: st.maxAbs)
+        st.quantError = sums.c / Double(w.count)
+        st.quantCross = sums.d / Double(w.count)
     }
 
     static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                              a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
-                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>) {
+                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>) -> BlockSums {
         // Specialised copies per combination of terms keep the loop free of branches.
         switch (quantGain != 0, rangeGain != 0) {
-        case (false, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeExponentials: p, quant: false, range: false)
-        case (true, false): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeExponentials: p, quant: true, range: false)
-        case (false, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeExponentials: p, quant: false, range: true)
-        case (true, true): gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeExponentials: p, quant: true, range: true)
+        case (false, false): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeExponentials: p, quant: false, range: false)
+        case (true, false): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeExponentials: p, quant: true, range: false)
+        case (false, true): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeExponentials: p, quant: false, range: true)
+        case (true, true): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeExponentials: p, quant: true, range: true)
         }
     }
 
     /// One pass: g += a·d³ + b·d² + c·d + e + l2·w (+ the quantisation residual) (+ rangeGain·sign(w)·pⱼ·Z,
-    /// the range term's exponentials kept from `tailSums`).
+    /// the range term's exponentials kept from `tailSums`). With the quantisation term it also
+    /// returns Σ(u − r)² and Σ(u − r)·u (`c`, `d`), per 1024-value block in Float, across blocks
+    /// in Double.
     @inline(__always)
     static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                              a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
                              quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>,
-                             quant: Bool, range: Bool) {
-        let n = w.count, wp = w.baseAddress!, gp = grad.baseAddress!
+                             quant: Bool, range: Bool) -> BlockSums {
         let signBit = SIMD8<UInt32>(repeating: 0x8000_0000)
-        var i = 0
-        while i + 8 <= n {
-            let x = load8(w, i), d = x - mean
-            var g = ((a * d + b) * d + c) * d + e + l2 * x
-            if quant { g += quantGain * roundingResidual(x * quantScale) }
-            if range {   // rangeGain·pⱼ with wⱼ's sign
-                let r = unsafeBitCast(rangeGain * load8(p, i), to: SIMD8<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD8<UInt32>.self) & signBit)
-                g += unsafeBitCast(r, to: SIMD8<Float>.self)
+        return reduceBlocks(w) { block in
+            let offset = block.baseAddress! - w.baseAddress!, gp = grad.baseAddress! + offset
+            var squares = SIMD8<Float>(), cross = squares
+            var i = 0
+            while i + 8 <= block.count {
+                let x = load8(block, i), d = x - mean
+                var g = ((a * d + b) * d + c) * d + e + l2 * x
+                if quant {
+                    let u = x * quantScale, r = roundingResidual(u)
+                    g += quantGain * r
+                    squares += r * r; cross += r * u
+                }
+                if range {   // rangeGain·pⱼ with wⱼ's sign
+                    let r = unsafeBitCast(rangeGain * load8(p, offset + i), to: SIMD8<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD8<UInt32>.self) & signBit)
+                    g += unsafeBitCast(r, to: SIMD8<Float>.self)
+                }
+                let old = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(gp + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
+                i += 8
             }
-            let old = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(gp + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n {
-            let x = wp[i], d = x - mean
-            var g = ((a * d + b) * d + c) * d + e + l2 * x
-            if quant { let u = x * quantScale; g += quantGain * (u - u.rounded(.toNearestOrAwayFromZero)) }
-            if range { g += rangeGain * p[i] * (x < 0 ? -1 : 1) }
-            gp[i] += g
-            i += 1
+            var sums = BlockSums(c: Double(squares.sum()), d: Double(cross.sum()))
+            while i < block.count {
+                let x = block[i], d = x - mean
+                var g = ((a * d + b) * d + c) * d + e + l2 * x
+                if quant {
+                    let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
+                    g += quantGain * r
+                    sums.c += Double(r * r); sums.d += Double(r * u)
+                }
+                if range { g += rangeGain * p[offset + i] * (x < 0 ? -1 : 1) }
+                gp[i] += g
+                i += 1
+            }
+            return sums
         }
     }
 }

@@ -186,6 +186,9 @@ final class PenaltyTests: XCTestCase {
             var c = ShapingConfig()
             c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .channel, aggregate: aggregate)
             c.terms[.skewness] = .init(weight: 0.3, target: 0, scope: .tensor, aggregate: aggregate)
+            // Its sums come from the gradient pass unless the aggregation (max) needs them first.
+            c.terms[.quantError] = .init(weight: 0.5, target: nil, scope: .channel, aggregate: aggregate)
+            c.quantErrorBits = 3
             let term = ShapingLossTerm(c, model: model)
             model.zeroGradients()
             let values = term.addGradients(model: model, epoch: 1)
@@ -196,14 +199,21 @@ final class PenaltyTests: XCTestCase {
                     .reduce(0, +) / Double(rows)
             }
             func layerSkew(_ w: [Double]) -> Double { let s = RefPenalty.skewness(w); return s * s }
+            func layerQuant(_ w: [Double], rows: Int) -> Double {
+                let size = w.count / rows
+                return (0..<rows).map { r in RefPenalty.quantError(Array(w[(r * size)..<((r + 1) * size)]), bits: 3) }
+                    .reduce(0, +) / Double(rows)
+            }
             func agg(_ a: Double, _ b: Double) -> Double {
                 switch aggregate { case .mean: (a + b) / 2; case .sum: a + b; case .max: max(a, b) }
             }
             func total(_ a: [Double], _ b: [Double]) -> Double {
                 0.8 * agg(layerKurt(a, rows: 5), layerKurt(b, rows: 3)) + 0.3 * agg(layerSkew(a), layerSkew(b))
+                    + 0.5 * agg(layerQuant(a, rows: 5), layerQuant(b, rows: 3))
             }
             let a = w1.value.data.doubles, b = w3.value.data.doubles
-            XCTAssertEqual((values["kurtosis"] ?? 0) + (values["skewness"] ?? 0), total(a, b), accuracy: 1e-6)
+            XCTAssertEqual((values["kurtosis"] ?? 0) + (values["skewness"] ?? 0) + (values["quant_error"] ?? 0), total(a, b), accuracy: 1e-6)
+            XCTAssertEqual(values["quant_error"] ?? 0, 0.5 * agg(layerQuant(a, rows: 5), layerQuant(b, rows: 3)), accuracy: 1e-7)
             let na = numericGradient(a, h: 1e-7) { total($0, b) }, nb = numericGradient(b, h: 1e-7) { total(a, $0) }
             XCTAssertLessThan(relativeError(w1.grad.data, na), 1e-4, "\(aggregate) layer 1")
             XCTAssertLessThan(relativeError(w3.grad.data, nb), 1e-4, "\(aggregate) layer 3")
