@@ -12,6 +12,9 @@ public final class Conv2D: Layer {
     private var geometry: ConvGeometry?
     private var cols: [Float] = []
     private var out2d: [Float] = []
+    /// The input gradient's columns are made and scattered a few images at a time, about this
+    /// many values (1 MB) per part, so they stay in cache (tests set it small to cover the parts).
+    public var backwardChunkValues = 1 << 18
 
     public var torchName: String { "Conv2d" }
     public var state: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
@@ -120,19 +123,27 @@ public final class Conv2D: Layer {
             }
         }
         guard needInputGradient else { return nil }
-        // dCols (CKK, N·L) = Wᵀ · dOut2d, written over cols (no longer needed).
+        // dCols (CKK, n·L) = Wᵀ · dOut2d for a few images at a time, written over the start of
+        // cols (no longer needed) and scattered by col2im while it is still in cache: the whole
+        // batch's dCols would be written to memory and read back.
+        let chunk = max(1, min(g.batch, backwardChunkValues / max(1, g.patchSize * plane)))
+        var dx = Tensor(shape: [g.batch, g.channels, g.height, g.width])
+        let image = g.channels * g.height * g.width
         weight.value.withUnsafeBufferPointer { wp in
             out2d.withUnsafeBufferPointer { op in
                 cols.withUnsafeMutableBufferPointer { cp in
-                    gemm(transA: true, m: g.patchSize, n: g.columns, k: outChannels,
-                         a: wp.baseAddress!, lda: g.patchSize, b: op.baseAddress!, ldb: g.columns,
-                         c: cp.baseAddress!, ldc: g.columns)
+                    dx.withUnsafeMutableBufferPointer { xp in
+                        for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
+                            var part = g
+                            part.batch = min(chunk, g.batch - n0)
+                            gemm(transA: true, m: g.patchSize, n: part.columns, k: outChannels,
+                                 a: wp.baseAddress!, lda: g.patchSize, b: op.baseAddress! + n0 * plane, ldb: g.columns,
+                                 c: cp.baseAddress!, ldc: part.columns)
+                            col2im(part, cols: cp.baseAddress!, dInput: xp.baseAddress! + n0 * image)
+                        }
+                    }
                 }
             }
-        }
-        var dx = Tensor(shape: [g.batch, g.channels, g.height, g.width])
-        cols.withUnsafeBufferPointer { cp in
-            dx.withUnsafeMutableBufferPointer { xp in col2im(g, cols: cp.baseAddress!, dInput: xp.baseAddress!) }
         }
         return dx
     }

@@ -50,12 +50,14 @@ final class GradientCheckTests: XCTestCase {
         // (batch, channels, height, width, out, kernel, stride, padding)
         let cases = [(2, 3, 7, 6, 4, 3, 2, 1), (1, 2, 5, 5, 3, 2, 1, 0), (2, 1, 6, 5, 3, 3, 1, 2),
                      (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2)]
-        for (n, c, h, w, o, k, s, p) in cases {
+        // The input gradient in one part and one image at a time (backwardChunkValues 1).
+        for (n, c, h, w, o, k, s, p) in cases { for chunkValues in [1 << 18, 1] {
             let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
+            layer.backwardChunkValues = chunkValues
             check(layer, input: randomTensor([n, c, h, w], seed: 4)) { x, q in
                 Ref.conv(x, n: n, c: c, h: h, wd: w, w: q[0], b: q[1], o: o, k: k, stride: s, pad: p)
             }
-        }
+        } }
         let noBias = Conv2D(inChannels: 2, outChannels: 2, kernel: 3, padding: 1, bias: false, rng: &rng)
         check(noBias, input: randomTensor([2, 2, 4, 4], seed: 5)) { x, q in
             Ref.conv(x, n: 2, c: 2, h: 4, wd: 4, w: q[0], b: nil, o: 2, k: 3, stride: 1, pad: 1)
