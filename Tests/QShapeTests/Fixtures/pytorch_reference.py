@@ -14,6 +14,9 @@ the same weights. `--init` starts from another file's weights (a QShape run's in
 
     python3 pytorch_reference.py --net mlp --seed 0 --out pytorch-trained-mlp
     python3 pytorch_reference.py --net cnn --seed 0 --bits 8 4 --out pytorch-trained-cnn
+
+`--bench` instead measures training throughput as `qshape bench` does: Adam steps on one fixed
+batch of 128 random images, best of four rounds, samples/s (Docs/Performance.md).
 """
 import argparse, gzip, json, time
 import numpy as np
@@ -68,8 +71,25 @@ parser.add_argument("--epochs", type=int)
 parser.add_argument("--bits", type=int, nargs="*", default=[16, 8, 6, 5, 4, 3, 2])
 parser.add_argument("--out", help="file stem for .safetensors and .json")
 parser.add_argument("--init", help="start from these weights (e.g. the initial.safetensors of a QShape run)")
+parser.add_argument("--bench", action="store_true", help="measure training samples/s and stop")
 args = parser.parse_args()
 epochs = args.epochs or (10 if args.net == "mlp" else 5)
+
+if args.bench:
+    torch.manual_seed(args.seed)
+    model, steps = network(args.net), (300 if args.net == "mlp" else 60)
+    opt, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
+    x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    best = 0.0
+    for _ in range(4):
+        start = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        best = max(best, steps * 128 / (time.perf_counter() - start))
+    print(f"{args.net}: {best:.0f} samples/s on {torch.get_num_threads()} threads (torch {torch.__version__})")
+    raise SystemExit
 
 torch.manual_seed(args.seed)
 xtr = torch.from_numpy(idx("train-images-idx3-ubyte.gz").astype(np.float32) / 255).unsqueeze(1)
