@@ -6,7 +6,7 @@ APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
 SWIFT        ?= swift
 QSHAPE       := .build/release/qshape
 # Code generation for this machine's processor (AVX2, AVX-512 where it has them), as -march=native
-# does for C: the shaping passes and the integer kernels are vector code and run 2-3x faster than
+# does for C: the shaping passes and the integer kernels are vector code and run about twice as fast as
 # on the x86-64 baseline. `make CPU=x86-64` builds a binary that runs on any x86-64.
 CPU          ?= native
 SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
