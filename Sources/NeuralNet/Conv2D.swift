@@ -107,10 +107,24 @@ public final class Conv2D: Layer {
         }
         out2d.withUnsafeBufferPointer { op in
             bias?.grad.withUnsafeMutableBufferPointer { gb in
-                for o in 0..<outChannels {
+                // Σ over N·L per channel, eight channels side by side (one per lane): each sum
+                // keeps its own left-to-right order, so the result is that of the plain loop,
+                // without waiting on one addition at a time.
+                let n = g.columns
+                var o = 0
+                while o + 8 <= outChannels {
+                    let r = op.baseAddress! + o * n
+                    var acc = SIMD8<Float>()
+                    for j in 0..<n {
+                        acc += SIMD8(r[j], r[n + j], r[2 * n + j], r[3 * n + j], r[4 * n + j], r[5 * n + j], r[6 * n + j], r[7 * n + j])
+                    }
+                    for l in 0..<8 { gb[o + l] += acc[l] }
+                    o += 8
+                }
+                for o in o..<outChannels {
                     var s: Float = 0
-                    let row = op.baseAddress! + o * g.columns
-                    for j in 0..<g.columns { s += row[j] }
+                    let row = op.baseAddress! + o * n
+                    for j in 0..<n { s += row[j] }
                     gb[o] += s
                 }
             }

@@ -49,7 +49,8 @@ final class GradientCheckTests: XCTestCase {
         var rng = SeededRandom(seed: 3)
         // (batch, channels, height, width, out, kernel, stride, padding)
         let cases = [(2, 3, 7, 6, 4, 3, 2, 1), (1, 2, 5, 5, 3, 2, 1, 0), (2, 1, 6, 5, 3, 3, 1, 2),
-                     (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2)]
+                     (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2),
+                     (2, 2, 5, 4, 9, 3, 1, 1)]   // nine output channels: eight bias sums side by side, one alone
         // The input gradient in one part and one image at a time (backwardChunkValues 1).
         for (n, c, h, w, o, k, s, p) in cases { for chunkValues in [1 << 18, 1] {
             let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
