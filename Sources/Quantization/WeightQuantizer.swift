@@ -98,15 +98,14 @@ public func sqnr(_ original: [Float], _ approximation: [Float]) -> Double {
     return 10 * log10(signal / noise)
 }
 
-/// How many distinct integer levels the quantised weights actually use.
-/// How many distinct integers the tensor holds: a table over the grid −qmax…qmax (at most 65,535
-/// entries), not a hash set — it runs every epoch for every shaped layer.
+/// How many distinct integer levels the quantised weights actually use: a table over the grid
+/// −qmax…qmax (at most 65,535 entries), not a hash set — it runs every epoch for every shaped layer.
 public func levelsUsed(_ q: QuantizedTensor) -> Int {
     let qmax = q.qmaxValue
     var seen = [Bool](repeating: false, count: 2 * qmax + 1), count = 0
     for v in q.values {
         let i = Int(v) + qmax
-        guard i >= 0 && i <= 2 * qmax else { return Set(q.values).count }   // off the grid: cannot happen
+        guard i >= 0 && i <= 2 * qmax else { return Set(q.values).count }   // a value off the grid
         if !seen[i] { seen[i] = true; count += 1 }
     }
     return count
