@@ -83,7 +83,8 @@ public final class ShapingLossTerm: LossTerm {
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
         var evaluations = targets.map { evaluate($0, quantisationSums: quantisationFirst) }
-        let shares = self.shares(evaluations.map(\.values), ramp: ramp)
+        let valuesBefore = evaluations.map(\.values)
+        let shares = self.shares(valuesBefore, ramp: ramp)
         for (l, target) in targets.enumerated() {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
@@ -103,8 +104,10 @@ public final class ShapingLossTerm: LossTerm {
                 }
             }
         }
-        // Each term's weighted total, from the values complete after the gradient pass.
-        let values = evaluations.map(\.values)
+        // Each term's weighted total, from the values complete after the gradient pass (only the
+        // quantisation error's can have changed).
+        let deferred = !quantisationFirst && valuesBefore.contains { $0[.quantError] != nil }
+        let values = deferred ? evaluations.map(\.values) : valuesBefore
         var totals: [String: Double] = [:]
         for t in PenaltyTerm.allCases {
             let layers = values.indices.filter { shares[$0][t] != nil }
