@@ -12,7 +12,7 @@ import Tensors
 /// The work is two or three passes over the weights: the central moments and the maximum (around a
 /// mean hint, so no separate mean pass), the range and quantisation sums when those terms need them
 /// (keeping the range term's exponentials), and one pass writing every term's gradient. Sums run
-/// in 8-wide Float lanes inside 1024-value blocks, combined in Double.
+/// in 16 Float lanes inside 1024-value blocks, combined in Double.
 public struct PenaltySettings: Equatable, Sendable {
     public var kurtosisWeight = 0.0, kurtosisTarget = 1.8
     public var skewnessWeight = 0.0, skewnessTarget = 0.0
@@ -45,19 +45,20 @@ public struct PenaltyState: Sendable {
     public var n = 0
     public var mean = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0
     public var maxAbs: Float = 0
+    /// The first index where |w| = `maxAbs`, found with the quantisation sums.
     public var argMax = 0
     public var kurtosis = 0.0, skewness = 0.0
     /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When even R's upper bound
     /// max s + ln(n)/β is within the target (the term and its gradient are then 0), `range` is
     /// that bound and the sums are not computed.
     public var range = 0.0, rangeMeanS = 0.0
-    /// exp(β(sᵢ − max s)) for every weight of a group of 8 that has one above the cut-off (0 for
+    /// exp(β(sᵢ − max s)) for every weight of a run of 16 that has one above the cut-off (0 for
     /// the others), kept so the gradient pass need not compute them again.
     var rangeExponentials: [Float] = []
     /// mean((u − round u)²) and mean((u − round u)·u).
     public var quantError = 0.0, quantCross = 0.0
-    /// The quantisation sums (and `argMax`) are left to the gradient pass, which computes the
-    /// residuals anyway: `quantError` is not known until `addGradient` has run.
+    /// The quantisation sums are left to the gradient pass, which computes the residuals anyway:
+    /// `quantError` (and `argMax`) are not known until `addGradient` has run.
     public internal(set) var quantSumsPending = false
     public var sumSquares = 0.0
 
@@ -80,6 +81,20 @@ public struct PenaltyState: Sendable {
 /// Variance below which a group counts as constant: its shape terms are 0 and push nothing.
 let varianceFloor = 1e-30
 
+/// Σ(w − c)ᵏ for k = 1…4 of one group around a centre c, and max|w| when it was asked for (0 if not).
+struct MomentSums {
+    var center: Float
+    var count: Int
+    var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
+    var maxAbs: Float = 0
+
+    init(center: Float, count: Int, sums: BlockSums) {
+        self.center = center
+        self.count = count
+        (s1, s2, s3, s4, maxAbs) = (sums.a, sums.b, sums.c, sums.d, sums.max)
+    }
+}
+
 public enum Penalties {
     /// Moments and term values of one group. `meanHint` (last step's mean, say) is the centre the
     /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
@@ -87,123 +102,207 @@ public enum Penalties {
     /// pass: for callers whose gradient scales do not depend on that term's value.
     public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
                                 quantisationSums: Bool = true) -> PenaltyState {
+        guard !w.isEmpty else { return PenaltyState() }
+        let c = meanHint ?? Float(blockSum(w) / Double(w.count))
+        return evaluate(w, s, moments: momentSums(w, center: c, maximum: needsMaximum(s)), quantisationSums: quantisationSums)
+    }
+
+    /// The state from the moment sums of `w` (with the maximum when `needsMaximum(s)`).
+    static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, moments: MomentSums,
+                         quantisationSums: Bool) -> PenaltyState {
         var st = PenaltyState()
         let n = w.count
         st.n = n
         guard n > 0 else { return st }
-        let c = meanHint ?? Float(blockSum(w) / Double(n))
-        // Σ(w − c)ᵏ for k = 1…4 and max|w|, then the shift formulas give the moments about μ.
-        // max|w| costs as much as the moments; only the range and quantisation terms need it.
-        let needMax = s.rangeWeight > 0 || s.quantErrorWeight > 0
-        let sums = needMax ? reduceBlocks(w) { momentSums($0, center: c, max: true) }
-                           : reduceBlocks(w) { momentSums($0, center: c, max: false) }
-        let (s1, s2, s3, s4, mx) = (sums.a, sums.b, sums.c, sums.d, sums.max)
-        let nd = Double(n), e = s1 / nd                                   // μ − c
-        let r2 = s2 / nd, r3 = s3 / nd, r4 = s4 / nd
-        st.mean = Double(c) + e
+        // The shift formulas give the moments about μ from the sums about c.
+        let nd = Double(n), e = moments.s1 / nd                                   // μ − c
+        let r2 = moments.s2 / nd, r3 = moments.s3 / nd, r4 = moments.s4 / nd
+        st.mean = Double(moments.center) + e
         st.m2 = max(0, r2 - e * e)
         st.m3 = r3 - 3 * e * r2 + 2 * e * e * e
         st.m4 = r4 - 4 * e * r3 + 6 * e * e * r2 - 3 * e * e * e * e
-        st.maxAbs = mx
+        st.maxAbs = moments.maxAbs
         st.sumSquares = nd * (st.m2 + st.mean * st.mean)
         guard st.m2 > varianceFloor else { return st }
         st.kurtosis = st.m4 / (st.m2 * st.m2)
         st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
         // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
         // the term and its gradient are 0 whatever R is: its exponentials are not needed.
-        let rangeBound = Double(mx) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
+        let rangeBound = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
         let range = s.rangeWeight > 0 && rangeBound > s.rangeTarget
-        var quant = s.quantErrorWeight > 0 && mx > 0
+        var quant = s.quantErrorWeight > 0 && st.maxAbs > 0
         if s.rangeWeight > 0 && !range { st.range = rangeBound }
         if quant && !quantisationSums { st.quantSumsPending = true; quant = false }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
     }
 
-    /// Σ(w − c)ᵏ for k = 1…4 of one block, and max|w| when asked.
-    @inline(__always)
-    static func momentSums(_ block: UnsafeBufferPointer<Float>, center c: Float, max withMax: Bool) -> BlockSums {
-        var a1 = SIMD8<Float>(), a2 = a1, a3 = a1, a4 = a1, top = a1
-        var i = 0
-        while i + 8 <= block.count {
-            let x = load8(block, i), d = x - c, d2 = d * d
-            a1 += d; a2 += d2; a3 += d2 * d; a4 += d2 * d2
-            if withMax {
-                let ax = magnitude(x)
-                top.replace(with: ax, where: ax .> top)
-            }
-            i += 8
+    /// Whether the settings need max|w| (the range and quantisation terms do); it costs as much as
+    /// the moments.
+    static func needsMaximum(_ s: PenaltySettings) -> Bool { s.rangeWeight > 0 || s.quantErrorWeight > 0 }
+
+    /// Σ(w − c)ᵏ for k = 1…4, and max|w| when asked.
+    static func momentSums(_ w: UnsafeBufferPointer<Float>, center c: Float, maximum: Bool) -> MomentSums {
+        maximum ? momentPass(w, center: c, On.self) : momentPass(w, center: c, Off.self)
+    }
+
+    static func momentPass<Maximum: Flag>(_ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type) -> MomentSums {
+        let maximum = Maximum.on
+        let base = w.baseAddress!
+        let total = sumBlocks(0..<w.count) { start, end in
+            var sums = LaneSums()
+            var i = start
+            while i + Lanes.scalarCount <= end { sums.addMoments(loadLanes(base + i), center: c, maximum: maximum); i += Lanes.scalarCount }
+            while i < end { sums.addMoments(base[i], center: c, maximum: maximum); i += 1 }
+            return sums.sum
         }
-        var r = BlockSums(a: Double(a1.sum()), b: Double(a2.sum()), c: Double(a3.sum()), d: Double(a4.sum()), max: top.max())
-        while i < block.count {
-            let d = Double(block[i] - c), d2 = d * d
-            r.a += d; r.b += d2; r.c += d2 * d; r.d += d2 * d2
-            r.max = Swift.max(r.max, abs(block[i]))
-            i += 1
-        }
-        return r
+        return MomentSums(center: c, count: w.count, sums: total)
     }
 
     /// One pass for the terms that need σ and max|w| first:
     ///     R = m + (1/β)·log Σ exp(β(sᵢ − m)),  sᵢ = |wᵢ|/σ,  m = max sᵢ  (every exponent ≤ 0)
     ///     E = mean((u − round u)²),  mean((u − round u)·u),  u = w·qmax/max|w|
-    /// Only weights near the maximum carry weight in Z: groups of 8 whose exponents are all below
+    /// Only weights near the maximum carry weight in Z: runs of 16 whose exponents are all below
     /// −`rangeExponentCutoff` are skipped (see `rangeCutoff`).
     static func tailSums(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
                          range: Bool, quant: Bool) {
+        switch (range, quant) {
+        case (true, true): tailSums(w, &st, s, On.self, On.self)
+        case (true, false): tailSums(w, &st, s, On.self, Off.self)
+        case (false, true): tailSums(w, &st, s, Off.self, On.self)
+        case (false, false): break
+        }
+    }
+
+    static func tailSums<Range: Flag, Quant: Flag>(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
+                                                   _: Range.Type, _: Quant.Type) {
+        let range = Range.on, quant = Quant.on
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
         let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)   // β(sᵢ − m) = k·|wᵢ| − βm
         let qk = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
         let cutoff = rangeCutoff(k: k, shift: bm)
         if range { st.rangeExponentials = [Float](unsafeUninitializedCapacity: w.count) { _, n in n = w.count } }
-        let sums = st.rangeExponentials.withUnsafeMutableBufferPointer { exps in reduceBlocks(w) { block in
-            var a = SIMD8<Float>(), b = a, c = a, d = a
-            let out = range ? exps.baseAddress! + (block.baseAddress! - w.baseAddress!) : nil
-            var i = 0
-            while i + 8 <= block.count {
-                let x = load8(block, i)
-                if let out {
-                    let ax = magnitude(x)
-                    var p = SIMD8<Float>()
-                    if any(ax .>= cutoff) { p = expNonPositive(k * ax - bm); a += p; b += p * (ax * inv) }
-                    UnsafeMutableRawPointer(out + i).storeBytes(of: p, as: SIMD8<Float>.self)
+        let base = w.baseAddress!
+        let total = st.rangeExponentials.withUnsafeMutableBufferPointer { exps in
+            sumBlocks(0..<w.count) { start, end in
+                var sums = LaneSums()
+                var i = start
+                while i + Lanes.scalarCount <= end {
+                    let x = loadLanes(base + i)
+                    if range {
+                        let ax = magnitude(x)
+                        var p = Lanes()
+                        if any(ax .>= cutoff) { p = expNonPositive(k * ax - bm); sums.a += p; sums.b += p * (ax * inv) }
+                        storeLanes(p, exps.baseAddress! + i)
+                    }
+                    if quant {
+                        let u = x * qk, r = roundingResidual(u)
+                        sums.c += r * r; sums.d += r * u
+                    }
+                    i += Lanes.scalarCount
                 }
-                if quant {
-                    let u = x * qk, r = roundingResidual(u)
-                    c += r * r; d += r * u
+                while i < end {
+                    let x = base[i]
+                    if range {
+                        let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m))
+                        sums.tail.a += p; sums.tail.b += p * si; exps[i] = Float(p)
+                    }
+                    if quant { let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero); sums.tail.c += Double(q * q); sums.tail.d += Double(q * u) }
+                    i += 1
                 }
-                i += 8
+                return sums.sum
             }
-            var r = BlockSums(a: Double(a.sum()), b: Double(b.sum()), c: Double(c.sum()), d: Double(d.sum()), max: 0)
-            while i < block.count {
-                let x = block[i]
-                if let out { let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m)); r.a += p; r.b += p * si; out[i] = Float(p) }
-                if quant { let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero); r.c += Double(q * q); r.d += Double(q * u) }
-                i += 1
-            }
-            return r
-        } }
-        if range { st.range = m + _log(sums.a) / beta; st.rangeMeanS = sums.b / sums.a }
-        if quant { completeQuantisation(w, &st, sums) }
+        }
+        if range { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
+        if quant { completeQuantisation(&st, total); st.argMax = firstIndex(w, magnitude: st.maxAbs) }
     }
 
     /// Adds `Σ_t scale_t·∂P_t/∂w` to `grad`, where `scale_t` is the term's total weight (λ times
     /// the aggregation and schedule factors) and P_t the unweighted term value of `values`.
-    /// Terms that `s` leaves off are ignored whatever their scale.
-    /// Every term's gradient is written in one pass:
-    ///
-    ///     g = a·d³ + b·d² + c·d + e          kurtosis, skewness, and range through σ  (d = w − μ)
-    ///       + l2·w
-    ///       + qGain·(u − round u)             quantisation error, rounding held fixed
-    ///       + rGain·sign(w)·pⱼ                range through the softmax weights pⱼ
+    /// Terms that `s` leaves off are ignored whatever their scale. One pass writes every term's
+    /// gradient (`PenaltyGradient`); the quantisation term's push on the maximum follows it.
     ///
     /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
     @discardableResult
     public static func addGradient(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
                                    _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) -> PenaltyState {
-        let n = Double(st.n)
-        var st = st
         guard st.n > 0 else { return st }
+        let kernel = PenaltyGradient(w, st, s, scales: scales)
+        let sums = gradientPass(w, grad, kernel)
+        var st = st
+        if st.quantSumsPending {
+            if kernel.quant { completeQuantisation(&st, sums); st.argMax = kernel.argMax }
+            else { tailSums(w, &st, s, range: false, quant: true) }
+            st.quantSumsPending = false
+        }
+        if kernel.quant { grad[kernel.argMax] += kernel.argMaxCorrection(quantCross: st.quantCross) }
+        return st
+    }
+
+    /// E and mean((u − r)·u) from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`).
+    static func completeQuantisation(_ st: inout PenaltyState, _ sums: BlockSums) {
+        st.quantError = sums.c / Double(st.n)
+        st.quantCross = sums.d / Double(st.n)
+    }
+
+    /// `grad += kernel(w)` over the group; returns Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the
+    /// quantisation term is on. One specialised copy per combination of terms keeps the loop free
+    /// of branches.
+    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient) -> BlockSums {
+        switch (k.quant, k.range) {
+        case (false, false): gradientPass(w, grad, k, Off.self, Off.self)
+        case (true, false): gradientPass(w, grad, k, On.self, Off.self)
+        case (false, true): gradientPass(w, grad, k, Off.self, On.self)
+        case (true, true): gradientPass(w, grad, k, On.self, On.self)
+        }
+    }
+
+    static func gradientPass<Quant: Flag, Range: Flag>(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+                                                       _ k: PenaltyGradient, _: Quant.Type, _: Range.Type) -> BlockSums {
+        let x = w.baseAddress!, g = grad.baseAddress!
+        return k.exponentials.withUnsafeBufferPointer { p in
+            sumBlocks(0..<w.count) { start, end in
+                var sums = LaneSums()
+                var i = start
+                while i + Lanes.scalarCount <= end {
+                    storeLanes(loadLanes(g + i) + k.lanes(loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums), g + i)
+                    i += Lanes.scalarCount
+                }
+                while i < end { g[i] += k.scalar(x[i], at: i, p, quant: Quant.on, range: Range.on, sums: &sums); i += 1 }
+                return sums.sum
+            }
+        }
+    }
+}
+
+/// Compile-time switches: generic specialisation gives each combination of terms its own loop
+/// (`@inline(__always)` functions with Bool arguments were not always inlined, and kept their
+/// branches).
+protocol Flag { static var on: Bool { get } }
+enum On: Flag { static var on: Bool { true } }
+enum Off: Flag { static var on: Bool { false } }
+
+/// Every term's gradient on one group, weight by weight:
+///
+///     g = a·d³ + b·d² + c·d + e          kurtosis, skewness, range through σ, and L2  (d = w − μ)
+///       + qGain·(u − round u)             quantisation error, rounding held fixed
+///       + rGain·sign(w)·pⱼ                range through the softmax weights pⱼ
+///
+/// and, on the group's maximum only, the quantisation term's push through max|w|, which needs the
+/// whole group's mean((u − r)·u) first (`argMaxCorrection`).
+struct PenaltyGradient {
+    let a, b, c, e, mean, quantScale, quantGain, rangeGain: Float
+    /// Which of the two optional parts are on: the pass is specialised on them.
+    let quant: Bool, range: Bool
+    /// The range term's exp(β(sⱼ − max s)) (empty unless `range`).
+    let exponentials: [Float]
+    /// The index of the group's maximum |w| and −2·λ_q·sign(w_max)/M: the maximum's extra gradient
+    /// is that times mean((u − r)·u) (its own residual is 0).
+    let argMax: Int
+    let argMaxCoefficient: Double
+
+    init(_ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+        let n = Double(st.n)
         let scales = scales.filter { s.weight($0.key) > 0 }
         var a = 0.0, b = 0.0, c = 0.0, e = 0.0
         let shaped = st.m2 > varianceFloor
@@ -230,139 +329,156 @@ public enum Penalties {
             c -= coef * st.rangeMeanS / (n * st.m2)
             rangeGain = Float(coef / sigma * _exp(-logZ))
         }
-        var quantScale: Float = 0, quantGain: Float = 0
-        let quant = shaped && (scales[.quantError] ?? 0) != 0 && st.maxAbs > 0
+        if let k = scales[.l2] {
+            // λ·w = λ·d + λ·μ
+            c += k
+            e += k * st.mean
+        }
+        (self.a, self.b, self.c, self.e, mean) = (Float(a), Float(b), Float(c), Float(e), Float(st.mean))
+        self.rangeGain = rangeGain
+        range = rangeGain != 0
+        exponentials = range ? st.rangeExponentials : []
+        quant = shaped && (scales[.quantError] ?? 0) != 0 && st.maxAbs > 0
         if quant {
-            // ∂E/∂wⱼ = 2(uⱼ − rⱼ)·qmax/(n·M) with u = w·qmax/M (j ≠ argmax)
+            // ∂E/∂wⱼ = 2(uⱼ − rⱼ)·qmax/(n·M) with u = w·qmax/M (j ≠ argmax);
+            // the maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u).
+            let k = scales[.quantError]!
             quantScale = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
-            quantGain = Float(scales[.quantError]! * 2 / n) * quantScale
-        }
-        let sums = st.rangeExponentials.withUnsafeBufferPointer { exps in
-            gradientPass(w, grad, a: Float(a), b: Float(b), c: Float(c), e: Float(e), l2: Float(scales[.l2] ?? 0),
-                         mean: Float(st.mean), quantScale: quantScale, quantGain: quantGain,
-                         rangeGain: rangeGain, rangeExponentials: exps)
-        }
-        if st.quantSumsPending {
-            if quant { completeQuantisation(w, &st, sums) } else { tailSums(w, &st, s, range: false, quant: true) }
-            st.quantSumsPending = false
-        }
-        if quant {
-            // The maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u); its own residual is 0.
-            let k = scales[.quantError]!, sign: Double = w[st.argMax] < 0 ? -1 : 1
-            grad[st.argMax] += Float(-k * 2 * sign / Double(st.maxAbs) * st.quantCross)
-        }
-        return st
-    }
-
-    /// E, mean((u − r)·u) and the maximum's index from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`).
-    static func completeQuantisation(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ sums: BlockSums) {
-        st.argMax = firstIndex(w, magnitude: st.maxAbs)
-        st.quantError = sums.c / Double(w.count)
-        st.quantCross = sums.d / Double(w.count)
-    }
-
-    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                             a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
-                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>) -> BlockSums {
-        // Specialised copies per combination of terms keep the loop free of branches.
-        switch (quantGain != 0, rangeGain != 0) {
-        case (false, false): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: 0, rangeExponentials: p, quant: false, range: false)
-        case (true, false): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: 0, rangeExponentials: p, quant: true, range: false)
-        case (false, true): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: 0, quantGain: 0, rangeGain: rangeGain, rangeExponentials: p, quant: false, range: true)
-        case (true, true): return gradientPass(w, grad, a: a, b: b, c: c, e: e, l2: l2, mean: mean, quantScale: quantScale, quantGain: quantGain, rangeGain: rangeGain, rangeExponentials: p, quant: true, range: true)
+            quantGain = Float(k * 2 / n) * quantScale
+            argMax = st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs) : st.argMax
+            argMaxCoefficient = -k * 2 * (w[argMax] < 0 ? -1 : 1) / Double(st.maxAbs)
+        } else {
+            (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
         }
     }
 
-    /// One pass: g += a·d³ + b·d² + c·d + e + l2·w (+ the quantisation residual) (+ rangeGain·sign(w)·pⱼ·Z,
-    /// the range term's exponentials kept from `tailSums`). With the quantisation term it also
-    /// returns Σ(u − r)² and Σ(u − r)·u (`c`, `d`), per 1024-value block in Float, across blocks
-    /// in Double.
+    /// The gradient of 16 weights from index `i` of the group; adds their Σ(u − r)², Σ(u − r)·u to
+    /// `sums.c`, `sums.d` when `quant`. `p`: the exponentials' storage, when `range`.
     @inline(__always)
-    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                             a: Float, b: Float, c: Float, e: Float, l2: Float, mean: Float,
-                             quantScale: Float, quantGain: Float, rangeGain: Float, rangeExponentials p: UnsafeBufferPointer<Float>,
-                             quant: Bool, range: Bool) -> BlockSums {
-        let signBit = SIMD8<UInt32>(repeating: 0x8000_0000)
-        return reduceBlocks(w) { block in
-            let offset = block.baseAddress! - w.baseAddress!, gp = grad.baseAddress! + offset
-            var squares = SIMD8<Float>(), cross = squares
-            var i = 0
-            while i + 8 <= block.count {
-                let x = load8(block, i), d = x - mean
-                var g = ((a * d + b) * d + c) * d + e + l2 * x
-                if quant {
-                    let u = x * quantScale, r = roundingResidual(u)
-                    g += quantGain * r
-                    squares += r * r; cross += r * u
-                }
-                if range {   // rangeGain·pⱼ with wⱼ's sign
-                    let r = unsafeBitCast(rangeGain * load8(p, offset + i), to: SIMD8<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD8<UInt32>.self) & signBit)
-                    g += unsafeBitCast(r, to: SIMD8<Float>.self)
-                }
-                let old = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
-                UnsafeMutableRawPointer(gp + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
-                i += 8
-            }
-            var sums = BlockSums(c: Double(squares.sum()), d: Double(cross.sum()))
-            while i < block.count {
-                let x = block[i], d = x - mean
-                var g = ((a * d + b) * d + c) * d + e + l2 * x
-                if quant {
-                    let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
-                    g += quantGain * r
-                    sums.c += Double(r * r); sums.d += Double(r * u)
-                }
-                if range { g += rangeGain * p[offset + i] * (x < 0 ? -1 : 1) }
-                gp[i] += g
-                i += 1
-            }
-            return sums
+    func lanes(_ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums) -> Lanes {
+        let d = x - mean
+        var g = ((a * d + b) * d + c) * d + e
+        if quant {
+            let u = x * quantScale, r = roundingResidual(u)
+            g += quantGain * r
+            sums.c += r * r; sums.d += r * u
         }
+        if range { g += withSign(rangeGain * loadLanes(p.baseAddress! + i), of: x) }
+        return g
     }
+
+    /// The same for one weight (the same operations in the same order: the same result).
+    @inline(__always)
+    func scalar(_ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums) -> Float {
+        let d = x - mean
+        var g = ((a * d + b) * d + c) * d + e
+        if quant {
+            let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
+            g += quantGain * r
+            sums.tail.c += Double(r * r); sums.tail.d += Double(r * u)
+        }
+        if range { g += Float(bitPattern: (rangeGain * p[i]).bitPattern ^ (x.bitPattern & 0x8000_0000)) }
+        return g
+    }
+
+    /// The maximum's extra gradient, given the group's mean((u − r)·u).
+    func argMaxCorrection(quantCross: Double) -> Float { Float(argMaxCoefficient * quantCross) }
 }
 
 // MARK: - Blocked summation
 
-@inline(__always)
-func load8(_ p: UnsafeBufferPointer<Float>, _ i: Int) -> SIMD8<Float> {
-    UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
-}
+/// Values per block: each block sums in Float lanes, the blocks in Double.
+let blockSize = 1024
 
-/// Partial sums of one block (or several, merged): four Double sums and a maximum.
-struct BlockSums {
-    var a = 0.0, b = 0.0, c = 0.0, d = 0.0
-    var max: Float = 0
-    static func + (l: BlockSums, r: BlockSums) -> BlockSums {
-        BlockSums(a: l.a + r.a, b: l.b + r.b, c: l.c + r.c, d: l.d + r.d, max: Swift.max(l.max, r.max))
-    }
-}
-
-/// Σ over blocks of at most 1024 values of `body(block)`: each block's lanes sum in Float,
-/// the blocks in Double. (Splitting large groups across two threads was measured: libdispatch's
-/// hand-off costs 50–70 µs here, more than the pass itself.)
+/// Σ of `body(start, end)` over consecutive blocks of at most `blockSize` values of `range`.
+/// Each body keeps its accumulators local (as `LaneSums`): captured from outside, they lived in
+/// memory and the loops ran at half speed.
 @inline(__always)
-func reduceBlocks(_ w: UnsafeBufferPointer<Float>, _ body: (UnsafeBufferPointer<Float>) -> BlockSums) -> BlockSums {
+func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSums {
     var total = BlockSums()
-    var start = 0
-    while start < w.count {
-        let end = min(w.count, start + 1024)
-        total = total + body(UnsafeBufferPointer(rebasing: w[start..<end]))
+    var start = range.lowerBound
+    while start < range.upperBound {
+        let end = Swift.min(range.upperBound, start + blockSize)
+        total = total + body(start, end)
         start = end
     }
     return total
 }
 
-/// Σ wᵢ: 8 Float lanes within a block, Double across blocks.
+/// Four Double sums and a maximum.
+struct BlockSums {
+    var a = 0.0, b = 0.0, c = 0.0, d = 0.0
+    var max: Float = 0
+    static func + (l: BlockSums, r: BlockSums) -> BlockSums {
+        var s = BlockSums()
+        (s.a, s.b, s.c, s.d, s.max) = (l.a + r.a, l.b + r.b, l.c + r.c, l.d + r.d, Swift.max(l.max, r.max))
+        return s
+    }
+}
+
+/// The running sums of one block: four lane-wise Float sums and a lane-wise maximum, with single
+/// values (the block's tail) in Double; `sum` adds them up in Double.
+struct LaneSums {
+    var a = Lanes(), b = Lanes(), c = Lanes(), d = Lanes(), top = Lanes()
+    var tail = BlockSums()
+
+    /// Σ(x − c)ᵏ for k = 1…4 into a…d, and max|x| when `maximum`.
+    @inline(__always)
+    mutating func addMoments(_ x: Lanes, center: Float, maximum: Bool) {
+        let v = x - center, v2 = v * v
+        a += v; b += v2; c += v2 * v; d += v2 * v2
+        if maximum {
+            let ax = magnitude(x)
+            top.replace(with: ax, where: ax .> top)
+        }
+    }
+
+    @inline(__always)
+    mutating func addMoments(_ x: Float, center: Float, maximum: Bool) {
+        let v = Double(x - center), v2 = v * v
+        tail.a += v; tail.b += v2; tail.c += v2 * v; tail.d += v2 * v2
+        if maximum { tail.max = Swift.max(tail.max, abs(x)) }
+    }
+
+    var sum: BlockSums {
+        @inline(__always) get {
+            var s = BlockSums()
+            (s.a, s.b, s.c, s.d) = (Double(laneSum(a)) + tail.a, Double(laneSum(b)) + tail.b,
+                                    Double(laneSum(c)) + tail.c, Double(laneSum(d)) + tail.d)
+            s.max = Swift.max(laneMax(top), tail.max)
+            return s
+        }
+    }
+}
+
+/// Σ of the 16 lanes, halving the vector three times (the standard library's `sum()` adds them
+/// one by one: a sixth of the moment pass's time).
+@inline(__always)
+func laneSum(_ v: Lanes) -> Float {
+    let h8 = v.lowHalf + v.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+    return h2[0] + h2[1]
+}
+
+/// The largest lane, the same way.
+@inline(__always)
+func laneMax(_ v: Lanes) -> Float {
+    let h8 = pointwiseMax(v.lowHalf, v.highHalf), h4 = pointwiseMax(h8.lowHalf, h8.highHalf), h2 = pointwiseMax(h4.lowHalf, h4.highHalf)
+    return Swift.max(h2[0], h2[1])
+}
+
+/// Σ wᵢ: Float lanes within a block, Double across blocks.
 func blockSum(_ w: UnsafeBufferPointer<Float>) -> Double {
-    reduceBlocks(w) { block in
-        var acc = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= block.count { acc += load8(block, i); i += 8 }
-        var t = Double(acc.sum())
-        while i < block.count { t += Double(block[i]); i += 1 }
-        return BlockSums(a: t)
+    let base = w.baseAddress!
+    return sumBlocks(0..<w.count) { start, end in
+        var sums = LaneSums()
+        var i = start
+        while i + Lanes.scalarCount <= end { sums.a += loadLanes(base + i); i += Lanes.scalarCount }
+        while i < end { sums.tail.a += Double(base[i]); i += 1 }
+        return sums.sum
     }.a
 }
+
+// MARK: - Lane-wise helpers
 
 /// 1.5·2²³: adding it to a Float of magnitude below 2²² rounds to an integer (to nearest, ties to
 /// even) and leaves that integer in the low mantissa bits. Swift's generic SIMD rounding and
@@ -372,17 +488,23 @@ let roundingMagic: Float = 12_582_912
 /// u − round(u), lane-wise, for |u| < 2²², with the deployed rounding (half away from zero):
 /// the residual of nearest-even rounding, with ties — rare, so behind one test — set to −½·sign(u).
 @inline(__always)
-func roundingResidual(_ u: SIMD8<Float>) -> SIMD8<Float> {
+func roundingResidual(_ u: Lanes) -> Lanes {
     let d = u - ((u + roundingMagic) - roundingMagic)
     let tie = magnitude(d) .== 0.5
     guard any(tie) else { return d }
-    return d.replacing(with: SIMD8(repeating: -0.5).replacing(with: 0.5, where: u .< 0), where: tie)
+    return d.replacing(with: Lanes(repeating: -0.5).replacing(with: 0.5, where: u .< 0), where: tie)
 }
 
 /// |x| lane-wise: the sign bit cleared.
 @inline(__always)
-func magnitude(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & 0x7fff_ffff, to: SIMD8<Float>.self)
+func magnitude(_ x: Lanes) -> Lanes {
+    unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7fff_ffff, to: Lanes.self)
+}
+
+/// |y| with the sign of x, lane-wise, for y ≥ 0: y's bits with x's sign bit.
+@inline(__always)
+func withSign(_ y: Lanes, of x: Lanes) -> Lanes {
+    unsafeBitCast(unsafeBitCast(y, to: SIMD16<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000), to: Lanes.self)
 }
 
 /// The range term's terms exp(β(sᵢ − max s)) below e⁻⁴⁰ ≈ 4·10⁻¹⁸ are left out (counted as 0):
@@ -393,16 +515,17 @@ let rangeExponentCutoff: Float = 40
 
 /// The smallest |w| whose range exponent k·|w| − shift is at least −`rangeExponentCutoff`.
 @inline(__always)
-func rangeCutoff(k: Float, shift: Float) -> SIMD8<Float> {
-    SIMD8(repeating: k > 0 ? max(0, (shift - rangeExponentCutoff) / k) : 0)
+func rangeCutoff(k: Float, shift: Float) -> Lanes {
+    Lanes(repeating: k > 0 ? max(0, (shift - rangeExponentCutoff) / k) : 0)
 }
 
-/// The first index where |w| equals `m` (the maximum), 8 lanes at a time.
+/// The first index where |w| equals `m` (the maximum), 16 lanes at a time.
 func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float) -> Int {
+    let base = w.baseAddress!
     var i = 0
-    while i + 8 <= w.count {
-        if any(magnitude(load8(w, i)) .== m) { break }
-        i += 8
+    while i + Lanes.scalarCount <= w.count {
+        if any(magnitude(loadLanes(base + i)) .== m) { break }
+        i += Lanes.scalarCount
     }
     while i < w.count, abs(w[i]) != m { i += 1 }
     return i < w.count ? i : 0
@@ -412,19 +535,19 @@ func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float) -> Int {
 /// |r| ≤ ln2/2 (Cody–Waite split of ln2), eʳ by its degree-6 Taylor polynomial (relative error
 /// below 2e-7 there), times 2ⁿ built in the exponent bits. Below −87 the result is 0.
 @inline(__always)
-func expNonPositive(_ x: SIMD8<Float>) -> SIMD8<Float> {
+func expNonPositive(_ x: Lanes) -> Lanes {
     let clamped = x.replacing(with: -87, where: x .< -87)
     let t = clamped * 1.442_695_04 + roundingMagic
     let n = t - roundingMagic                                    // round(x·log₂e)
     let r = clamped - n * 0.693_145_75 - n * 1.428_606_8e-06
-    var p = SIMD8<Float>(repeating: 1.0 / 720)
+    var p = Lanes(repeating: 1.0 / 720)
     p = p * r + 1.0 / 120
     p = p * r + 1.0 / 24
     p = p * r + 1.0 / 6
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(SIMD8<Float>(repeating: roundingMagic), to: SIMD8<Int32>.self)
-    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: SIMD8<Float>.self)
+    let bits = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(Lanes(repeating: roundingMagic), to: SIMD16<Int32>.self)
+    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: Lanes.self)
     return (p * scale).replacing(with: 0, where: x .< -87)
 }

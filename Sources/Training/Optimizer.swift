@@ -101,27 +101,24 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double) -> Doub
     return norm
 }
 
-/// The Adam element update, eight lanes at a time (the compiler cannot prove the four buffers
+/// The Adam element update, sixteen lanes at a time (the compiler cannot prove the four buffers
 /// distinct, so it would not vectorise the scalar loop), the square root as one vector
-/// instruction (`qs_sqrt8`: SIMD8's own `squareRoot()` is eight scalar ones, and cost 5x):
+/// instruction (`qs_sqrt16`: SIMD16's own `squareRoot()` is sixteen scalar ones, and cost 5x):
 ///     d = g + l2·w;  w ← w·decay;  m ← β₁m + (1−β₁)d;  v ← β₂v + (1−β₂)d²;  w ← w − step·m/(√v/√bc₂ + ε)
 @inline(__always)
 private func adamUpdate(count: Int, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
                         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
                         b1: Float, b2: Float, eps: Float, l2: Float, decay: Float, stepSize: Float, invSqrtBC2: Float) {
-    typealias V = SIMD8<Float>
-    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    func store(_ x: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: x, as: V.self) }
     var j = 0
-    while j + 8 <= count {
-        var wv = load(w + j)
-        let d = load(g + j) + l2 * wv
+    while j + Lanes.scalarCount <= count {
+        var wv = loadLanes(w + j)
+        let d = loadLanes(g + j) + l2 * wv
         wv *= decay
-        let mv = b1 * load(m + j) + (1 - b1) * d
-        let vv = b2 * load(v + j) + (1 - b2) * d * d
-        wv -= stepSize * mv / (qs_sqrt8(vv) * invSqrtBC2 + eps)
-        store(mv, m + j); store(vv, v + j); store(wv, w + j)
-        j += 8
+        let mv = b1 * loadLanes(m + j) + (1 - b1) * d
+        let vv = b2 * loadLanes(v + j) + (1 - b2) * d * d
+        wv -= stepSize * mv / (qs_sqrt16(vv) * invSqrtBC2 + eps)
+        storeLanes(mv, m + j); storeLanes(vv, v + j); storeLanes(wv, w + j)
+        j += Lanes.scalarCount
     }
     while j < count {
         let d = g[j] + l2 * w[j]

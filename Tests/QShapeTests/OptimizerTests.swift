@@ -25,16 +25,25 @@ final class OptimizerTests: XCTestCase {
     }
 
     func testAdamAndAdamWFirstStepsMatchTheFormula() {
+        // 37 weights: two runs of 16 lanes and a scalar tail of 5.
+        let w0: [Float] = (0..<37).map { i in
+            let sign: Float = i % 2 == 0 ? 2 : -1
+            return sign * Float(1 + i) / 10
+        }
+        let g0: [Float] = (0..<37).map { i in
+            let sign: Float = i % 3 == 0 ? 0.3 : -0.2
+            return sign * Float(37 - i) / 20
+        }
         for kind in [OptimizerConfig.Kind.adam, .adamw] {
             var c = OptimizerConfig()
             c.kind = kind; c.weightDecay = 0.01
-            let p = parameter([2.0, -1.0], grad: [0.3, -0.2])
+            let p = parameter(w0, grad: g0)
             let opt = Optimizer(c, parameters: [p])
-            var w = [2.0, -1.0], m = [0.0, 0.0], v = [0.0, 0.0]
+            var w = w0.map(Double.init), m = [Double](repeating: 0, count: 37), v = m
             for t in 1...3 {
                 opt.step(learningRate: 0.01)
-                for i in 0..<2 {
-                    var g = [0.3, -0.2][i]
+                for i in 0..<37 {
+                    var g = Double(g0[i])
                     if kind == .adam { g += 0.01 * w[i] } else { w[i] *= 1 - 0.01 * 0.01 }
                     m[i] = 0.9 * m[i] + 0.1 * g
                     v[i] = 0.999 * v[i] + 0.001 * g * g
