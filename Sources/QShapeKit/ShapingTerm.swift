@@ -12,8 +12,12 @@ public final class ShapingLossTerm: LossTerm {
     public let config: ShapingConfig
     /// (state-dict index of the layer, its weight parameter, output channels)
     let targets: [(index: Int, weight: Parameter, channels: Int)]
-    /// Each group's mean at the previous step, the centre for this step's moment sums.
-    private var meanHints: [String: [Float]] = [:]
+    /// Per target: its active scopes with their settings, and each term's λ on it (worked out
+    /// once, not at every step).
+    private let plans: [(scopes: [(scope: ShapingConfig.Scope, settings: PenaltySettings)], weights: [PenaltyTerm: Double])]
+    /// Per target and active scope: each group's mean at the previous step, the centre for this
+    /// step's moment sums.
+    private var meanHints: [[[Float]?]]
 
     /// The bit width of the seed quantiser whose SQNR and levels used are logged per layer.
     public var statisticsBits = 8
@@ -31,6 +35,13 @@ public final class ShapingLossTerm: LossTerm {
             let w = model.layers[i].state.first { $0.role == .weight }!
             return (i, w, w.value.shape[0])
         }
+        plans = chosen.map { i in
+            let scopes = ShapingConfig.Scope.allCases.map { ($0, config.settings(layer: i, scope: $0)) }.filter { $0.1.isActive }
+            var weights: [PenaltyTerm: Double] = [:]
+            for t in PenaltyTerm.allCases { weights[t] = (config.overrides[i]?[t] ?? config.terms[t])?.weight }
+            return (scopes, weights)
+        }
+        meanHints = plans.map { [[Float]?](repeating: nil, count: $0.scopes.count) }
     }
 
     /// Indices of the layers that have a weight matrix or kernel (dense, conv2d).
@@ -40,41 +51,36 @@ public final class ShapingLossTerm: LossTerm {
 
     public var layerNames: [String] { targets.map { "\($0.index).weight" } }
 
-    /// Per layer and scope: the evaluated groups (one per tensor, or one per channel).
+    /// Per layer and active scope: the evaluated groups (one per tensor, or one per channel).
     private struct LayerEvaluation {
-        var settings: [ShapingConfig.Scope: PenaltySettings] = [:]
-        var groups: [ShapingConfig.Scope: [PenaltyState]] = [:]
+        var scopes: [(settings: PenaltySettings, groups: [PenaltyState])] = []
         /// Unweighted term value of the layer (channel scope: mean over channels). A term whose
         /// sums are pending (the quantisation error before its gradient pass) is present, as 0.
         var values: [PenaltyTerm: Double] {
             var v: [PenaltyTerm: Double] = [:]
-            for (scope, gs) in groups {
-                for g in gs { for (term, x) in g.values(settings[scope]!) { v[term, default: 0] += x / Double(gs.count) } }
+            for (settings, gs) in scopes {
+                for g in gs { for (term, x) in g.values(settings) { v[term, default: 0] += x / Double(gs.count) } }
             }
             return v
         }
     }
 
     /// `quantisationSums: false` leaves the quantisation error's sums to the gradient pass.
-    private func evaluate(_ t: (index: Int, weight: Parameter, channels: Int), quantisationSums: Bool = true) -> LayerEvaluation {
+    private func evaluate(_ l: Int, quantisationSums: Bool = true) -> LayerEvaluation {
         var e = LayerEvaluation()
+        let t = targets[l]
         t.weight.value.withUnsafeBufferPointer { w in
-            for scope in ShapingConfig.Scope.allCases {
-                let s = config.settings(layer: t.index, scope: scope)
-                guard s.isActive else { continue }
-                let key = "\(t.index).\(scope.rawValue)", hints = meanHints[key]
-                let groups = scope == .tensor ? [Penalties.evaluate(w, s, meanHint: hints?[0], quantisationSums: quantisationSums)]
-                    : (0..<t.channels).map { Penalties.evaluate(channelSlice(w, channels: t.channels, $0), s, meanHint: hints?[$0],
-                                                                quantisationSums: quantisationSums) }
-                meanHints[key] = groups.map { Float($0.mean) }
-                e.settings[scope] = s
-                e.groups[scope] = groups
+            for (k, (scope, s)) in plans[l].scopes.enumerated() {
+                let hints = meanHints[l][k], count = scope == .tensor ? 1 : t.channels
+                let groups = (0..<count).map { c in
+                    Penalties.evaluate(channelSlice(w, channels: count, c), s, meanHint: hints?[c], quantisationSums: quantisationSums)
+                }
+                meanHints[l][k] = groups.map { Float($0.mean) }
+                e.scopes.append((s, groups))
             }
         }
         return e
     }
-
-    private func term(_ t: PenaltyTerm, layer: Int) -> ShapingConfig.Term? { config.overrides[layer]?[t] ?? config.terms[t] }
 
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
@@ -82,23 +88,18 @@ public final class ShapingLossTerm: LossTerm {
         // Only the `max` aggregation needs the quantisation error's value before its gradient;
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
-        var evaluations = targets.map { evaluate($0, quantisationSums: quantisationFirst) }
+        var evaluations = targets.indices.map { evaluate($0, quantisationSums: quantisationFirst) }
         let valuesBefore = evaluations.map(\.values)
         let shares = self.shares(valuesBefore, ramp: ramp)
         for (l, target) in targets.enumerated() {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
-                    for (scope, groups) in evaluations[l].groups {
-                        let s = evaluations[l].settings[scope]!
+                    for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
                         let scales = shares[l].mapValues { $0 / Double(groups.count) }
-                        if scope == .tensor {
-                            evaluations[l].groups[scope] = [Penalties.addGradient(w, g, groups[0], s, scales: scales)]
-                        } else {
-                            let size = w.count / target.channels
-                            evaluations[l].groups[scope] = groups.enumerated().map { c, group in
-                                let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                                return Penalties.addGradient(channelSlice(w, channels: target.channels, c), gs, group, s, scales: scales)
-                            }
+                        let size = w.count / groups.count
+                        evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
+                            let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
+                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
                         }
                     }
                 }
@@ -128,10 +129,10 @@ public final class ShapingLossTerm: LossTerm {
             switch aggregate {
             case .mean, .sum:
                 let f = aggregate == .mean ? 1 / Double(layers.count) : 1
-                for l in layers { shares[l][t] = (term(t, layer: targets[l].index)?.weight ?? 0) * f * ramp }
+                for l in layers { shares[l][t] = (plans[l].weights[t] ?? 0) * f * ramp }
             case .max:
                 let l = layers.max { values[$0][t]! < values[$1][t]! }!
-                shares[l][t] = (term(t, layer: targets[l].index)?.weight ?? 0) * ramp
+                shares[l][t] = (plans[l].weights[t] ?? 0) * ramp
             }
         }
         return shares
@@ -139,13 +140,13 @@ public final class ShapingLossTerm: LossTerm {
 
     public func layerStatistics(model: Sequential) -> [String: [String: Double]] {
         var out: [String: [String: Double]] = [:]
-        for t in targets {
+        for (l, t) in targets.enumerated() {
             let st = StatsWorkflow.row(t.weight.value.data, bits: statisticsBits)
             var row: [String: Double] = ["mean": st.mean, "std": st.std, "skewness": st.skewness,
                                          "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
                                          "sqnr_db": st.sqnrDB, "levels_used": Double(st.levelsUsed),
                                          "bits": Double(statisticsBits)]
-            for (term, v) in evaluate(t).values { row["penalty_\(term.rawValue)"] = v }
+            for (term, v) in evaluate(l).values { row["penalty_\(term.rawValue)"] = v }
             out["\(t.index).weight"] = row
         }
         return out

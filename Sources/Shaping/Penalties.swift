@@ -459,10 +459,12 @@ func laneSum(_ v: Lanes) -> Float {
     return h2[0] + h2[1]
 }
 
-/// The largest lane, the same way.
+/// The largest lane, the same way (`pointwiseMax` is a generic call here).
 @inline(__always)
 func laneMax(_ v: Lanes) -> Float {
-    let h8 = pointwiseMax(v.lowHalf, v.highHalf), h4 = pointwiseMax(h8.lowHalf, h8.highHalf), h2 = pointwiseMax(h4.lowHalf, h4.highHalf)
+    let h8 = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let h4 = h8.lowHalf.replacing(with: h8.highHalf, where: h8.highHalf .> h8.lowHalf)
+    let h2 = h4.lowHalf.replacing(with: h4.highHalf, where: h4.highHalf .> h4.lowHalf)
     return Swift.max(h2[0], h2[1])
 }
 
