@@ -81,20 +81,6 @@ public struct PenaltyState: Sendable {
 /// Variance below which a group counts as constant: its shape terms are 0 and push nothing.
 let varianceFloor = 1e-30
 
-/// Σ(w − c)ᵏ for k = 1…4 of one group around a centre c, and max|w| when it was asked for (0 if not).
-struct MomentSums {
-    var center: Float
-    var count: Int
-    var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
-    var maxAbs: Float = 0
-
-    init(center: Float, count: Int, sums: BlockSums) {
-        self.center = center
-        self.count = count
-        (s1, s2, s3, s4, maxAbs) = (sums.a, sums.b, sums.c, sums.d, sums.max)
-    }
-}
-
 public enum Penalties {
     /// Moments and term values of one group. `meanHint` (last step's mean, say) is the centre the
     /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
@@ -102,26 +88,20 @@ public enum Penalties {
     /// pass: for callers whose gradient scales do not depend on that term's value.
     public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
                                 quantisationSums: Bool = true) -> PenaltyState {
-        guard !w.isEmpty else { return PenaltyState() }
-        let c = meanHint ?? Float(blockSum(w) / Double(w.count))
-        return evaluate(w, s, moments: momentSums(w, center: c, maximum: needsMaximum(s)), quantisationSums: quantisationSums)
-    }
-
-    /// The state from the moment sums of `w` (with the maximum when `needsMaximum(s)`).
-    static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, moments: MomentSums,
-                         quantisationSums: Bool) -> PenaltyState {
         var st = PenaltyState()
         let n = w.count
         st.n = n
         guard n > 0 else { return st }
-        // The shift formulas give the moments about μ from the sums about c.
-        let nd = Double(n), e = moments.s1 / nd                                   // μ − c
-        let r2 = moments.s2 / nd, r3 = moments.s3 / nd, r4 = moments.s4 / nd
-        st.mean = Double(moments.center) + e
+        let c = meanHint ?? Float(blockSum(w) / Double(n))
+        // Σ(w − c)ᵏ for k = 1…4 (and max|w|), then the shift formulas give the moments about μ.
+        let sums = momentSums(w, center: c, maximum: needsMaximum(s))
+        let nd = Double(n), e = sums.a / nd                                   // μ − c
+        let r2 = sums.b / nd, r3 = sums.c / nd, r4 = sums.d / nd
+        st.mean = Double(c) + e
         st.m2 = max(0, r2 - e * e)
         st.m3 = r3 - 3 * e * r2 + 2 * e * e * e
         st.m4 = r4 - 4 * e * r3 + 6 * e * e * r2 - 3 * e * e * e * e
-        st.maxAbs = moments.maxAbs
+        st.maxAbs = sums.max
         st.sumSquares = nd * (st.m2 + st.mean * st.mean)
         guard st.m2 > varianceFloor else { return st }
         st.kurtosis = st.m4 / (st.m2 * st.m2)
@@ -141,22 +121,21 @@ public enum Penalties {
     /// the moments.
     static func needsMaximum(_ s: PenaltySettings) -> Bool { s.rangeWeight > 0 || s.quantErrorWeight > 0 }
 
-    /// Σ(w − c)ᵏ for k = 1…4, and max|w| when asked.
-    static func momentSums(_ w: UnsafeBufferPointer<Float>, center c: Float, maximum: Bool) -> MomentSums {
+    /// Σ(w − c)ᵏ for k = 1…4 (`a`…`d`), and max|w| when asked (else 0).
+    static func momentSums(_ w: UnsafeBufferPointer<Float>, center c: Float, maximum: Bool) -> BlockSums {
         maximum ? momentPass(w, center: c, On.self) : momentPass(w, center: c, Off.self)
     }
 
-    static func momentPass<Maximum: Flag>(_ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type) -> MomentSums {
+    static func momentPass<Maximum: Flag>(_ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type) -> BlockSums {
         let maximum = Maximum.on
         let base = w.baseAddress!
-        let total = sumBlocks(0..<w.count) { start, end in
+        return sumBlocks(0..<w.count) { start, end in
             var sums = LaneSums()
             var i = start
             while i + Lanes.scalarCount <= end { sums.addMoments(loadLanes(base + i), center: c, maximum: maximum); i += Lanes.scalarCount }
             while i < end { sums.addMoments(base[i], center: c, maximum: maximum); i += 1 }
             return sums.sum
         }
-        return MomentSums(center: c, count: w.count, sums: total)
     }
 
     /// One pass for the terms that need σ and max|w| first:
