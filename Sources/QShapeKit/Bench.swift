@@ -40,10 +40,15 @@ public enum BenchWorkflow {
         public var shapedSamplesPerSecond: Double
         /// shaped time per sample / unshaped time per sample − 1.
         public var overhead: Double
+        /// Time in the penalties (values and gradients) per training step, averaged over the timed
+        /// steps of the fastest shaped measurement: more than `penaltyCosts` measures, whose loop
+        /// finds the weights in cache.
+        public var penaltyMillisecondsPerStep: Double
         enum CodingKeys: String, CodingKey {
             case network, overhead, terms
             case unshapedSamplesPerSecond = "unshaped_samples_per_second"
             case shapedSamplesPerSecond = "shaped_samples_per_second"
+            case penaltyMillisecondsPerStep = "penalty_ms_per_step"
         }
     }
 
@@ -186,6 +191,7 @@ public enum BenchWorkflow {
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
         timed.lossTerms = trainer.lossTerms
+        for case let t as TimedLossTerm in timed.lossTerms { t.reset() }
         var best = 0.0
         for round in 0..<3 {
             let m = timed.trainEpoch(round, train: data)
@@ -227,17 +233,20 @@ public enum BenchWorkflow {
             for (name, layers) in networks {
                 for (label, config) in shapingCases {
                     let steps = name.contains("cnn") ? 20 : 100
-                    var plain = 0.0, shaped = 0.0
+                    var plain = 0.0, shaped = 0.0, penaltyMilliseconds = 0.0
                     for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
                         plain = max(plain, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores).samplesPerSecond)
-                        shaped = max(shaped, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
-                            [ShapingLossTerm(config, model: $0)]
-                        }.samplesPerSecond)
+                        var term: TimedLossTerm?
+                        let rate = try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
+                            let t = TimedLossTerm(ShapingLossTerm(config, model: $0)); term = t; return [t]
+                        }.samplesPerSecond
+                        if rate > shaped { (shaped, penaltyMilliseconds) = (rate, term!.millisecondsPerCall) }
                     }
                     let o = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
-                                            shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1)
-                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch",
-                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead))
+                                            shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1,
+                                            penaltyMillisecondsPerStep: penaltyMilliseconds)
+                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch (penalties %.3f of %.3f ms per step)",
+                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 128_000 / shaped))
                     r.shaping.append(o)
                 }
             }
@@ -275,4 +284,23 @@ public enum BenchWorkflow {
             return PenaltyCost(network: network, term: label, weights: weights, millisecondsPerStep: best / 50 * 1000)
         }
     }
+}
+
+/// A loss term that also clocks its own calls (the timed rounds of `trainingRate` only: the
+/// warm-up trainer shares the term, so the clock restarts when the timed trainer starts).
+final class TimedLossTerm: LossTerm {
+    let inner: LossTerm
+    private var seconds = 0.0, calls = 0
+    init(_ inner: LossTerm) { self.inner = inner }
+
+    var millisecondsPerCall: Double { calls > 0 ? seconds / Double(calls) * 1000 : 0 }
+    func reset() { (seconds, calls) = (0, 0) }
+
+    func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
+        let clock = ContinuousClock(), start = clock.now
+        defer { seconds += Training.seconds(clock.now - start); calls += 1 }
+        return inner.addGradients(model: model, epoch: epoch)
+    }
+
+    func layerStatistics(model: Sequential) -> [String: [String: Double]] { inner.layerStatistics(model: model) }
 }

@@ -153,6 +153,23 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// The bench's clock around the loss term passes values and gradients through unchanged.
+    func testTimedLossTermIsTransparent() throws {
+        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 20, outFeatures: 7, bias: true)]
+        let config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
+        let a = try Sequential(specs: specs, inputShape: [20], seed: 3), b = try Sequential(specs: specs, inputShape: [20], seed: 3)
+        let plain = ShapingLossTerm(config, model: a), timed = TimedLossTerm(ShapingLossTerm(config, model: b))
+        XCTAssertEqual(timed.millisecondsPerCall, 0)
+        for _ in 0..<3 {
+            a.zeroGradients(); b.zeroGradients()
+            XCTAssertEqual(plain.addGradients(model: a, epoch: 1), timed.addGradients(model: b, epoch: 1))
+            XCTAssertEqual(a.namedState[0].parameter.grad.data, b.namedState[0].parameter.grad.data)
+        }
+        XCTAssertGreaterThan(timed.millisecondsPerCall, 0)
+        timed.reset()
+        XCTAssertEqual(timed.millisecondsPerCall, 0)
+    }
+
     func testZeroVarianceIsFiniteAndPushesNothing() {
         var s = PenaltySettings()
         s.kurtosisWeight = 1; s.skewnessWeight = 1; s.rangeWeight = 1; s.quantErrorWeight = 1
