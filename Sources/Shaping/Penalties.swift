@@ -48,9 +48,9 @@ public struct PenaltyState: Sendable {
     /// The first index where |w| = `maxAbs`, found with the quantisation sums.
     public var argMax = 0
     public var kurtosis = 0.0, skewness = 0.0
-    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When even R's upper bound
-    /// max s + ln(n)/β is within the target (the term and its gradient are then 0), `range` is
-    /// that bound and the sums are not computed.
+    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When an upper bound of R is within
+    /// the target (the term and its gradient are then 0), `range` is that bound and the sums are
+    /// not computed: max s + ln(n)/β, or the tighter `rangeUpperBound`.
     public var range = 0.0, rangeMeanS = 0.0
     /// exp(β(sᵢ − max s)) for every weight of a run of 16 that has one above the cut-off (0 for
     /// the others), kept so the gradient pass need not compute them again.
@@ -107,11 +107,15 @@ public enum Penalties {
         st.kurtosis = st.m4 / (st.m2 * st.m2)
         st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
         // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
-        // the term and its gradient are 0 whatever R is: its exponentials are not needed.
-        let rangeBound = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
-        let range = s.rangeWeight > 0 && rangeBound > s.rangeTarget
+        // the term and its gradient are 0 whatever R is: its exponentials are not needed. Else a
+        // tighter bound, from the exponentials of the weights near the maximum only, often is.
+        var range = false
+        if s.rangeWeight > 0 {
+            st.range = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
+            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, st, s) { st.range = min(st.range, bound) }
+            range = st.range > s.rangeTarget
+        }
         var quant = s.quantErrorWeight > 0 && st.maxAbs > 0
-        if s.rangeWeight > 0 && !range { st.range = rangeBound }
         if quant && !quantisationSums { st.quantSumsPending = true; quant = false }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
@@ -136,6 +140,45 @@ public enum Penalties {
             while i < end { sums.addMoments(base[i], center: c, maximum: maximum); i += 1 }
             return sums.sum
         }
+    }
+
+    /// An upper bound on R from one pass that takes exponentials only near the maximum, or nil
+    /// where it cannot beat max s + ln(n)/β. With δ > 0 every weight with sᵢ < m − δ adds at most
+    /// e^(−βδ) to Z, so
+    ///     Z ≤ Σ_{runs of 16 with some sᵢ ≥ m − δ} e^(β(sᵢ − m)) + (the other weights' count)·e^(−βδ).
+    /// R reaches the target R_T at Z_T = e^(β(R_T − m)); δ is chosen so that the second part is
+    /// Z_T/2. In training, most groups whose first bound exceeds R_T are then found within it.
+    static func rangeUpperBound(_ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings) -> Double? {
+        let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma, n = Double(w.count)
+        let zTarget = _exp(beta * (s.rangeTarget - m))
+        let delta = _log(2 * n / zTarget) / beta
+        // Z ≥ 1 (the maximum's own term): a target below m is exceeded whatever Z is; and from
+        // δ = 40/β on, the band is what the exact pass computes anyway.
+        guard zTarget > 1, delta > 0, delta < Double(rangeExponentCutoff) / beta else { return nil }
+        let k = Float(beta / sigma), bm = Float(beta * m)                        // β(sᵢ − m) = k·|wᵢ| − βm
+        let band = Lanes(repeating: Float(sigma * (m - delta)))
+        let base = w.baseAddress!
+        let sums = sumBlocks(0..<w.count) { start, end in
+            var z = Lanes(), taken = 0
+            var tail = 0.0
+            var i = start
+            while i + Lanes.scalarCount <= end {
+                let ax = magnitude(loadLanes(base + i))
+                if any(ax .>= band) { z += expNonPositive(k * ax - bm); taken += Lanes.scalarCount }
+                i += Lanes.scalarCount
+            }
+            while i < end {
+                let si = Double(abs(base[i])) / sigma
+                if si >= m - delta { tail += _exp(beta * (si - m)); taken += 1 }
+                i += 1
+            }
+            var r = BlockSums()
+            (r.a, r.b) = (Double(laneSum(z)) + tail, Double(taken))
+            return r
+        }
+        // 1e-6: the Float exponentials' relative error (2e-7) and their sums', with room to spare.
+        let z = sums.a * (1 + 1e-6) + (n - sums.b) * _exp(-beta * delta)
+        return m + _log(z) / beta
     }
 
     /// One pass for the terms that need σ and max|w| first:

@@ -105,6 +105,28 @@ final class PenaltyTests: XCTestCase {
         XCTAssertLessThanOrEqual(RefPenalty.range(uniform.doubles, beta: 20), st.range)
     }
 
+    /// Near the target the first bound, max s + ln(n)/β, cannot decide; the tighter one from the
+    /// exponentials near the maximum can, and must stay an upper bound of R.
+    func testRangeTermJustWithinAndJustBeyondItsTarget() {
+        for kind in ["normal", "laplace", "outlier"] {
+            let w = Self.sample(kind, 2003, seed: 3), wd = w.doubles
+            let r = RefPenalty.range(wd, beta: 20)
+            let m = wd.map(abs).max()! / RefPenalty.moments(wd).m2.squareRoot()
+            var s = PenaltySettings()
+            s.kurtosisWeight = 1; s.rangeWeight = 1; s.rangeTarget = r + 0.1
+            XCTAssertGreaterThan(m + _log(2003) / 20, s.rangeTarget, "\(kind): the first bound does not decide")
+            let within = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+            XCTAssertLessThanOrEqual(within.range, s.rangeTarget, kind)
+            XCTAssertGreaterThan(within.range, r + 1e-6, "\(kind): the bound, not R itself: no exponentials over the whole group")
+            XCTAssertEqual(within.values(s)[.range], 0)
+            checkGradient(w, s, label: "range within its target, \(kind)")
+            s.rangeTarget = r - 0.02
+            let beyond = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+            XCTAssertEqual(beyond.range, r, accuracy: 1e-5, kind)
+            checkGradient(w, s, label: "range beyond its target, \(kind)")
+        }
+    }
+
     func testQuantisationErrorGradient() {
         for kind in Self.distributions { for bits in [3, 4, 8] {
             var s = PenaltySettings()
