@@ -182,15 +182,13 @@ public struct IntegerEngine: Sendable {
                                     for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
                                     kk += 1
                                 }
-                                // Requantise the channel: its multiplier, shift and bias hoisted.
+                                // Requantise the channel, its multiplier, shift and bias read once.
                                 let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o]
                                 let lo = c.requant.outMin, hi = c.requant.outMax
-                                let half: Int64 = sh > 0 ? 1 &<< (sh &- 1) : 0
                                 let out = yp.baseAddress! + o * positions
                                 for l in 0..<positions {
-                                    let acc = min(max(b &+ Int64(a[l]), -limit), limit)
-                                    let v = (acc &* m &+ half) &>> sh
-                                    out[l] = Int16(truncatingIfNeeded: min(max(v, lo), hi))
+                                    let v = requantize(b &+ Int64(a[l]), multiplier: m, shift: sh, accumulatorLimit: limit)
+                                    out[l] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
                                 }
                             }
                         }

@@ -172,7 +172,8 @@ public enum BenchWorkflow {
         return 2.0 * Double(m * n * k) / best / 1e9
     }
 
-    /// Training throughput of one network on random images, after a warm-up.
+    /// Training throughput of one network on random images, after a warm-up. `lossTerms` makes the
+    /// terms of each trainer, the warm-up's first and then the timed one's.
     public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int,
                                     lossTerms: (Sequential) -> [LossTerm] = { _ in [] }) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
@@ -190,8 +191,7 @@ public enum BenchWorkflow {
         _ = trainer.trainEpoch(0, train: data)                      // warm-up
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
-        timed.lossTerms = trainer.lossTerms
-        for case let t as TimedLossTerm in timed.lossTerms { t.reset() }
+        timed.lossTerms = lossTerms(model)
         var best = 0.0
         for round in 0..<3 {
             let m = timed.trainEpoch(round, train: data)
@@ -204,6 +204,7 @@ public enum BenchWorkflow {
         Allocator.keepLargeBlocks()
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let threadCounts = cores > 1 ? [1, cores] : [1]
+        let batch = 128
         var r = Result()
         if sections.contains(.sgemm) || sections.contains(.training) {
             for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
@@ -219,12 +220,12 @@ public enum BenchWorkflow {
             for (name, layers) in networks {
                 for t in threadCounts {
                     let steps = name.contains("cnn") ? 20 : 100
-                    let (sps, macs) = try trainingRate(layers: layers, batch: 128, steps: steps, threads: t)
+                    let (sps, macs) = try trainingRate(layers: layers, batch: batch, steps: steps, threads: t)
                     let gf = sps * Double(macs) * 2 / 1e9
-                    let n = NetworkResult(network: name, batchSize: 128, threads: t, samplesPerSecond: sps,
+                    let n = NetworkResult(network: name, batchSize: batch, threads: t, samplesPerSecond: sps,
                                           gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
-                    log(String(format: "train %@ batch 128 threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
-                               name as NSString, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
+                    log(String(format: "train %@ batch %d threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
+                               name as NSString, batch, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
                     r.training.append(n)
                 }
             }
@@ -235,9 +236,9 @@ public enum BenchWorkflow {
                     let steps = name.contains("cnn") ? 20 : 100
                     var plain = 0.0, shaped = 0.0, penaltyMilliseconds = 0.0
                     for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
-                        plain = max(plain, try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores).samplesPerSecond)
-                        var term: TimedLossTerm?
-                        let rate = try trainingRate(layers: layers, batch: 128, steps: steps, threads: cores) {
+                        plain = max(plain, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores).samplesPerSecond)
+                        var term: TimedLossTerm?   // the last one made: the timed trainer's
+                        let rate = try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores) {
                             let t = TimedLossTerm(ShapingLossTerm(config, model: $0)); term = t; return [t]
                         }.samplesPerSecond
                         if rate > shaped { (shaped, penaltyMilliseconds) = (rate, term!.millisecondsPerCall) }
@@ -246,7 +247,7 @@ public enum BenchWorkflow {
                                             shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1,
                                             penaltyMillisecondsPerStep: penaltyMilliseconds)
                     log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch (penalties %.3f of %.3f ms per step)",
-                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 128_000 / shaped))
+                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 1000 * Double(batch) / shaped))
                     r.shaping.append(o)
                 }
             }
@@ -286,15 +287,13 @@ public enum BenchWorkflow {
     }
 }
 
-/// A loss term that also clocks its own calls (the timed rounds of `trainingRate` only: the
-/// warm-up trainer shares the term, so the clock restarts when the timed trainer starts).
+/// A loss term that also clocks its own calls.
 final class TimedLossTerm: LossTerm {
     let inner: LossTerm
     private var seconds = 0.0, calls = 0
     init(_ inner: LossTerm) { self.inner = inner }
 
     var millisecondsPerCall: Double { calls > 0 ? seconds / Double(calls) * 1000 : 0 }
-    func reset() { (seconds, calls) = (0, 0) }
 
     func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let clock = ContinuousClock(), start = clock.now

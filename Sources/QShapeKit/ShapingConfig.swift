@@ -38,13 +38,16 @@ public struct ShapingConfig: Equatable, Sendable {
         return min(1, (t - startEpoch) / warmupEpochs)
     }
 
+    /// A term as it applies to one layer: the layer's override, else the config's term (nil: off).
+    func term(_ t: PenaltyTerm, layer: Int) -> Term? { overrides[layer]?[t] ?? terms[t] }
+
     /// The settings for one layer and one scope (terms of the other scope are off).
     func settings(layer: Int, scope: Scope) -> PenaltySettings {
         var s = PenaltySettings()
         s.rangeSharpness = rangeSharpness
         s.quantErrorBits = quantErrorBits
         for t in PenaltyTerm.allCases {
-            guard let term = overrides[layer]?[t] ?? terms[t], term.scope == scope else { continue }
+            guard let term = term(t, layer: layer), term.scope == scope else { continue }
             switch t {
             case .kurtosis: s.kurtosisWeight = term.weight; s.kurtosisTarget = term.target ?? 1.8
             case .skewness: s.skewnessWeight = term.weight; s.skewnessTarget = term.target ?? 0

@@ -38,7 +38,7 @@ public final class ShapingLossTerm: LossTerm {
         plans = chosen.map { i in
             let scopes = ShapingConfig.Scope.allCases.map { ($0, config.settings(layer: i, scope: $0)) }.filter { $0.1.isActive }
             var weights: [PenaltyTerm: Double] = [:]
-            for t in PenaltyTerm.allCases { weights[t] = (config.overrides[i]?[t] ?? config.terms[t])?.weight }
+            for t in PenaltyTerm.allCases { weights[t] = config.term(t, layer: i)?.weight }
             return (scopes, weights)
         }
         meanHints = plans.map { [[Float]?](repeating: nil, count: $0.scopes.count) }
@@ -89,8 +89,7 @@ public final class ShapingLossTerm: LossTerm {
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
         var evaluations = targets.indices.map { evaluate($0, quantisationSums: quantisationFirst) }
-        let valuesBefore = evaluations.map(\.values)
-        let shares = self.shares(valuesBefore, ramp: ramp)
+        let shares = self.shares(evaluations.map(\.values), ramp: ramp)
         for (l, target) in targets.enumerated() {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
@@ -105,10 +104,9 @@ public final class ShapingLossTerm: LossTerm {
                 }
             }
         }
-        // Each term's weighted total, from the values complete after the gradient pass (only the
-        // quantisation error's can have changed).
-        let deferred = !quantisationFirst && valuesBefore.contains { $0[.quantError] != nil }
-        let values = deferred ? evaluations.map(\.values) : valuesBefore
+        // Each term's weighted total, from the values complete after the gradient pass (the
+        // quantisation error's sums can come from it).
+        let values = evaluations.map(\.values)
         var totals: [String: Double] = [:]
         for t in PenaltyTerm.allCases {
             let layers = values.indices.filter { shares[$0][t] != nil }

@@ -29,7 +29,7 @@ public struct QuantizedTensor: Equatable, Sendable {
 
     public var channels: Int { factors.count }
     /// 2^(bits−1) − 1: the grid is −qmax…qmax.
-    public var qmaxValue: Int { (1 << (bits - 1)) - 1 }
+    public var qmaxValue: Int { WeightQuantizer.qmax(bits: bits) }
 
     /// `q / qf`, the weights the device effectively uses.
     public func dequantized() -> [Float] {
@@ -56,7 +56,9 @@ public struct WeightQuantizer: Equatable, Sendable {
         self.bits = bits; self.rounding = rounding; self.perChannel = perChannel
     }
 
-    public var qmax: Int { (1 << (bits - 1)) - 1 }
+    public var qmax: Int { WeightQuantizer.qmax(bits: bits) }
+    /// 2^(b−1) − 1, the largest integer of a b-bit symmetric grid.
+    public static func qmax(bits: Int) -> Int { (1 << (bits - 1)) - 1 }
 
     /// `shape[0]` is the output-channel axis for per-channel quantisation.
     public func quantize(_ w: [Float], shape: [Int], clip: [Float]? = nil) -> QuantizedTensor {
