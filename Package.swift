@@ -18,12 +18,14 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .systemLibrary(name: "CMalloc"),
+        // The processor a thread is on, and thread affinity (glibc GNU extensions).
+        .systemLibrary(name: "CThreads"),
         // Header-only vector builtins (a square root Swift's SIMD types would do lane by lane).
         .systemLibrary(name: "CVectorMath"),
 
         .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc"]),
         .target(name: "NeuralNet", dependencies: ["Tensors"]),
-        .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath"]),
+        .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath", "CThreads"]),
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).
         .target(name: "IntegerRuntime"),
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),

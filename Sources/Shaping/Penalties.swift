@@ -415,8 +415,12 @@ let blockSize = 1024
 /// Σ of `body(start, end)` over consecutive blocks of at most `blockSize` values of `range`.
 /// Each body keeps its accumulators local (as `LaneSums`): captured from outside, they lived in
 /// memory and the loops ran at half speed.
+/// With a `BlockSharing` current, other threads may run some of the blocks; their sums are kept
+/// apart and added in block order all the same, so the result does not depend on who ran what.
 @inline(__always)
 func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSums {
+    let blocks = (range.count + blockSize - 1) / blockSize
+    if blocks > 1, let sharing = BlockSharing.current { return sharedSum(range, blocks: blocks, sharing, body) }
     var total = BlockSums()
     var start = range.lowerBound
     while start < range.upperBound {
@@ -425,6 +429,18 @@ func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSum
         start = end
     }
     return total
+}
+
+func sharedSum(_ range: Range<Int>, blocks: Int, _ sharing: BlockSharing, _ body: (Int, Int) -> BlockSums) -> BlockSums {
+    withUnsafeTemporaryAllocation(of: BlockSums.self, capacity: blocks) { parts in
+        sharing.forEach(blocks) { b in
+            let start = range.lowerBound + b * blockSize
+            (parts.baseAddress! + b).initialize(to: body(start, Swift.min(range.upperBound, start + blockSize)))
+        }
+        var total = BlockSums()
+        for b in 0..<blocks { total = total + parts[b] }
+        return total
+    }
 }
 
 /// Four Double sums and a maximum.

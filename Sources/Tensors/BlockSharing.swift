@@ -1,0 +1,86 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Threads sharing the blocks of one loop at a time. The thread that owns the work calls
+/// `forEach`; others call `help` while they have nothing better to do and run blocks of the
+/// loop then open. The training loop uses it for the shaping penalties: they run on a second
+/// thread, and the main thread joins them when it has gathered its batch.
+///
+/// Which thread runs which block changes from run to run, so callers keep each block's result
+/// apart and combine them in block order afterwards (`sumBlocks` in Shaping does): the results
+/// are the same bits whichever threads ran them.
+///
+/// One word holds the open loop: a generation (24 bits), the block count (20 bits) and the next
+/// unclaimed block (20 bits). A block is claimed by a compare-and-exchange on that word, so a
+/// helper holding a stale word from a finished loop cannot claim a block of the next one; the
+/// owner returns only after every claimed block has finished, so the loop's body outlives its use.
+public final class BlockSharing: @unchecked Sendable {
+    /// The sharing the current thread's loops may use (none: they run alone).
+    @TaskLocal public static var current: BlockSharing?
+
+    /// The most blocks one shared loop may have; `forEach` runs larger ones alone.
+    public static let maximumBlocks = 1 << 20 - 1
+
+    private let word = Atomic<UInt64>(0)
+    private let finished = Atomic<Int>(0)
+    /// The open loop's body. Written by the owner before it publishes the loop's word (releasing),
+    /// read by a helper after it has claimed a block of that loop (acquiring).
+    private var body: ((Int) -> Void)?
+
+    public init() {}
+
+    private static func pack(generation: UInt64, count: Int, next: Int) -> UInt64 {
+        (generation & 0xFF_FFFF) << 40 | UInt64(count) << 20 | UInt64(next)
+    }
+
+    /// Claims the next block of the loop `w` describes, if it has one left and is still open.
+    private func claim(_ w: UInt64) -> Int? {
+        var current = w
+        while true {
+            let count = Int(current >> 20 & 0xF_FFFF), next = Int(current & 0xF_FFFF)
+            guard current >> 40 == w >> 40, next < count else { return nil }
+            let (exchanged, seen) = word.compareExchange(expected: current, desired: current + 1,
+                                                        successOrdering: .acquiring, failureOrdering: .relaxed)
+            if exchanged { return next }
+            current = seen
+        }
+    }
+
+    /// Runs `body(b)` for every b in 0..<count, some of them on helping threads; returns when all
+    /// have finished. Only one thread may own loops of one `BlockSharing`, one loop at a time.
+    public func forEach(_ count: Int, _ body: (Int) -> Void) {
+        guard count > 1, count <= BlockSharing.maximumBlocks else {
+            for b in 0..<count { body(b) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            self.body = body
+            finished.store(0, ordering: .relaxed)
+            let open = BlockSharing.pack(generation: (word.load(ordering: .relaxed) >> 40) + 1, count: count, next: 0)
+            word.store(open, ordering: .releasing)
+            var mine = 0
+            while let b = claim(open) { body(b); mine += 1 }
+            let all = finished.add(mine, ordering: .acquiringAndReleasing).newValue
+            if all < count { while finished.load(ordering: .acquiring) < count { sched_yield() } }
+            self.body = nil
+        }
+    }
+
+    /// Runs blocks of the open loop until it has none left to claim; returns whether it ran any.
+    @discardableResult
+    public func help() -> Bool {
+        let open = word.load(ordering: .relaxed)
+        guard let first = claim(open) else { return false }
+        var b: Int? = first, ran = 0
+        while let block = b { run(block); ran += 1; b = claim(open) }
+        finished.add(ran, ordering: .releasing)
+        return true
+    }
+
+    /// One block on a helper. Not inlined: the helper's reference to the body ends inside it,
+    /// before `finished` tells the owner, whose `withoutActuallyEscaping` checks that none is left.
+    @inline(never)
+    private func run(_ block: Int) { body!(block) }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import XCTest
+import Tensors
+import NeuralNet
+import Training
+import DataIO
+import Shaping
+@testable import QShapeKit
+
+/// The shaping penalties on a second thread, shared with the main thread block by block: every
+/// block runs once, and the results are the same bits as on one thread.
+final class ConcurrencyTests: XCTestCase {
+    /// A thread that calls `help()` until told to stop, counting the blocks it ran.
+    final class Helper: @unchecked Sendable {
+        let sharing: BlockSharing
+        private let lock = NSLock()
+        private var stopped = false, finished = false
+        init(_ sharing: BlockSharing) {
+            self.sharing = sharing
+            Thread { [self] in
+                while !isStopped { if !sharing.help() { sched_yield() } }
+                lock.withLock { finished = true }
+            }.start()
+        }
+        private var isStopped: Bool { lock.withLock { stopped } }
+        func stop() {
+            lock.withLock { stopped = true }
+            while !lock.withLock({ finished }) { sched_yield() }
+        }
+    }
+
+    func testEveryBlockRunsOnceWhileAnotherThreadHelps() {
+        let sharing = BlockSharing(), helper = Helper(sharing)
+        defer { helper.stop() }
+        let owner = Thread.current
+        var rng = SeededRandom(seed: 9)
+        var helped = 0
+        let data = (0..<4096).map { Float($0) }
+        for _ in 0..<2000 {
+            let count = 1 + rng.below(300)
+            var hits = [Int](repeating: 0, count: count), byHelper = [Bool](repeating: false, count: count)
+            hits.withUnsafeMutableBufferPointer { h in
+                byHelper.withUnsafeMutableBufferPointer { b in
+                    sharing.forEach(count) { i in
+                        var sum: Float = 0                               // some work per block
+                        for x in data { sum += x }
+                        h[i] += sum > 0 ? 1 : 0
+                        b[i] = Thread.current != owner
+                    }
+                }
+            }
+            XCTAssertEqual(hits, [Int](repeating: 1, count: count))
+            helped += byHelper.filter { $0 }.count
+        }
+        if ProcessInfo.processInfo.activeProcessorCount > 1 { XCTAssertGreaterThan(helped, 0, "the helper ran some blocks") }
+    }
+
+    /// Every term on, the range term active on every weight: the moments, the range and
+    /// quantisation sums and the gradients with a helper equal those without, bit for bit.
+    func testSharedPenaltiesAreTheSameBits() {
+        var s = PenaltySettings()
+        s.kurtosisWeight = 1; s.skewnessWeight = 0.5; s.rangeWeight = 0.3; s.rangeTarget = 1.0
+        s.quantErrorWeight = 0.7; s.quantErrorBits = 3; s.l2Weight = 0.01
+        let scales: [PenaltyTerm: Double] = [.kurtosis: 1, .skewness: 0.5, .range: 0.3, .quantError: 0.7, .l2: 0.01]
+        let w = PenaltyTests.sample("skewed", 70_001, seed: 12)
+        func run() -> (PenaltyState, [Float]) {
+            var g = [Float](repeating: 0, count: w.count)
+            let st = w.withUnsafeBufferPointer { wp in
+                g.withUnsafeMutableBufferPointer { gp in
+                    Penalties.addGradient(wp, gp, Penalties.evaluate(wp, s, quantisationSums: false), s, scales: scales)
+                }
+            }
+            return (st, g)
+        }
+        let (alone, gAlone) = run()
+        let sharing = BlockSharing(), helper = Helper(sharing)
+        for _ in 0..<20 {
+            let (shared, gShared) = BlockSharing.$current.withValue(sharing) { run() }
+            XCTAssertEqual([shared.mean, shared.m2, shared.m3, shared.m4, shared.range, shared.rangeMeanS, shared.quantError, shared.quantCross],
+                           [alone.mean, alone.m2, alone.m3, alone.m4, alone.range, alone.rangeMeanS, alone.quantError, alone.quantCross])
+            XCTAssertEqual(shared.argMax, alone.argMax)
+            XCTAssertEqual(gShared, gAlone)
+        }
+        helper.stop()
+    }
+
+    /// Training with the penalties beside the forward pass gives the weights of training with
+    /// them on the main thread.
+    func testPenaltiesBesideTheForwardPassTrainTheSameWeights() throws {
+        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 784, outFeatures: 64, bias: true), .relu,
+                                  .dense(inFeatures: 64, outFeatures: 10, bias: true)]
+        var rng = SeededRandom(seed: 3)
+        let count = 512
+        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes((0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
+                           labels: (0..<count).map { _ in Int32(rng.below(10)) })
+        var config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
+        config.terms[.range]?.target = 1.5
+        func train(beside: Bool) throws -> [[Float]] {
+            let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
+            var options = TrainingOptions()
+            options.batchSize = 64
+            options.lossTermsBesideForward = beside
+            let trainer = Trainer(model: model, options: options, trainingSetSize: count)
+            trainer.lossTerms = [ShapingLossTerm(config, model: model)]
+            for epoch in 0..<2 { _ = trainer.trainEpoch(epoch, train: data) }
+            return model.namedState.map { $0.parameter.value.data }
+        }
+        XCTAssertEqual(try train(beside: true), try train(beside: false))
+    }
+}
