@@ -29,7 +29,7 @@ let package = Package(
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).
         .target(name: "IntegerRuntime"),
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
-        .target(name: "Shaping", dependencies: ["Tensors"]),
+        .target(name: "Shaping", dependencies: ["Tensors", "CVectorMath"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Reports"),
         .target(name: "QShapeKit", dependencies: [

@@ -9,4 +9,17 @@ typedef float qs_float16 __attribute__((ext_vector_type(16)));
 
 static inline qs_float16 qs_sqrt16(qs_float16 x) { return __builtin_elementwise_sqrt(x); }
 
+// Rounding to the nearest integer, ties to even: one instruction from SSE4.1 on (roundps,
+// vrndscaleps). The x86-64 baseline has none, and the builtin would call roundevenf per lane; there
+// 1.5·2²³ is added and subtracted, which rounds the same way for |x| < 2²² (every caller's range),
+// so the result does not depend on the build target.
+static inline qs_float16 qs_round_even16(qs_float16 x) {
+#if defined(__SSE4_1__) || defined(__aarch64__)
+    return __builtin_elementwise_roundeven(x);
+#else
+    const float magic = 12582912.0f;
+    return (x + magic) - magic;   // not folded: without fast-math, clang keeps IEEE semantics
+#endif
+}
+
 #endif

@@ -44,8 +44,13 @@ public enum BenchWorkflow {
         /// steps of the fastest shaped measurement: more than `penaltyCosts` measures, whose loop
         /// finds the weights in cache.
         public var penaltyMillisecondsPerStep: Double
+        /// The same training with the penalties on the main thread alone (`parallelLossTerms` off).
+        public var serialShapedSamplesPerSecond: Double
+        public var serialOverhead: Double
         enum CodingKeys: String, CodingKey {
             case network, overhead, terms
+            case serialShapedSamplesPerSecond = "serial_shaped_samples_per_second"
+            case serialOverhead = "serial_overhead"
             case unshapedSamplesPerSecond = "unshaped_samples_per_second"
             case shapedSamplesPerSecond = "shaped_samples_per_second"
             case penaltyMillisecondsPerStep = "penalty_ms_per_step"
@@ -172,19 +177,29 @@ public enum BenchWorkflow {
         return 2.0 * Double(m * n * k) / best / 1e9
     }
 
+    /// Random images and labels as many as Fashion-MNIST's training set (47 MB of pixels): batches
+    /// are gathered from memory, not from the cache, as in real training.
+    static let trainingImages: Dataset = {
+        var rng = SeededRandom(seed: 7)
+        let count = 60_000
+        var images = [UInt8](repeating: 0, count: count * 784)
+        images.withUnsafeMutableBytes { p in
+            for i in 0..<(p.count / 8) { p.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
+        }
+        return Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
+    }()
+
     /// Training throughput of one network on random images, after a warm-up. `lossTerms` makes the
     /// terms of each trainer, the warm-up's first and then the timed one's.
-    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int,
+    /// `parallelLossTerms: false` keeps the terms on the main thread.
+    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int, parallelLossTerms: Bool = true,
                                     lossTerms: (Sequential) -> [LossTerm] = { _ in [] }) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
-        var rng = SeededRandom(seed: 7)
-        let count = batch * 8
-        let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let labels = (0..<count).map { _ in Int32(rng.below(10)) }
-        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: labels)
+        let data = trainingImages, count = data.count
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
         var options = TrainingOptions()
         options.batchSize = batch
+        options.parallelLossTerms = parallelLossTerms && threads > 1
         options.maxStepsPerEpoch = 3
         let trainer = Trainer(model: model, options: options, trainingSetSize: count)
         trainer.lossTerms = lossTerms(model)
@@ -234,20 +249,25 @@ public enum BenchWorkflow {
             for (name, layers) in networks {
                 for (label, config) in shapingCases {
                     let steps = name.contains("cnn") ? 20 : 100
-                    var plain = 0.0, shaped = 0.0, penaltyMilliseconds = 0.0
-                    for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits both alike
+                    var plain = 0.0, shaped = 0.0, serial = 0.0, penaltyMilliseconds = 0.0
+                    for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits all alike
                         plain = max(plain, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores).samplesPerSecond)
                         var term: TimedLossTerm?   // the last one made: the timed trainer's
                         let rate = try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores) {
                             let t = TimedLossTerm(ShapingLossTerm(config, model: $0)); term = t; return [t]
                         }.samplesPerSecond
                         if rate > shaped { (shaped, penaltyMilliseconds) = (rate, term!.millisecondsPerCall) }
+                        serial = max(serial, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores, parallelLossTerms: false) {
+                            [ShapingLossTerm(config, model: $0)]
+                        }.samplesPerSecond)
                     }
                     let o = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
                                             shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1,
-                                            penaltyMillisecondsPerStep: penaltyMilliseconds)
-                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch (penalties %.3f of %.3f ms per step)",
-                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 1000 * Double(batch) / shaped))
+                                            penaltyMillisecondsPerStep: penaltyMilliseconds,
+                                            serialShapedSamplesPerSecond: serial, serialOverhead: plain / serial - 1)
+                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch (penalties %.3f of %.3f ms per step; on the main thread alone %+.1f%%)",
+                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 1000 * Double(batch) / shaped,
+                               100 * o.serialOverhead))
                     r.shaping.append(o)
                 }
             }

@@ -183,6 +183,8 @@ public struct Config: Sendable {
         t.gradientClip = try r.number("grad_clip", default: 0, min: 0)
         t.maxStepsPerEpoch = try r.integer("max_steps_per_epoch", default: 0, min: 0)
         let threads = try r.integer("threads", default: 0, min: 0, max: 256)
+        // One thread asked for: the shaping penalties stay on the main thread too.
+        t.parallelLossTerms = threads != 1
         t.validationSplit = data.validationSplit
         t.normalization = data.normalization
 

@@ -1,4 +1,5 @@
 import Tensors
+import CVectorMath
 
 /// The shaping penalties on one group of weights (a whole tensor, or one output channel), their
 /// values and their exact gradients. Derivations: Docs/Shaping.md.
@@ -47,6 +48,9 @@ public struct PenaltyState: Sendable {
     public var maxAbs: Float = 0
     /// The first index where |w| = `maxAbs`, found with the quantisation sums.
     public var argMax = 0
+    /// The start of the first block of the moment pass whose maximum is `maxAbs`: where the
+    /// search for `argMax` begins.
+    var maxBlockStart = 0
     public var kurtosis = 0.0, skewness = 0.0
     /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When an upper bound of R is within
     /// the target (the term and its gradient are then 0), `range` is that bound and the sums are
@@ -102,6 +106,7 @@ public enum Penalties {
         st.m3 = r3 - 3 * e * r2 + 2 * e * e * e
         st.m4 = r4 - 4 * e * r3 + 6 * e * e * r2 - 3 * e * e * e * e
         st.maxAbs = sums.max
+        st.maxBlockStart = sums.maxStart
         st.sumSquares = nd * (st.m2 + st.mean * st.mean)
         guard st.m2 > varianceFloor else { return st }
         st.kurtosis = st.m4 / (st.m2 * st.m2)
@@ -236,7 +241,7 @@ public enum Penalties {
             }
         }
         if range { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
-        if quant { completeQuantisation(&st, total); st.argMax = firstIndex(w, magnitude: st.maxAbs) }
+        if quant { completeQuantisation(&st, total); st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) }
     }
 
     /// Adds `Σ_t scale_t·∂P_t/∂w` to `grad`, where `scale_t` is the term's total weight (λ times
@@ -367,7 +372,7 @@ struct PenaltyGradient {
             let k = scales[.quantError]!
             quantScale = Float((1 << (s.quantErrorBits - 1)) - 1) / st.maxAbs
             quantGain = Float(k * 2 / n) * quantScale
-            argMax = st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs) : st.argMax
+            argMax = st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) : st.argMax
             argMaxCoefficient = -k * 2 * (w[argMax] < 0 ? -1 : 1) / Double(st.maxAbs)
         } else {
             (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
@@ -425,7 +430,9 @@ func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSum
     var start = range.lowerBound
     while start < range.upperBound {
         let end = Swift.min(range.upperBound, start + blockSize)
-        total = total + body(start, end)
+        var part = body(start, end)
+        part.maxStart = start
+        total = total + part
         start = end
     }
     return total
@@ -435,7 +442,9 @@ func sharedSum(_ range: Range<Int>, blocks: Int, _ sharing: BlockSharing, _ body
     withUnsafeTemporaryAllocation(of: BlockSums.self, capacity: blocks) { parts in
         sharing.forEach(blocks) { b in
             let start = range.lowerBound + b * blockSize
-            (parts.baseAddress! + b).initialize(to: body(start, Swift.min(range.upperBound, start + blockSize)))
+            var part = body(start, Swift.min(range.upperBound, start + blockSize))
+            part.maxStart = start
+            (parts.baseAddress! + b).initialize(to: part)
         }
         var total = BlockSums()
         for b in 0..<blocks { total = total + parts[b] }
@@ -443,13 +452,16 @@ func sharedSum(_ range: Range<Int>, blocks: Int, _ sharing: BlockSharing, _ body
     }
 }
 
-/// Four Double sums and a maximum.
+/// Four Double sums and a maximum, with the start of the first block that holds it.
 struct BlockSums {
     var a = 0.0, b = 0.0, c = 0.0, d = 0.0
     var max: Float = 0
+    var maxStart = 0
+    /// `l` the earlier blocks, `r` the later ones.
     static func + (l: BlockSums, r: BlockSums) -> BlockSums {
         var s = BlockSums()
-        (s.a, s.b, s.c, s.d, s.max) = (l.a + r.a, l.b + r.b, l.c + r.c, l.d + r.d, Swift.max(l.max, r.max))
+        (s.a, s.b, s.c, s.d) = (l.a + r.a, l.b + r.b, l.c + r.c, l.d + r.d)
+        (s.max, s.maxStart) = r.max > l.max ? (r.max, r.maxStart) : (l.max, l.maxStart)
         return s
     }
 }
@@ -529,7 +541,7 @@ let roundingMagic: Float = 12_582_912
 /// the residual of nearest-even rounding, with ties — rare, so behind one test — set to −½·sign(u).
 @inline(__always)
 func roundingResidual(_ u: Lanes) -> Lanes {
-    let d = u - ((u + roundingMagic) - roundingMagic)
+    let d = u - qs_round_even16(u)
     let tie = magnitude(d) .== 0.5
     guard any(tie) else { return d }
     return d.replacing(with: Lanes(repeating: -0.5).replacing(with: 0.5, where: u .< 0), where: tie)
@@ -559,10 +571,10 @@ func rangeCutoff(k: Float, shift: Float) -> Lanes {
     Lanes(repeating: k > 0 ? max(0, (shift - rangeExponentCutoff) / k) : 0)
 }
 
-/// The first index where |w| equals `m` (the maximum), 16 lanes at a time.
-func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float) -> Int {
+/// The first index from `start` on where |w| equals `m` (the maximum), 16 lanes at a time.
+func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float, from start: Int = 0) -> Int {
     let base = w.baseAddress!
-    var i = 0
+    var i = start
     while i + Lanes.scalarCount <= w.count {
         if any(magnitude(loadLanes(base + i)) .== m) { break }
         i += Lanes.scalarCount

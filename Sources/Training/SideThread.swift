@@ -4,21 +4,26 @@ import Tensors
 import CThreads
 
 /// One job at a time on a second thread, beside the caller's own work: the training loop runs the
-/// shaping penalties on it while the main thread gathers the batch and runs the forward pass
-/// (Docs/Performance.md). `run` hands a job over; `wait` returns when it is done, with its
-/// writes visible to the caller.
+/// shaping penalties on it while the main thread gathers the batch (Docs/Performance.md). `run`
+/// hands a job over; `wait` returns when it is done, with its writes visible to the caller. If
+/// the thread has not started the job by then (its processor busy with other work), the caller
+/// takes the job back and runs it itself.
 ///
-/// The thread sleeps on a semaphore between jobs. The caller waits by spinning with
-/// `sched_yield`, since a job usually ends while the main thread is still busy, and a sleeping
-/// waiter would pay a wake-up (tens of µs here) every step.
+/// Jobs are numbered. The thread sleeps on a semaphore between jobs, one signal per job; woken,
+/// it spins until its job is posted and then claims it, as the caller may, by moving `claimed`
+/// from the job's number less one to its number: whoever does runs it. The caller waits by
+/// spinning with `sched_yield`, since a job usually ends while the main thread is still busy, and
+/// a sleeping waiter would pay a wake-up (about 20 µs here) every step.
 final class SideThread: @unchecked Sendable {
-    private static let idle = 0, posted = 1, done = 2, stopping = 3
-    private let state = Atomic<Int>(SideThread.idle)
+    /// The number of the last job posted, claimed, and finished by the thread; `stopping` ends it.
+    private let posted = Atomic<Int>(0), claimed = Atomic<Int>(0), finished = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
-    /// Written by the caller before the releasing store of `posted`, read by the thread after
-    /// its acquiring load.
+    /// Written by the caller before the releasing store to `posted`, read by the thread after it
+    /// has claimed the job.
     private var job: (() -> Void)?
-
+    /// The caller's count of jobs, and whether the next one's signal has been given (`prepare`).
+    private var jobs = 0, signalled = false
     /// The thread's kernel id (0 until it has started), and the processor it was last kept off.
     private let threadID = Atomic<Int32>(0)
     private var avoidedProcessor: Int32 = -1
@@ -33,55 +38,62 @@ final class SideThread: @unchecked Sendable {
     }
 
     private func loop() {
+        var number = 0
         while true {
             wake.wait()
-            var s = state.load(ordering: .acquiring)
-            while s == SideThread.idle || s == SideThread.done { sched_yield(); s = state.load(ordering: .acquiring) }
-            if s == SideThread.stopping { return }
+            if stopping.load(ordering: .acquiring) { return }
+            number += 1
+            while posted.load(ordering: .acquiring) < number {
+                if stopping.load(ordering: .acquiring) { return }
+                sched_yield()
+            }
+            guard claimed.compareExchange(expected: number - 1, desired: number, ordering: .acquiringAndReleasing).exchanged else {
+                continue   // the caller took it back
+            }
             job!()
-            job = nil
-            state.store(SideThread.done, ordering: .releasing)
+            finished.store(number, ordering: .releasing)
         }
     }
 
-    /// Whether the thread has been woken for a job not yet posted.
-    private var prepared = false
-
     /// Wakes the thread ahead of the next `run`, which must follow soon: until it does, the
-    /// thread spins. Waking takes about 20 µs here; done before a stretch of single-threaded work
-    /// (the optimiser step), it is over by the time the job comes.
+    /// thread spins. Done before a stretch of single-threaded work (the optimiser step), the
+    /// wake-up is over by the time the job comes.
     func prepare() {
-        guard !prepared else { return }
-        prepared = true
+        guard !signalled else { return }
+        signalled = true
         wake.signal()
     }
 
     /// Starts `body` on the thread. The previous job must have been waited for.
     func run(_ body: @escaping () -> Void) {
-        precondition(state.load(ordering: .relaxed) == SideThread.idle, "SideThread.run before the last job was waited for")
         // Woken, the thread would often be put on the caller's processor (the kernel favours the
         // waker's cache), and the two would take turns there while the other processor spun.
         let here = qs_current_processor(), id = threadID.load(ordering: .acquiring)
         if here != avoidedProcessor, id != 0, qs_keep_off_processor(id, here) == 0 { avoidedProcessor = here }
+        jobs += 1
         job = body
-        state.store(SideThread.posted, ordering: .releasing)
-        if !prepared { wake.signal() }
-        prepared = false
+        posted.store(jobs, ordering: .releasing)
+        if !signalled { wake.signal() }
+        signalled = false
     }
 
-    /// Returns when the running job has finished; meanwhile runs blocks of its loops shared
-    /// through `helping`.
+    /// Returns when the job is done: run here if the thread has not started it; else running
+    /// blocks of its loops shared through `helping` until it finishes.
     func wait(helping: BlockSharing? = nil) {
-        while state.load(ordering: .acquiring) != SideThread.done {
-            if !(helping?.help() ?? false) { sched_yield() }
+        if claimed.compareExchange(expected: jobs - 1, desired: jobs, ordering: .acquiringAndReleasing).exchanged {
+            job!()
+        } else {
+            while finished.load(ordering: .acquiring) < jobs {
+                if !(helping?.help() ?? false) { sched_yield() }
+            }
         }
-        state.store(SideThread.idle, ordering: .relaxed)
+        job = nil
     }
 
-    /// Ends the thread (after its current job). The object must not be used afterwards.
+    /// Ends the thread. The last job must have been waited for; the object must not be used
+    /// afterwards.
     func stop() {
-        if state.load(ordering: .acquiring) == SideThread.posted { wait() }
-        state.store(SideThread.stopping, ordering: .releasing)
-        if !prepared { wake.signal() }
+        stopping.store(true, ordering: .releasing)
+        wake.signal()
     }
 }

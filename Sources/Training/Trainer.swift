@@ -17,10 +17,10 @@ public struct TrainingOptions: Equatable, Sendable {
     /// Fraction of the training set held out for validation (a seeded random subset).
     public var validationSplit = 0.0
     public var normalization = Normalization()
-    /// Run the loss terms (the shaping penalties) on a second thread while the forward pass runs,
-    /// when the machine has a second core. The trained weights are the same either way: the terms
-    /// go before backward in both.
-    public var lossTermsBesideForward = true
+    /// Run the loss terms (the shaping penalties) on a second thread while the main thread gathers
+    /// the batch, and on both once it has, when the machine has a second core. The trained weights
+    /// are the same either way.
+    public var parallelLossTerms = true
     public init() {}
 }
 
@@ -59,7 +59,7 @@ public struct EpochMetrics: Codable, Sendable {
 
 /// Something that adds terms to the loss whose values depend on the weights alone (the shaping
 /// penalties). The trainer calls it before back-propagation, possibly on another thread while the
-/// forward pass runs: it must read only the weights and write only its own gradients.
+/// batch is gathered: it must read only the weights and write only its own gradients.
 public protocol LossTerm: AnyObject {
     /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
     /// `epoch` is fractional progress, for warm-up schedules.
@@ -138,16 +138,17 @@ public final class Trainer {
     public private(set) var trainIndices: [Int]
     public private(set) var validationIndices: [Int]
 
-    /// The thread the loss terms run on beside the forward pass, made on first use.
+    /// The thread the loss terms run on while the batch is gathered, made on first use.
     private var sideThread: SideThread?
     /// How the main thread joins the loss terms' loops once it has gathered its batch.
     private let sharing = BlockSharing()
+    /// Which steps use the side thread.
+    private var choice = ParallelChoice()
 
-    /// Whether this epoch's loss terms can run on the side thread: there are some, the machine has
-    /// a second core, and no fake quantisation swaps the weights they read during the forward pass.
-    private var lossTermsOnSideThread: Bool {
-        options.lossTermsBesideForward && !lossTerms.isEmpty && fakeQuantization == nil
-            && ProcessInfo.processInfo.activeProcessorCount > 1
+    /// Whether this epoch's loss terms run on the side thread: there are some, and the machine has
+    /// a second core.
+    private var usesSideThread: Bool {
+        options.parallelLossTerms && !lossTerms.isEmpty && ProcessInfo.processInfo.activeProcessorCount > 1
     }
 
     deinit { sideThread?.stop() }
@@ -175,24 +176,27 @@ public final class Trainer {
         var order = trainIndices
         rng.shuffle(&order)
         let steps = stepsPerEpoch
-        if lossTermsOnSideThread && sideThread == nil { sideThread = SideThread() }
-        let side = lossTermsOnSideThread ? sideThread : nil
+        if usesSideThread && sideThread == nil { sideThread = SideThread() }
+        let side = usesSideThread ? sideThread : nil
         var lossSum = 0.0, correct = 0, seen = 0
         var penaltySums: [String: Double] = [:]
         var lr = options.optimizer.learningRate
         for step in 0..<steps {
+            let stepStart = clock.now
+            let parallel = side != nil && choice.current
             let t = Double(epoch) + Double(step) / Double(steps)
             lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
             model.zeroGradients()
             // The loss terms depend on the weights alone. They go first, and backward adds to their
-            // gradients; on the side thread, they run while this one gathers the batch and runs
-            // the forward pass. The order is the same either way, and so are the trained weights.
+            // gradients. In a parallel step they run on the side thread while this one gathers the
+            // batch, and then on both (`BlockSharing`), done before fake quantisation swaps the
+            // weights. The order is the same either way, and so are the trained weights.
             let terms = TermValues()
             let runTerms = { [lossTerms, model] in terms.values = lossTerms.map { $0.addGradients(model: model, epoch: t) } }
-            if let side { side.run { BlockSharing.$current.withValue(self.sharing, operation: runTerms) } } else { runTerms() }
+            if let side, parallel { side.run { BlockSharing.$current.withValue(self.sharing, operation: runTerms) } } else { runTerms() }
             let (x, y) = train.batch(idx, normalization: options.normalization)
-            side?.wait(helping: sharing)
+            if parallel { side?.wait(helping: sharing) }
             let masters = fakeQuantization?.quantizeWeights(model)
             let logits = fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
                 ?? model.forward(x, training: true)
@@ -205,7 +209,8 @@ public final class Trainer {
                 stepLoss += value
             }
             if options.gradientClip > 0 { clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip) }
-            if step + 1 < steps { side?.prepare() }      // its wake-up then overlaps the optimiser step
+            if side != nil { choice.record(seconds: seconds(clock.now - stepStart)) }
+            if step + 1 < steps, choice.current { side?.prepare() }   // its wake-up then overlaps the optimiser step
             optimizer.step(learningRate: lr)
             lossSum += stepLoss * Double(idx.count)
             correct += r.correct

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 import Tensors
 import NeuralNet
-import Training
+@testable import Training
 import DataIO
 import Shaping
 @testable import QShapeKit
@@ -55,6 +55,40 @@ final class ConcurrencyTests: XCTestCase {
         if ProcessInfo.processInfo.activeProcessorCount > 1 { XCTAssertGreaterThan(helped, 0, "the helper ran some blocks") }
     }
 
+    /// Every job runs once, whether the side thread runs it or the caller takes it back (waiting at
+    /// once, the caller often does), woken ahead with `prepare` or not.
+    func testSideThreadRunsEveryJobOnce() {
+        let side = SideThread()
+        defer { side.stop() }
+        let runs = UnsafeMutableBufferPointer<Int>.allocate(capacity: 600), ranHere = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
+        defer { runs.deallocate(); ranHere.deallocate() }
+        runs.initialize(repeating: 0)
+        var byCaller = 0
+        let caller = Thread.current
+        for j in 0..<runs.count {
+            if j % 3 == 0 { side.prepare() }
+            ranHere.pointee = false
+            side.run { runs[j] += 1; ranHere.pointee = Thread.current == caller }
+            if j % 2 == 0 { usleep(50) }           // gives the side thread time to take it
+            side.wait()
+            if ranHere.pointee { byCaller += 1 }
+        }
+        XCTAssertEqual(Array(runs), [Int](repeating: 1, count: 600))
+        XCTAssertLessThan(byCaller, 600, "the side thread ran some jobs")
+    }
+
+    /// The probes of each window decide what the rest of it runs.
+    func testParallelChoiceFollowsTheFasterProbes() {
+        var c = ParallelChoice()
+        let w = ParallelChoice.window, p = ParallelChoice.probes
+        for s in 0..<(3 * w) {
+            let k = s % w, window = s / w
+            XCTAssertEqual(c.current, k < p ? false : k < 2 * p ? true : window != 1, "step \(s)")
+            // Window 1's parallel steps are slow (the second processor busy); the others' fast.
+            c.record(seconds: c.current ? (window == 1 ? 2e-3 : 1e-3) : 1.5e-3)
+        }
+    }
+
     /// Every term on, the range term active on every weight: the moments, the range and
     /// quantisation sums and the gradients with a helper equal those without, bit for bit.
     func testSharedPenaltiesAreTheSameBits() {
@@ -84,9 +118,9 @@ final class ConcurrencyTests: XCTestCase {
         helper.stop()
     }
 
-    /// Training with the penalties beside the forward pass gives the weights of training with
-    /// them on the main thread.
-    func testPenaltiesBesideTheForwardPassTrainTheSameWeights() throws {
+    /// Training with the penalties on two threads gives the weights of training with them on the
+    /// main thread alone.
+    func testParallelPenaltiesTrainTheSameWeights() throws {
         let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 784, outFeatures: 64, bias: true), .relu,
                                   .dense(inFeatures: 64, outFeatures: 10, bias: true)]
         var rng = SeededRandom(seed: 3)
@@ -95,16 +129,16 @@ final class ConcurrencyTests: XCTestCase {
                            labels: (0..<count).map { _ in Int32(rng.below(10)) })
         var config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
         config.terms[.range]?.target = 1.5
-        func train(beside: Bool) throws -> [[Float]] {
+        func train(parallel: Bool) throws -> [[Float]] {
             let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
             var options = TrainingOptions()
             options.batchSize = 64
-            options.lossTermsBesideForward = beside
+            options.parallelLossTerms = parallel
             let trainer = Trainer(model: model, options: options, trainingSetSize: count)
             trainer.lossTerms = [ShapingLossTerm(config, model: model)]
             for epoch in 0..<2 { _ = trainer.trainEpoch(epoch, train: data) }
             return model.namedState.map { $0.parameter.value.data }
         }
-        XCTAssertEqual(try train(beside: true), try train(beside: false))
+        XCTAssertEqual(try train(parallel: true), try train(parallel: false))
     }
 }

@@ -1,0 +1,42 @@
+/// Whether a step runs its loss terms on two threads (the side thread while the batch is gathered,
+/// then both) or on the main thread alone, chosen by timing steps of each as training goes. On a
+/// quiet machine two threads win; when other work holds the second processor, the side thread gets
+/// little of it and the main thread waits, and one thread wins. The trained weights are the same
+/// bits either way, so only the time depends on the choice.
+///
+/// Every `window` steps begin with `probes` steps of each kind; the rest of the window runs the
+/// kind whose median probe was faster. A probe's time runs from the step's start to its optimiser
+/// step, which both kinds share.
+struct ParallelChoice {
+    static let window = 128, probes = 3
+    private var serialTimes: [Double] = [], parallelTimes: [Double] = []
+    private var parallelWins = true
+    private(set) var step = 0
+
+    /// Whether step number `s` (counted over the whole training) runs in parallel.
+    func isParallel(_ s: Int) -> Bool {
+        let k = s % ParallelChoice.window
+        if k < ParallelChoice.probes { return false }
+        if k < 2 * ParallelChoice.probes { return true }
+        return parallelWins
+    }
+
+    /// Whether the current step runs in parallel.
+    var current: Bool { isParallel(step) }
+
+    /// Records the current step's time up to its optimiser step and moves to the next step.
+    mutating func record(seconds: Double) {
+        let k = step % ParallelChoice.window
+        if k < ParallelChoice.probes { serialTimes.append(seconds) }
+        else if k < 2 * ParallelChoice.probes {
+            parallelTimes.append(seconds)
+            if k == 2 * ParallelChoice.probes - 1 {
+                parallelWins = median(parallelTimes) <= median(serialTimes)
+                serialTimes = []; parallelTimes = []
+            }
+        }
+        step += 1
+    }
+
+    private func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+}
