@@ -7,7 +7,7 @@ import Quantization
 /// The shaping penalties as a loss term of the training loop: for every selected weight layer,
 /// each term's value (per tensor, or the mean over output channels), aggregated over layers
 /// (mean, sum or max) and weighted by λ and the warm-up ramp; the gradients go straight into
-/// the weights' gradients.
+/// the weights' gradients, which it writes whole (the trainer does not zero them first).
 public final class ShapingLossTerm: LossTerm {
     public let config: ShapingConfig
     /// (state-dict index of the layer, its weight parameter, output channels)
@@ -82,9 +82,14 @@ public final class ShapingLossTerm: LossTerm {
         return e
     }
 
+    public var gradientsWritten: [Parameter] { targets.map(\.weight) }
+
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
-        guard ramp > 0, !targets.isEmpty else { return [:] }
+        guard ramp > 0, !targets.isEmpty else {
+            for t in targets { t.weight.grad.zero() }
+            return [:]
+        }
         // Only the `max` aggregation needs the quantisation error's value before its gradient;
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
@@ -93,12 +98,15 @@ public final class ShapingLossTerm: LossTerm {
         for (l, target) in targets.enumerated() {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
+                    // The first scope writes the gradient whole; a second adds to it.
+                    if evaluations[l].scopes.isEmpty { g.update(repeating: 0) }
                     for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
                         let scales = shares[l].mapValues { $0 / Double(groups.count) }
                         let size = w.count / groups.count
                         evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
+                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
+                                                         overwrite: k == 0)
                         }
                     }
                 }

@@ -66,6 +66,13 @@ public protocol LossTerm: AnyObject {
     func addGradients(model: Sequential, epoch: Double) -> [String: Double]
     /// Statistics to log for each affected layer at the end of an epoch.
     func layerStatistics(model: Sequential) -> [String: [String: Double]]
+    /// The parameters whose gradients `addGradients` writes whole rather than adds to, every step:
+    /// the trainer does not zero them first. At most one term may write a parameter.
+    var gradientsWritten: [Parameter] { get }
+}
+
+extension LossTerm {
+    public var gradientsWritten: [Parameter] { [] }
 }
 
 /// Fake quantisation for quantisation-aware training. `quantizeWeights` swaps every weight for
@@ -178,6 +185,10 @@ public final class Trainer {
         let steps = stepsPerEpoch
         if usesSideThread && sideThread == nil { sideThread = SideThread() }
         let side = usesSideThread ? sideThread : nil
+        // The gradients to zero at each step: all but those a loss term writes whole.
+        let written = lossTerms.flatMap(\.gradientsWritten).map(ObjectIdentifier.init)
+        precondition(Set(written).count == written.count, "two loss terms write the same gradient")
+        let zeroed = model.trainableParameters.filter { !written.contains(ObjectIdentifier($0)) }
         var lossSum = 0.0, correct = 0, seen = 0
         var penaltySums: [String: Double] = [:]
         var lr = options.optimizer.learningRate
@@ -187,7 +198,7 @@ public final class Trainer {
             let t = Double(epoch) + Double(step) / Double(steps)
             lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
-            model.zeroGradients()
+            for p in zeroed { p.grad.zero() }
             // The loss terms depend on the weights alone. They go first, and backward adds to their
             // gradients. In a parallel step they run on the side thread while this one gathers the
             // batch, and then on both (`BlockSharing`), done before fake quantisation swaps the

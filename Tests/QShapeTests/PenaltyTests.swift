@@ -257,6 +257,31 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// The loss term writes its layers' gradients whole (the trainer does not zero them): over any
+    /// earlier contents, with two scopes on a layer, and as zeros while the warm-up has not begun.
+    func testLossTermWritesItsGradientsWhole() throws {
+        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
+                                  .dense(inFeatures: nil, outFeatures: 3, bias: true)]
+        var c = ShapingConfig()
+        c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .tensor, aggregate: .mean)
+        c.terms[.skewness] = .init(weight: 0.3, target: 0, scope: .channel, aggregate: .mean)
+        c.terms[.quantError] = .init(weight: 0.5, target: nil, scope: .channel, aggregate: .mean)
+        let a = try Sequential(specs: specs, inputShape: [12], seed: 4), b = try Sequential(specs: specs, inputShape: [12], seed: 4)
+        let ta = ShapingLossTerm(c, model: a), tb = ShapingLossTerm(c, model: b)
+        XCTAssertEqual(ta.gradientsWritten.map(\.name), ["weight", "weight"])
+        for epoch in [1.0, 2.0] {
+            a.zeroGradients()
+            for p in b.trainableParameters { p.grad = Tensor(shape: p.grad.shape, data: [Float](repeating: .nan, count: p.grad.count)) }
+            XCTAssertEqual(ta.addGradients(model: a, epoch: epoch), tb.addGradients(model: b, epoch: epoch))
+            for (pa, pb) in zip(ta.gradientsWritten, tb.gradientsWritten) { XCTAssertEqual(pa.grad.data, pb.grad.data) }
+        }
+        c.warmupEpochs = 2; c.startEpoch = 1
+        let late = ShapingLossTerm(c, model: b)
+        for p in b.trainableParameters { p.grad = Tensor(shape: p.grad.shape, data: [Float](repeating: .nan, count: p.grad.count)) }
+        XCTAssertEqual(late.addGradients(model: b, epoch: 0.5), [:])
+        for p in late.gradientsWritten { XCTAssertEqual(p.grad.data, [Float](repeating: 0, count: p.grad.count)) }
+    }
+
     func testWarmUpAndStartEpoch() {
         var c = ShapingConfig()
         c.startEpoch = 2; c.warmupEpochs = 4
