@@ -5,8 +5,8 @@ import Glibc
 
 /// Threads sharing the blocks of one loop at a time. The thread that owns the work calls
 /// `forEach`; others call `help` while they have nothing better to do and run blocks of the
-/// loop then open. The training loop uses it for the shaping penalties: they run on a second
-/// thread, and the main thread joins them when it has gathered its batch.
+/// loop then open. The training loop uses it for the shaping penalties: they run on the main
+/// thread, and a second thread joins them when it has gathered the batch.
 ///
 /// Which thread runs which block changes from run to run, so callers keep each block's result
 /// apart and combine them in block order afterwards (`sumBlocks` in Shaping does): the results

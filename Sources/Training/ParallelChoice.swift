@@ -1,12 +1,12 @@
-/// Whether a step runs its loss terms on two threads (the side thread while the batch is gathered,
-/// then both) or on the main thread alone, chosen by timing steps of each as training goes. On a
-/// quiet machine two threads win; when other work holds the second processor, the side thread gets
-/// little of it and the main thread waits, and one thread wins. The trained weights are the same
+/// Whether a step runs on two threads (the side thread gathers the batch while the main thread
+/// runs the loss terms, then joins them) or on the main thread alone, chosen by timing steps of
+/// each as training goes. On a quiet machine two threads win; when other work holds the second
+/// processor, the side thread gets little of it and the main thread waits, and one thread can win. The trained weights are the same
 /// bits either way, so only the time depends on the choice.
 ///
 /// Every `window` steps begin with `probes` steps of each kind; the rest of the window runs the
-/// kind whose median probe was faster. A probe's time runs from the step's start to its optimiser
-/// step, which both kinds share.
+/// kind whose median probe was faster. A probe's time is the whole step's, optimiser included:
+/// under load, the side thread's cost can show there.
 struct ParallelChoice {
     static let window = 128, probes = 3
     private var serialTimes: [Double] = [], parallelTimes: [Double] = []
@@ -24,7 +24,14 @@ struct ParallelChoice {
     /// Whether the current step runs in parallel.
     var current: Bool { isParallel(step) }
 
-    /// Records the current step's time up to its optimiser step and moves to the next step.
+    /// Whether the next step's kind is known before the current one is recorded (not after the
+    /// last probe, whose time decides it).
+    var nextIsKnown: Bool { step % ParallelChoice.window != 2 * ParallelChoice.probes - 1 }
+
+    /// Whether the next step runs in parallel, when `nextIsKnown`.
+    var next: Bool { isParallel(step + 1) }
+
+    /// Records the current step's time and moves to the next step.
     mutating func record(seconds: Double) {
         let k = step % ParallelChoice.window
         if k < ParallelChoice.probes { serialTimes.append(seconds) }

@@ -3,8 +3,9 @@ import Synchronization
 import Tensors
 import CThreads
 
-/// One job at a time on a second thread, beside the caller's own work: the training loop runs the
-/// shaping penalties on it while the main thread gathers the batch (Docs/Performance.md). `run`
+/// One job at a time on a second thread, beside the caller's own work: in the training loop it
+/// gathers the batch while the main thread runs the shaping penalties, then helps with those
+/// (Docs/Performance.md). `run`
 /// hands a job over; `wait` returns when it is done, with its writes visible to the caller. If
 /// the thread has not started the job by then (its processor busy with other work), the caller
 /// takes the job back and runs it itself.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tensors
 import NeuralNet
 import DataIO
@@ -17,9 +18,9 @@ public struct TrainingOptions: Equatable, Sendable {
     /// Fraction of the training set held out for validation (a seeded random subset).
     public var validationSplit = 0.0
     public var normalization = Normalization()
-    /// Run the loss terms (the shaping penalties) on a second thread while the main thread gathers
-    /// the batch, and on both once it has, when the machine has a second core. The trained weights
-    /// are the same either way.
+    /// Gather the batch on a second thread while the main thread runs the loss terms (the shaping
+    /// penalties), and run those on both once the batch is ready, when the machine has a second
+    /// core. The trained weights are the same either way.
     public var parallelLossTerms = true
     public init() {}
 }
@@ -145,15 +146,17 @@ public final class Trainer {
     public private(set) var trainIndices: [Int]
     public private(set) var validationIndices: [Int]
 
-    /// The thread the loss terms run on while the batch is gathered, made on first use.
+    /// The thread that gathers the batch while the loss terms run, made on first use.
     private var sideThread: SideThread?
-    /// How the main thread joins the loss terms' loops once it has gathered its batch.
+    /// How the side thread joins the loss terms' loops once it has gathered the batch, and
+    /// whether they are done (it then stops helping).
     private let sharing = BlockSharing()
+    private let termsDone = Atomic<Bool>(false)
     /// Which steps use the side thread.
     private var choice = ParallelChoice()
 
-    /// Whether this epoch's loss terms run on the side thread: there are some, and the machine has
-    /// a second core.
+    /// Whether this epoch uses the side thread: there are loss terms, and the machine has a second
+    /// core.
     private var usesSideThread: Bool {
         options.parallelLossTerms && !lossTerms.isEmpty && ProcessInfo.processInfo.activeProcessorCount > 1
     }
@@ -198,16 +201,31 @@ public final class Trainer {
             let t = Double(epoch) + Double(step) / Double(steps)
             lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
-            for p in zeroed { p.grad.zero() }
             // The loss terms depend on the weights alone. They go first, and backward adds to their
-            // gradients. In a parallel step they run on the side thread while this one gathers the
-            // batch, and then on both (`BlockSharing`), done before fake quantisation swaps the
-            // weights. The order is the same either way, and so are the trained weights.
-            let terms = TermValues()
+            // gradients. In a parallel step the side thread gathers the batch meanwhile and then
+            // joins their loops (`BlockSharing`); the weights and gradients stay in this thread's
+            // cache, and the batch is the smaller thing to move. All is done before fake
+            // quantisation swaps the weights. The order is the same either way, and so are the
+            // trained weights.
+            let terms = TermValues(), batch = BatchSlot()
+            let gather = { [train, normalization = options.normalization] in batch.value = train.batch(idx, normalization: normalization) }
             let runTerms = { [lossTerms, model] in terms.values = lossTerms.map { $0.addGradients(model: model, epoch: t) } }
-            if let side, parallel { side.run { BlockSharing.$current.withValue(self.sharing, operation: runTerms) } } else { runTerms() }
-            let (x, y) = train.batch(idx, normalization: options.normalization)
-            if parallel { side?.wait(helping: sharing) }
+            if let side, parallel {
+                termsDone.store(false, ordering: .relaxed)
+                side.run { [self] in
+                    gather()
+                    while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
+                }
+                for p in zeroed { p.grad.zero() }
+                BlockSharing.$current.withValue(sharing, operation: runTerms)
+                termsDone.store(true, ordering: .releasing)
+                side.wait()                   // gathers the batch here if the side thread never started
+            } else {
+                for p in zeroed { p.grad.zero() }
+                runTerms()
+                gather()
+            }
+            let (x, y) = batch.value!
             let masters = fakeQuantization?.quantizeWeights(model)
             let logits = fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
                 ?? model.forward(x, training: true)
@@ -220,9 +238,13 @@ public final class Trainer {
                 stepLoss += value
             }
             if options.gradientClip > 0 { clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip) }
-            if side != nil { choice.record(seconds: seconds(clock.now - stepStart)) }
-            if step + 1 < steps, choice.current { side?.prepare() }   // its wake-up then overlaps the optimiser step
+            // Woken now, the side thread's wake-up overlaps the optimiser step; after the last
+            // probe of a window, whose time decides the next step's kind, it is woken after it.
+            let known = choice.nextIsKnown
+            if step + 1 < steps, known, choice.next { side?.prepare() }
             optimizer.step(learningRate: lr)
+            if side != nil { choice.record(seconds: seconds(clock.now - stepStart)) }
+            if step + 1 < steps, !known, choice.current { side?.prepare() }
             lossSum += stepLoss * Double(idx.count)
             correct += r.correct
             seen += idx.count
@@ -252,9 +274,14 @@ public final class Trainer {
     }
 }
 
-/// One step's loss-term values, as the side thread leaves them.
+/// One step's loss-term values.
 private final class TermValues: @unchecked Sendable {
     var values: [[String: Double]] = []
+}
+
+/// One step's batch, as the side thread leaves it.
+private final class BatchSlot: @unchecked Sendable {
+    var value: (Tensor, [Int32])?
 }
 
 public func seconds(_ d: Duration) -> Double {
