@@ -1,14 +1,12 @@
 import Foundation
 import Synchronization
-import Tensors
 import CThreads
 
 /// One job at a time on a second thread, beside the caller's own work: in the training loop it
 /// gathers the batch while the main thread runs the shaping penalties, then helps with those
-/// (Docs/Performance.md). `run`
-/// hands a job over; `wait` returns when it is done, with its writes visible to the caller. If
-/// the thread has not started the job by then (its processor busy with other work), the caller
-/// takes the job back and runs it itself.
+/// (Docs/Performance.md). `run` hands a job over; `wait` returns when it is done, with its writes
+/// visible to the caller. If the thread has not started the job by then (its processor busy with
+/// other work), the caller takes the job back and runs it itself.
 ///
 /// Jobs are numbered. The thread sleeps on a semaphore between jobs, one signal per job; woken,
 /// it spins until its job is posted and then claims it, as the caller may, by moving `claimed`
@@ -78,15 +76,12 @@ final class SideThread: @unchecked Sendable {
         signalled = false
     }
 
-    /// Returns when the job is done: run here if the thread has not started it; else running
-    /// blocks of its loops shared through `helping` until it finishes.
-    func wait(helping: BlockSharing? = nil) {
+    /// Returns when the job is done: run here if the thread has not started it.
+    func wait() {
         if claimed.compareExchange(expected: jobs - 1, desired: jobs, ordering: .acquiringAndReleasing).exchanged {
             job!()
         } else {
-            while finished.load(ordering: .acquiring) < jobs {
-                if !(helping?.help() ?? false) { sched_yield() }
-            }
+            while finished.load(ordering: .acquiring) < jobs { sched_yield() }
         }
         job = nil
     }

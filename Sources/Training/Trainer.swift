@@ -180,6 +180,38 @@ public final class Trainer {
         return options.maxStepsPerEpoch > 0 ? min(full, options.maxStepsPerEpoch) : full
     }
 
+    /// The step's batch, and its loss terms' values with their gradients written (the other
+    /// gradients in `zeroing` zeroed). The loss terms depend on the weights alone: they go first,
+    /// and backward adds to their gradients. With `side`, the side thread gathers the batch
+    /// meanwhile and then joins their loops (`BlockSharing`); the weights and gradients stay in
+    /// this thread's cache, and the batch is the smaller thing to move. All is done before fake
+    /// quantisation swaps the weights. The order is the same either way, and so are the trained
+    /// weights.
+    private func batchAndLossTerms(_ idx: ArraySlice<Int>, epoch t: Double, train: Dataset, zeroing: [Parameter],
+                                   side: SideThread?) -> (Tensor, [Int32], [[String: Double]]) {
+        let batch = BatchSlot()
+        let gather = { [options] in batch.value = train.batch(idx, normalization: options.normalization) }
+        var values: [[String: Double]] = []
+        let runTerms = { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) } }
+        if let side {
+            termsDone.store(false, ordering: .relaxed)
+            side.run { [self] in
+                gather()
+                while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
+            }
+            for p in zeroing { p.grad.zero() }
+            BlockSharing.$current.withValue(sharing, operation: runTerms)
+            termsDone.store(true, ordering: .releasing)
+            side.wait()                   // gathers the batch here if the side thread never started
+        } else {
+            for p in zeroing { p.grad.zero() }
+            runTerms()
+            gather()
+        }
+        let (x, y) = batch.value!
+        return (x, y, values)
+    }
+
     /// Trains one epoch (0-based `epoch`) and returns its metrics (without test metrics).
     public func trainEpoch(_ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil) -> EpochMetrics {
         let clock = ContinuousClock(), start = clock.now
@@ -201,31 +233,7 @@ public final class Trainer {
             let t = Double(epoch) + Double(step) / Double(steps)
             lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
-            // The loss terms depend on the weights alone. They go first, and backward adds to their
-            // gradients. In a parallel step the side thread gathers the batch meanwhile and then
-            // joins their loops (`BlockSharing`); the weights and gradients stay in this thread's
-            // cache, and the batch is the smaller thing to move. All is done before fake
-            // quantisation swaps the weights. The order is the same either way, and so are the
-            // trained weights.
-            let terms = TermValues(), batch = BatchSlot()
-            let gather = { [train, normalization = options.normalization] in batch.value = train.batch(idx, normalization: normalization) }
-            let runTerms = { [lossTerms, model] in terms.values = lossTerms.map { $0.addGradients(model: model, epoch: t) } }
-            if let side, parallel {
-                termsDone.store(false, ordering: .relaxed)
-                side.run { [self] in
-                    gather()
-                    while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
-                }
-                for p in zeroed { p.grad.zero() }
-                BlockSharing.$current.withValue(sharing, operation: runTerms)
-                termsDone.store(true, ordering: .releasing)
-                side.wait()                   // gathers the batch here if the side thread never started
-            } else {
-                for p in zeroed { p.grad.zero() }
-                runTerms()
-                gather()
-            }
-            let (x, y) = batch.value!
+            let (x, y, termValues) = batchAndLossTerms(idx, epoch: t, train: train, zeroing: zeroed, side: parallel ? side : nil)
             let masters = fakeQuantization?.quantizeWeights(model)
             let logits = fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
                 ?? model.forward(x, training: true)
@@ -233,7 +241,7 @@ public final class Trainer {
             model.backward(r.dLogits)
             if let masters { fakeQuantization?.restore(model, masters) }
             var stepLoss = r.loss
-            for (name, value) in terms.values.joined() {
+            for (name, value) in termValues.joined() {
                 penaltySums[name, default: 0] += value
                 stepLoss += value
             }
@@ -272,11 +280,6 @@ public final class Trainer {
         }
         return m
     }
-}
-
-/// One step's loss-term values.
-private final class TermValues: @unchecked Sendable {
-    var values: [[String: Double]] = []
 }
 
 /// One step's batch, as the side thread leaves it.
