@@ -187,7 +187,10 @@ public enum BenchWorkflow {
     /// many lie near the maximum, for the range term), and random labels give weights no real run
     /// has.
     static let trainingData: (data: Dataset, source: String) = {
-        if let split = try? DataConfig().load() { return (split.train, "Fashion-MNIST's 60,000 training images") }
+        let fashion = DataConfig()   // the default data: Fashion-MNIST's training set alone is read
+        if let train = try? IDX.dataset(images: fashion.resolve(fashion.trainImages), labels: fashion.resolve(fashion.trainLabels)) {
+            return (train, "Fashion-MNIST's \(train.count) training images")
+        }
         var rng = SeededRandom(seed: 7)
         let count = 60_000
         var images = [UInt8](repeating: 0, count: count * 784)

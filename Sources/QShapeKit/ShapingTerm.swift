@@ -82,12 +82,13 @@ public final class ShapingLossTerm: LossTerm {
         return e
     }
 
-    public var gradientsWritten: [Parameter] { targets.map(\.weight) }
+    /// Every layer with an active scope: its first scope's pass writes the gradient whole.
+    public var gradientsWritten: [Parameter] { targets.indices.filter { !plans[$0].scopes.isEmpty }.map { targets[$0].weight } }
 
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
         guard ramp > 0, !targets.isEmpty else {
-            for t in targets { t.weight.grad.zero() }
+            for p in gradientsWritten { p.grad.zero() }
             return [:]
         }
         // Only the `max` aggregation needs the quantisation error's value before its gradient;
@@ -99,7 +100,6 @@ public final class ShapingLossTerm: LossTerm {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
                     // The first scope writes the gradient whole; a second adds to it.
-                    if evaluations[l].scopes.isEmpty { g.update(repeating: 0) }
                     for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
                         let scales = shares[l].mapValues { $0 / Double(groups.count) }
                         let size = w.count / groups.count

@@ -433,27 +433,24 @@ let blockSize = 1024
 @inline(__always)
 func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSums {
     let blocks = (range.count + blockSize - 1) / blockSize
-    if blocks > 1, let sharing = BlockSharing.current { return sharedSum(range, blocks: blocks, sharing, body) }
-    var total = BlockSums()
-    var start = range.lowerBound
-    while start < range.upperBound {
-        let end = Swift.min(range.upperBound, start + blockSize)
-        var part = body(start, end)
+    /// Block b's sums, marked with its start (where its maximum is searched for).
+    func block(_ b: Int) -> BlockSums {
+        let start = range.lowerBound + b * blockSize
+        var part = body(start, Swift.min(range.upperBound, start + blockSize))
         part.maxStart = start
-        total = total + part
-        start = end
+        return part
     }
+    if blocks > 1, let sharing = BlockSharing.current { return sharedSum(blocks, sharing, block) }
+    var total = BlockSums()
+    for b in 0..<blocks { total = total + block(b) }
     return total
 }
 
-func sharedSum(_ range: Range<Int>, blocks: Int, _ sharing: BlockSharing, _ body: (Int, Int) -> BlockSums) -> BlockSums {
+/// Σ of `block(b)` over 0..<blocks, the blocks run by whichever threads share them, their sums
+/// added in block order.
+func sharedSum(_ blocks: Int, _ sharing: BlockSharing, _ block: (Int) -> BlockSums) -> BlockSums {
     withUnsafeTemporaryAllocation(of: BlockSums.self, capacity: blocks) { parts in
-        sharing.forEach(blocks) { b in
-            let start = range.lowerBound + b * blockSize
-            var part = body(start, Swift.min(range.upperBound, start + blockSize))
-            part.maxStart = start
-            (parts.baseAddress! + b).initialize(to: part)
-        }
+        sharing.forEach(blocks) { b in (parts.baseAddress! + b).initialize(to: block(b)) }
         var total = BlockSums()
         for b in 0..<blocks { total = total + parts[b] }
         return total
