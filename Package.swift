@@ -32,8 +32,10 @@ let package = Package(
         .target(name: "Shaping", dependencies: ["Tensors", "CVectorMath"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Reports"),
+        // C export: the integer model as float-free C99 (text only; it imports the integer engine).
+        .target(name: "Export", dependencies: ["IntegerRuntime"]),
         .target(name: "QShapeKit", dependencies: [
-            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports",
+            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "Export",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "qshape", dependencies: [
@@ -42,6 +44,6 @@ let package = Package(
         ]),
 
         .testTarget(name: "QShapeTests",
-                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "QShapeKit"]),
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "Export", "QShapeKit"]),
     ]
 )

@@ -30,7 +30,7 @@ public struct IntegerEngine: Sendable {
         }
     }
 
-    static func outputShape(_ layer: IntegerLayer, _ s: [Int]) -> [Int] {
+    public static func outputShape(_ layer: IntegerLayer, _ s: [Int]) -> [Int] {
         switch layer {
         case .dense(let d): return [d.outFeatures]
         case .conv(let c):

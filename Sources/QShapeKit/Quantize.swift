@@ -89,28 +89,39 @@ public enum QuantizeWorkflow {
             return (Result(weights: weightsLabel, weightsOnly: true, images: data.test.count,
                            floatAccuracy: floatAccuracy, results: results), [:])
         }
+        let convert = try integerConverter(config, model: model, data: data, settings: q)
+        for b in q.bits {
+            let conversion = try convert(b)
+            conversions[b] = conversion
+            results.append(compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages))
+        }
+        return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
+                       images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)
+    }
+
+    /// Checks that the config's data can feed the integer engine and gathers the calibration batches
+    /// once; the returned function converts the model at a weight bit width (`qshape quantize`,
+    /// `qshape export` and `qshape train` all convert through it).
+    public static func integerConverter(_ config: Config, model: Sequential, data: DataSplit,
+                                        settings q: QuantizeConfig) throws -> (Int) throws -> Conversion {
         guard data.test.rawBytes(0) != nil else {
             throw ConfigError(file: config.file, path: "data", "the integer engine takes raw byte images (IDX or uint8 NPY); use quantize.weights_only for float inputs")
         }
         guard config.data.mean == 0 else {
             throw ConfigError(file: config.file, path: "data.mean", "the integer engine feeds raw pixels, so inputs must be raw·scale/std with data.mean 0")
         }
+        let norm = config.training.normalization
         let inputScale = Double(norm.scale / norm.std)
         let calibration = calibrationBatches(data.train, count: q.calibrationBatches, batch: config.training.batchSize, norm)
-        for b in q.bits {
+        return { b in
             var o = q.options
             o.weightBits = b
-            let conversion: Conversion
             do {
-                conversion = try Converter.convert(model, calibration: calibration, inputScale: inputScale, rawInputMax: 255, options: o)
+                return try Converter.convert(model, calibration: calibration, inputScale: inputScale, rawInputMax: 255, options: o)
             } catch let e as ConversionError {
                 throw ConfigError(file: config.file, path: "quantize", "at \(b)-bit weights, \(e.message)")
             }
-            conversions[b] = conversion
-            results.append(compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages))
         }
-        return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
-                       images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)
     }
 
     /// The seed quantiser on every weight (of the folded model), everything else float.

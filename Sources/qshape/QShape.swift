@@ -7,7 +7,7 @@ struct QShape: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qshape",
         abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
-        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Bench.self])
+        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Export.self, Bench.self])
 }
 
 /// Runs a command body; user-facing failures print one line to stderr and exit non-zero
@@ -110,6 +110,50 @@ struct Quantize: ParsableCommand {
                 try QuantizeWorkflow.write(r, conversions: conversions, to: out)
             }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
+        }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the integer model as a float-free C99 library (model.h, model.c, kernels, drivers); --verify builds and checks it.")
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
+    var weights: String
+    @Option(help: "Weight bit width, 2…16 (default: the config's quantize.bits when it names one width, else 8).")
+    var bits: Int?
+    @Option(help: "The folder to write; it must be new or empty unless --force.")
+    var out: String
+    @Option(help: "Prefix of every exported C symbol (default qshape_model).")
+    var prefix = "qshape_model"
+    @Option(help: "Where --verify builds and runs: host, cortex-m0 (QEMU micro:bit) or cortex-m3 (QEMU MPS2 AN385).")
+    var target: ExportWorkflow.Target = .host
+    @Option(help: "Build the C and run it on the first N test images, comparing every logit with the Swift integer engine.")
+    var verify: Int?
+    @Flag(help: "Replace a non-empty --out folder (only once the new files are complete).")
+    var force = false
+    @Flag(help: "Print one JSON object (progress goes to stderr).")
+    var json = false
+
+    func validate() throws {
+        if let bits, !(2...16).contains(bits) { throw ValidationError("--bits takes a width 2…16, got \(bits)") }
+        if let verify, verify < 1 { throw ValidationError("--verify takes a number of test images, 1 or more") }
+    }
+
+    func run() throws {
+        try guarded {
+            let config = try options.load()
+            var o = ExportWorkflow.Options(weights: weights, out: out)
+            o.bits = bits; o.prefix = prefix; o.target = target; o.verify = verify; o.force = force
+            let json = self.json
+            let r = try ExportWorkflow.run(config, o) { line in
+                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+            print(json ? try jsonString(r) : ExportWorkflow.table(r))
+            if let v = r.verification, v.mismatchingImages > 0 {
+                throw RunError("\(v.mismatchingImages) of \(v.images) images differ between the C and the Swift integer engine")
+            }
         }
     }
 }
@@ -235,3 +279,4 @@ func jsonString<T: Encodable>(_ value: T) throws -> String {
 }
 
 extension BenchWorkflow.Section: ExpressibleByArgument {}
+extension ExportWorkflow.Target: ExpressibleByArgument {}

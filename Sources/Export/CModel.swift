@@ -1,0 +1,317 @@
+// Turns an IntegerModel into C99 source: model.h (the API and the flash/RAM figures), model.c
+// (weights and parameters as static const arrays, static activation buffers, the layer sequence)
+// and qshape_nn.h/.c (the kernels it uses). Integer arithmetic only; no malloc, no libc.
+import IntegerRuntime
+
+/// Sizes of an exported model, known when the C is written.
+public struct CModelSummary: Codable, Equatable, Sendable {
+    public var inputShape: [Int]
+    public var classes: Int
+    /// Flash of the weight arrays alone (packed where 4 bits or fewer).
+    public var weightBytes: Int
+    /// Flash of every constant: weights, biases, multipliers, shifts, layer descriptors excluded.
+    public var parameterBytes: Int
+    /// RAM of the two static activation buffers.
+    public var activationBytes: Int
+    /// Multiply-accumulates of one inference.
+    public var macs: Int
+    /// The weight storage of each weighted layer: "p2", "p4", "i8" or "i16".
+    public var weightFormats: [String]
+    enum CodingKeys: String, CodingKey {
+        case classes, macs
+        case inputShape = "input_shape", weightBytes = "weight_bytes", parameterBytes = "parameter_bytes"
+        case activationBytes = "activation_bytes", weightFormats = "weight_formats"
+    }
+}
+
+/// A generated C library: file name → contents, and its sizes.
+public struct CModel: Sendable {
+    public var files: [(name: String, contents: String)]
+    public var summary: CModelSummary
+    public var prefix: String
+}
+
+public enum CGenerator {
+    /// Generates the C for `model`, whose weighted layers were quantised to `weightBits` (one
+    /// entry for all, or one per dense/conv layer in order). `prefix` names every external symbol.
+    public static func generate(_ model: IntegerModel, weightBits: [Int], prefix: String = "qshape_model") throws -> CModel {
+        try checkIdentifier(prefix)
+        var plan = try Plan(model: model, weightBits: weightBits, prefix: prefix)
+        plan.build()
+        let header = plan.modelHeader()
+        return CModel(files: [("model.h", header), ("model.c", plan.modelSource()),
+                              ("qshape_nn.h", plan.kernelHeader()), ("qshape_nn.c", plan.kernelSource())],
+                      summary: plan.summary, prefix: prefix)
+    }
+
+    static func checkIdentifier(_ s: String) throws {
+        let ok = !s.isEmpty && s.utf8.count <= 40 && s.utf8.enumerated().allSatisfy { i, c in
+            (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || (i > 0 && c >= 48 && c <= 57)
+        }
+        guard ok else {
+            throw ExportError("--prefix '\(s)' is not a C identifier: use letters, digits and '_' (not first a digit), at most 40")
+        }
+    }
+}
+
+/// The layer-by-layer plan: activation types, buffers, kernels and arrays.
+struct Plan {
+    let model: IntegerModel
+    let prefix: String
+    let weightBits: [Int]
+    var kernels: [String: Kernel] = [:]
+    var helpers: Set<Helper> = []
+    /// C definitions of the constant arrays and layer descriptors, in order.
+    var constants: [String] = []
+    /// The statements of the predict function.
+    var calls: [String] = []
+    var bufferBytes = [0, 0]
+    var summary: CModelSummary
+    var outputExpression = "input"
+    var outputType = ActivationType.u8
+
+    init(model: IntegerModel, weightBits: [Int], prefix: String) throws {
+        self.model = model; self.prefix = prefix; self.weightBits = weightBits
+        guard !model.layers.isEmpty else { throw ExportError("the model has no layers") }
+        summary = CModelSummary(inputShape: model.inputShape, classes: 0, weightBytes: 0, parameterBytes: 0,
+                                activationBytes: 0, macs: 0, weightFormats: [])
+        try validate()
+    }
+
+    /// Checks every assumption the C makes, so the C and the engine cannot disagree silently.
+    func validate() throws {
+        let weighted = model.layers.filter { if case .dense = $0 { return true }; if case .conv = $0 { return true }; return false }
+        guard weightBits.count == 1 || weightBits.count == weighted.count else {
+            throw ExportError("\(weightBits.count) weight widths given for \(weighted.count) dense/conv layers")
+        }
+        guard model.inputShape.count == 1 || model.inputShape.count == 3, model.inputShape.allSatisfy({ $0 > 0 }) else {
+            throw ExportError("input shape \(model.inputShape): the C runtime takes (features) or (channels, height, width)")
+        }
+        var shape = model.inputShape
+        var range: (lo: Int64, hi: Int64) = (0, 255)
+        var w = 0
+        for (i, layer) in model.layers.enumerated() {
+            let name = "layer \(i) (\(Plan.typeName(layer)))"
+            switch layer {
+            case .dense(let d):
+                guard shape.reduce(1, *) == d.inFeatures else { throw ExportError("\(name) takes \(d.inFeatures) inputs, gets \(shape)") }
+                try checkWeighted(name, d.weight, d.bias, d.requant, rows: d.outFeatures, bits: bits(w), inputRange: range)
+                range = (d.requant.outMin, d.requant.outMax); w += 1
+            case .conv(let c):
+                guard shape.count == 3, shape[0] == c.inChannels, c.kernel > 0, c.stride > 0, c.padding >= 0,
+                      shape[1] + 2 * c.padding >= c.kernel, shape[2] + 2 * c.padding >= c.kernel else {
+                    throw ExportError("\(name): geometry does not fit its input \(shape)")
+                }
+                try checkWeighted(name, c.weight, c.bias, c.requant, rows: c.outChannels, bits: bits(w), inputRange: range)
+                range = (c.requant.outMin, c.requant.outMax); w += 1
+            case let .maxPool(k, s, p):
+                guard shape.count == 3, k > 0, s > 0, p >= 0, 2 * p <= k, shape[1] + 2 * p >= k, shape[2] + 2 * p >= k else {
+                    throw ExportError("\(name): kernel \(k), stride \(s), padding \(p) on \(shape); padding must be at most half the kernel")
+                }
+            case let .avgPool(k, s):
+                guard shape.count == 3, k > 0, k <= 255, s > 0, shape[1] >= k, shape[2] >= k else {
+                    throw ExportError("\(name): kernel \(k), stride \(s) on \(shape); the C runtime takes kernels 1…255 inside the input")
+                }
+            case .globalAvgPool:
+                guard shape.count == 3, shape[1] * shape[2] <= 65_535 else {
+                    throw ExportError("\(name): the C runtime averages at most 65,535 positions, the input has \(shape)")
+                }
+            case .flatten: break
+            case let .clamp(lo, hi):
+                guard lo <= hi else { throw ExportError("\(name): clamp bounds \(lo) > \(hi)") }
+                range = (max(lo, range.lo), min(hi, range.hi))
+            }
+            shape = IntegerEngine.outputShape(layer, shape)
+            guard range.lo >= -32768, range.hi <= 32767 else {
+                throw ExportError("\(name): outputs \(range.lo)…\(range.hi) exceed int16, the widest activation")
+            }
+        }
+    }
+
+    func bits(_ weightedIndex: Int) -> Int { weightBits.count == 1 ? weightBits[0] : weightBits[weightedIndex] }
+
+    func checkWeighted(_ name: String, _ weight: [Int32], _ bias: [Int64], _ r: Requantization, rows: Int, bits: Int,
+                       inputRange: (lo: Int64, hi: Int64)) throws {
+        let format = WeightFormat.forBits(bits), (lo, hi) = format.range
+        guard rows > 0, weight.count % rows == 0, bias.count == rows,
+              r.multiplier.count == rows, r.shift.count == rows else {
+            throw ExportError("\(name): weight, bias and requantisation sizes disagree")
+        }
+        if let bad = weight.first(where: { $0 < lo || $0 > hi }) {
+            throw ExportError("\(name): weight \(bad) does not fit \(bits)-bit storage (\(lo)…\(hi))")
+        }
+        guard r.shift.allSatisfy({ (0...62).contains($0) }), r.multiplier.allSatisfy({ $0 >= 0 }) else {
+            throw ExportError("\(name): requantisation shifts must be 0…62 and multipliers non-negative")
+        }
+        guard r.accumulatorBits == 32 || r.accumulatorBits == 64 else {
+            throw ExportError("\(name): accumulator of \(r.accumulatorBits) bits; the C runtime has 32 and 64")
+        }
+        // The C adds in int32_t (or int64_t) and multiplies in int64_t without wrapping: the worst
+        // accumulator must fit its type, and worst · multiplier (plus the rounding term) 63 bits.
+        let size = weight.count / rows, maxIn = max(abs(inputRange.lo), abs(inputRange.hi))
+        let limit: Int64 = r.accumulatorBits == 32 ? Int64(Int32.max) : Int64.max / 2
+        var worst: Int64 = 0
+        for o in 0..<rows {
+            var sum = abs(bias[o])
+            for j in 0..<size where sum <= limit { sum += Int64(abs(weight[o * size + j])) * maxIn }
+            guard sum <= limit else {
+                throw ExportError("\(name): channel \(o) can exceed its \(r.accumulatorBits)-bit accumulator")
+            }
+            worst = max(worst, sum)
+        }
+        guard bitsNeeded(worst) + bitsNeeded(r.multiplier.max() ?? 0) <= 64 else {
+            throw ExportError("\(name): accumulator × multiplier can exceed 63 bits")
+        }
+    }
+
+    static func typeName(_ layer: IntegerLayer) -> String {
+        switch layer {
+        case .dense: "dense"
+        case .conv: "conv2d"
+        case .maxPool: "maxpool2d"
+        case .avgPool: "avgpool2d"
+        case .globalAvgPool: "global_avgpool2d"
+        case .flatten: "flatten"
+        case .clamp: "relu"
+        }
+    }
+
+    // MARK: - Building
+
+    mutating func build() {
+        var shape = model.inputShape
+        var source = "input", type = ActivationType.u8
+        var range: (lo: Int64, hi: Int64) = (0, 255)
+        var buffer = 0, weighted = 0
+        for (i, layer) in model.layers.enumerated() {
+            let out = IntegerEngine.outputShape(layer, shape)
+            let count = out.reduce(1, *)
+            if case .flatten = layer { shape = out; continue }
+            var outType = type
+            var call: String
+            switch layer {
+            case .dense(let d):
+                outType = ActivationType.fitting(d.requant.outMin, d.requant.outMax)
+                let v = weightedLayer(i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
+                                      geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
+                                      bits: bits(weighted), input: type, output: outType, dense: true)
+                let k = Kernels.dense(v, prefix: prefix)
+                use(k, v.helpers)
+                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i));"
+                summary.macs += d.inFeatures * d.outFeatures
+                range = (d.requant.outMin, d.requant.outMax); weighted += 1
+            case .conv(let c):
+                outType = ActivationType.fitting(c.requant.outMin, c.requant.outMax)
+                let v = weightedLayer(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
+                                      geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
+                                      bits: bits(weighted), input: type, output: outType, dense: false)
+                let k = Kernels.conv(v, prefix: prefix)
+                use(k, v.helpers)
+                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i));"
+                summary.macs += count * c.inChannels * c.kernel * c.kernel
+                range = (c.requant.outMin, c.requant.outMax); weighted += 1
+            case let .maxPool(k, s, p):
+                let kernel = Kernels.maxPool(type, prefix: prefix)
+                use(kernel, [])
+                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1]), \(shape[2]), \(k), \(s), \(p));"
+            case let .avgPool(k, s):
+                let kernel = Kernels.avgPool(type, prefix: prefix)
+                use(kernel, [.roundedDivide])
+                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1]), \(shape[2]), \(k), \(s));"
+            case .globalAvgPool:
+                let kernel = Kernels.globalAvgPool(type, prefix: prefix)
+                use(kernel, [.roundedDivide])
+                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1] * shape[2]));"
+            case let .clamp(lo, hi):
+                range = (max(lo, range.lo), min(hi, range.hi))
+                outType = ActivationType.fitting(range.lo, range.hi)
+                let kernel = Kernels.clamp(type, outType, prefix: prefix)
+                use(kernel, [])
+                call = "\(kernel.name)(\(source), \(target(buffer, outType)), \(count), \(lo), \(hi));"
+            case .flatten:
+                continue
+            }
+            calls.append("/* layer \(i): \(Plan.typeName(layer)) → \(out.map(String.init).joined(separator: "×")) \(outType.cName) */")
+            calls.append(call)
+            bufferBytes[buffer] = max(bufferBytes[buffer], count * outType.bytes)
+            source = "(const \(outType.cName) *)qs_buffer\(buffer)"
+            type = outType
+            buffer = 1 - buffer
+            shape = out
+        }
+        outputExpression = source
+        outputType = type
+        summary.classes = shape.reduce(1, *)
+        summary.activationBytes = bufferBytes.map(Plan.paddedBufferBytes).reduce(0, +)
+    }
+
+    /// Each buffer is an int16_t array (aligned for every activation type).
+    static func paddedBufferBytes(_ n: Int) -> Int { n == 0 ? 0 : (n + 1) / 2 * 2 }
+
+    func target(_ buffer: Int, _ type: ActivationType) -> String { "(\(type.cName) *)qs_buffer\(buffer)" }
+
+    mutating func use(_ k: Kernel, _ h: [Helper]) {
+        kernels[k.name] = k
+        for x in h { helpers.insert(x) }
+        if h.contains(.requantize) || h.contains(.requantizeShift) { helpers.insert(.asr64) }
+    }
+
+    /// Emits a dense/conv layer's arrays and descriptor; returns its kernel variant.
+    mutating func weightedLayer(_ i: Int, weight: [Int32], bias: [Int64], requant r: Requantization, rows: Int,
+                                geometry: String, bits: Int, input: ActivationType, output: ActivationType,
+                                dense: Bool) -> WeightedVariant {
+        let format = WeightFormat.forBits(bits)
+        let perChannel = Set(zip(r.multiplier, r.shift).map { "\($0),\($1)" }).count > 1
+        let mult = perChannel ? r.multiplier : [r.multiplier[0]]
+        let shift = perChannel ? r.shift : [r.shift[0]]
+        let wide = r.accumulatorBits > 32
+        let size = weight.count / rows
+        let v = WeightedVariant(input: input, output: output, weights: format, wide: wide,
+                                wideMultiplier: mult.contains { $0 > Int64(Int32.max) }, shiftOnly: mult.allSatisfy { $0 == 1 },
+                                byteRows: dense && (size * format.fieldBits) % 8 == 0)
+        let packed = format.pack(weight)
+        summary.weightFormats.append(format.rawValue)
+        summary.weightBytes += packed.count * (format == .i16 ? 2 : 1)
+        constants.append(Plan.array("qs_weight_\(i)", format.cElement, packed,
+                                    comment: "layer \(i): \(weight.count) weights, \(bits)-bit in \(format.rawValue) storage, (\(rows), \(size))"))
+        constants.append(Plan.array("qs_bias_\(i)", v.biasType, bias, comment: nil))
+        var parameters = packed.count * (format == .i16 ? 2 : 1) + bias.count * (wide ? 8 : 4) + shift.count
+        var multiplierName = "0"
+        if !v.shiftOnly {
+            constants.append(Plan.array("qs_multiplier_\(i)", v.multiplierType, mult, comment: nil))
+            multiplierName = "qs_multiplier_\(i)"
+            parameters += mult.count * (v.wideMultiplier ? 8 : 4)
+        }
+        constants.append(Plan.array("qs_shift_\(i)", "uint8_t", shift, comment: nil))
+        summary.parameterBytes += parameters
+        constants.append("""
+        static const \(prefix)_layer qs_layer_\(i) = {
+            qs_weight_\(i), qs_bias_\(i), \(multiplierName), qs_shift_\(i), \(perChannel ? 1 : 0), \(r.outMin), \(r.outMax),
+            \(geometry)
+        };
+        """)
+        return v
+    }
+
+    /// A static const array, twenty values a line.
+    static func array(_ name: String, _ type: String, _ values: [Int64], comment: String?) -> String {
+        var lines: [String] = []
+        if let comment { lines.append("/* \(comment) */") }
+        lines.append("static const \(type) \(name)[\(values.count)] = {")
+        var i = 0
+        while i < values.count {
+            let end = min(values.count, i + 20)
+            lines.append("    " + values[i..<end].map { Plan.literal($0, type) }.joined(separator: ", ") + ",")
+            i = end
+        }
+        lines.append("};")
+        return lines.joined(separator: "\n")
+    }
+
+    static func literal(_ v: Int64, _ type: String) -> String {
+        if type == "int64_t" { return v == Int64.min ? "INT64_MIN" : "INT64_C(\(v))" }
+        if type == "int32_t" && v == Int64(Int32.min) { return "INT32_MIN" }
+        return "\(v)"
+    }
+}
+
