@@ -11,7 +11,7 @@ public struct CModelSummary: Codable, Equatable, Sendable {
     public var weightBytes: Int
     /// Flash of every constant: weights, biases, multipliers, shifts, layer descriptors excluded.
     public var parameterBytes: Int
-    /// RAM of the two static activation buffers.
+    /// RAM of the two static activation buffers and the conv kernels' accumulator row.
     public var activationBytes: Int
     /// Multiply-accumulates of one inference.
     public var macs: Int
@@ -34,9 +34,12 @@ public struct CModel: Sendable {
 public enum CGenerator {
     /// Generates the C for `model`, whose weighted layers were quantised to `weightBits` (one
     /// entry for all, or one per dense/conv layer in order). `prefix` names every external symbol.
-    public static func generate(_ model: IntegerModel, weightBits: [Int], prefix: String = "qshape_model") throws -> CModel {
+    /// `convBlock` output positions per conv sweep: 64 lets a compiler's vector units work on the
+    /// host (the scratch is then patch × 64 inputs); a small part can take fewer, down to 1.
+    public static func generate(_ model: IntegerModel, weightBits: [Int], prefix: String = "qshape_model",
+                                convBlock: Int = 64) throws -> CModel {
         try checkIdentifier(prefix)
-        var plan = try Plan(model: model, weightBits: weightBits, prefix: prefix)
+        var plan = try Plan(model: model, weightBits: weightBits, prefix: prefix, convBlock: convBlock)
         plan.build()
         let header = plan.modelHeader()
         return CModel(files: [("model.h", header), ("model.c", plan.modelSource()),
@@ -66,12 +69,16 @@ struct Plan {
     /// The statements of the predict function.
     var calls: [String] = []
     var bufferBytes = [0, 0]
+    /// Output positions a conv kernel computes per sweep (its scratch grows with it).
+    let convBlock: Int
+    /// The conv kernels' scratch: a block's accumulators and the inputs gathered under it.
+    var scratchBytes = 0
     var summary: CModelSummary
     var outputExpression = "input"
     var outputType = ActivationType.u8
 
-    init(model: IntegerModel, weightBits: [Int], prefix: String) throws {
-        self.model = model; self.prefix = prefix; self.weightBits = weightBits
+    init(model: IntegerModel, weightBits: [Int], prefix: String, convBlock: Int) throws {
+        self.model = model; self.prefix = prefix; self.weightBits = weightBits; self.convBlock = max(1, convBlock)
         guard !model.layers.isEmpty else { throw ExportError("the model has no layers") }
         summary = CModelSummary(inputShape: model.inputShape, classes: 0, weightBytes: 0, parameterBytes: 0,
                                 activationBytes: 0, macs: 0, weightFormats: [])
@@ -207,7 +214,10 @@ struct Plan {
                                       bits: bits(weighted), input: type, output: outType, dense: false)
                 let k = Kernels.conv(v, prefix: prefix)
                 use(k, v.helpers)
-                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i));"
+                let block = min(convBlock, out[1] * out[2])
+                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i), qs_scratch, \(block));"
+                // A block's accumulators, then the inputs gathered under it (patch × block).
+                scratchBytes = max(scratchBytes, block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
                 summary.macs += count * c.inChannels * c.kernel * c.kernel
                 range = (c.requant.outMin, c.requant.outMax); weighted += 1
             case let .maxPool(k, s, p):
@@ -242,7 +252,7 @@ struct Plan {
         outputExpression = source
         outputType = type
         summary.classes = shape.reduce(1, *)
-        summary.activationBytes = bufferBytes.map(Plan.paddedBufferBytes).reduce(0, +)
+        summary.activationBytes = bufferBytes.map(Plan.paddedBufferBytes).reduce(0, +) + (scratchBytes + 7) / 8 * 8
     }
 
     /// Each buffer is an int16_t array (aligned for every activation type).

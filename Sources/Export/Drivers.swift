@@ -10,16 +10,19 @@ public struct CortexMTarget: Sendable, Equatable {
     public var qemuCPU: String?
     public var flashBytes: Int
     public var ramBytes: Int
+    /// The clock QEMU gives the board's SysTick (the driver turns its ticks into instructions).
+    public var cpuHz: Int
 
     /// The micro:bit's nRF51 (a real Cortex-M0: 256 KB flash, 16 KB RAM).
     public static let m0 = CortexMTarget(name: "cortex-m0", cpu: "cortex-m0", machine: "microbit", qemuCPU: nil,
-                                         flashBytes: 256 * 1024, ramBytes: 16 * 1024)
+                                         flashBytes: 256 * 1024, ramBytes: 16 * 1024, cpuHz: 16_000_000)
     /// Arm's MPS2 AN385 board (Cortex-M3, 4 MB of each).
     public static let m3 = CortexMTarget(name: "cortex-m3", cpu: "cortex-m3", machine: "mps2-an385", qemuCPU: "cortex-m3",
-                                         flashBytes: 4 * 1024 * 1024, ramBytes: 4 * 1024 * 1024)
+                                         flashBytes: 4 * 1024 * 1024, ramBytes: 4 * 1024 * 1024, cpuHz: 25_000_000)
     /// Cortex-M0 code on the MPS2 board: ARMv6-M instructions, 4 MB of memory (for models larger than a micro:bit).
     public static let m0Large = CortexMTarget(name: "cortex-m0-large", cpu: "cortex-m0", machine: "mps2-an385",
-                                              qemuCPU: "cortex-m3", flashBytes: 4 * 1024 * 1024, ramBytes: 4 * 1024 * 1024)
+                                              qemuCPU: "cortex-m3", flashBytes: 4 * 1024 * 1024, ramBytes: 4 * 1024 * 1024,
+                                              cpuHz: 25_000_000)
 
     public var linkerScript: String { "\(name).ld" }
     public var stackBytes: Int { ramBytes >= 64 * 1024 ? 16 * 1024 : 2 * 1024 }
@@ -167,11 +170,12 @@ enum Drivers {
     static let cortexMMain = """
     /* main_cortexm.c: the exported model on a bare-metal Cortex-M under QEMU, through semihosting.
      * Reads images.idx and labels.idx from the host's working folder (QS_IMAGES, QS_LABELS, QS_COUNT
-     * override), prints what main_host prints, then the stack one inference used and the instructions it
-     * took (the stack: the whole program's deepest during the first inference; semihosting SYS_ELAPSED counts virtual nanoseconds; under `qemu -icount shift=0` one
-     * nanosecond is one instruction). Ends QEMU with exit(). */
+     * override), prints what main_host prints, then the stack and the instructions one inference took.
+     * Stack: the whole program's deepest during the first inference, from a painted stack. Instructions:
+     * SysTick counts the core clock (QS_CPU_HZ), which under `qemu -icount shift=0` advances one
+     * nanosecond per instruction, so ticks x 10^9 / QS_CPU_HZ are instructions (to one tick). Ends QEMU
+     * with exit(). */
     #include <stdlib.h>
-    #include <semihost.h>
     #include "qs_driver.h"
 
     #ifndef QS_IMAGES
@@ -183,15 +187,21 @@ enum Drivers {
     #ifndef QS_COUNT
     #define QS_COUNT -1
     #endif
+    #ifndef QS_CPU_HZ
+    #define QS_CPU_HZ 16000000
+    #endif
     #define QS_PAINT 0xA5u
+    #define QS_SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+    #define QS_SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+    #define QS_SYST_CVR (*(volatile uint32_t *)0xE000E018u)
 
     extern uint8_t __heap_end[];   /* the bottom of the stack region (picolibc.ld) */
     extern uint8_t __stack[];      /* its top: the initial stack pointer */
-    static uint64_t qs_started, qs_elapsed;
-    static uint32_t qs_stack_used;
+    static uint32_t qs_started, qs_stack_used;
+    static uint64_t qs_ticks;
 
-    /* Before the first inference, paints the free stack below this frame, so that the program's
-       deepest stack during that inference can be read back afterwards. */
+    /* Before the first inference: starts SysTick (24 bits, counting down from the core clock) and
+       paints the free stack below this frame, so the deepest stack can be read back afterwards. */
     static void qs_before(int64_t index)
     {
         volatile uint8_t here = 0;
@@ -199,13 +209,16 @@ enum Drivers {
             const uintptr_t below = (uintptr_t)&here - 64;
             uint8_t *p;
             for (p = __heap_end; (uintptr_t)p < below; p++) *p = QS_PAINT;
+            QS_SYST_RVR = 0xFFFFFFu;
+            QS_SYST_CVR = 0;
+            QS_SYST_CSR = 5u;   /* enable, core clock, no interrupt */
         }
-        qs_started = sys_semihost_elapsed();
+        qs_started = QS_SYST_CVR;
     }
 
     static void qs_after(int64_t index)
     {
-        qs_elapsed += sys_semihost_elapsed() - qs_started;
+        qs_ticks += (qs_started - QS_SYST_CVR) & 0xFFFFFFu;
         if (index == 0) {
             uint8_t *p = __heap_end;
             while (p < __stack && *p == QS_PAINT) p++;
@@ -218,8 +231,10 @@ enum Drivers {
         int64_t correct = 0, count = 0;
         int status = qs_classify(QS_IMAGES, QS_LABELS, QS_COUNT, &correct, &count);
         if (status == 0 && count > 0) {
+            const uint64_t millitick = qs_ticks * 1000u / (uint64_t)count;
             qs_put("stack_bytes "); qs_put_int(qs_stack_used); qs_put("\\n");
-            qs_put("instructions_per_inference "); qs_put_int((int64_t)(qs_elapsed / (uint64_t)count)); qs_put("\\n");
+            qs_put("instructions_per_inference ");
+            qs_put_int((int64_t)(millitick * 1000000u / QS_CPU_HZ)); qs_put("\\n");
         }
         fflush(stdout);
         exit(status);
@@ -261,13 +276,13 @@ enum Drivers {
 
         cortex-m0: model_cortex-m0.elf
         model_cortex-m0.elf: main_cortexm.c qs_driver.h $(MODEL) model.h qshape_nn.h \(m0.linkerScript)
-        \t$(ARM_CC) -mcpu=\(m0.cpu) $(ARM_FLAGS) -T\(m0.linkerScript) -o $@ main_cortexm.c $(MODEL)
+        \t$(ARM_CC) -mcpu=\(m0.cpu) -DQS_CPU_HZ=\(m0.cpuHz) $(ARM_FLAGS) -T\(m0.linkerScript) -o $@ main_cortexm.c $(MODEL)
         run-cortex-m0: model_cortex-m0.elf
         \t\(qemu(m0)) model_cortex-m0.elf
 
         cortex-m3: model_cortex-m3.elf
         model_cortex-m3.elf: main_cortexm.c qs_driver.h $(MODEL) model.h qshape_nn.h \(m3.linkerScript)
-        \t$(ARM_CC) -mcpu=\(m3.cpu) $(ARM_FLAGS) -T\(m3.linkerScript) -o $@ main_cortexm.c $(MODEL)
+        \t$(ARM_CC) -mcpu=\(m3.cpu) -DQS_CPU_HZ=\(m3.cpuHz) $(ARM_FLAGS) -T\(m3.linkerScript) -o $@ main_cortexm.c $(MODEL)
         run-cortex-m3: model_cortex-m3.elf
         \t\(qemu(m3)) model_cortex-m3.elf
 

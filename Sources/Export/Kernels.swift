@@ -188,34 +188,61 @@ enum Kernels {
         return Kernel(name: name, definition: definition)
     }
 
-    /// Direct convolution, (C, H, W) → (O, OH, OW); padded positions contribute nothing.
+    /// Convolution, (C, H, W) → (O, OH, OW), over blocks of `block` output positions (row-major
+    /// (oy, ox)). For each block the inputs under every (ic, ky, kx) tap are gathered once into `cols`
+    /// (zeros where a tap falls in the padding); each output channel then sweeps four taps at a time
+    /// over the block's accumulators, so they are loaded and stored once per four MACs and the
+    /// inner loop runs over `block` contiguous positions.
     static func conv(_ v: WeightedVariant, prefix: String) -> Kernel {
         let name = "\(prefix)_\(v.suffix("conv"))"
+        let acc = v.accType, tin = v.input.cName
         let definition = """
-        void \(name)(const \(v.input.cName) *x, \(v.output.cName) *y, const \(prefix)_layer *L)
+        void \(name)(const \(tin) *x, \(v.output.cName) *y, const \(prefix)_layer *L, void *scratch, int32_t block)
         {
         \(v.prologue)
             const int32_t C = L->n_in, H = L->in_h, W = L->in_w, K = L->kernel, S = L->stride, P = L->padding;
             const int32_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
-            int32_t o, oy, ox, ic, ky, kx;
-            for (o = 0; o < L->n_out; o++) {
-                const int32_t c = L->per_channel ? o : 0;
-                for (oy = 0; oy < OH; oy++) {
-                    for (ox = 0; ox < OW; ox++) {
-                        \(v.accType) acc = 0;
-                        for (ic = 0; ic < C; ic++) {
-                            for (ky = 0; ky < K; ky++) {
-                                const int32_t iy = oy * S - P + ky;
-                                if (iy < 0 || iy >= H) continue;
-                                for (kx = 0; kx < K; kx++) {
-                                    const int32_t ix = ox * S - P + kx;
-                                    if (ix < 0 || ix >= W) continue;
-                                    acc += (\(v.accType))(\(v.weight("((o * C + ic) * K + ky) * K + kx"))
-                                                  * (int32_t)x[(ic * H + iy) * W + ix]);
-                                }
+            const int32_t patch = C * K * K, positions = OH * OW;
+            \(acc) *restrict sum = (\(acc) *)scratch;
+            \(tin) *restrict cols = (\(tin) *)(sum + block);
+            int32_t first, n, o, j, ic, ky, kx, kk;
+            for (first = 0; first < positions; first += block) {
+                n = positions - first < block ? positions - first : block;
+                kk = 0;
+                for (ic = 0; ic < C; ic++) {
+                    for (ky = 0; ky < K; ky++) {
+                        for (kx = 0; kx < K; kx++, kk++) {
+                            \(tin) *dst = cols + kk * block;
+                            int32_t oy = first / OW, ox = first % OW;
+                            for (j = 0; j < n; j++) {
+                                const int32_t iy = oy * S - P + ky, ix = ox * S - P + kx;
+                                dst[j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ic * H + iy) * W + ix] : 0;
+                                if (++ox == OW) { ox = 0; oy++; }
                             }
                         }
-                        \(v.store("y[(o * OH + oy) * OW + ox]"))
+                    }
+                }
+                for (o = 0; o < L->n_out; o++) {
+                    const int32_t c = L->per_channel ? o : 0, row = o * patch;
+                    for (j = 0; j < n; j++) sum[j] = 0;
+                    for (kk = 0; kk + 4 <= patch; kk += 4) {
+                        const int32_t w0 = \(v.weight("row + kk")), w1 = \(v.weight("row + kk + 1"));
+                        const int32_t w2 = \(v.weight("row + kk + 2")), w3 = \(v.weight("row + kk + 3"));
+                        const \(tin) *restrict c0 = cols + kk * block, *restrict c1 = c0 + block;
+                        const \(tin) *restrict c2 = c1 + block, *restrict c3 = c2 + block;
+                        for (j = 0; j < n; j++) {
+                            sum[j] += (\(acc))(w0 * (int32_t)c0[j] + w1 * (int32_t)c1[j])
+                                    + (\(acc))(w2 * (int32_t)c2[j] + w3 * (int32_t)c3[j]);
+                        }
+                    }
+                    for (; kk < patch; kk++) {
+                        const int32_t w0 = \(v.weight("row + kk"));
+                        const \(tin) *restrict c0 = cols + kk * block;
+                        for (j = 0; j < n; j++) sum[j] += (\(acc))(w0 * (int32_t)c0[j]);
+                    }
+                    for (j = 0; j < n; j++) {
+                        const \(acc) acc = sum[j];
+                        \(v.store("y[o * positions + first + j]"))
                     }
                 }
             }

@@ -59,7 +59,7 @@ public enum ExportVerifier {
         try writeIDX(test, count: n, to: dir)
 
         progress("running the Swift integer engine on \(n) images")
-        let expected = (0..<n).map { i in engine.run(test.rawBytes(i)!.map { Int16($0) }).map(Int64.init) }
+        let expected = referenceLogits(engine, test, count: n)
         var report: Report
         let output: String
         switch target {
@@ -84,6 +84,20 @@ public enum ExportVerifier {
         report.mismatchingImages = mismatches
         report.macs = c.summary.macs
         return report
+    }
+
+    /// The Swift engine's outputs for the first `count` images, the halves on two threads.
+    static func referenceLogits(_ engine: IntegerEngine, _ test: Dataset, count: Int) -> [[Int64]] {
+        var out = [[Int64]](repeating: [], count: count)
+        out.withUnsafeMutableBufferPointer { buf in
+            let p = buf.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 2) { part in
+                for i in (part == 0 ? 0..<count / 2 : count / 2..<count) {
+                    (p + i).pointee = engine.run(test.rawBytes(i)!.map { Int16($0) }).map(Int64.init)
+                }
+            }
+        }
+        return out
     }
 
     /// The first `count` images and labels as uncompressed IDX files (the drivers' input).
@@ -176,7 +190,7 @@ public enum ExportVerifier {
         let model = try Sections.read(size, ["model.o", "qshape_nn.o"], in: dir)
         func link(_ t: CortexMTarget) throws {
             try writeAtomically(CModel.linkerScript(t), to: "\(dir)/\(t.linkerScript)")
-            try Tool.run(gcc, flags + ["-specs=picolibc.specs", "--oslib=semihost", "-Wl,--gc-sections", "-T\(t.linkerScript)",
+            try Tool.run(gcc, flags + ["-DQS_CPU_HZ=\(t.cpuHz)", "-specs=picolibc.specs", "--oslib=semihost", "-Wl,--gc-sections", "-T\(t.linkerScript)",
                                        "-o", "model.elf", "main_cortexm.c", "model.c", "qshape_nn.c"], in: dir)
         }
         do {
