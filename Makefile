@@ -1,8 +1,11 @@
 # QShape — two commands do everything on a fresh Debian machine:
 #   make demo   installs what is missing, builds in release mode, trains the example MLP
 #   make test   installs what is missing and runs the whole test suite (release mode)
+# The test suite builds the exported C with gcc and arm-none-eabi-gcc (picolibc) and runs it under
+# qemu-system-arm, so those are installed too.
 
-APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist
+APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist \
+                gcc gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
 SWIFT        ?= swift
 QSHAPE       := .build/release/qshape
 # Code generation for this machine's processor (AVX2, AVX-512 where it has them), as -march=native
@@ -21,7 +24,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 build: deps

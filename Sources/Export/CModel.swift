@@ -47,7 +47,8 @@ public enum CGenerator {
                       summary: plan.summary, prefix: prefix)
     }
 
-    static func checkIdentifier(_ s: String) throws {
+    /// Refuses a prefix that is not a C identifier (it starts every exported symbol).
+    public static func checkIdentifier(_ s: String) throws {
         let ok = !s.isEmpty && s.utf8.count <= 40 && s.utf8.enumerated().allSatisfy { i, c in
             (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || (i > 0 && c >= 48 && c <= 57)
         }

@@ -2,6 +2,7 @@
 // self-contained float-free C99 library (Export), optionally built and checked against the Swift
 // integer engine on the host or on an emulated Cortex-M (ExportVerifier).
 import Foundation
+import NeuralNet
 import DataIO
 import IntegerRuntime
 import Quantization
@@ -52,21 +53,23 @@ public enum ExportWorkflow {
 
     public static func run(_ config: Config, _ o: Options, progress: (String) -> Void = { _ in }) throws -> Result {
         let bits = try weightBits(config, o.bits)
+        try CGenerator.checkIdentifier(o.prefix)
         try checkOutput(o.out, force: o.force)
         let data = try config.data.load()
         let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
         try Weights.load(o.weights, into: model)
         TrainWorkflow.configureThreads(config.threads)
+        return try run(config, model: model, data: data, bits: bits, o, progress: progress)
+    }
+
+    /// Exports a loaded model at `bits`-bit weights with the config's `quantize:` settings.
+    public static func run(_ config: Config, model: Sequential, data: DataSplit, bits: Int, _ o: Options,
+                           progress: (String) -> Void = { _ in }) throws -> Result {
         var settings = config.quantize ?? QuantizeConfig()
         settings.weightsOnly = false
         progress("converting \(o.weights) at \(bits)-bit weights, \(settings.options.activationBits)-bit activations")
         let conversion = try QuantizeWorkflow.integerConverter(config, model: model, data: data, settings: settings)(bits)
-        let c: CModel
-        do {
-            c = try CGenerator.generate(conversion.integerModel, weightBits: [bits], prefix: o.prefix)
-        } catch let e as ExportError {
-            throw ConfigError(file: config.file, path: "quantize", "at \(bits)-bit weights, the C runtime refuses the model: \(e.message)")
-        }
+        let c = try generate(conversion, bits: bits, prefix: o.prefix, config: config)
         try writeFolder(c.allFiles, to: o.out, force: o.force)
         progress("wrote \(o.out): model.h, model.c (\(c.summary.parameterBytes) bytes of parameters), qshape_nn.c, drivers, Makefile")
         var report: ExportVerifier.Report?
@@ -76,6 +79,16 @@ public enum ExportWorkflow {
         }
         return Result(directory: o.out, weightBits: bits, activationBits: settings.options.activationBits,
                       files: c.allFiles.map(\.name), model: c.summary, verification: report)
+    }
+
+    /// The C of a conversion; a model the C runtime cannot express is a config error naming the layer.
+    public static func generate(_ conversion: Conversion, bits: Int, prefix: String = "qshape_model",
+                                config: Config) throws -> CModel {
+        do {
+            return try CGenerator.generate(conversion.integerModel, weightBits: [bits], prefix: prefix)
+        } catch let e as ExportError {
+            throw ConfigError(file: config.file, path: "quantize", "at \(bits)-bit weights, the C runtime refuses the model: \(e.message)")
+        }
     }
 
     /// An existing `--out` must be an empty folder, or be replaced with --force.

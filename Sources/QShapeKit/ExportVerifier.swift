@@ -58,8 +58,12 @@ public enum ExportVerifier {
         for f in c.allFiles { try writeAtomically(f.contents, to: "\(dir)/\(f.name)") }
         try writeIDX(test, count: n, to: dir)
 
-        progress("running the Swift integer engine on \(n) images")
-        let expected = referenceLogits(engine, test, count: n)
+        // The Swift engine's logits are computed on a second thread while the C is built and run.
+        final class Reference: @unchecked Sendable { var logits: [[Int64]] = [] }
+        let reference = Reference(), done = DispatchSemaphore(value: 0)
+        Thread { reference.logits = referenceLogits(engine, test, count: n); done.signal() }.start()
+        var joined = false
+        defer { if !joined { done.wait() } }
         var report: Report
         let output: String
         switch target {
@@ -69,6 +73,9 @@ public enum ExportVerifier {
             (report, output) = try runCortexM(c, dir: dir, images: n, target: target, progress: progress)
         }
         let lines = try parse(output, images: n)
+        done.wait()
+        joined = true
+        let expected = reference.logits
         var mismatches = 0, cCorrect = 0, swiftCorrect = 0
         for i in 0..<n {
             let label = Int(test.labels[i]), e = expected[i]

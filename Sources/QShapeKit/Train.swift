@@ -5,6 +5,7 @@ import Training
 import DataIO
 import Quantization
 import Reports
+import Export
 
 /// A failure that is not a config or data problem (an existing run folder, say).
 public struct RunError: Error, CustomStringConvertible, Sendable {
@@ -174,6 +175,7 @@ public enum UserError {
         case let e as ModelError: return (e.description, 2)
         case let e as RunError: return (e.description, 1)
         case let e as ReportError: return (e.description, 2)
+        case let e as ExportError: return (e.description, 2)
         default: return ("\(error)", 1)
         }
     }
