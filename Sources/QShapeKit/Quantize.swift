@@ -5,6 +5,7 @@ import Training
 import DataIO
 import Quantization
 import IntegerRuntime
+import Export
 
 /// `qshape quantize` (and the end of `qshape train` with a `quantize:` section): float accuracy,
 /// simulated (fake-quant) accuracy and integer-engine accuracy side by side, by weight bit width,
@@ -39,8 +40,10 @@ public enum QuantizeWorkflow {
         /// Share of test images (percent) where the integer engine and the simulation pick the same class.
         public var simulationAgreement: Double?
         public var layers: [LayerRow]
+        /// The sizes of this integer model exported as C (`qshape export`).
+        public var deployment: CModelSummary?
         enum CodingKeys: String, CodingKey {
-            case bits, layers, agreement
+            case bits, layers, agreement, deployment
             case simulatedAccuracy = "simulated_accuracy", integerAccuracy = "integer_accuracy"
             case simulationAgreement = "simulation_agreement"
         }
@@ -93,7 +96,9 @@ public enum QuantizeWorkflow {
         for b in q.bits {
             let conversion = try convert(b)
             conversions[b] = conversion
-            results.append(compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages))
+            var row = compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages)
+            row.deployment = try? CGenerator.generate(conversion.integerModel, weightBits: [b]).summary
+            results.append(row)
         }
         return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
                        images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)

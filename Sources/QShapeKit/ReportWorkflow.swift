@@ -39,7 +39,8 @@ public enum ReportWorkflow {
         }
         let accuracy = quantization.map { q in
             Report.Accuracy(float: q.floatAccuracy, weightsOnly: q.weightsOnly,
-                            rows: q.results.map { .init(bits: $0.bits, simulated: $0.simulatedAccuracy, integer: $0.integerAccuracy, agreement: $0.agreement) })
+                            rows: q.results.map { .init(bits: $0.bits, simulated: $0.simulatedAccuracy, integer: $0.integerAccuracy, agreement: $0.agreement,
+                                                      flashBytes: $0.deployment?.parameterBytes, ramBytes: $0.deployment?.activationBytes) })
         }
         let training = Report.Training(epochs: epochs, testAccuracy: epochs.last?.testAccuracy ?? 0,
                                        totalSeconds: epochs.reduce(0) { $0 + $1.seconds })

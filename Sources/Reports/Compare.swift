@@ -9,6 +9,9 @@ public struct Comparison: Codable, Sendable {
         public var integer: Double?
         /// simulated (or integer when present) minus the first run's, in points.
         public var delta: Double?
+        /// The exported C's parameter flash and activation RAM at this width.
+        public var flashBytes: Int?
+        public var ramBytes: Int?
     }
     public struct BitsRow: Codable, Sendable {
         public var bits: Int
@@ -45,7 +48,7 @@ public struct Comparison: Codable, Sendable {
             return BitsRow(bits: b, runs: zip(reports, rows).map { r, row in
                 let v = row.map { $0.integer ?? $0.simulated }
                 return RunAccuracy(run: r.run, simulated: row?.simulated, integer: row?.integer,
-                                   delta: v.flatMap { v in base.map { v - $0 } })
+                                   delta: v.flatMap { v in base.map { v - $0 } }, flashBytes: row?.flashBytes, ramBytes: row?.ramBytes)
             })
         }
         let names = reports.first?.layers.map(\.name) ?? []
@@ -72,6 +75,13 @@ public struct Comparison: Codable, Sendable {
         return first ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(a.delta ?? 0)))"
     }
 
+    /// Whether any run has deployment figures.
+    var deployment: Bool { accuracy.contains { $0.runs.contains { $0.flashBytes != nil } } }
+
+    func deploymentCell(_ a: RunAccuracy) -> String {
+        a.flashBytes == nil ? "–" : "\(Format.kib(a.flashBytes)) / \(Format.kib(a.ramBytes))"
+    }
+
     /// The headline: accuracy kept at the given widths, per run.
     public func headline(bits wanted: [Int] = [8, 4, 3]) -> String {
         var lines: [String] = []
@@ -93,6 +103,13 @@ public struct Comparison: Codable, Sendable {
         out += "| float | " + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }.joined(separator: " | ") + " |\n"
         for row in accuracy {
             out += "| \(row.bits)-bit | " + row.runs.enumerated().map { cell($1, first: $0 == 0) }.joined(separator: " | ") + " |\n"
+        }
+        if deployment {
+            out += "\n## Deployment (exported C)\n\nFlash of the weights, biases, multipliers and shifts / RAM of the activation buffers.\n\n"
+            out += "| weights | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
+            for row in accuracy {
+                out += "| \(row.bits)-bit | " + row.runs.map(deploymentCell).joined(separator: " | ") + " |\n"
+            }
         }
         out += "\n## Layers\n\n| layer | run | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) |\n|---|---|---|---|---|---|\n"
         for l in layers {
@@ -118,6 +135,10 @@ public struct Comparison: Codable, Sendable {
                        return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
                    } })
         if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
+        if deployment {
+            b += "<h2>Deployment (exported C)</h2><p>Flash of the weights, biases, multipliers and shifts / RAM of the activation buffers.</p>"
+            b += table(["weights"] + runs, accuracy.map { row in ["\(row.bits)-bit"] + row.runs.map(deploymentCell) })
+        }
         b += "<h2>Layers</h2>"
         b += table(["layer", "run", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)"],
                    layers.flatMap { l in l.runs.map { [escape(l.name), escape($0.run), Format.num($0.skewness), Format.num($0.kurtosis),

@@ -50,8 +50,14 @@ public struct Report: Codable, Equatable, Sendable {
         public var simulated: Double
         public var integer: Double?
         public var agreement: Double?
-        public init(bits: Int, simulated: Double, integer: Double?, agreement: Double?) {
+        /// The exported C (`qshape export`) at this width: flash of its weights, biases, multipliers
+        /// and shifts, and RAM of its activation buffers (the stack and the code come on top).
+        public var flashBytes: Int?
+        public var ramBytes: Int?
+        public init(bits: Int, simulated: Double, integer: Double?, agreement: Double?,
+                    flashBytes: Int? = nil, ramBytes: Int? = nil) {
             self.bits = bits; self.simulated = simulated; self.integer = integer; self.agreement = agreement
+            self.flashBytes = flashBytes; self.ramBytes = ramBytes
         }
     }
 
@@ -141,4 +147,6 @@ public enum Format {
     public static func db(_ x: Double?) -> String { x.map { String(format: "%.1f", $0) } ?? "–" }
     public static func num(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
     public static func signed(_ x: Double) -> String { String(format: "%+.2f", x) }
+    /// Bytes as KiB with one decimal ("116.2 KiB"), or "–".
+    public static func kib(_ x: Int?) -> String { x.map { String(format: "%.1f KiB", Double($0) / 1024) } ?? "–" }
 }

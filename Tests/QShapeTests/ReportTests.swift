@@ -45,6 +45,23 @@ final class ReportTests: XCTestCase {
         try checkHTML(html)
     }
 
+    /// A run converted to integers gets a deployment row per width: the exported C's flash and RAM,
+    /// the numbers `qshape export` writes into model.h; compare shows them side by side.
+    func testReportsShowTheExportedCsFlashAndRAM() throws {
+        let dir = temporaryDirectory(self)
+        _ = try train("fashion-mlp.yaml", into: "\(dir)/run", extra: ["quantize.bits=[8, 4, 2]"])
+        let json = try Report.decode(FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
+        let rows = try XCTUnwrap(json.accuracy?.rows)
+        XCTAssertEqual(rows.map(\.flashBytes), [8, 4, 2].map { b in (234_752 * b + 7) / 8 + (256 + 128 + 10) * 4 + 3 * 5 })
+        XCTAssertEqual(rows.map(\.ramBytes), [384, 384, 384])
+        let md = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
+        let html = try String(contentsOfFile: "\(dir)/run/report.html", encoding: .utf8)
+        for text in [md, html] { for r in rows { XCTAssertTrue(text.contains(Format.kib(r.flashBytes)), "\(r.bits)-bit flash") } }
+        let c = try qshape(["compare", "\(dir)/run", "\(dir)/run", "--format", "md"])
+        XCTAssertTrue(c.stdout.contains("## Deployment (exported C)"), c.stdout)
+        XCTAssertTrue(c.stdout.contains("| 4-bit | \(Format.kib(rows[1].flashBytes)) / 0.4 KiB |"), c.stdout)
+    }
+
     /// Valid XML, self-contained (nothing fetched: no http, no script, no external font or image).
     func checkHTML(_ html: String, file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertFalse(html.contains("http"), file: file, line: line)
