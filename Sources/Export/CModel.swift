@@ -204,7 +204,7 @@ struct Plan {
                                       geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
                                       bits: bits(weighted), input: type, output: outType, dense: true)
                 let k = Kernels.dense(v, prefix: prefix)
-                use(k, v.helpers)
+                use(k, v.helpers(dense: true))
                 call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i));"
                 summary.macs += d.inFeatures * d.outFeatures
                 range = (d.requant.outMin, d.requant.outMax); weighted += 1
@@ -214,11 +214,11 @@ struct Plan {
                                       geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
                                       bits: bits(weighted), input: type, output: outType, dense: false)
                 let k = Kernels.conv(v, prefix: prefix)
-                use(k, v.helpers)
+                use(k, v.helpers(dense: false))
                 let block = min(convBlock, out[1] * out[2])
                 call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i), qs_scratch, \(block));"
-                // A block's accumulators, then the inputs gathered under it (patch × block).
-                scratchBytes = max(scratchBytes, block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
+                // Four channels' accumulators for a block, then the inputs gathered under it (patch × block).
+                scratchBytes = max(scratchBytes, 4 * block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
                 summary.macs += count * c.inChannels * c.kernel * c.kernel
                 range = (c.requant.outMin, c.requant.outMax); weighted += 1
             case let .maxPool(k, s, p):

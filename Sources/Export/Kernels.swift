@@ -6,6 +6,8 @@
 struct Kernel: Hashable {
     let name: String
     let definition: String
+    /// Static functions only this kernel calls, emitted before it.
+    var support = ""
 }
 
 /// The static helpers the kernels call (emitted once each, and only when used).
@@ -18,8 +20,8 @@ enum Helper: Int, CaseIterable, Comparable {
         switch self {
         case .asr64:
             return """
-            /* Arithmetic right shift of a signed 64-bit value (portable C99: no shift of a negative). */
-            static int64_t qs_asr64(int64_t v, int32_t s)
+            /* Arithmetic right shift of a signed 64-bit value, 0 <= s <= 62 (portable C99: no shift of a negative). */
+            static inline int64_t qs_asr64(int64_t v, int32_t s)
             {
                 return v >= 0 ? v >> s : ~((~v) >> s);
             }
@@ -108,8 +110,10 @@ struct WeightedVariant: Hashable {
         return s
     }
 
-    var helpers: [Helper] {
-        var h: [Helper] = [.asr64, shiftOnly ? .requantizeShift : .requantize]
+    /// The helpers a dense (one qs_requantize call per output) or conv kernel (its block loop) calls.
+    func helpers(dense: Bool) -> [Helper] {
+        var h: [Helper] = [.asr64]
+        if dense { h.append(shiftOnly ? .requantizeShift : .requantize) }
         if weights == .p4 && !byteRows { h.append(.weight4) }
         if weights == .p2 && !byteRows { h.append(.weight2) }
         return h
@@ -124,12 +128,35 @@ struct WeightedVariant: Hashable {
         }
     }
 
-    /// The statement that writes one output from `acc` for channel `c`.
-    func store(_ target: String) -> String {
+    /// The statement that writes output `index` from the accumulator `acc`.
+    func store(_ target: String, acc: String, index: String) -> String {
+        let c = "L->per_channel ? \(index) : 0"
         let call = shiftOnly
-            ? "qs_requantize_shift((int64_t)bias[o] + acc, \(limit), L->shift[c], L->out_min, L->out_max)"
-            : "qs_requantize((int64_t)bias[o] + acc, \(limit), (int64_t)mult[c], L->shift[c], L->out_min, L->out_max)"
+            ? "qs_requantize_shift((int64_t)bias[\(index)] + \(acc), \(limit), L->shift[\(c)], L->out_min, L->out_max)"
+            : "qs_requantize((int64_t)bias[\(index)] + \(acc), \(limit), (int64_t)mult[\(c)], L->shift[\(c)], L->out_min, L->out_max)"
         return "\(target) = (\(output.cName))\(call);"
+    }
+
+    /// Requantises the block's `n` sums of channel `o` into `target` with the channel's parameters
+    /// read once: the arithmetic of qs_requantize written out, so that compilers vectorise it.
+    func requantizeBlock(sums: String, channel o: String, output target: String) -> String {
+        let c = "L->per_channel ? \(o) : 0"
+        let product = shiftOnly ? "a" : "a * m"
+        let multiplier = shiftOnly ? "" : "const int64_t m = mult[\(c)];\n                "
+        return """
+        {
+                        \(multiplier)const int64_t b = bias[\(o)], limit = \(limit);
+                        const int32_t sh = L->shift[\(c)], lo = L->out_min, hi = L->out_max;
+                        const int64_t half = sh > 0 ? (int64_t)1 << (sh - 1) : 0;
+                        \(output.cName) *out = \(target);
+                        for (j = 0; j < n; j++) {
+                            int64_t a = b + \(sums)[j];
+                            a = a > limit ? limit : a < -limit ? -limit : a;
+                            a = qs_asr64(\(product) + half, sh);
+                            out[j] = (\(output.cName))(a < lo ? lo : a > hi ? hi : a);
+                        }
+                    }
+        """
     }
 
     var prologue: String {
@@ -145,47 +172,61 @@ enum Kernels {
     static func dense(_ v: WeightedVariant, prefix: String) -> Kernel {
         let name = "\(prefix)_\(v.suffix("dense"))"
         let acc = v.accType
-        let dot: String
-        if v.byteRows && (v.weights == .p4 || v.weights == .p2) {
-            let per = 8 / v.weights.fieldBits, bits = v.weights.fieldBits
-            let mask = (1 << bits) - 1, sign = 1 << (bits - 1)
-            let terms = (0..<per).map { f in
-                let field = f == 0 ? "(b & \(mask))" : "((b >> \(f * bits)) & \(mask))"
-                return "            acc += (\(acc))(((\(field) ^ \(sign)) - \(sign)) * (int32_t)x[\(per) * k + \(f)]);"
-            }.joined(separator: "\n")
-            dot = """
-                    const uint8_t *row = w + o * (n / \(per));
-                    for (k = 0; k < n / \(per); k++) {
-                        const int32_t b = row[k];
-            \(terms)
-                    }
-            """
-        } else if v.weights == .i8 || v.weights == .i16 {
-            dot = """
-                    const \(v.weights.cElement) *row = w + o * n;
-                    for (k = 0; k < n; k++) acc += (\(acc))((int32_t)row[k] * (int32_t)x[k]);
-            """
-        } else {
-            dot = """
-                    const int32_t base = o * n;
-                    for (k = 0; k < n; k++) acc += (\(acc))(\(v.weight("base + k")) * (int32_t)x[k]);
-            """
-        }
+        let rows = 4
         let definition = """
         void \(name)(const \(v.input.cName) *x, \(v.output.cName) *y, const \(prefix)_layer *L)
         {
         \(v.prologue)
             const int32_t n = L->n_in;
-            int32_t o, k;
-            for (o = 0; o < L->n_out; o++) {
-                const int32_t c = L->per_channel ? o : 0;
-                \(acc) acc = 0;
-        \(dot)
-                \(v.store("y[o]"))
+            int32_t o = 0, k;
+            /* four rows at a time: each input is loaded once for four accumulators */
+            for (; o + \(rows) <= L->n_out; o += \(rows)) {
+                \(acc) \((0..<rows).map { "a\($0) = 0" }.joined(separator: ", "));
+        \(denseDot(v, rows: rows))
+        \((0..<rows).map { "        " + v.store("y[o + \($0)]", acc: "a\($0)", index: "o + \($0)") }.joined(separator: "\n"))
+            }
+            for (; o < L->n_out; o++) {
+                \(acc) a0 = 0;
+        \(denseDot(v, rows: 1))
+                \(v.store("y[o]", acc: "a0", index: "o"))
             }
         }
         """
         return Kernel(name: name, definition: definition)
+    }
+
+    /// The dot products of `rows` consecutive rows from row `o` with x, into a0, a1, …
+    static func denseDot(_ v: WeightedVariant, rows: Int) -> String {
+        let acc = v.accType, r = 0..<rows
+        if v.byteRows && (v.weights == .p4 || v.weights == .p2) {
+            let per = 8 / v.weights.fieldBits, bits = v.weights.fieldBits
+            let mask = (1 << bits) - 1, sign = 1 << (bits - 1)
+            func field(_ b: String, _ f: Int) -> String {
+                "(((\(f == 0 ? "\(b) & \(mask)" : "(\(b) >> \(f * bits)) & \(mask)")) ^ \(sign)) - \(sign))"
+            }
+            let inputs = (0..<per).map { "x\($0) = x[\(per) * k + \($0)]" }.joined(separator: ", ")
+            let sums = r.map { i in
+                "            a\(i) += " + (0..<per).map { "(\(acc))(\(field("b\(i)", $0)) * x\($0))" }.joined(separator: " + ") + ";"
+            }.joined(separator: "\n")
+            return """
+                    const uint8_t *r0 = w + o * (n / \(per));
+                    for (k = 0; k < n / \(per); k++) {
+                        const int32_t \(inputs);
+                        const int32_t \(r.map { "b\($0) = r0[\($0) * (n / \(per)) + k]" }.joined(separator: ", "));
+            \(sums)
+                    }
+            """
+        }
+        let weight: (Int) -> String = v.weights == .i8 || v.weights == .i16
+            ? { "(int32_t)r0[\($0 == 0 ? "" : "\($0) * n + ")k]" }
+            : { v.weight("(o + \($0)) * n + k") }
+        let row = v.weights == .i8 || v.weights == .i16 ? "        const \(v.weights.cElement) *r0 = w + o * n;\n" : ""
+        return row + """
+                for (k = 0; k < n; k++) {
+                    const int32_t xk = x[k];
+        \(r.map { "            a\($0) += (\(acc))(\(weight($0)) * xk);" }.joined(separator: "\n"))
+                }
+        """
     }
 
     /// Convolution, (C, H, W) → (O, OH, OW), over blocks of `block` output positions (row-major
@@ -204,7 +245,7 @@ enum Kernels {
             const int32_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
             const int32_t patch = C * K * K, positions = OH * OW;
             \(acc) *restrict sum = (\(acc) *)scratch;
-            \(tin) *restrict cols = (\(tin) *)(sum + block);
+            \(tin) *restrict cols = (\(tin) *)(sum + 4 * block);
             int32_t first, n, o, j, ic, ky, kx, kk;
             for (first = 0; first < positions; first += block) {
                 n = positions - first < block ? positions - first : block;
@@ -212,43 +253,105 @@ enum Kernels {
                 for (ic = 0; ic < C; ic++) {
                     for (ky = 0; ky < K; ky++) {
                         for (kx = 0; kx < K; kx++, kk++) {
-                            \(tin) *dst = cols + kk * block;
-                            int32_t oy = first / OW, ox = first % OW;
-                            for (j = 0; j < n; j++) {
-                                const int32_t iy = oy * S - P + ky, ix = ox * S - P + kx;
-                                dst[j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ic * H + iy) * W + ix] : 0;
-                                if (++ox == OW) { ox = 0; oy++; }
+                            /* row by row: output columns [lo, hi) read input columns inside the image */
+                            const int32_t lo = P > kx ? (P - kx + S - 1) / S : 0;
+                            const int32_t end = (W + P - kx + S - 1) / S, hi = end < OW ? end : OW;
+                            \(tin) *d = cols + kk * block;
+                            int32_t oy = first / OW, ox = first % OW, left = n;
+                            while (left > 0) {
+                                const int32_t iy = oy * S - P + ky, stop = ox + (OW - ox < left ? OW - ox : left);
+                                const int32_t base = (ic * H + iy) * W - P + kx;
+                                int32_t col = ox;
+                                left -= stop - ox;
+                                if (iy < 0 || iy >= H) {
+                                    for (; col < stop; col++) *d++ = 0;
+                                } else {
+                                    for (; col < stop && col < lo; col++) *d++ = 0;
+                                    for (; col < stop && col < hi; col++) *d++ = x[base + col * S];
+                                    for (; col < stop; col++) *d++ = 0;
+                                }
+                                ox = 0;
+                                oy++;
                             }
                         }
                     }
                 }
-                for (o = 0; o < L->n_out; o++) {
-                    const int32_t c = L->per_channel ? o : 0, row = o * patch;
-                    for (j = 0; j < n; j++) sum[j] = 0;
-                    for (kk = 0; kk + 4 <= patch; kk += 4) {
-                        const int32_t w0 = \(v.weight("row + kk")), w1 = \(v.weight("row + kk + 1"));
-                        const int32_t w2 = \(v.weight("row + kk + 2")), w3 = \(v.weight("row + kk + 3"));
-                        const \(tin) *restrict c0 = cols + kk * block, *restrict c1 = c0 + block;
-                        const \(tin) *restrict c2 = c1 + block, *restrict c3 = c2 + block;
-                        for (j = 0; j < n; j++) {
-                            sum[j] += (\(acc))(w0 * (int32_t)c0[j] + w1 * (int32_t)c1[j])
-                                    + (\(acc))(w2 * (int32_t)c2[j] + w3 * (int32_t)c3[j]);
-                        }
-                    }
-                    for (; kk < patch; kk++) {
-                        const int32_t w0 = \(v.weight("row + kk"));
-                        const \(tin) *restrict c0 = cols + kk * block;
-                        for (j = 0; j < n; j++) sum[j] += (\(acc))(w0 * (int32_t)c0[j]);
-                    }
-                    for (j = 0; j < n; j++) {
-                        const \(acc) acc = sum[j];
-                        \(v.store("y[o * positions + first + j]"))
-                    }
+                o = 0;
+                /* four output channels at a time: each gathered input is loaded once for four */
+                for (; o + 4 <= L->n_out; o += 4) {
+        \(convChannels(v, group: 4))
+                }
+                for (; o < L->n_out; o++) {
+        \(convChannels(v, group: 1))
                 }
             }
         }
         """
-        return Kernel(name: name, definition: definition)
+        return Kernel(name: name, definition: definition, support: taps4(v, name: "qs_taps4_\(v.suffix("conv"))"))
+    }
+
+    /// s_i[j] += Σ_t w[4i + t]·c_t[j] for four channels i and four taps t: a function of its own so
+    /// that `restrict` on its parameters tells compilers the eight streams do not overlap.
+    static func taps4(_ v: WeightedVariant, name: String) -> String {
+        let acc = v.accType, tin = v.input.cName
+        let weights = (0..<4).map { i in "    const int32_t " + (0..<4).map { t in "w\(i)_\(t) = w[\(4 * i + t)]" }.joined(separator: ", ") + ";" }
+        let updates = (0..<4).map { i in
+            "        s\(i)[j] += (\(acc))(w\(i)_0 * (int32_t)c0[j] + w\(i)_1 * (int32_t)c1[j]) + (\(acc))(w\(i)_2 * (int32_t)c2[j] + w\(i)_3 * (int32_t)c3[j]);"
+        }
+        return """
+        static void \(name)(\((0..<4).map { "\(acc) *restrict s\($0)" }.joined(separator: ", ")),
+                    \((0..<4).map { "const \(tin) *restrict c\($0)" }.joined(separator: ", ")),
+                    const int32_t *restrict w, int32_t n)
+        {
+        \(weights.joined(separator: "\n"))
+            int32_t j;
+            for (j = 0; j < n; j++) {
+        \(updates.joined(separator: "\n"))
+            }
+        }
+        """
+    }
+
+    /// The sweep of `group` output channels from `o` over one block: sums of channel o + i at
+    /// sum + i·block, four taps per pass, then requantisation.
+    static func convChannels(_ v: WeightedVariant, group: Int) -> String {
+        let acc = v.accType, tin = v.input.cName, g = 0..<group
+        func sums(_ t: Int) -> String {
+            "(\(acc))(wt[\(4 * t)] * (int32_t)c0[j] + wt[\(4 * t + 1)] * (int32_t)c1[j]) + (\(acc))(wt[\(4 * t + 2)] * (int32_t)c2[j] + wt[\(4 * t + 3)] * (int32_t)c3[j])"
+        }
+        let weights4 = g.map { i in
+            "                " + (0..<4).map { t in "wt[\(4 * i + t)] = \(v.weight("(o + \(i)) * patch + kk + \(t)"))" }.joined(separator: "; ") + ";"
+        }.joined(separator: "\n")
+        let update4 = g.map { i in "                    s\(i)[j] += \(sums(i));" }.joined(separator: "\n")
+        let sweep4 = group == 4
+            ? "                qs_taps4_\(v.suffix("conv"))(s0, s1, s2, s3, c0, c1, c2, c3, wt, n);"
+            : """
+                            for (j = 0; j < n; j++) {
+            \(update4)
+                            }
+            """
+        let weights1 = g.map { i in "w\(i) = \(v.weight("(o + \(i)) * patch + kk"))" }.joined(separator: ", ")
+        let update1 = g.map { i in "s\(i)[j] += (\(acc))(w\(i) * (int32_t)c0[j]);" }.joined(separator: " ")
+        let requant = g.map { i in
+            "        " + v.requantizeBlock(sums: "s\(i)", channel: "o + \(i)", output: "y + (o + \(i)) * positions + first")
+        }.joined(separator: "\n")
+        return """
+                    \(acc) \(g.map { "*restrict s\($0) = sum + \($0) * block" }.joined(separator: ", "));
+                    for (j = 0; j < n; j++) { \(g.map { "s\($0)[j] = 0;" }.joined(separator: " ")) }
+                    for (kk = 0; kk + 4 <= patch; kk += 4) {
+                        const \(tin) *restrict c0 = cols + kk * block, *restrict c1 = c0 + block;
+                        const \(tin) *restrict c2 = c1 + block, *restrict c3 = c2 + block;
+                        int32_t wt[\(4 * group)];
+        \(weights4)
+        \(sweep4)
+                    }
+                    for (; kk < patch; kk++) {
+                        const \(tin) *restrict c0 = cols + kk * block;
+                        const int32_t \(weights1);
+                        for (j = 0; j < n; j++) { \(update1) }
+                    }
+        \(requant)
+        """
     }
 
     /// Max pooling; windows are clipped to the image (padding never wins).
@@ -260,6 +363,21 @@ enum Kernels {
         {
             const int32_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
             int32_t c, oy, ox, ky, kx;
+            if (p == 0) {   /* every window inside the image: no bounds tests */
+                for (c = 0; c < channels; c++) {
+                    for (oy = 0; oy < oh; oy++) {
+                        for (ox = 0; ox < ow; ox++) {
+                            const \(t.cName) *r = x + (c * h + oy * s) * w + ox * s;
+                            int32_t best = r[0];
+                            for (ky = 0; ky < k; ky++) {
+                                for (kx = 0; kx < k; kx++) if (r[ky * w + kx] > best) best = r[ky * w + kx];
+                            }
+                            y[(c * oh + oy) * ow + ox] = (\(t.cName))best;
+                        }
+                    }
+                }
+                return;
+            }
             for (c = 0; c < channels; c++) {
                 for (oy = 0; oy < oh; oy++) {
                     for (ox = 0; ox < ow; ox++) {

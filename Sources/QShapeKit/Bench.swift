@@ -90,10 +90,11 @@ public enum BenchWorkflow {
         public var shaping: [ShapingOverhead] = []
         public var penaltyCosts: [PenaltyCost] = []
         public var inference: [InferenceResult] = []
+        public var export: [ExportSpeed] = []
         /// What the training and shaping parts trained on.
         public var trainingData = ""
         enum CodingKeys: String, CodingKey {
-            case sgemm, training, shaping, inference
+            case sgemm, training, shaping, inference, export
             case trainingData = "training_data"
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
             case penaltyCosts = "penalty_costs"
@@ -102,7 +103,7 @@ public enum BenchWorkflow {
 
     /// The parts of `qshape bench`; training's share of the SGEMM peak needs the SGEMM part.
     public enum Section: String, CaseIterable, Sendable {
-        case sgemm, training, shaping, inference
+        case sgemm, training, shaping, inference, export
     }
 
     /// Float and integer inference of one network over `count` random images (10,000 = the test set).
@@ -304,6 +305,7 @@ public enum BenchWorkflow {
                 r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
             }
         }
+        if sections.contains(.export) { try runExport(&r, log: log) }
         return r
     }
 
