@@ -2,14 +2,17 @@ import Foundation
 import CZlib
 
 /// Reads a whole file, transparently gunzipping it when it is gzip-compressed.
-public func readMaybeGzip(_ path: String) throws -> [UInt8] {
+/// At most `limit` bytes are read (a gzip file can unpack to far more than it holds): callers that
+/// know the size from a header pass it, plus one to see whether the file holds more.
+public func readMaybeGzip(_ path: String, limit: Int = Int.max) throws -> [UInt8] {
     guard FileManager.default.fileExists(atPath: path) else { throw DataError("\(path): no such file") }
     guard let gz = gzopen(path, "rb") else { throw DataError("\(path): cannot be opened") }
     defer { gzclose(gz) }
     var out: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
+    while out.count < limit {
+        let want = min(chunk.count, limit - out.count)
+        let n = chunk.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32(want)) }
         if n < 0 { throw DataError("\(path): corrupt or truncated gzip data") }
         if n == 0 { break }
         out.append(contentsOf: chunk[0..<Int(n)])

@@ -6,24 +6,37 @@ public enum IDX {
         public let bytes: [UInt8]
     }
 
+    /// The largest IDX file QShape reads (values, after decompression): 4 GiB.
+    public static let maxBytes = 1 << 32
+
+    /// Reads the header first, then at most the values it promises (checked arithmetic, capped
+    /// at `maxBytes`), so a hostile size or a gzip bomb is refused before it is unpacked.
     public static func read(_ path: String) throws -> Array {
-        let raw = try readMaybeGzip(path)
-        guard raw.count >= 4, raw[0] == 0, raw[1] == 0 else {
+        let head = try readMaybeGzip(path, limit: 4 + 4 * 255)
+        guard head.count >= 4, head[0] == 0, head[1] == 0 else {
             throw DataError("\(path): not an IDX file (bad magic number)")
         }
-        guard raw[2] == 0x08 else {
-            throw DataError("\(path): IDX element type 0x\(String(raw[2], radix: 16)) is not supported (only unsigned byte, 0x08)")
+        guard head[2] == 0x08 else {
+            throw DataError("\(path): IDX element type 0x\(String(head[2], radix: 16)) is not supported (only unsigned byte, 0x08)")
         }
-        let rank = Int(raw[3])
-        guard rank >= 1, raw.count >= 4 + 4 * rank else { throw DataError("\(path): truncated IDX header") }
+        let rank = Int(head[3])
+        guard rank >= 1, head.count >= 4 + 4 * rank else { throw DataError("\(path): truncated IDX header") }
         var dims: [Int] = []
+        var expected = 1
         for d in 0..<rank {
             let o = 4 + 4 * d
-            dims.append(Int(raw[o]) << 24 | Int(raw[o + 1]) << 16 | Int(raw[o + 2]) << 8 | Int(raw[o + 3]))
+            let size = Int(head[o]) << 24 | Int(head[o + 1]) << 16 | Int(head[o + 2]) << 8 | Int(head[o + 3])
+            dims.append(size)
+            let (product, overflow) = expected.multipliedReportingOverflow(by: size)
+            guard !overflow, product <= maxBytes else {
+                throw DataError("\(path): IDX dimensions \(dims) promise more than \(maxBytes >> 30) GiB of values")
+            }
+            expected = product
         }
-        let header = 4 + 4 * rank, expected = dims.reduce(1, *)
+        let header = 4 + 4 * rank
+        let raw = try readMaybeGzip(path, limit: header + expected + 1)
         guard raw.count - header == expected else {
-            throw DataError("\(path): IDX header promises \(expected) values, file holds \(raw.count - header) (truncated?)")
+            throw DataError("\(path): IDX header promises \(expected) values, file holds \(raw.count - header > expected ? "more" : "\(raw.count - header)") (truncated or not IDX?)")
         }
         return Array(dimensions: dims, bytes: [UInt8](raw[header...]))
     }

@@ -12,7 +12,7 @@ public enum NPY {
     }
 
     public static func read(_ path: String) throws -> Array {
-        let raw = try readMaybeGzip(path)
+        let raw = try readMaybeGzip(path, limit: 12 + maxHeader)
         let magic: [UInt8] = [0x93] + Swift.Array("NUMPY".utf8)
         guard raw.count >= 10, Swift.Array(raw[0..<6]) == magic else { throw DataError("\(path): not a .npy file (bad magic)") }
         let major = raw[6]
@@ -25,16 +25,16 @@ public enum NPY {
         } else {
             throw DataError("\(path): .npy format version \(major) is not supported (1, 2 or 3)")
         }
-        guard raw.count >= start + headerLength else { throw DataError("\(path): truncated .npy header") }
+        guard headerLength <= maxHeader, raw.count >= start + headerLength else {
+            throw DataError("\(path): truncated .npy header (or longer than \(maxHeader) bytes)")
+        }
         let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
         guard let descr = field(header, "descr"), let fortran = field(header, "fortran_order"),
               let shapeText = field(header, "shape") else {
             throw DataError("\(path): malformed .npy header: \(header)")
         }
         guard fortran.hasPrefix("False") else { throw DataError("\(path): Fortran-order arrays are not supported; save with C order") }
-        let shape = shapeText.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
-        let count = shape.reduce(1, *)
-        let body = raw[(start + headerLength)...]
+        let shape = try parseShape(shapeText, path: path)
         let dtype = descr.trimming("'\" ")
         let width: Int
         switch dtype {
@@ -45,8 +45,15 @@ public enum NPY {
         default:
             throw DataError("\(path): dtype \(dtype) is not supported (uint8 |u1, int64 <i8, int32 <i4, float32 <f4)")
         }
-        guard body.count == count * width else {
-            throw DataError("\(path): shape \(shape) needs \(count * width) bytes of data, file holds \(body.count)")
+        var bytesNeeded = width, overflow = false
+        for d in shape where !overflow { (bytesNeeded, overflow) = bytesNeeded.multipliedReportingOverflow(by: d) }
+        guard !overflow, bytesNeeded <= IDX.maxBytes else {
+            throw DataError("\(path): shape \(shape) promises more than \(IDX.maxBytes >> 30) GiB of data")
+        }
+        let all = try readMaybeGzip(path, limit: start + headerLength + bytesNeeded + 1)
+        let body = all[(start + headerLength)...]
+        guard body.count == bytesNeeded else {
+            throw DataError("\(path): shape \(shape) needs \(bytesNeeded) bytes of data, file holds \(body.count > bytesNeeded ? "more" : "\(body.count)")")
         }
         let bytes = Swift.Array(body)
         let values: Values
@@ -57,6 +64,20 @@ public enum NPY {
         default: values = .uint8(bytes)
         }
         return Array(shape: shape, values: values)
+    }
+
+    /// The longest header QShape reads (NumPy writes a few hundred bytes).
+    static let maxHeader = 1 << 20
+
+    /// "(N, 28, 28)", "(N,)" or "()": whole non-negative dimensions, at most 8.
+    static func parseShape(_ text: String, path: String) throws -> [Int] {
+        let inner = text.prefix { $0 != ")" }.drop { $0 == "(" || $0 == " " }
+        let parts = inner.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimming(" ") }
+        let dims = parts.enumerated().filter { !($0.element.isEmpty && $0.offset == parts.count - 1) }.map { Int($0.element) }
+        guard text.hasPrefix("("), dims.count <= 8, dims.allSatisfy({ ($0 ?? -1) >= 0 }) else {
+            throw DataError("\(path): .npy shape \(text.prefix { $0 != ")" })) is not a tuple of whole non-negative sizes")
+        }
+        return dims.map { $0! }
     }
 
     /// The text after `'key':` up to the next top-level comma.

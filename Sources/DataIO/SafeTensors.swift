@@ -118,38 +118,69 @@ public enum SafeTensors {
         }
         var entries: [Entry] = []
         var metadata: [String: String] = [:]
+        var spans: [(begin: Int, end: Int, name: String)] = []
+        let dataLength = raw.count - dataStart
         for (name, value) in header {
             if name == "__metadata__" {
                 metadata = (value as? [String: String]) ?? [:]
                 continue
             }
+            guard !name.isEmpty else { throw DataError("\(path): a tensor has an empty name") }
             guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
-                  let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offsets = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  offsets.count == 2 else {
-                throw DataError("\(path): tensor '\(name)' has a malformed header entry")
+                  let shapeValues = info["shape"] as? [Any], let offsetValues = info["data_offsets"] as? [Any] else {
+                throw DataError("\(path): tensor '\(name)' has a malformed header entry (needs dtype, shape, data_offsets)")
             }
             guard let dtype = DType(rawValue: dtypeName) else {
                 throw DataError("\(path): tensor '\(name)' has unsupported dtype \(dtypeName) (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
+            let shape = shapeValues.compactMap(SafeTensors.count), offsets = offsetValues.compactMap(SafeTensors.count)
+            guard shape.count == shapeValues.count, shape.count <= 8 else {
+                throw DataError("\(path): tensor '\(name)' has shape \(shapeValues); dimensions must be whole numbers 0…2^48, at most 8 of them")
+            }
+            guard offsets.count == 2, offsets.count == offsetValues.count else {
+                throw DataError("\(path): tensor '\(name)' has data_offsets \(offsetValues); expected two whole numbers [begin, end]")
+            }
             let begin = offsets[0], end = offsets[1]
-            guard shape.allSatisfy({ $0 >= 0 }), begin >= 0, end >= begin, dataStart + end <= raw.count else {
-                throw DataError("\(path): tensor '\(name)' lies outside the file (truncated?)")
+            guard begin <= end, end <= dataLength else {
+                throw DataError("\(path): tensor '\(name)' lies outside the file's \(dataLength) data bytes (offsets \(begin)…\(end); truncated?)")
             }
-            guard end - begin == shape.reduce(1, *) * dtype.size else {
-                throw DataError("\(path): tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(shape.reduce(1, *) * dtype.size) bytes, header gives \(end - begin)")
+            var elements = 1, overflow = false
+            for d in shape where !overflow { (elements, overflow) = elements.multipliedReportingOverflow(by: d) }
+            let (bytes, overflow2) = elements.multipliedReportingOverflow(by: dtype.size)
+            guard !overflow, !overflow2, bytes == end - begin else {
+                throw DataError("\(path): tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(overflow || overflow2 ? "more than 2^63" : "\(bytes)") bytes, header gives \(end - begin)")
             }
+            spans.append((begin, end, name))
             entries.append(Entry(name: name, dtype: dtype, shape: shape, bytes: Array(raw[(dataStart + begin)..<(dataStart + end)])))
+        }
+        // The format: the tensors' bytes tile the data section, without gaps or overlaps.
+        var position = 0
+        for span in spans.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+            guard span.begin == position else {
+                throw DataError("\(path): tensor '\(span.name)' starts at byte \(span.begin) of the data, expected \(position) (tensors must not overlap or leave gaps)")
+            }
+            position = span.end
+        }
+        guard position == dataLength else {
+            throw DataError("\(path): \(dataLength - position) bytes after the last tensor (the data section must end with it)")
         }
         entries.sort { naturalLess($0.name, $1.name) }
         return File(entries: entries, metadata: metadata)
+    }
+
+    /// A JSON number that is a whole count 0…2^48 (a size or an offset), or nil.
+    static func count(_ value: Any) -> Int? {
+        guard let n = value as? NSNumber else { return nil }
+        let d = n.doubleValue
+        guard d.isFinite, d >= 0, d <= 281_474_976_710_656, d == d.rounded(.towardZero) else { return nil }
+        return Int(d)
     }
 }
 
 /// "2.weight" before "10.weight": numeric runs compare as numbers.
 public func naturalLess(_ a: String, _ b: String) -> Bool {
     let pa = a.split(separator: ".", maxSplits: 1), pb = b.split(separator: ".", maxSplits: 1)
-    if let ia = Int(pa[0]), let ib = Int(pb[0]), ia != ib { return ia < ib }
+    if let fa = pa.first, let fb = pb.first, let ia = Int(fa), let ib = Int(fb), ia != ib { return ia < ib }
     return a < b
 }
 

@@ -199,28 +199,22 @@ struct Plan {
             var call: String
             switch layer {
             case .dense(let d):
-                outType = ActivationType.fitting(d.requant.outMin, d.requant.outMax)
-                let v = weightedLayer(i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
-                                      geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
-                                      bits: bits(weighted), input: type, output: outType, dense: true)
-                let k = Kernels.dense(v, prefix: prefix)
-                use(k, v.helpers(dense: true))
-                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i));"
+                let (v, k) = weightedKernel(i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
+                                            geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
+                                            bits: bits(weighted), input: type, dense: true)
+                call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i));"
                 summary.macs += d.inFeatures * d.outFeatures
-                range = (d.requant.outMin, d.requant.outMax); weighted += 1
+                (outType, range, weighted) = (v.output, (d.requant.outMin, d.requant.outMax), weighted + 1)
             case .conv(let c):
-                outType = ActivationType.fitting(c.requant.outMin, c.requant.outMax)
-                let v = weightedLayer(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
-                                      geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
-                                      bits: bits(weighted), input: type, output: outType, dense: false)
-                let k = Kernels.conv(v, prefix: prefix)
-                use(k, v.helpers(dense: false))
+                let (v, k) = weightedKernel(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
+                                            geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
+                                            bits: bits(weighted), input: type, dense: false)
                 let block = min(convBlock, out[1] * out[2])
-                call = "\(k.name)(\(source), \(target(buffer, outType)), &qs_layer_\(i), qs_scratch, \(block));"
+                call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i), qs_scratch, \(block));"
                 // Four channels' accumulators for a block, then the inputs gathered under it (patch × block).
                 scratchBytes = max(scratchBytes, 4 * block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
                 summary.macs += count * c.inChannels * c.kernel * c.kernel
-                range = (c.requant.outMin, c.requant.outMax); weighted += 1
+                (outType, range, weighted) = (v.output, (c.requant.outMin, c.requant.outMax), weighted + 1)
             case let .maxPool(k, s, p):
                 let kernel = Kernels.maxPool(type, prefix: prefix)
                 use(kernel, [])
@@ -267,7 +261,16 @@ struct Plan {
         if h.contains(.requantize) || h.contains(.requantizeShift) { helpers.insert(.asr64) }
     }
 
-    /// Emits a dense/conv layer's arrays and descriptor; returns its kernel variant.
+    /// Emits a dense/conv layer's arrays and descriptor, and records the kernel it needs.
+    mutating func weightedKernel(_ i: Int, weight: [Int32], bias: [Int64], requant r: Requantization, rows: Int,
+                                 geometry: String, bits: Int, input: ActivationType, dense: Bool) -> (WeightedVariant, Kernel) {
+        let v = weightedLayer(i, weight: weight, bias: bias, requant: r, rows: rows, geometry: geometry, bits: bits,
+                              input: input, output: ActivationType.fitting(r.outMin, r.outMax), dense: dense)
+        let k = dense ? Kernels.dense(v, prefix: prefix) : Kernels.conv(v, prefix: prefix)
+        use(k, v.helpers(dense: dense))
+        return (v, k)
+    }
+
     mutating func weightedLayer(_ i: Int, weight: [Int32], bias: [Int64], requant r: Requantization, rows: Int,
                                 geometry: String, bits: Int, input: ActivationType, output: ActivationType,
                                 dense: Bool) -> WeightedVariant {

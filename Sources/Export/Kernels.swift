@@ -276,18 +276,35 @@ enum Kernels {
                         }
                     }
                 }
-                o = 0;
-                /* four output channels at a time: each gathered input is loaded once for four */
-                for (; o + 4 <= L->n_out; o += 4) {
-        \(convChannels(v, group: 4))
-                }
-                for (; o < L->n_out; o++) {
-        \(convChannels(v, group: 1))
+                /* four output channels at a time (the last group repeats a channel it does not
+                   store): each gathered input is loaded once for four accumulators */
+                for (o = 0; o < L->n_out; o += 4) {
+                    const int32_t count = L->n_out - o < 4 ? L->n_out - o : 4;
+                    int32_t wt[16], i, t;
+                    for (j = 0; j < 4 * n; j++) sum[j] = 0;
+                    for (kk = 0; kk < patch; kk += 4) {
+                        /* taps past the patch's end get weight 0 and read tap kk's inputs */
+                        const int32_t taps = patch - kk < 4 ? patch - kk : 4;
+                        const \(tin) *c0 = cols + kk * block;
+                        for (i = 0; i < 4; i++) {
+                            const int32_t at = (o + (i < count ? i : 0)) * patch + kk;
+                            for (t = 0; t < 4; t++) wt[4 * i + t] = t < taps ? \(v.weight("at + t")) : 0;
+                        }
+                        \(taps4Name(v))(sum, sum + n, sum + 2 * n, sum + 3 * n, c0, taps > 1 ? c0 + block : c0,
+                                     taps > 2 ? c0 + 2 * block : c0, taps > 3 ? c0 + 3 * block : c0, wt, n);
+                    }
+                    for (i = 0; i < count; i++) {
+                        const \(acc) *s = sum + i * n;
+                        \(v.requantizeBlock(sums: "s", channel: "o + i", output: "y + (o + i) * positions + first"))
+                    }
                 }
             }
         }
         """
-        return Kernel(name: name, definition: definition, support: taps4(v, name: "qs_taps4_\(v.suffix("conv"))"))
+        return Kernel(name: name, definition: definition, support: taps4(v, name: taps4Name(v)))
+    }
+
+    static func taps4Name(_ v: WeightedVariant) -> String { "qs_taps4_\(v.suffix("conv"))"
     }
 
     /// s_i[j] += Σ_t w[4i + t]·c_t[j] for four channels i and four taps t: a function of its own so
@@ -309,48 +326,6 @@ enum Kernels {
         \(updates.joined(separator: "\n"))
             }
         }
-        """
-    }
-
-    /// The sweep of `group` output channels from `o` over one block: sums of channel o + i at
-    /// sum + i·block, four taps per pass, then requantisation.
-    static func convChannels(_ v: WeightedVariant, group: Int) -> String {
-        let acc = v.accType, tin = v.input.cName, g = 0..<group
-        func sums(_ t: Int) -> String {
-            "(\(acc))(wt[\(4 * t)] * (int32_t)c0[j] + wt[\(4 * t + 1)] * (int32_t)c1[j]) + (\(acc))(wt[\(4 * t + 2)] * (int32_t)c2[j] + wt[\(4 * t + 3)] * (int32_t)c3[j])"
-        }
-        let weights4 = g.map { i in
-            "                " + (0..<4).map { t in "wt[\(4 * i + t)] = \(v.weight("(o + \(i)) * patch + kk + \(t)"))" }.joined(separator: "; ") + ";"
-        }.joined(separator: "\n")
-        let update4 = g.map { i in "                    s\(i)[j] += \(sums(i));" }.joined(separator: "\n")
-        let sweep4 = group == 4
-            ? "                qs_taps4_\(v.suffix("conv"))(s0, s1, s2, s3, c0, c1, c2, c3, wt, n);"
-            : """
-                            for (j = 0; j < n; j++) {
-            \(update4)
-                            }
-            """
-        let weights1 = g.map { i in "w\(i) = \(v.weight("(o + \(i)) * patch + kk"))" }.joined(separator: ", ")
-        let update1 = g.map { i in "s\(i)[j] += (\(acc))(w\(i) * (int32_t)c0[j]);" }.joined(separator: " ")
-        let requant = g.map { i in
-            "        " + v.requantizeBlock(sums: "s\(i)", channel: "o + \(i)", output: "y + (o + \(i)) * positions + first")
-        }.joined(separator: "\n")
-        return """
-                    \(acc) \(g.map { "*restrict s\($0) = sum + \($0) * block" }.joined(separator: ", "));
-                    for (j = 0; j < n; j++) { \(g.map { "s\($0)[j] = 0;" }.joined(separator: " ")) }
-                    for (kk = 0; kk + 4 <= patch; kk += 4) {
-                        const \(tin) *restrict c0 = cols + kk * block, *restrict c1 = c0 + block;
-                        const \(tin) *restrict c2 = c1 + block, *restrict c3 = c2 + block;
-                        int32_t wt[\(4 * group)];
-        \(weights4)
-        \(sweep4)
-                    }
-                    for (; kk < patch; kk++) {
-                        const \(tin) *restrict c0 = cols + kk * block;
-                        const int32_t \(weights1);
-                        for (j = 0; j < n; j++) { \(update1) }
-                    }
-        \(requant)
         """
     }
 

@@ -61,8 +61,10 @@ public struct Config: Sendable {
         self.file = file
         let top = try ConfigReader(file: file, path: "", node: node, allowed: Config.topKeys)
         name = try top.string("name", default: defaultName)
-        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.=".contains($0) }) else {
-            throw top.error("name", "use letters, digits, '-', '_', '.' and '=' only (it names the run folder)")
+        // One safe path component: never ".", "..", a separator or a leading '-' or '.'.
+        guard let first = name.first, first.isLetter || first.isNumber || first == "_", name.count <= 200,
+              name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.=".contains($0) }) else {
+            throw top.error("name", "start with a letter, digit or '_', then use letters, digits, '-', '_', '.' and '=' only, at most 200 (it names the run folder)")
         }
         data = try Config.readData(top)
         layers = try Config.readModel(top)

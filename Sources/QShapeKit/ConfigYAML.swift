@@ -8,7 +8,7 @@ extension Config {
     /// Loading this text again gives the same `Config`.
     public var resolvedYAML: String {
         var out = "# Resolved by qshape: every key with the value that was used.\n"
-        out += "name: \(name)\n"
+        out += "name: \(quoted(name))\n"
         out += section("data", dataPairs)
         out += "model:\n  layers:\n"
         for spec in layers { out += "    - \(yamlLayer(spec))\n" }

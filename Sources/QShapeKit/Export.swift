@@ -96,38 +96,16 @@ public enum ExportWorkflow {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { return }
         guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        if !entries.isEmpty && !force {
+        if !force && !((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).isEmpty {
             throw RunError("\(dir) is not empty: pass --force to replace it, or --out to choose another folder")
         }
     }
 
-    /// Writes the files into a new sibling folder, then puts it in place of `dir` (an old folder is
-    /// removed only after the new one is complete).
+    /// Writes the files into a staging sibling that replaces `dir` once complete.
     static func writeFolder(_ files: [(name: String, contents: String)], to dir: String, force: Bool) throws {
-        let fm = FileManager.default
-        let url = URL(fileURLWithPath: dir).standardizedFileURL
-        let parent = url.deletingLastPathComponent().path
-        let staging = "\(parent)/.\(url.lastPathComponent).export-\(UUID().uuidString)"
-        do {
-            try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
-            try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
-        } catch {
-            throw RunError("\(dir): cannot create the export folder (\(error.localizedDescription))")
-        }
-        do {
-            for f in files { try writeAtomically(f.contents, to: "\(staging)/\(f.name)") }
-            if fm.fileExists(atPath: url.path) {
-                let old = "\(staging).old"
-                try fm.moveItem(atPath: url.path, toPath: old)
-                try fm.moveItem(atPath: staging, toPath: url.path)
-                try? fm.removeItem(atPath: old)
-            } else {
-                try fm.moveItem(atPath: staging, toPath: url.path)
-            }
-        } catch {
-            try? fm.removeItem(atPath: staging)
-            throw RunError("\(dir): cannot write the export (\(error.localizedDescription))")
+        try checkOutput(dir, force: force)
+        try RunFolder.begin(dir, force: force, allowEmpty: true).run { work in
+            for f in files { try writeAtomically(f.contents, to: "\(work)/\(f.name)") }
         }
     }
 

@@ -51,6 +51,7 @@ public enum StatsWorkflow {
         var rows: [Row] = []
         for e in file.entries where e.shape.count >= 2 && [.F32, .F64, .F16, .BF16].contains(e.dtype) {
             let w = e.floats
+            try Weights.checkFinite(w, tensor: e.name, path: path)
             var r = row(w, bits: bits)
             r.name = e.name
             r.shape = e.shape

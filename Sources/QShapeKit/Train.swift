@@ -51,22 +51,6 @@ public enum TrainWorkflow {
         }
     }
 
-    /// Prepares the run folder: refuses an existing one unless `force`.
-    static func prepare(_ dir: String, force: Bool) throws {
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: dir, isDirectory: &isDir) {
-            guard force else {
-                throw RunError("\(dir) already exists: pass --force to replace it, or --out to choose another folder")
-            }
-            guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
-            try fm.removeItem(atPath: dir)
-        }
-        do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-            throw RunError("\(dir): cannot create the run folder (\(error.localizedDescription))")
-        }
-    }
-
     /// Trains the config's model and writes the run folder: config.yaml, metrics.jsonl (rewritten
     /// atomically after every epoch) and model.safetensors (written atomically at the end).
     public static func run(_ config: Config, outDir: String?, force: Bool,
@@ -74,8 +58,15 @@ public enum TrainWorkflow {
         let data = try config.data.load()
         let model = try makeModel(config, sampleShape: data.train.sampleShape)
         try checkClasses(model, data, config: config)
-        let dir = outDir ?? defaultRunDirectory(for: config)
-        try prepare(dir, force: force)
+        let folder = try RunFolder.begin(outDir ?? defaultRunDirectory(for: config), force: force)
+        return try folder.run { dir in
+            try train(config, model: model, data: data, dir: dir, finalDirectory: folder.path, observer: observer, lossTerms: lossTerms)
+        }
+    }
+
+    /// The training itself, writing into `dir` (the staging folder that becomes `finalDirectory`).
+    static func train(_ config: Config, model: Sequential, data: DataSplit, dir: String, finalDirectory: String,
+                      observer: TrainingObserver?, lossTerms: [LossTerm]) throws -> TrainSummary {
         try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
         try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name])
         configureThreads(config.threads)
@@ -119,7 +110,7 @@ public enum TrainWorkflow {
         }
         try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
         let last = all.last!
-        var summary = TrainSummary(runDirectory: dir, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
+        var summary = TrainSummary(runDirectory: finalDirectory, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
         // Every run ends with accuracy by bit width: the config's quantize section, or by default
         // the seed quantiser on the weights alone at 8, 4 and 3 bits.
         var q = config.quantize ?? QuantizeConfig()
@@ -127,13 +118,13 @@ public enum TrainWorkflow {
         do {
             observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
             let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,
-                                                                 weightsLabel: "\(dir)/model.safetensors")
+                                                                 weightsLabel: "\(finalDirectory)/model.safetensors")
             try QuantizeWorkflow.write(result, conversions: conversions, to: dir)
             summary.quantization = result
             observer?.message(QuantizeWorkflow.table(result))
         }
         try ReportWorkflow.write(runDirectory: dir)
-        observer?.message("report: \(dir)/report.html")
+        observer?.message("report: \(finalDirectory)/report.html")
         return summary
     }
 

@@ -40,9 +40,17 @@ public enum Weights {
         guard problems.isEmpty else {
             throw DataError("\(path) does not fit the model: \(problems.joined(separator: "; "))")
         }
-        for (name, p) in expected {
-            guard let e = file[name] else { continue }
-            p.value = Tensor(shape: p.value.shape, data: e.floats)
+        let values = expected.map { name, _ in file[name]!.floats }
+        for ((name, _), v) in zip(expected, values) {
+            try checkFinite(v, tensor: name, path: path)
+        }
+        for ((_, p), v) in zip(expected, values) { p.value = Tensor(shape: p.value.shape, data: v) }
+    }
+
+    /// Refuses NaN and infinite values (and magnitudes no quantiser can scale), naming the tensor.
+    public static func checkFinite(_ v: [Float], tensor name: String, path: String) throws {
+        if let i = v.firstIndex(where: { !$0.isFinite || abs($0) > 1e30 }) {
+            throw DataError("\(path): tensor '\(name)' holds \(v[i]) at index \(i); weights must be finite (|w| ≤ 1e30)")
         }
     }
 }

@@ -262,7 +262,11 @@ public enum Converter {
         let weightScales = q.factors.map { 1 / Double($0) }
         let scaleOf = { (c: Int) in weightScales[o.perChannel ? c : 0] }
         // Bias at scale s_in·s_w, rounded half away from zero.
-        let qbias = (0..<rows).map { c in Int64((Double(bias[c]) / (inputScale * scaleOf(c))).rounded()) }
+        let scaledBias = (0..<rows).map { c in (Double(bias[c]) / (inputScale * scaleOf(c))).rounded() }
+        if let c = scaledBias.firstIndex(where: { !$0.isFinite || abs($0) >= 0x1p52 }) {
+            throw ConversionError("layer \(index) (\(spec.typeName)): bias \(bias[c]) of channel \(c) is \(scaledBias[c]) steps of its grid; the weights are too small (or the bias too large) to quantise")
+        }
+        let qbias = scaledBias.map { Int64($0) }
         // Worst case of one accumulator: |bias| + Σ|w_q|·max|x_q|.
         var worst: Int64 = 0
         for c in 0..<rows {
@@ -287,6 +291,9 @@ public enum Converter {
         var mult: [Int64] = [], shifts: [Int64] = []
         for c in 0..<rows {
             let m = inputScale * scaleOf(c) / outScale
+            guard m.isFinite, m > 0, m < 65_536 else {
+                throw ConversionError("layer \(index) (\(spec.typeName)): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range")
+            }
             let (m0, sh) = o.scale == .powerOfTwo ? powerOfTwo(m) : fixedPoint(m, bits: multiplierBits)
             mult.append(m0); shifts.append(sh)
         }

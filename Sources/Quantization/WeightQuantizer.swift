@@ -70,7 +70,8 @@ public struct WeightQuantizer: Equatable, Sendable {
         for c in 0..<channels {
             let slice = w[(c * size)..<((c + 1) * size)]
             let range = clip?[c] ?? slice.reduce(0) { max($0, abs($1)) }
-            let qf: Float = range > 0 ? lim / range : 1
+            // A zero (or subnormal) range has no finite factor: such weights are all zero on the grid.
+            let qf: Float = range > 0 && (lim / range).isFinite ? lim / range : 1
             factors.append(qf)
             for i in slice.indices {
                 q[i] = Int32(min(max(rounding.apply(w[i] * qf), -lim), lim))

@@ -1,0 +1,174 @@
+import XCTest
+import Foundation
+import DataIO
+import Tensors
+import NeuralNet
+import Quantization
+@testable import QShapeKit
+
+/// Issue 13's hostile and clumsy inputs, each a regression test: a one-line error (or correct
+/// behaviour), never a trap, a hang or lost files.
+final class HardeningTests: XCTestCase {
+    /// A safetensors file with a hand-written header and `data` bytes after it.
+    func safetensors(_ header: String, data: [UInt8]) -> [UInt8] {
+        var json = Array(header.utf8)
+        while json.count % 8 != 0 { json.append(0x20) }
+        return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
+    }
+
+    func refused(_ bytes: [UInt8], _ expected: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try SafeTensors.decode(bytes, path: "x.safetensors"), file: file, line: line) {
+            XCTAssertTrue("\($0)".contains(expected), "\($0)", file: file, line: line)
+            XCTAssertFalse("\($0)".contains("\n"), file: file, line: line)
+        }
+    }
+
+    func testSafetensorsHeadersAreValidatedAsTheFormatSpecifies() throws {
+        let four = [UInt8](repeating: 0, count: 16)
+        refused(safetensors(#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 9223372036854775807]}}"#, data: four), "data_offsets [0, 9223372036854775807]")
+        refused(safetensors(#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 24]}}"#, data: four), "outside the file")
+        refused(safetensors(#"{"w": {"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 16]}}"#, data: four), "needs more than 2^63")
+        refused(safetensors(#"{"": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#, data: four), "empty name")
+        refused(safetensors(#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0.5, 16.5]}}"#, data: four + [0]), "expected two whole numbers")
+        refused(safetensors(#"{"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}"#, data: four), "whole numbers")
+        refused(safetensors(#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#, data: four), "must not overlap")
+        refused(safetensors(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#, data: four), "starts at byte 8")
+        refused(safetensors(#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}"#, data: four), "8 bytes after the last tensor")
+        // Odd but legal names sort without trapping.
+        let odd = try SafeTensors.decode(safetensors(#"{".": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "10.w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#, data: four), path: "x")
+        XCTAssertEqual(odd.entries.map(\.name), [".", "10.w"])
+    }
+
+    func testIDXAndNPYSizesAreCheckedBeforeAnythingIsRead() throws {
+        let dir = temporaryDirectory(self)
+        let huge: [UInt8] = [0, 0, 8, 3] + [UInt8](repeating: 0xFF, count: 12)
+        try writeAtomically(huge, to: "\(dir)/huge.idx")
+        XCTAssertThrowsError(try IDX.read("\(dir)/huge.idx")) { XCTAssertTrue("\($0)".contains("promise more than 4 GiB"), "\($0)") }
+        // A gzip file whose header promises 2 images but which unpacks to 2 MB more: refused after
+        // reading at most what the header promises.
+        let bomb = IDX.encode(dimensions: [2, 28, 28], bytes: [UInt8](repeating: 0, count: 2 * 784 + 2_000_000))
+        try writeAtomically(bomb, to: "\(dir)/bomb.idx")
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-f", "\(dir)/bomb.idx"]
+        try gzip.run(); gzip.waitUntilExit()
+        XCTAssertThrowsError(try IDX.read("\(dir)/bomb.idx.gz")) { XCTAssertTrue("\($0)".contains("file holds more"), "\($0)") }
+        for shape in ["(4294967296, 4294967296, 4294967296)", "(4611686018427387904,)", "(-1000, 28, 28)", "(2, x)"] {
+            var header = "{'descr': '|u1', 'fortran_order': False, 'shape': \(shape), }"
+            while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+            header += "\n"
+            let bytes = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 255), UInt8(header.utf8.count >> 8)] + Array(header.utf8) + [1, 2]
+            try writeAtomically(bytes, to: "\(dir)/x.npy")
+            XCTAssertThrowsError(try NPY.read("\(dir)/x.npy"), shape) { XCTAssertTrue("\($0)".contains("x.npy: "), "\($0)") }
+        }
+        let ok = NPY.encode(shape: [2, 3], values: .uint8([1, 2, 3, 4, 5, 6]))
+        try writeAtomically(ok, to: "\(dir)/ok.npy")
+        XCTAssertEqual(try NPY.read("\(dir)/ok.npy").shape, [2, 3])
+    }
+
+    /// NaN, infinite, huge and subnormal weights: refused with the tensor named, or quantised
+    /// without a trap or a hang.
+    func testNonFiniteHugeAndSubnormalWeights() throws {
+        let dir = temporaryDirectory(self)
+        let config = try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["data.dir=\(Fixtures.fashion)"])
+        let data = try config.data.load()
+        let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
+        func save(_ change: (Int, inout [Float]) -> Void) throws -> String {
+            let path = "\(dir)/w-\(UUID().uuidString).safetensors"
+            let entries = model.namedState.enumerated().map { i, item -> SafeTensors.Entry in
+                var v = item.parameter.value.data
+                change(i, &v)
+                return SafeTensors.Entry(name: item.name, floats: v, shape: item.parameter.value.shape)
+            }
+            try SafeTensors.write(SafeTensors.File(entries: entries), to: path)
+            return path
+        }
+        for bad in [Float.nan, .infinity, 3e38] {
+            let path = try save { i, v in if i == 2 { v[5] = bad } }
+            XCTAssertThrowsError(try Weights.load(path, into: model)) {
+                XCTAssertTrue("\($0)".contains("tensor '3.weight' holds"), "\($0)")
+            }
+            XCTAssertThrowsError(try StatsWorkflow.run(path: path, bits: 8, channels: false)) {
+                XCTAssertTrue("\($0)".contains("tensor '3.weight' holds"), "\($0)")
+            }
+            let r = try qshape(["quantize", Fixtures.example("fashion-mlp.yaml"), "--set", "data.dir=\(Fixtures.fashion)", "--weights", path])
+            XCTAssertEqual(r.status, 2)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        }
+        // Subnormal and near-zero layers, and weights near the limit, end in a result or one error line.
+        for scale in [Float(1e-41), 1e-30, 1e29] {
+            let path = try save { i, v in if i == 0 { v = v.map { $0 * scale } } }
+            let r = try qshape(["quantize", Fixtures.example("fashion-mlp.yaml"), "--set", "data.dir=\(Fixtures.fashion)",
+                                "--weights", path, "--bits", "8", "4"])
+            XCTAssertTrue(r.status == 0 || (r.status == 2 && r.stderr.hasPrefix("error: ") && r.stderr.split(separator: "\n").count == 1),
+                          "scale \(scale): \(r.status) \(r.stderr)")
+        }
+    }
+
+    func testRunNamesAreOneSafePathComponent() throws {
+        for name in ["..", ".", "-", "a/b", ".hidden", ""] {
+            XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {
+                XCTAssertTrue("\($0)".contains("name"), "\($0)")
+            }
+        }
+        // A name YAML would read as null or a number survives the resolved config.
+        for name in ["null", "123", "true"] {
+            let c = try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""])
+            XCTAssertEqual(c.name, name)
+            let dir = temporaryDirectory(self)
+            write(c.resolvedYAML, to: "\(dir)/c.yaml")
+            XCTAssertEqual(try Config.load(path: "\(dir)/c.yaml").name, name)
+        }
+    }
+
+    /// --force replaces a run folder only once the new run has succeeded; a failed run leaves
+    /// the old folder as it was and no staging folder behind.
+    func testForceKeepsTheOldRunUntilTheNewOneSucceeds() throws {
+        let dir = temporaryDirectory(self)
+        let base = ["data.dir=\(Fixtures.fashion)", "training.epochs=1", "training.max_steps_per_epoch=3"]
+        let c = try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: base)
+        _ = try TrainWorkflow.run(c, outDir: "\(dir)/run", force: false, observer: nil)
+        let before = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/run/model.safetensors"))
+        // Fails after training: 16-bit weights and activations need a 64-bit accumulator.
+        let failing = try Config.load(path: Fixtures.example("fashion-mlp.yaml"),
+                                      overrides: base + ["training.seed=7", "quantize.bits=16", "quantize.activation_bits=16"])
+        XCTAssertThrowsError(try TrainWorkflow.run(failing, outDir: "\(dir)/run", force: true, observer: nil))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/run/model.safetensors")), before)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["run"])
+        // Without --force an existing folder is refused before any training.
+        XCTAssertThrowsError(try TrainWorkflow.run(c, outDir: "\(dir)/run", force: false, observer: nil)) {
+            XCTAssertTrue("\($0)".contains("already exists"), "\($0)")
+        }
+        _ = try TrainWorkflow.run(failing.withQuantizeAccumulator64(), outDir: "\(dir)/run", force: true, observer: nil)
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/run/model.safetensors")), before)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["run"])
+    }
+
+    /// Two runs to one new folder at the same moment: exactly one succeeds, and the folder holds
+    /// one run's files, not a mixture.
+    func testConcurrentRunsToOneFolderLetExactlyOneWin() throws {
+        for trial in 0..<5 {
+            let dir = temporaryDirectory(self)
+            final class Outcome: @unchecked Sendable { var results: [CommandResult?] = [nil, nil] }
+            let outcome = Outcome()
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                outcome.results[i] = try? qshape(["train", Fixtures.example("fashion-mlp.yaml"), "--out", "\(dir)/run",
+                                                  "--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=1",
+                                                  "--set", "training.max_steps_per_epoch=2", "--set", "training.seed=\(i)"])
+            }
+            let statuses = outcome.results.map { $0?.status ?? -1 }
+            XCTAssertEqual(statuses.sorted(), [0, 1], "trial \(trial): \(outcome.results.map { $0?.stderr ?? "" })")
+            let winner = statuses.firstIndex(of: 0) ?? 0
+            let yaml = try String(contentsOfFile: "\(dir)/run/config.yaml", encoding: .utf8)
+            XCTAssertTrue(yaml.contains("seed: \(winner)"), yaml)
+        }
+    }
+}
+
+extension Config {
+    func withQuantizeAccumulator64() -> Config {
+        var c = self
+        c.quantize?.options.allowInt64Accumulator = true
+        return c
+    }
+}
