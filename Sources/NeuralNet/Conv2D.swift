@@ -44,7 +44,7 @@ public final class Conv2D: Layer {
             throw ModelError("conv2d expects \(inChannels) input channels, the previous layer gives \(input[0])")
         }
         let g = geometry(batch: 1, input)
-        guard g.outH > 0, g.outW > 0 else {
+        guard g.outH > 0, g.outW > 0, input[1] + 2 * padding >= kernel, input[2] + 2 * padding >= kernel else {
             throw ModelError("conv2d kernel \(kernel) with padding \(padding) does not fit a \(input[1])x\(input[2]) input")
         }
         return [outChannels, g.outH, g.outW]

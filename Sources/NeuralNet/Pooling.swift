@@ -205,7 +205,11 @@ public final class GlobalAvgPool2D: Layer {
 
 func poolOutputShape(_ name: String, _ g: ConvGeometry, _ input: [Int]) throws -> [Int] {
     guard input.count == 3 else { throw ModelError("\(name) expects a (C, H, W) input, got shape \(input)") }
-    guard g.outH > 0, g.outW > 0 else {
+    // PyTorch's rules: the padding at most half the kernel, the kernel within the padded input.
+    guard 2 * g.padding <= g.kernelH else {
+        throw ModelError("\(name) padding \(g.padding) is more than half its kernel \(g.kernelH)")
+    }
+    guard g.outH > 0, g.outW > 0, input[1] + 2 * g.padding >= g.kernelH, input[2] + 2 * g.padding >= g.kernelW else {
         throw ModelError("\(name) kernel \(g.kernelH) does not fit a \(input[1])x\(input[2]) input")
     }
     return [input[0], g.outH, g.outW]

@@ -40,18 +40,39 @@ public final class Sequential {
     /// Per-sample shape after each layer.
     public let shapes: [[Int]]
 
+    /// The most layers and parameters a model may have (the examples: 10 layers, 0.4 M parameters).
+    public static let maxLayers = 1_000
+    public static let maxParameters = 200_000_000
+    /// Activations of one sample summed over the layers (a batch holds this many per sample).
+    public static let maxActivations = 4_000_000
+
     /// Builds the layers, checking every shape, and initialises them as PyTorch does from `seed`.
+    /// Sizes are checked before anything is allocated.
     public init(specs: [LayerSpec], inputShape: [Int], seed: UInt64) throws {
+        guard specs.count <= Sequential.maxLayers else {
+            throw ModelError("model.layers: \(specs.count) layers; QShape takes at most \(Sequential.maxLayers)")
+        }
         var rng = SeededRandom(seed: seed)
         var layers: [Layer] = []
         var shapes: [[Int]] = []
         var shape = inputShape
+        var parameters = 0, activations = 0
         for (index, spec) in specs.enumerated() {
+            let added = Sequential.parameterCount(spec, input: shape)
+            let (total, overflow) = parameters.addingReportingOverflow(added ?? Int.max)
+            guard added != nil, !overflow, total <= Sequential.maxParameters else {
+                throw ModelError("model.layers[\(index)] (\(spec.typeName)): the model would have more than \(Sequential.maxParameters) parameters, QShape's limit")
+            }
+            parameters = total
             let layer = Sequential.make(spec, input: shape, index: index, seed: seed, rng: &rng)
             do {
                 shape = try layer.outputShape(for: shape)
             } catch let e as ModelError {
                 throw ModelError("model.layers[\(index)] (\(spec.typeName)): \(e.message)")
+            }
+            activations += shape.reduce(1) { $0 &* max(0, $1) }
+            guard activations <= Sequential.maxActivations, shape.allSatisfy({ $0 <= Sequential.maxActivations }) else {
+                throw ModelError("model.layers[\(index)] (\(spec.typeName)): more than \(Sequential.maxActivations) activations per sample, QShape's limit")
             }
             layers.append(layer)
             shapes.append(shape)
@@ -60,6 +81,31 @@ public final class Sequential {
         self.specs = specs
         self.inputShape = inputShape
         self.shapes = shapes
+    }
+
+    /// Weights and biases a layer adds for an input shape (nil when the count overflows).
+    static func parameterCount(_ spec: LayerSpec, input: [Int]) -> Int? {
+        func product(_ xs: [Int]) -> Int? {
+            var p = 1
+            for x in xs {
+                let (r, o) = p.multipliedReportingOverflow(by: max(0, x))
+                if o { return nil }
+                p = r
+            }
+            return p
+        }
+        switch spec {
+        case let .dense(inF, outF, _):
+            guard let i = inF ?? product(input), let w = product([i, outF]) else { return nil }
+            return w.addingReportingOverflow(outF).overflow ? nil : w + outF
+        case let .conv2d(inC, outC, k, _, _, _):
+            guard let w = product([inC ?? input.first ?? 1, outC, k, k]) else { return nil }
+            return w.addingReportingOverflow(outC).overflow ? nil : w + outC
+        case .batchnorm1d, .batchnorm2d:
+            return 4 * (input.first ?? 0)
+        default:
+            return 0
+        }
     }
 
     private static func make(_ spec: LayerSpec, input: [Int], index: Int, seed: UInt64,

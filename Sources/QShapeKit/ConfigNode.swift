@@ -50,11 +50,23 @@ public struct ConfigNode: Equatable, Sendable {
             throw ConfigError(file: file, path: "", "not valid YAML: \(String(describing: e).split(separator: "\n").first ?? "")")
         }
         guard let node else { return ConfigNode(.mapping([])) }
-        return try convert(node, file: file)
+        var seen = Set<[Int]>()
+        return try convert(node, file: file, seen: &seen)
     }
 
-    private static func convert(_ node: Node, file: String) throws -> ConfigNode {
+    /// The most nodes a config may have (the examples have about 60).
+    static let maxNodes = 100_000
+
+    /// Yams resolves an alias to the anchored node itself, so an alias shows as a node met twice at
+    /// the same source position: refused there, before a chain of aliases can multiply the tree.
+    private static func convert(_ node: Node, file: String, seen: inout Set<[Int]>) throws -> ConfigNode {
         let line = node.mark.map { $0.line }
+        if let m = node.mark, !seen.insert([m.line, m.column]).inserted {
+            throw ConfigError(file: file, path: "", line: line, "YAML aliases (*name) are not supported in configs; write the value out")
+        }
+        guard seen.count <= maxNodes else {
+            throw ConfigError(file: file, path: "", line: line, "more than \(maxNodes) YAML nodes; a config is far smaller")
+        }
         switch node {
         case .scalar(let s):
             if s.tag.description == "tag:yaml.org,2002:null" || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string)) {
@@ -68,11 +80,13 @@ public struct ConfigNode: Equatable, Sendable {
                 if entries.contains(where: { $0.key == ks.string }) {
                     throw ConfigError(file: file, path: ks.string, line: k.mark?.line, "key appears twice")
                 }
-                entries.append(Entry(key: ks.string, value: try convert(v, file: file)))
+                entries.append(Entry(key: ks.string, value: try convert(v, file: file, seen: &seen)))
             }
             return ConfigNode(.mapping(entries), line: line)
         case .sequence(let s):
-            return ConfigNode(.sequence(try s.map { try convert($0, file: file) }), line: line)
+            var items: [ConfigNode] = []
+            for item in s { items.append(try convert(item, file: file, seen: &seen)) }
+            return ConfigNode(.sequence(items), line: line)
         case .alias:
             throw ConfigError(file: file, path: "", line: line, "YAML aliases are not supported in configs")
         }

@@ -105,6 +105,40 @@ final class HardeningTests: XCTestCase {
         }
     }
 
+    /// A 342-byte alias bomb (nine levels of nine aliases) is refused at its first alias, at once.
+    func testYAMLAliasesAreRefusedBeforeTheyMultiply() throws {
+        var bomb = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+        for (prev, name) in zip("abcdefgh", "bcdefghi") {
+            bomb += "\(name): &\(name) [" + Array(repeating: "*\(prev)", count: 9).joined(separator: ",") + "]\n"
+        }
+        let start = Date()
+        XCTAssertThrowsError(try ConfigNode.parse(yaml: bomb, file: "bomb.yaml")) {
+            XCTAssertTrue("\($0)".contains("YAML aliases (*name) are not supported"), "\($0)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        XCTAssertThrowsError(try ConfigNode.parse(yaml: "name: &n x\nother: *n\n", file: "c.yaml")) {
+            XCTAssertEqual("\($0)", "c.yaml:1: YAML aliases (*name) are not supported in configs; write the value out")
+        }
+    }
+
+    /// Layer geometry as PyTorch checks it, and sizes checked before anything is allocated.
+    func testLayerGeometryAndSizeLimitsAreCheckedBeforeAllocating() throws {
+        let image = [1, 28, 28]
+        func refused(_ specs: [LayerSpec], _ expected: String, line: UInt = #line) {
+            XCTAssertThrowsError(try Sequential(specs: specs, inputShape: image, seed: 0), line: line) {
+                XCTAssertTrue("\($0)".contains(expected), "\($0)", line: line)
+            }
+        }
+        refused([.maxpool2d(kernel: 2, stride: nil, padding: 5)], "padding 5 is more than half its kernel 2")
+        refused([.maxpool2d(kernel: 30, stride: 30, padding: 0)], "does not fit a 28x28 input")
+        refused([.avgpool2d(kernel: 29, stride: 29)], "does not fit a 28x28 input")
+        refused([.conv2d(inChannels: 1, outChannels: 2, kernel: 31, stride: 31, padding: 1, bias: true)], "does not fit a 28x28 input")
+        refused([.flatten, .dense(inFeatures: 784, outFeatures: 1_000_000_000, bias: true)], "more than 200000000 parameters")
+        refused([.flatten, .dense(inFeatures: nil, outFeatures: Int.max, bias: true)], "more than 200000000 parameters")
+        refused([.conv2d(inChannels: 1, outChannels: 100_000, kernel: 3, stride: 1, padding: 1, bias: true)], "activations per sample")
+        refused(Array(repeating: .relu, count: 200_000), "at most 1000")
+    }
+
     func testRunNamesAreOneSafePathComponent() throws {
         for name in ["..", ".", "-", "a/b", ".hidden", ""] {
             XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {
