@@ -6,8 +6,8 @@ public enum CSV {
         let text = String(decoding: raw, as: UTF8.self)
         var features: [Float] = [], labels: [Int64] = []
         var width = -1
-        for (lineIndex, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.hasSuffix("\r") ? line.dropLast() : line
+        // "\r\n" is one Character in Swift: split on every line break, whatever the platform wrote.
+        for (lineIndex, trimmed) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             if trimmed.isEmpty { continue }
             let cells = trimmed.split(separator: ",", omittingEmptySubsequences: false)
             let numbers = cells.map { Float(String($0).trimming(" \t")) }
@@ -20,11 +20,11 @@ public enum CSV {
                 throw DataError("\(path):\(lineIndex + 1): \(cells.count) columns, the first data line has \(width)")
             }
             for (c, value) in numbers.enumerated() {
-                guard let v = value else {
-                    throw DataError("\(path):\(lineIndex + 1): column \(c + 1) is not a number: '\(cells[c])'")
+                guard let v = value, v.isFinite else {
+                    throw DataError("\(path):\(lineIndex + 1): column \(c + 1) is not a finite number: '\(cells[c])'")
                 }
                 if c == labelColumn {
-                    guard v == v.rounded(), v >= 0 else {
+                    guard v == v.rounded(), v >= 0, v <= 65_535 else {
                         throw DataError("\(path):\(lineIndex + 1): label '\(cells[c])' is not a class index (0, 1, 2, …)")
                     }
                     labels.append(Int64(v))

@@ -266,8 +266,13 @@ enum Kernels {
                                 if (iy < 0 || iy >= H) {
                                     for (; col < stop; col++) *d++ = 0;
                                 } else {
+                                    const int32_t upto = stop < hi ? stop : hi;
                                     for (; col < stop && col < lo; col++) *d++ = 0;
-                                    for (; col < stop && col < hi; col++) *d++ = x[base + col * S];
+                                    if (S == 1) {
+                                        for (; col < upto; col++) *d++ = x[base + col];
+                                    } else {
+                                        for (; col < upto; col++) *d++ = x[base + col * S];
+                                    }
                                     for (; col < stop; col++) *d++ = 0;
                                 }
                                 ox = 0;
@@ -338,6 +343,20 @@ enum Kernels {
         {
             const int32_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
             int32_t c, oy, ox, ky, kx;
+            if (p == 0 && k == 2 && s == 2) {   /* the common window */
+                for (c = 0; c < channels; c++) {
+                    for (oy = 0; oy < oh; oy++) {
+                        const \(t.cName) *r0 = x + (c * h + 2 * oy) * w, *r1 = r0 + w;
+                        \(t.cName) *out = y + (c * oh + oy) * ow;
+                        for (ox = 0; ox < ow; ox++) {
+                            const int32_t a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                            const int32_t b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                            out[ox] = (\(t.cName))(a > b ? a : b);
+                        }
+                    }
+                }
+                return;
+            }
             if (p == 0) {   /* every window inside the image: no bounds tests */
                 for (c = 0; c < channels; c++) {
                     for (oy = 0; oy < oh; oy++) {

@@ -56,6 +56,9 @@ public enum TrainWorkflow {
     public static func run(_ config: Config, outDir: String?, force: Bool,
                            observer: TrainingObserver?, lossTerms: [LossTerm] = []) throws -> TrainSummary {
         let data = try config.data.load()
+        guard data.train.count > 0, data.test.count > 0 else {
+            throw ConfigError(file: config.file, path: "data", "the \(data.train.count == 0 ? "training" : "test") set has no images")
+        }
         let model = try makeModel(config, sampleShape: data.train.sampleShape)
         try checkClasses(model, data, config: config)
         let folder = try RunFolder.begin(outDir ?? defaultRunDirectory(for: config), force: force)
@@ -72,6 +75,9 @@ public enum TrainWorkflow {
         configureThreads(config.threads)
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
+        guard !trainer.trainIndices.isEmpty else {
+            throw ConfigError(file: config.file, path: "data.validation_split", "leaves no training images of \(data.train.count)")
+        }
         trainer.lossTerms = lossTerms
         if let s = config.shaping, s.isActive {
             let term = ShapingLossTerm(s, model: model)
@@ -90,6 +96,7 @@ public enum TrainWorkflow {
                     p.totalEpochs = offset + count
                     o.step(p)
                 } })
+                if let d = t.divergence { throw divergenceError(d, config: config, phase: phase) }
                 let test = evaluate(model, on: data.test, normalization: config.training.normalization,
                                     fakeQuantization: t.fakeQuantization)
                 m.epoch += offset
@@ -126,6 +133,14 @@ public enum TrainWorkflow {
         try ReportWorkflow.write(runDirectory: dir)
         observer?.message("report: \(finalDirectory)/report.html")
         return summary
+    }
+
+    /// The one line a diverged run ends with: where, and what to change.
+    static func divergenceError(_ d: Divergence, config: Config, phase: String?) -> RunError {
+        let o = config.training.optimizer
+        let cause = d.term.map { "the shaping term \($0) diverged: lower its weight (λ) under shaping" }
+            ?? "lower training.optimizer.lr (now \(o.learningRate))\(config.training.gradientClip > 0 ? "" : " or set training.grad_clip")"
+        return RunError("\(phase == "qat" ? "quantisation-aware fine-tuning" : "training") diverged at epoch \(d.epoch), step \(d.step): the loss is not a finite number; \(cause); nothing was written")
     }
 
     /// 0 means: as many OpenBLAS threads as cores.

@@ -134,6 +134,14 @@ public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = ni
 
 /// The training loop: shuffled mini-batches, forward, loss, backward, extra loss terms,
 /// optional clipping, an optimiser step at the scheduled learning rate; metrics per epoch.
+/// Where a training run's loss stopped being a finite number.
+public struct Divergence: Sendable, Equatable {
+    /// 1-based epoch and step.
+    public var epoch: Int, step: Int
+    /// The shaping (loss) term whose value diverged, when the data loss itself stayed finite.
+    public var term: String?
+}
+
 public final class Trainer {
     public let model: Sequential
     public let options: TrainingOptions
@@ -141,6 +149,9 @@ public final class Trainer {
     /// Quantisation-aware training: what the forward pass sees instead of the float weights and
     /// activations (a straight-through estimator: gradients reach the float weights unchanged).
     public var fakeQuantization: FakeQuantization?
+    /// Set when a step's loss was NaN or infinite: that step's update was not applied and the
+    /// epoch ended there, so the weights are the last finite ones.
+    public private(set) var divergence: Divergence?
     private let optimizer: Optimizer
     private var rng: SeededRandom
     public private(set) var trainIndices: [Int]
@@ -245,6 +256,11 @@ public final class Trainer {
                 penaltySums[name, default: 0] += value
                 stepLoss += value
             }
+            guard stepLoss.isFinite else {
+                let term = r.loss.isFinite ? termValues.joined().first { !$0.value.isFinite }?.key : nil
+                divergence = Divergence(epoch: epoch + 1, step: step + 1, term: term)
+                break
+            }
             if options.gradientClip > 0 { clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip) }
             // Woken now, the side thread's wake-up overlaps the optimiser step; after the last
             // probe of a window, whose time decides the next step's kind, it is woken after it.
@@ -267,7 +283,7 @@ public final class Trainer {
                              trainAccuracy: 100 * Double(correct) / Double(max(seen, 1)),
                              learningRate: lr, epochSeconds: elapsed,
                              samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
-        if !lossTerms.isEmpty {
+        if !lossTerms.isEmpty && divergence == nil {
             m.penalties = penaltySums.mapValues { $0 / Double(max(steps, 1)) }
             m.layers = lossTerms.reduce(into: [:]) { acc, term in
                 acc.merge(term.layerStatistics(model: model)) { a, b in a.merging(b) { x, _ in x } }

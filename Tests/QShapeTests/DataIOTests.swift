@@ -60,7 +60,7 @@ final class DataIOTests: XCTestCase {
         XCTAssertEqual(d.batch([0], normalization: Normalization(scale: 1)).0.data, [0, 255, 3])
         write("1,2,3\n0,x,4\n", to: "\(dir)/bad.csv")
         XCTAssertThrowsError(try CSV.dataset(path: "\(dir)/bad.csv")) { e in
-            XCTAssertEqual("\(e)", "\(dir)/bad.csv:2: column 2 is not a number: 'x'")
+            XCTAssertEqual("\(e)", "\(dir)/bad.csv:2: column 2 is not a finite number: 'x'")
         }
         write("1,2,3\n0,4\n", to: "\(dir)/ragged.csv")
         XCTAssertThrowsError(try CSV.dataset(path: "\(dir)/ragged.csv"))

@@ -43,7 +43,7 @@ final class ExportTests: XCTestCase {
 
     /// A conv path: 4-bit conv with stride and padding → max pool with padding → ReLU clamp →
     /// 16-bit-weight conv with a 64-bit accumulator and power-of-two scales → average pool →
-    /// global average pool → flatten → 2-bit dense with int16 outputs.
+    /// 2×2 max pool → global average pool → flatten → 2-bit dense with int16 outputs.
     static func convModel() -> (IntegerModel, [Int]) {
         var rng = SeededRandom(seed: 11)
         let conv1 = IntegerConv(inChannels: 2, outChannels: 3, kernel: 3, stride: 2, padding: 1,
@@ -59,7 +59,8 @@ final class ExportTests: XCTestCase {
                                  requant: requant(5, perChannel: false, shift: 31...31, multiplier: (1 << 30)...(1 << 30),
                                                   out: (-32768, 32767), bits: 32, &rng))
         let layers: [IntegerLayer] = [.conv(conv1), .maxPool(kernel: 3, stride: 1, padding: 1), .clamp(lo: 0, hi: 100),
-                                      .conv(conv2), .avgPool(kernel: 2, stride: 1), .globalAvgPool, .flatten, .dense(dense)]
+                                      .conv(conv2), .avgPool(kernel: 2, stride: 1), .maxPool(kernel: 2, stride: 2, padding: 0),
+                                      .globalAvgPool, .flatten, .dense(dense)]
         return (IntegerModel(inputShape: [2, 9, 7], layers: layers), [4, 16, 2])
     }
 

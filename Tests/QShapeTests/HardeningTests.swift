@@ -139,6 +139,40 @@ final class HardeningTests: XCTestCase {
         refused(Array(repeating: .relu, count: 200_000), "at most 1000")
     }
 
+    /// A diverging run (SGD at lr 1000 with the kurtosis penalty) stops at the step it happens
+    /// with one line that says where and what to change, and writes no run folder.
+    func testDivergingTrainingStopsWithOneLine() throws {
+        let dir = temporaryDirectory(self)
+        let r = try qshape(["train", Fixtures.example("fashion-mlp-kurtosis.yaml"), "--out", "\(dir)/run",
+                            "--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=2",
+                            "--set", "training.max_steps_per_epoch=20", "--set", "training.optimizer={name: sgd, lr: 1000}"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: training diverged at epoch 1, step "), r.stderr)
+        XCTAssertTrue(r.stderr.contains("training.optimizer.lr (now 1000.0)") || r.stderr.contains("shaping term"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [])
+    }
+
+    func testEmptyDataSetsAndCRLFFilesAreHandled() throws {
+        let dir = temporaryDirectory(self)
+        try writeAtomically(IDX.encode(dimensions: [2, 28, 28], bytes: [UInt8](repeating: 7, count: 2 * 784)), to: "\(dir)/train-x")
+        try writeAtomically(IDX.encode(dimensions: [2], bytes: [0, 1]), to: "\(dir)/train-y")
+        try writeAtomically(IDX.encode(dimensions: [0, 28, 28], bytes: []), to: "\(dir)/test-x")
+        try writeAtomically(IDX.encode(dimensions: [0], bytes: []), to: "\(dir)/test-y")
+        let c = try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: [
+            "data.train_images=\(dir)/train-x", "data.train_labels=\(dir)/train-y",
+            "data.test_images=\(dir)/test-x", "data.test_labels=\(dir)/test-y", "training.epochs=1"])
+        XCTAssertThrowsError(try TrainWorkflow.run(c, outDir: "\(dir)/run", force: false, observer: nil)) {
+            XCTAssertTrue("\($0)".hasSuffix("data: the test set has no images"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/run"))
+        write("label,a,b\r\n1,2,3\r\n0,4,5\r\n", to: "\(dir)/crlf.csv")
+        let d = try CSV.dataset(path: "\(dir)/crlf.csv")
+        XCTAssertEqual(d.labels, [1, 0])
+        write("1,2\n1e30,3\n", to: "\(dir)/huge-label.csv")
+        XCTAssertThrowsError(try CSV.dataset(path: "\(dir)/huge-label.csv")) { XCTAssertTrue("\($0)".contains(":2: label"), "\($0)") }
+    }
+
     func testRunNamesAreOneSafePathComponent() throws {
         for name in ["..", ".", "-", "a/b", ".hidden", ""] {
             XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {
