@@ -182,7 +182,11 @@ public enum UserError {
         case let e as RunError: return (e.description, 1)
         case let e as ReportError: return (e.description, 2)
         case let e as ExportError: return (e.description, 2)
-        default: return ("\(error)", 1)
+        case let e as CocoaError:
+            // A file-system failure: its sentence and the path, on one line.
+            let path = (e.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
+            return (path + e.localizedDescription.split(separator: "\n").joined(separator: " "), 1)
+        default: return ("\(error)".split(separator: "\n").joined(separator: " "), 1)
         }
     }
 }

@@ -8,6 +8,23 @@ struct QShape: ParsableCommand {
         commandName: "qshape",
         abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
         subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Export.self, Bench.self])
+
+    /// ArgumentParser's own entry point, except that a mistake on the command line is one line
+    /// `error: …` with exit status 2, like every other bad input (help and --version unchanged).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            exit(withError: code)
+        } catch {
+            guard exitCode(for: error) != .success else { exit(withError: error) }
+            let text = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            let plain = text.hasPrefix("Error: ") ? String(text.dropFirst(7)) : text
+            FileHandle.standardError.write(Data("error: \(plain) (see qshape --help)\n".utf8))
+            exit(withError: ExitCode(2))
+        }
+    }
 }
 
 /// Runs a command body; user-facing failures print one line to stderr and exit non-zero

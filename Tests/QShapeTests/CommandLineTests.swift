@@ -15,6 +15,20 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1)
     }
 
+    /// Command-line mistakes are one line with exit status 2 too; help still prints in full.
+    func testArgumentErrorsAreOneLineWithExitStatus2() throws {
+        for args in [["train"], ["quantize", "x.yaml"], ["export", "x.yaml", "--weights", "w", "--out", "o", "--bits", "1"],
+                     ["stats", "f", "--bits", "99"], ["no-such-command"]] {
+            let r = try qshape(args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.hasPrefix("error: "), r.stderr)
+        }
+        let help = try qshape(["export", "--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.contains("--verify"), help.stdout)
+    }
+
     func testTrainThenEvalJSONOnTheFixture() throws {
         let dir = temporaryDirectory(self)
         let sets = ["--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=4"]
