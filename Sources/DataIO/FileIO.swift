@@ -20,14 +20,45 @@ public func readMaybeGzip(_ path: String, limit: Int = Int.max) throws -> [UInt8
     return out
 }
 
-/// Writes a file atomically: the bytes go to a temporary file beside it, which is then renamed
-/// over the destination, so a reader (or an interrupted run) never sees half a file.
+/// Writes a file atomically: the bytes go to a temporary file beside it (`.NAME.tmp-PID-…`, opened
+/// exclusively, flushed to disk), which is then renamed over the destination, so a reader (or an
+/// interrupted run) never sees half a file. A temporary file left by a killed process is removed
+/// by the next write to the same path.
 public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
     let url = URL(fileURLWithPath: path)
-    do {
-        try Data(bytes).write(to: url, options: .atomic)
-    } catch {
-        throw DataError("\(path): cannot be written (\(error.localizedDescription))")
+    let dir = url.deletingLastPathComponent().path, name = url.lastPathComponent
+    removeStaleTemporaries(in: dir, prefix: ".\(name).tmp-")
+    let temporary = "\(dir)/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    func failure(_ what: String) -> DataError {
+        DataError("\(path): cannot be written (\(what): \(String(cString: strerror(errno))))")
+    }
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw failure("create") }
+    var written = 0
+    let ok = bytes.withUnsafeBytes { raw -> Bool in
+        while written < raw.count {
+            let n = write(fd, raw.baseAddress! + written, raw.count - written)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            written += n
+        }
+        return fsync(fd) == 0
+    }
+    let error = ok ? nil : failure("write")
+    close(fd)
+    if let error { unlink(temporary); throw error }
+    guard rename(temporary, path) == 0 else {
+        let e = failure("rename")
+        unlink(temporary)
+        throw e
+    }
+}
+
+/// Removes `dir/PREFIX<pid>-…` files whose process is gone.
+func removeStaleTemporaries(in dir: String, prefix: String) {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+    for entry in entries where entry.hasPrefix(prefix) {
+        let pid = entry.dropFirst(prefix.count).prefix { $0.isNumber }
+        if let p = Int32(pid), p != getpid(), kill(p, 0) != 0, errno == ESRCH { unlink("\(dir)/\(entry)") }
     }
 }
 

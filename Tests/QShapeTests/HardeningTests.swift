@@ -173,6 +173,19 @@ final class HardeningTests: XCTestCase {
         XCTAssertThrowsError(try CSV.dataset(path: "\(dir)/huge-label.csv")) { XCTAssertTrue("\($0)".contains(":2: label"), "\($0)") }
     }
 
+    /// Atomic writes leave nothing beside the file, and clear what a killed writer left.
+    func testAtomicWritesLeaveNoTemporaryFiles() throws {
+        let dir = temporaryDirectory(self)
+        write("left by a killed process", to: "\(dir)/.m.json.tmp-2147480001-7")
+        try writeAtomically("{}", to: "\(dir)/m.json")
+        try writeAtomically("{\"a\": 1}", to: "\(dir)/m.json")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["m.json"])
+        XCTAssertEqual(try String(contentsOfFile: "\(dir)/m.json", encoding: .utf8), "{\"a\": 1}")
+        XCTAssertThrowsError(try writeAtomically("x", to: "\(dir)/no/such/folder/f")) {
+            XCTAssertTrue("\($0)".hasPrefix("\(dir)/no/such/folder/f: cannot be written"), "\($0)")
+        }
+    }
+
     func testRunNamesAreOneSafePathComponent() throws {
         for name in ["..", ".", "-", "a/b", ".hidden", ""] {
             XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {
