@@ -28,7 +28,11 @@ public struct CortexMTarget: Sendable, Equatable {
     public var stackBytes: Int { ramBytes >= 64 * 1024 ? 16 * 1024 : 2 * 1024 }
 }
 
-enum Drivers {
+public enum Drivers {
+    /// Soft-float routine names (Arm EABI `__aeabi_fadd`, `__aeabi_d2iz`, `__aeabi_l2f`; libgcc
+    /// `__addsf3`, `__fixdfsi`, `__floatsisf`, `__truncdfsf2`): an ELF with none is float-free.
+    public static let softFloatPattern = "^(__aeabi_([fd][a-z0-9]*|[a-z0-9]*2[fd])|__[a-z]*[sd]f[a-z0-9]*)$"
+
     static func linkerScript(_ t: CortexMTarget) -> String {
         """
         /* \(t.name): \(t.flashBytes / 1024) KB flash at 0, \(t.ramBytes / 1024) KB RAM at 0x20000000 (QEMU -M \(t.machine)).
@@ -264,7 +268,7 @@ enum Drivers {
         IMAGES   ?= images.idx
         LABELS   ?= labels.idx
         MODEL     = model.c qshape_nn.c
-        SOFT_FLOAT = '__aeabi_[fd]|__aeabi_.*2[fd]|__.*[sd]f[0-9]|__.*[sd]f$$'
+        SOFT_FLOAT = '\(softFloatPattern.split(separator: "$", omittingEmptySubsequences: false).joined(separator: "$$"))'
 
         .PHONY: host run-host cortex-m0 cortex-m3 run-cortex-m0 run-cortex-m3 check-float-free clean
 

@@ -40,7 +40,7 @@ public enum ExportVerifier {
     }
 
     /// Soft-float helper routines of the Arm EABI and libgcc; none may be linked.
-    static let softFloat = try! NSRegularExpression(pattern: "^(__aeabi_[fd].*|__aeabi_.*2[fd]|__.*[sd]f[0-9]?)$")
+    static let softFloat = try! NSRegularExpression(pattern: Drivers.softFloatPattern)
 
     public static let hostFlags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-mgeneral-regs-only"]
     static func armFlags(_ cpu: String) -> [String] {

@@ -135,6 +135,20 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// The symbols that make a Cortex-M build fail as not float-free, and integer helpers that do not.
+    func testSoftFloatSymbolsAreRecognised() {
+        func soft(_ name: String) -> Bool {
+            ExportVerifier.softFloat.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
+        }
+        for name in ["__aeabi_fmul", "__aeabi_f2iz", "__aeabi_i2d", "__aeabi_dadd", "__aeabi_l2f", "__addsf3", "__muldf3",
+                     "__floatsisf", "__fixdfsi", "__aeabi_ui2f"] {
+            XCTAssertTrue(soft(name), name)
+        }
+        for name in ["__aeabi_idiv", "__aeabi_lmul", "__aeabi_uldivmod", "__aeabi_llsl", "__aeabi_memcpy", "qshape_model_predict"] {
+            XCTAssertFalse(soft(name), name)
+        }
+    }
+
     func testMissingToolsNameTheirPackage() {
         XCTAssertThrowsError(try Tool.require("qshape-no-such-compiler", package: "gcc-arm-none-eabi")) {
             XCTAssertEqual("\($0)", "qshape-no-such-compiler not found: install the Debian package gcc-arm-none-eabi")
