@@ -127,13 +127,18 @@ struct Plan {
             case .flatten: break
             case let .clamp(lo, hi):
                 guard lo <= hi else { throw ExportError("\(name): clamp bounds \(lo) > \(hi)") }
-                range = (max(lo, range.lo), min(hi, range.hi))
+                range = Plan.clamped(range, lo, hi)
             }
             shape = IntegerEngine.outputShape(layer, shape)
             guard range.lo >= -32768, range.hi <= 32767 else {
                 throw ExportError("\(name): outputs \(range.lo)…\(range.hi) exceed int16, the widest activation")
             }
         }
+    }
+
+    /// The values min(max(x, lo), hi) takes for x in `range` (lo ≤ hi).
+    static func clamped(_ range: (lo: Int64, hi: Int64), _ lo: Int64, _ hi: Int64) -> (lo: Int64, hi: Int64) {
+        (min(max(range.lo, lo), hi), min(max(range.hi, lo), hi))
     }
 
     func bits(_ weightedIndex: Int) -> Int { weightBits.count == 1 ? weightBits[0] : weightBits[weightedIndex] }
@@ -228,7 +233,7 @@ struct Plan {
                 use(kernel, [.roundedDivide])
                 call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1] * shape[2]));"
             case let .clamp(lo, hi):
-                range = (max(lo, range.lo), min(hi, range.hi))
+                range = Plan.clamped(range, lo, hi)
                 outType = ActivationType.fitting(range.lo, range.hi)
                 let kernel = Kernels.clamp(type, outType, prefix: prefix)
                 use(kernel, [])

@@ -79,6 +79,16 @@ final class ExportTests: XCTestCase {
         return (IntegerModel(inputShape: [37], layers: [.dense(d1), .dense(d2), .clamp(lo: -50, hi: 60)]), [4, 8])
     }
 
+    /// A clamp whose bounds lie above every input (all outputs become 300: int16 storage), then
+    /// a dense layer with per-tensor fixed-point scales.
+    static func clampModel() -> (IntegerModel, [Int]) {
+        var rng = SeededRandom(seed: 14)
+        let d = IntegerDense(inFeatures: 5, outFeatures: 3, weight: weights(15, .i8, &rng), bias: [5, -7, 300],
+                             requant: requant(3, perChannel: false, shift: 41...41, multiplier: (1 << 30)...(1 << 30),
+                                              out: (-128, 127), bits: 32, &rng))
+        return (IntegerModel(inputShape: [5], layers: [.clamp(lo: 300, hi: 400), .dense(d)]), [8])
+    }
+
     /// Random images with an all-255 and an all-0 image first.
     static func images(_ shape: [Int], count: Int, classes: Int) -> Dataset {
         var rng = SeededRandom(seed: 13)
@@ -89,13 +99,13 @@ final class ExportTests: XCTestCase {
     }
 
     func checkAgainstEngine(_ target: ExportWorkflow.Target, images: Int) throws {
-        for (model, bits) in [ExportTests.convModel(), ExportTests.denseModel()] {
+        for (model, bits) in [ExportTests.convModel(), ExportTests.denseModel(), ExportTests.clampModel()] {
             let c = try CGenerator.generate(model, weightBits: bits, prefix: "net", convBlock: 5)
             let engine = IntegerEngine(model)
             let data = ExportTests.images(model.inputShape, count: images, classes: engine.shapes.last!.reduce(1, *))
             // The engine saturates rather than wraps on these models: outputs reach both clamps.
             let outputs = (0..<images).flatMap { engine.run(data.rawBytes($0)!.map { Int16($0) }) }
-            XCTAssertGreaterThan(Set(outputs).count, 20)
+            XCTAssertGreaterThan(Set(outputs).count, model.layers.count > 2 ? 20 : 1)
             let r = try ExportVerifier.verify(c, engine: engine, test: data, images: images, target: target) { _ in }
             XCTAssertEqual(r.mismatchingImages, 0, "\(target) \(model.inputShape)")
             XCTAssertEqual(r.images, images)
