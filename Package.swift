@@ -43,6 +43,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Fuzz targets over the file parsers: libFuzzer under `make fuzz`, corpus replay otherwise.
+        .executableTarget(name: "qshape-fuzz", dependencies: ["QShapeKit"]),
+
         .testTarget(name: "QShapeTests",
                     dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "Export", "QShapeKit"]),
     ]

@@ -186,6 +186,21 @@ final class HardeningTests: XCTestCase {
         }
     }
 
+    /// Every seed and every input that once crashed a parser (Fuzz/) goes through its fuzz target:
+    /// a trap here fails the suite.
+    func testFuzzCorpusAndRegressionsReplay() throws {
+        var count = 0
+        for target in FuzzTarget.allCases {
+            for folder in ["corpus", "regressions"] {
+                for file in FuzzTarget.files(under: "\(Fixtures.repository)/Fuzz/\(folder)/\(target.rawValue)") {
+                    target.run(try XCTUnwrap(FileManager.default.contents(atPath: file)).map { $0 })
+                    count += 1
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(count, 30)
+    }
+
     func testRunNamesAreOneSafePathComponent() throws {
         for name in ["..", ".", "-", "a/b", ".hidden", ""] {
             XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {

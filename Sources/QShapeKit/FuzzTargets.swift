@@ -1,0 +1,45 @@
+// The parsers that read untrusted files, as fuzz targets: each takes arbitrary bytes and must end
+// in a value or a thrown error — never a trap, a hang or an unbounded allocation. `qshape-fuzz`
+// runs them under libFuzzer (`make fuzz`); the test suite replays Fuzz/corpus and
+// Fuzz/regressions through them.
+import Foundation
+import DataIO
+
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    case safetensors, idx, npy, csv, config
+
+    /// One input through the parser. Readers that take a path get the bytes in a file of this
+    /// process's own (written in place, not atomically: nothing else reads it).
+    public func run(_ bytes: [UInt8]) {
+        switch self {
+        case .safetensors:
+            _ = try? SafeTensors.decode(bytes, path: "fuzz.safetensors")
+        case .idx, .npy, .csv:
+            let path = FuzzTarget.scratch
+            guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { return }
+            switch self {
+            case .idx: _ = try? IDX.read(path)
+            case .npy: _ = try? NPY.read(path)
+            default: _ = try? CSV.dataset(path: path)
+            }
+        case .config:
+            let text = String(decoding: bytes, as: UTF8.self)
+            guard let node = try? ConfigNode.parse(yaml: text, file: "fuzz.yaml") else { return }
+            _ = try? Config(node: node, file: "fuzz.yaml", defaultName: "fuzz")
+        }
+    }
+
+    static let scratch = NSTemporaryDirectory() + "qshape-fuzz-\(getpid()).bin"
+
+    /// Every file under `path` (or the file itself), in name order.
+    public static func files(under path: String) -> [String] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { return [] }
+        guard isDir.boolValue else { return [path] }
+        let names = (try? FileManager.default.subpathsOfDirectory(atPath: path)) ?? []
+        return names.sorted().map { "\(path)/\($0)" }.filter {
+            var d: ObjCBool = false
+            return FileManager.default.fileExists(atPath: $0, isDirectory: &d) && !d.boolValue
+        }
+    }
+}
