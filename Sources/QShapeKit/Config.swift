@@ -108,6 +108,10 @@ public struct Config: Sendable {
         d.scale = try r.number("scale", default: d.scale, min: 0, exclusiveMin: true)
         d.mean = try r.number("mean", default: 0)
         d.std = try r.number("std", default: 1, min: 0, exclusiveMin: true)
+        // An input x becomes (x·scale − mean)/std in Float: the factors must stay in range.
+        guard (d.scale / d.std) * 65_536 <= 1e30, d.scale / d.std >= 1e-30, abs(d.mean / d.std) <= 1e30 else {
+            throw r.error("std", "scale/std = \(d.scale / d.std) and mean/std = \(d.mean / d.std) must lie within 1e-30…1e30")
+        }
         d.validationSplit = try r.number("validation_split", default: 0, min: 0, max: 1, exclusiveMax: true)
         d.trainLimit = try r.integer("train_limit", default: 0, min: 0)
         d.testLimit = try r.integer("test_limit", default: 0, min: 0)

@@ -49,6 +49,10 @@ struct ConfigReader {
         guard let d = Double(s), d.isFinite else {
             throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got '\(s)'")
         }
+        // Values are used as Float: keep them (and what is computed from them) finite and normal.
+        guard d == 0 || (abs(d) <= 1e30 && abs(d) >= 1e-30) else {
+            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed) of magnitude 1e-30…1e30 (or 0), got \(s)")
+        }
         let low = min.map { exclusiveMin ? d <= $0 : d < $0 } ?? false
         let high = max.map { exclusiveMax ? d >= $0 : d > $0 } ?? false
         if low || high { throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)") }

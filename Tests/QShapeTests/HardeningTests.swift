@@ -201,6 +201,17 @@ final class HardeningTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(count, 30)
     }
 
+    /// Numbers that would overflow Float (or the input scaling) are config errors naming the key.
+    func testOverflowingNumbersAreConfigErrors() throws {
+        for (key, value) in [("data.scale", "1e300"), ("data.std", "1e-29"), ("training.optimizer.eps", "1e-300"),
+                             ("training.optimizer.weight_decay", "1e308"), ("training.optimizer.lr", "1e40")] {
+            XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["\(key)=\(value)"]), key) {
+                XCTAssertTrue("\($0)".contains(key.split(separator: ".").last!), "\($0)")
+                XCTAssertFalse("\($0)".contains("\n"))
+            }
+        }
+    }
+
     func testRunNamesAreOneSafePathComponent() throws {
         for name in ["..", ".", "-", "a/b", ".hidden", ""] {
             XCTAssertThrowsError(try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: ["name=\"\(name)\""]), name) {
