@@ -9,7 +9,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case safetensors, idx, npy, csv, config
 
     /// One input through the parser. Readers that take a path get the bytes in a file of this
-    /// process's own (written in place, not atomically: nothing else reads it).
+    /// process's own (written in place, not atomically: nothing else reads it; removed after).
     public func run(_ bytes: [UInt8]) {
         switch self {
         case .safetensors:
@@ -17,6 +17,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .idx, .npy, .csv:
             let path = FuzzTarget.scratch
             guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { return }
+            defer { unlink(path) }
             switch self {
             case .idx: _ = try? IDX.read(path)
             case .npy: _ = try? NPY.read(path)
