@@ -43,6 +43,9 @@ public struct ConfigNode: Equatable, Sendable {
 
     /// Parses YAML text; a syntax error names the file and line.
     public static func parse(yaml: String, file: String) throws -> ConfigNode {
+        if let line = aliasLine(yaml) {
+            throw ConfigError(file: file, path: "", line: line, "YAML anchors and aliases (&name, *name) are not supported in configs; write the value out")
+        }
         let node: Node?
         do {
             node = try Yams.compose(yaml: yaml)
@@ -52,6 +55,31 @@ public struct ConfigNode: Equatable, Sendable {
         guard let node else { return ConfigNode(.mapping([])) }
         var seen = Set<[Int]>()
         return try convert(node, file: file, seen: &seen)
+    }
+
+    /// The first line (1-based) with an anchor or alias token, found before Yams sees the text:
+    /// Yams resolves aliases while composing, and hashing a mapping key made of nested aliases
+    /// takes time exponential in their depth. A token is `&` or `*` where a node can start (at the
+    /// line's start or after `-`, `:`, `?`, `[`, `{`, `,`), outside quotes and comments.
+    static func aliasLine(_ yaml: String) -> Int? {
+        for (index, line) in yaml.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            // `before`: the character just before; `token`: the last one that was not a blank.
+            var quote: Character?, before: Character?, token: Character?
+            for c in line {
+                defer { before = c }
+                if let q = quote {
+                    if c == q { quote = nil }
+                    continue
+                }
+                let blank = before == nil || before == " " || before == "\t"
+                if c == "#" && blank { break }
+                if c == "'" || c == "\"" { quote = c }
+                let starts = blank || before == "[" || before == "{" || before == ","
+                if (c == "&" || c == "*") && starts && (token == nil || "-:?[{,".contains(token!)) { return index + 1 }
+                if c != " " && c != "\t" { token = c }
+            }
+        }
+        return nil
     }
 
     /// The most nodes a config may have (the examples have about 60).
