@@ -106,17 +106,24 @@ public enum BenchWorkflow {
         case sgemm, training, shaping, inference, export
     }
 
-    /// Float and integer inference of one network over `count` random images (10,000 = the test set).
-    public static func inferenceRates(layers: [LayerSpec], count: Int, threads: Int) throws -> (float: Double, integer: Double) {
-        BLASThreads.set(threads)
+    /// `count` random 28×28 images, the network with seed-1 weights, and its 8-bit conversion
+    /// calibrated on those images: what the inference and export benches time.
+    static func randomIntegerModel(layers: [LayerSpec], count: Int) throws -> (Dataset, Sequential, Conversion) {
         var rng = SeededRandom(seed: 5)
         let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
         let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
-        let norm = Normalization()
-        let calibration = QuantizeWorkflow.calibrationBatches(data, count: 4, batch: 128, norm)
+        let calibration = QuantizeWorkflow.calibrationBatches(data, count: 4, batch: 128, Normalization())
         let conversion = try Converter.convert(model, calibration: calibration, inputScale: 1.0 / 255, rawInputMax: 255,
                                                options: QuantizeOptions())
+        return (data, model, conversion)
+    }
+
+    /// Float and integer inference of one network over `count` random images (10,000 = the test set).
+    public static func inferenceRates(layers: [LayerSpec], count: Int, threads: Int) throws -> (float: Double, integer: Double) {
+        BLASThreads.set(threads)
+        let (data, model, conversion) = try randomIntegerModel(layers: layers, count: count)
+        let norm = Normalization()
         let engine = IntegerEngine(conversion.integerModel)
         var bestFloat = Double.infinity, bestInt = Double.infinity
         for _ in 0..<2 {

@@ -32,13 +32,7 @@ extension BenchWorkflow {
     /// One network's 8-bit integer model (random weights, calibrated on random images) in Swift and in C.
     static func exportSpeed(name: String, layers: [LayerSpec], count: Int) throws -> ExportSpeed {
         let cc = try Tool.require("gcc", package: "gcc")
-        var rng = SeededRandom(seed: 5)
-        let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
-        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
-        let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
-        let calibration = QuantizeWorkflow.calibrationBatches(data, count: 4, batch: 128, Normalization())
-        let conversion = try Converter.convert(model, calibration: calibration, inputScale: 1.0 / 255, rawInputMax: 255,
-                                               options: QuantizeOptions())
+        let (data, _, conversion) = try randomIntegerModel(layers: layers, count: count)
         let engine = IntegerEngine(conversion.integerModel)
         let c = try CGenerator.generate(conversion.integerModel, weightBits: [8])
         let dir = NSTemporaryDirectory() + "qshape-bench-\(UUID().uuidString)"

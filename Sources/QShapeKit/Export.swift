@@ -101,9 +101,9 @@ public enum ExportWorkflow {
         }
     }
 
-    /// Writes the files into a staging sibling that replaces `dir` once complete.
+    /// Writes the files into a staging sibling that replaces `dir` once complete (`run` checked
+    /// `dir` with `checkOutput` before converting; the claim here re-checks it at the last moment).
     static func writeFolder(_ files: [(name: String, contents: String)], to dir: String, force: Bool) throws {
-        try checkOutput(dir, force: force)
         try RunFolder.begin(dir, force: force, allowEmpty: true).run { work in
             for f in files { try writeAtomically(f.contents, to: "\(work)/\(f.name)") }
         }

@@ -110,7 +110,7 @@ public enum ExportVerifier {
     /// The first `count` images and labels as uncompressed IDX files (the drivers' input).
     static func writeIDX(_ test: Dataset, count: Int, to dir: String) throws {
         func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
-        let dims = [count] + test.sampleShape.filter { _ in true }
+        let dims = [count] + test.sampleShape
         var images = [0, 0, 8, UInt8(dims.count)] + dims.flatMap(be32)
         images.reserveCapacity(images.count + count * test.sampleSize)
         for i in 0..<count { images += test.rawBytes(i)! }
