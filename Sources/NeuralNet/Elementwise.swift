@@ -69,6 +69,12 @@ public final class Dropout: Layer {
 
     public func outputShape(for input: [Int]) throws -> [Int] { input }
 
+    /// The mask generator's state (checkpoints).
+    public var randomState: SeededRandom {
+        get { rng }
+        set { rng = newValue }
+    }
+
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         guard training, p > 0 else { mask = []; return x }
         let keep = 1 - p, scale = 1 / keep

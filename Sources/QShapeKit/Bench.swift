@@ -223,13 +223,13 @@ public enum BenchWorkflow {
         options.maxStepsPerEpoch = 3
         let trainer = Trainer(model: model, options: options, trainingSetSize: count)
         trainer.lossTerms = lossTerms(model)
-        _ = trainer.trainEpoch(0, train: data)                      // warm-up
+        _ = try trainer.trainEpoch(0, train: data)                    // warm-up
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
         timed.lossTerms = lossTerms(model)
         var best = 0.0
         for round in 0..<3 {
-            let m = timed.trainEpoch(round, train: data)
+            let m = try timed.trainEpoch(round, train: data)
             best = max(best, m.samplesPerSecond)
         }
         return (best, model.trainingMACs)

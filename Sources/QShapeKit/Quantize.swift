@@ -104,17 +104,29 @@ public enum QuantizeWorkflow {
                        images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)
     }
 
-    /// Checks that the config's data can feed the integer engine and gathers the calibration batches
-    /// once; the returned function converts the model at a weight bit width (`qshape quantize`,
-    /// `qshape export` and `qshape train` all convert through it).
-    public static func integerConverter(_ config: Config, model: Sequential, data: DataSplit,
-                                        settings q: QuantizeConfig) throws -> (Int) throws -> Conversion {
+    /// What `qshape train` can tell before training that its `quantize:` section would refuse at
+    /// the end: data the integer engine cannot take. (Whether the accumulators fit depends on the
+    /// trained weights: `TrainWorkflow` tries the initial ones and says so when they do not.)
+    public static func checkBeforeTraining(_ config: Config, data: DataSplit) throws {
+        guard let q = config.quantize, !q.weightsOnly else { return }
+        try checkIntegerInput(config, data: data)
+    }
+
+    static func checkIntegerInput(_ config: Config, data: DataSplit) throws {
         guard data.test.rawBytes(0) != nil else {
             throw ConfigError(file: config.file, path: "data", "the integer engine takes raw byte images (IDX or uint8 NPY); use quantize.weights_only for float inputs")
         }
         guard config.data.mean == 0 else {
             throw ConfigError(file: config.file, path: "data.mean", "the integer engine feeds raw pixels, so inputs must be raw·scale/std with data.mean 0")
         }
+    }
+
+    /// Checks that the config's data can feed the integer engine and gathers the calibration batches
+    /// once; the returned function converts the model at a weight bit width (`qshape quantize`,
+    /// `qshape export` and `qshape train` all convert through it).
+    public static func integerConverter(_ config: Config, model: Sequential, data: DataSplit,
+                                        settings q: QuantizeConfig) throws -> (Int) throws -> Conversion {
+        try checkIntegerInput(config, data: data)
         let norm = config.training.normalization
         let inputScale = Double(norm.scale / norm.std)
         let calibration = calibrationBatches(data.train, count: q.calibrationBatches, batch: config.training.batchSize, norm)
@@ -272,10 +284,40 @@ extension QuantizeWorkflow {
 
 extension QuantizeWorkflow {
     /// Writes `quantization.json` and, per bit width, the integer model `model-int<b>.safetensors`.
+    /// The files `write` puts in a folder: quantization.json and model-int<bits>.safetensors.
+    static func isOutputFile(_ name: String) -> Bool {
+        name == "quantization.json" || (name.hasPrefix("model-int") && name.hasSuffix(".safetensors"))
+    }
+
+    /// Before converting, for `qshape quantize --out DIR`: DIR is new, or a folder whose earlier
+    /// quantize results may be replaced only with `force`.
+    public static func checkOutput(_ dir: String, force: Bool) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { return }
+        guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
+        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(isOutputFile).sorted()
+        if !force, let first = previous.first {
+            throw RunError("\(dir) already holds quantize results (\(first)\(previous.count > 1 ? " and \(previous.count - 1) more" : "")): pass --force to replace them, or --out to choose another folder")
+        }
+    }
+
+    /// `qshape quantize --out DIR`: a new folder is claimed and written whole (nothing half-written
+    /// is ever visible); into an existing folder (a run folder) each file is written atomically,
+    /// quantization.json last, and model-int files of widths not written now are removed.
+    public static func writeOutput(_ r: Result, conversions: [Int: Conversion], to dir: String, force: Bool) throws {
+        guard FileManager.default.fileExists(atPath: dir) else {
+            return try RunFolder.begin(dir, force: false).run { work in try write(r, conversions: conversions, to: work) }
+        }
+        try checkOutput(dir, force: force)
+        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(isOutputFile)
+        try write(r, conversions: conversions, to: dir)
+        let written = Set(conversions.keys.map { "model-int\($0).safetensors" } + ["quantization.json"])
+        for f in previous where !written.contains(f) { try? FileManager.default.removeItem(atPath: "\(dir)/\(f)") }
+    }
+
     public static func write(_ r: Result, conversions: [Int: Conversion], to dir: String) throws {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        try writeAtomically(String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
         for (bits, c) in conversions.sorted(by: { $0.key > $1.key }) {
             var scales: [String: String] = ["qshape.input_scale": "\(c.inputScale)"]
             for l in c.layers {
@@ -284,5 +326,6 @@ extension QuantizeWorkflow {
             }
             try IntegerModelFile.save(c.integerModel, weightBits: bits, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
         }
+        try writeAtomically(String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
     }
 }

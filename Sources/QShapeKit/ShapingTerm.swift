@@ -51,6 +51,28 @@ public final class ShapingLossTerm: LossTerm {
 
     public var layerNames: [String] { targets.map { "\($0.index).weight" } }
 
+    /// The group means of the last step, `TARGET.SCOPE` → means (checkpoints).
+    public var savedState: [String: [Float]] {
+        var s: [String: [Float]] = [:]
+        for (l, hints) in meanHints.enumerated() {
+            for (k, h) in hints.enumerated() { if let h { s["\(l).\(k)"] = h } }
+        }
+        return s
+    }
+
+    public func restore(_ state: [String: [Float]]) -> Bool {
+        var hints = meanHints.map { $0.map { _ -> [Float]? in nil } }
+        for (key, means) in state {
+            let parts = key.split(separator: ".").compactMap { Int($0) }
+            guard parts.count == 2, hints.indices.contains(parts[0]), hints[parts[0]].indices.contains(parts[1]),
+                  means.count == (plans[parts[0]].scopes[parts[1]].scope == .tensor ? 1 : targets[parts[0]].channels)
+            else { return false }
+            hints[parts[0]][parts[1]] = means
+        }
+        meanHints = hints
+        return true
+    }
+
     /// Per layer and active scope: the evaluated groups (one per tensor, or one per channel).
     private struct LayerEvaluation {
         var scopes: [(settings: PenaltySettings, groups: [PenaltyState])] = []

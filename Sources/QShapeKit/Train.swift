@@ -10,7 +10,12 @@ import Export
 /// A failure that is not a config or data problem (an existing run folder, say).
 public struct RunError: Error, CustomStringConvertible, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The run's staging folder stays, for `--resume` (a diverged run's last good checkpoint).
+    public var keepsCheckpoint = false
+    public init(_ message: String, keepsCheckpoint: Bool = false) {
+        self.message = message
+        self.keepsCheckpoint = keepsCheckpoint
+    }
     public var description: String { message }
 }
 
@@ -28,6 +33,8 @@ public struct TrainSummary: Sendable {
     public var testLoss: Double
     /// The float/simulated/integer comparison, when the config has a `quantize:` section.
     public var quantization: QuantizeWorkflow.Result?
+    /// Why the config's quantize section could not convert the trained model (the run is kept).
+    public var quantizeRefusal: ConfigError?
 }
 
 public enum TrainWorkflow {
@@ -52,8 +59,9 @@ public enum TrainWorkflow {
     }
 
     /// Trains the config's model and writes the run folder: config.yaml, metrics.jsonl (rewritten
-    /// atomically after every epoch) and model.safetensors (written atomically at the end).
-    public static func run(_ config: Config, outDir: String?, force: Bool,
+    /// atomically after every epoch), checkpoint.safetensors while it runs, and model.safetensors at
+    /// the end. With `resume`, continues the newest checkpoint a killed run to that folder left.
+    public static func run(_ config: Config, outDir: String?, force: Bool, resume: Bool = false,
                            observer: TrainingObserver?, lossTerms: [LossTerm] = []) throws -> TrainSummary {
         let data = try config.data.load()
         guard data.train.count > 0, data.test.count > 0 else {
@@ -61,17 +69,51 @@ public enum TrainWorkflow {
         }
         let model = try makeModel(config, sampleShape: data.train.sampleShape)
         try checkClasses(model, data, config: config)
-        let folder = try RunFolder.begin(outDir ?? defaultRunDirectory(for: config), force: force)
-        return try folder.run { dir in
-            try train(config, model: model, data: data, dir: dir, finalDirectory: folder.path, observer: observer, lossTerms: lossTerms)
+        try QuantizeWorkflow.checkBeforeTraining(config, data: data)
+        let folder = try RunFolder.begin(outDir ?? defaultRunDirectory(for: config), force: force,
+                                         resume: resume ? Checkpoint.fileName : nil)
+        // Checked before `run`, which would remove the checkpoint on failure.
+        let start = folder.resumed ? try resumePoint(config, dir: folder.work) : nil
+        let summary = try folder.run { dir in
+            try train(config, model: model, data: data, dir: dir, finalDirectory: folder.path, from: start,
+                      observer: observer, lossTerms: lossTerms)
         }
+        if let e = summary.quantizeRefusal {
+            throw ConfigError(file: e.file, path: e.path, line: e.line, "\(e.message); the trained model is saved in \(folder.path) (without quantize results): change the quantize section and run qshape quantize CONFIG --weights \(folder.path)/model.safetensors --out \(folder.path)")
+        }
+        return summary
     }
 
-    /// The training itself, writing into `dir` (the staging folder that becomes `finalDirectory`).
+    /// A killed run's checkpoint, if the config is the one it ran (the learning rate, clipping,
+    /// checkpoint interval and thread count may change).
+    static func resumePoint(_ config: Config, dir: String) throws -> Checkpoint.Contents {
+        let path = "\(dir)/\(Checkpoint.fileName)"
+        let c = try Checkpoint.read(path)
+        let previous = try Config.load(path: "\(dir)/config.yaml")
+        var mine = config
+        mine.training.optimizer.learningRate = previous.training.optimizer.learningRate
+        mine.training.gradientClip = previous.training.gradientClip
+        mine.training.checkpointSteps = previous.training.checkpointSteps
+        mine.threads = previous.threads
+        let now = mine.resolvedYAML.split(separator: "\n"), then = previous.resolvedYAML.split(separator: "\n")
+        if let i = (0..<max(now.count, then.count)).first(where: { $0 >= now.count || $0 >= then.count || now[$0] != then[$0] }) {
+            let line = { (l: [Substring]) in i < l.count ? "'\(l[i].trimmingCharacters(in: .whitespaces))'" : "nothing" }
+            throw ConfigError(file: config.file, path: "", "is not the config of the run to resume: it has \(line(now)) where that run had \(line(then)) (only training.optimizer.lr, grad_clip, checkpoint_steps and threads may change)")
+        }
+        let epochs = c.phase == .train ? config.training.epochs : config.quantize?.qat.epochs ?? 0
+        let before = c.phase == .train ? 0 : config.training.epochs
+        guard c.trainer.epoch <= epochs, c.metrics.count == before + c.trainer.epoch else {
+            throw DataError("\(path): does not fit this run (epoch \(c.trainer.epoch) of \(epochs), \(c.metrics.count) epochs of metrics)")
+        }
+        return c
+    }
+
+    /// The training itself, writing into `dir` (the staging folder that becomes `finalDirectory`),
+    /// from the beginning or from a checkpoint.
     static func train(_ config: Config, model: Sequential, data: DataSplit, dir: String, finalDirectory: String,
-                      observer: TrainingObserver?, lossTerms: [LossTerm]) throws -> TrainSummary {
+                      from start: Checkpoint.Contents?, observer: TrainingObserver?, lossTerms: [LossTerm]) throws -> TrainSummary {
         try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
-        try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name])
+        if start == nil { try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name]) }
         configureThreads(config.threads)
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
@@ -85,35 +127,61 @@ public enum TrainWorkflow {
             trainer.lossTerms.append(term)
         }
         observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
-        var all: [EpochMetrics] = []
+        if start == nil { warnIfInitialWeightsFailToConvert(config, model: model, data: data, observer: observer) }
+        let checkpointPath = "\(dir)/\(Checkpoint.fileName)"
+        var all = start?.metrics ?? []
+        var firstEpoch = 0
+        if let c = start {
+            observer?.message("resuming from the checkpoint: \(Checkpoint.describe(dir))")
+            if c.phase == .train {
+                try restore(c, into: trainer, model: model, path: checkpointPath)
+                firstEpoch = c.trainer.epoch
+            } else {
+                firstEpoch = config.training.epochs
+            }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        func runEpochs(_ t: Trainer, count: Int, offset: Int, phase: String?) throws {
-            for epoch in 0..<count {
-                var m = t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { p in
+        func runEpochs(_ t: Trainer, count: Int, offset: Int, phase: Checkpoint.Phase, from first: Int,
+                       qatBase: SafeTensors.File?) throws {
+            func save(_ s: TrainerSnapshot) throws {
+                try Checkpoint.write(to: dir, model: model, phase: phase, trainer: s, metrics: all, qatBase: qatBase)
+            }
+            for epoch in first..<count {
+                var m = try t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { p in
                     var p = p
                     p.epoch += offset
                     p.totalEpochs = offset + count
                     o.step(p)
-                } })
-                if let d = t.divergence { throw divergenceError(d, config: config, phase: phase) }
+                } }, checkpoint: save)
+                if let d = t.divergence {
+                    throw divergenceError(d, config: config, phase: phase,
+                                          checkpoint: FileManager.default.fileExists(atPath: checkpointPath) ? Checkpoint.describe(dir) : nil)
+                }
                 let test = evaluate(model, on: data.test, normalization: config.training.normalization,
                                     fakeQuantization: t.fakeQuantization)
                 m.epoch += offset
                 m.testAccuracy = test.accuracy
                 m.testLoss = test.loss
-                m.phase = phase
+                m.phase = phase == .qat ? "qat" : nil
                 all.append(m)
                 let lines = try all.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
                 try writeAtomically(lines.joined(separator: "\n") + "\n", to: "\(dir)/metrics.jsonl")
+                try save(t.snapshot(afterEpoch: epoch))
                 observer?.epoch(m, of: offset + count)
             }
         }
-        try runEpochs(trainer, count: config.training.epochs, offset: 0, phase: nil)
+        try runEpochs(trainer, count: config.training.epochs, offset: 0, phase: .train, from: firstEpoch, qatBase: nil)
         if let q = config.quantize, q.qat.epochs > 0 {
+            // QAT calibrates on the float model it starts from: a checkpoint in QAT keeps that model.
+            let resumingQAT = start?.phase == .qat ? start : nil
+            if let base = resumingQAT?.qatBase { try Weights.load(base, path: checkpointPath, into: model) }
+            let base = SafeTensors.File(entries: Weights.entries(model))
             let qat = try QATWorkflow.trainer(config, q, model: model, data: data, lossTerms: trainer.lossTerms)
+            if let c = resumingQAT { try restore(c, into: qat, model: model, path: checkpointPath) }
             observer?.message("quantisation-aware fine-tuning: \(q.qat.epochs) epochs at \(q.qat.bits ?? q.bits.min()!)-bit weights\(q.qat.activations ? " and \(q.options.activationBits)-bit activations" : "")")
-            try runEpochs(qat, count: q.qat.epochs, offset: config.training.epochs, phase: "qat")
+            try runEpochs(qat, count: q.qat.epochs, offset: config.training.epochs, phase: .qat,
+                          from: resumingQAT?.trainer.epoch ?? 0, qatBase: base)
         }
         try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
         let last = all.last!
@@ -129,18 +197,49 @@ public enum TrainWorkflow {
             try QuantizeWorkflow.write(result, conversions: conversions, to: dir)
             summary.quantization = result
             observer?.message(QuantizeWorkflow.table(result))
+        } catch let e as ConfigError {
+            // The trained model is kept: the run folder is written without quantize results.
+            summary.quantizeRefusal = e
         }
         try ReportWorkflow.write(runDirectory: dir)
         observer?.message("report: \(finalDirectory)/report.html")
+        // Finished: the checkpoint has served (a run killed before this point resumes from it).
+        try? FileManager.default.removeItem(atPath: checkpointPath)
         return summary
     }
 
-    /// The one line a diverged run ends with: where, and what to change.
-    static func divergenceError(_ d: Divergence, config: Config, phase: String?) -> RunError {
+    /// A quantize section that already refuses the initial weights (an accumulator wider than
+    /// int32, say) will most likely refuse the trained ones: said before training, which goes on
+    /// (trained weights can differ, and the run is kept either way).
+    static func warnIfInitialWeightsFailToConvert(_ config: Config, model: Sequential, data: DataSplit, observer: TrainingObserver?) {
+        guard let observer, let q = config.quantize, !q.weightsOnly,
+              let convert = try? QuantizeWorkflow.integerConverter(config, model: model, data: data, settings: q) else { return }
+        for b in q.bits {
+            do { _ = try convert(b) } catch let e as ConfigError {
+                observer.message("note: the quantize section refuses the initial weights (\(e.message)); it may refuse the trained ones too")
+                return
+            } catch { return }
+        }
+    }
+
+    static func restore(_ c: Checkpoint.Contents, into trainer: Trainer, model: Sequential, path: String) throws {
+        try Weights.load(c.model, path: path, into: model)
+        if let problem = trainer.restore(c.trainer) { throw DataError("\(path): does not fit this run (\(problem))") }
+    }
+
+    /// The one line a diverged run ends with: where, and what to change. A diverged training
+    /// (not fine-tuning) whose data loss diverged keeps its last checkpoint for `--resume` with a
+    /// lower learning rate.
+    static func divergenceError(_ d: Divergence, config: Config, phase: Checkpoint.Phase, checkpoint: String?) -> RunError {
         let o = config.training.optimizer
         let cause = d.term.map { "the shaping term \($0) diverged: lower its weight (λ) under shaping" }
             ?? "lower training.optimizer.lr (now \(o.learningRate))\(config.training.gradientClip > 0 ? "" : " or set training.grad_clip")"
-        return RunError("\(phase == "qat" ? "quantisation-aware fine-tuning" : "training") diverged at epoch \(d.epoch), step \(d.step): the loss is not a finite number; \(cause); nothing was written")
+        let what = phase == .qat ? "quantisation-aware fine-tuning" : "training"
+        let head = "\(what) diverged at epoch \(d.epoch), step \(d.step): the loss is not a finite number; \(cause)"
+        if let checkpoint, d.term == nil, phase == .train {
+            return RunError("\(head), then add --resume to continue from the last checkpoint (\(checkpoint))", keepsCheckpoint: true)
+        }
+        return RunError("\(head); nothing was written")
     }
 
     /// 0 means: as many OpenBLAS threads as cores.

@@ -7,12 +7,16 @@ import DataIO
 public enum Weights {
     /// Saves every state tensor (F32; BatchNorm's counter as I64) atomically.
     public static func save(_ model: Sequential, to path: String, metadata: [String: String] = [:]) throws {
-        let entries = model.namedState.map { name, p -> SafeTensors.Entry in
+        try SafeTensors.write(SafeTensors.File(entries: entries(model), metadata: metadata.merging(["format": "pt"]) { a, _ in a }), to: path)
+    }
+
+    /// The model's state dict as safetensors entries.
+    public static func entries(_ model: Sequential) -> [SafeTensors.Entry] {
+        model.namedState.map { name, p -> SafeTensors.Entry in
             p.role == .counter
                 ? SafeTensors.Entry(name: name, int64: p.value.data.map { Int64($0) }, shape: [])
                 : SafeTensors.Entry(name: name, floats: p.value.data, shape: p.value.shape)
         }
-        try SafeTensors.write(SafeTensors.File(entries: entries, metadata: metadata.merging(["format": "pt"]) { a, _ in a }), to: path)
     }
 
     /// Loads a state dict into `model`. Missing, unexpected and mis-shaped tensors are all listed

@@ -259,7 +259,12 @@ public enum Converter {
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
         let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
             .quantize(w, shape: shape, range: o.weightRange)
-        let weightScales = q.factors.map { 1 / Double($0) }
+        // A tensor (or, per channel, a channel) whose weights are all zero has no grid of its own:
+        // its scale is chosen so that the output multiplier is 1 and the bias is held in output steps.
+        let groups = q.factors.count, groupSize = w.count / groups
+        let weightScales = (0..<groups).map { c in
+            w[(c * groupSize)..<((c + 1) * groupSize)].allSatisfy { $0 == 0 } ? outScale / inputScale : 1 / Double(q.factors[c])
+        }
         let scaleOf = { (c: Int) in weightScales[o.perChannel ? c : 0] }
         // Bias at scale s_in·s_w, rounded half away from zero.
         let scaledBias = (0..<rows).map { c in (Double(bias[c]) / (inputScale * scaleOf(c))).rounded() }

@@ -29,7 +29,8 @@ public enum RangeSetting {
     /// unsigned grid 0…levels when `unsigned`). Never more than max|x|; at least a tiny positive value.
     public static func clip(_ values: [Float], bits: Int, method: RangeMethod, unsigned: Bool = false) -> Float {
         let maxAbs = values.reduce(Float(0)) { Swift.max($0, abs($1)) }
-        guard maxAbs > 0 else { return 1e-8 }
+        // Values that are all zero fit any grid; a unit range keeps the next layer's bias in range.
+        guard maxAbs > 0 else { return 1 }
         switch method {
         case .max:
             return maxAbs

@@ -15,6 +15,16 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         s = (splitmix(&sm), splitmix(&sm), splitmix(&sm), splitmix(&sm))
     }
 
+    /// The generator's whole state, four words: saved in checkpoints, so a resumed run draws the
+    /// same numbers as one never stopped.
+    public var words: [UInt64] { [s.0, s.1, s.2, s.3] }
+
+    /// A generator continuing from `words` (nil unless there are four, not all zero).
+    public init?(words w: [UInt64]) {
+        guard w.count == 4, w.contains(where: { $0 != 0 }) else { return nil }
+        s = (w[0], w[1], w[2], w[3])
+    }
+
     @inline(__always)
     public mutating func next() -> UInt64 {
         let result = rotl(s.1 &* 5, 7) &* 9

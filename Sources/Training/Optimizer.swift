@@ -35,6 +35,27 @@ public final class Optimizer {
         second = config.kind == .sgd ? [] : parameters.map { [Float](repeating: 0, count: $0.value.count) }
     }
 
+    /// What the optimiser carries from step to step (checkpoints): the step count and its buffers,
+    /// one per parameter (SGD: momentum, `second` empty; Adam: first and second moments).
+    public struct State: Sendable {
+        public var step: Int
+        public var first: [[Float]], second: [[Float]]
+        public init(step: Int, first: [[Float]], second: [[Float]]) {
+            self.step = step; self.first = first; self.second = second
+        }
+    }
+
+    public var state: State { State(step: step, first: first, second: second) }
+
+    /// Continues from a saved state; false (nothing changed) when it does not fit the parameters.
+    public func restore(_ s: State) -> Bool {
+        let counts = parameters.map(\.value.count)
+        guard s.step >= 0, s.first.map(\.count) == counts,
+              s.second.map(\.count) == (config.kind == .sgd ? [] : counts) else { return false }
+        step = s.step; first = s.first; second = s.second
+        return true
+    }
+
     public func step(learningRate lr: Double) {
         step += 1
         for (i, p) in parameters.enumerated() {

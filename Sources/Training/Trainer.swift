@@ -15,6 +15,8 @@ public struct TrainingOptions: Equatable, Sendable {
     public var gradientClip = 0.0
     /// Stop each epoch after this many steps; 0 means the whole training set (tests use it).
     public var maxStepsPerEpoch = 0
+    /// Also checkpoint every this many steps within an epoch; 0: at the end of each epoch only.
+    public var checkpointSteps = 0
     /// Fraction of the training set held out for validation (a seeded random subset).
     public var validationSplit = 0.0
     public var normalization = Normalization()
@@ -70,10 +72,16 @@ public protocol LossTerm: AnyObject {
     /// The parameters whose gradients `addGradients` writes whole rather than adds to, every step:
     /// the trainer does not zero them first. At most one term may write a parameter.
     var gradientsWritten: [Parameter] { get }
+    /// What the term carries from step to step, by name (checkpoints; empty when stateless).
+    var savedState: [String: [Float]] { get }
+    /// Continues from `savedState`; false (nothing changed) when it does not fit.
+    func restore(_ state: [String: [Float]]) -> Bool
 }
 
 extension LossTerm {
     public var gradientsWritten: [Parameter] { [] }
+    public var savedState: [String: [Float]] { [:] }
+    public func restore(_ state: [String: [Float]]) -> Bool { state.isEmpty }
 }
 
 /// Fake quantisation for quantisation-aware training. `quantizeWeights` swaps every weight for
@@ -154,6 +162,8 @@ public final class Trainer {
     public private(set) var divergence: Divergence?
     private let optimizer: Optimizer
     private var rng: SeededRandom
+    /// Set by `restore`: where the next epoch starts.
+    private var resumePoint: TrainerSnapshot?
     public private(set) var trainIndices: [Int]
     public private(set) var validationIndices: [Int]
 
@@ -223,9 +233,54 @@ public final class Trainer {
         return (x, y, values)
     }
 
-    /// Trains one epoch (0-based `epoch`) and returns its metrics (without test metrics).
-    public func trainEpoch(_ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil) -> EpochMetrics {
+    /// Where training stands now, at the end of the 0-based `epoch` (after its test evaluation).
+    public func snapshot(afterEpoch epoch: Int) -> TrainerSnapshot {
+        snapshot(epoch: epoch + 1, step: 0, epochRandom: rng, sums: EpochSums())
+    }
+
+    private func snapshot(epoch: Int, step: Int, epochRandom: SeededRandom, sums: EpochSums) -> TrainerSnapshot {
+        var dropout: [Int: [UInt64]] = [:]
+        for (i, layer) in model.layers.enumerated() {
+            if let d = layer as? Dropout { dropout[i] = d.randomState.words }
+        }
+        return TrainerSnapshot(epoch: epoch, step: step, epochRandom: epochRandom.words, sums: sums,
+                               optimizer: optimizer.state, dropout: dropout, lossTerms: lossTerms.map(\.savedState))
+    }
+
+    /// Continues from a snapshot taken by a trainer with the same model, options and loss terms
+    /// (the model's own state is restored separately): the next `trainEpoch(snapshot.epoch)`
+    /// starts at its step. Returns what does not fit, or nil.
+    public func restore(_ s: TrainerSnapshot) -> String? {
+        guard let r = SeededRandom(words: s.epochRandom) else { return "the random generator's state is invalid" }
+        guard s.epoch >= 0, s.step >= 0, s.step < max(stepsPerEpoch, 1), s.sums.seen >= 0 else {
+            return "epoch \(s.epoch), step \(s.step) is not a point of this training"
+        }
+        let dropouts = model.layers.indices.filter { model.layers[$0] is Dropout }
+        guard Set(s.dropout.keys) == Set(dropouts), s.dropout.values.allSatisfy({ SeededRandom(words: $0) != nil }) else {
+            return "the dropout layers' states do not fit the model"
+        }
+        guard s.lossTerms.count == lossTerms.count else { return "it has \(s.lossTerms.count) loss terms, the run \(lossTerms.count)" }
+        let saved = (optimizer.state, lossTerms.map(\.savedState))
+        guard optimizer.restore(s.optimizer), zip(lossTerms, s.lossTerms).allSatisfy({ $0.restore($1) }) else {
+            _ = optimizer.restore(saved.0)
+            for (t, state) in zip(lossTerms, saved.1) { _ = t.restore(state) }
+            return "the optimiser's or the shaping terms' state does not fit the model"
+        }
+        for (i, words) in s.dropout { (model.layers[i] as! Dropout).randomState = SeededRandom(words: words)! }
+        rng = r
+        resumePoint = s
+        return nil
+    }
+
+    /// Trains one epoch (0-based `epoch`) and returns its metrics (without test metrics). After
+    /// every `options.checkpointSteps` steps (but the last) `checkpoint` receives a snapshot.
+    public func trainEpoch(_ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil,
+                           checkpoint: ((TrainerSnapshot) throws -> Void)? = nil) throws -> EpochMetrics {
         let clock = ContinuousClock(), start = clock.now
+        var sums = EpochSums(), firstStep = 0
+        if let r = resumePoint, r.epoch == epoch { sums = r.sums; firstStep = r.step }
+        resumePoint = nil
+        let epochRandom = rng
         var order = trainIndices
         rng.shuffle(&order)
         let steps = stepsPerEpoch
@@ -235,10 +290,9 @@ public final class Trainer {
         let written = lossTerms.flatMap(\.gradientsWritten).map(ObjectIdentifier.init)
         precondition(Set(written).count == written.count, "two loss terms write the same gradient")
         let zeroed = model.trainableParameters.filter { !written.contains(ObjectIdentifier($0)) }
-        var lossSum = 0.0, correct = 0, seen = 0
-        var penaltySums: [String: Double] = [:]
+        var seenHere = 0
         var lr = options.optimizer.learningRate
-        for step in 0..<steps {
+        for step in firstStep..<steps {
             let stepStart = clock.now
             let parallel = side != nil && choice.current
             let t = Double(epoch) + Double(step) / Double(steps)
@@ -253,7 +307,7 @@ public final class Trainer {
             if let masters { fakeQuantization?.restore(model, masters) }
             var stepLoss = r.loss
             for (name, value) in termValues.joined() {
-                penaltySums[name, default: 0] += value
+                sums.penaltySums[name, default: 0] += value
                 stepLoss += value
             }
             guard stepLoss.isFinite else {
@@ -269,22 +323,27 @@ public final class Trainer {
             optimizer.step(learningRate: lr)
             if side != nil { choice.record(seconds: seconds(clock.now - stepStart)) }
             if step + 1 < steps, !known, choice.current { side?.prepare() }
-            lossSum += stepLoss * Double(idx.count)
-            correct += r.correct
-            seen += idx.count
+            sums.lossSum += stepLoss * Double(idx.count)
+            sums.correct += r.correct
+            sums.seen += idx.count
+            seenHere += idx.count
             if let progress {
                 let elapsed = seconds(clock.now - start)
                 progress(StepProgress(epoch: epoch, totalEpochs: options.epochs, step: step + 1, stepsInEpoch: steps,
-                                      batchSize: options.batchSize, samplesPerSecond: Double(seen) / max(elapsed, 1e-9), loss: lossSum / Double(seen)))
+                                      batchSize: options.batchSize, samplesPerSecond: Double(seenHere) / max(elapsed, 1e-9),
+                                      loss: sums.lossSum / Double(sums.seen)))
+            }
+            if options.checkpointSteps > 0, (step + 1) % options.checkpointSteps == 0, step + 1 < steps {
+                try checkpoint?(snapshot(epoch: epoch, step: step + 1, epochRandom: epochRandom, sums: sums))
             }
         }
         let elapsed = seconds(clock.now - start)
-        var m = EpochMetrics(epoch: epoch + 1, loss: lossSum / Double(max(seen, 1)),
-                             trainAccuracy: 100 * Double(correct) / Double(max(seen, 1)),
+        var m = EpochMetrics(epoch: epoch + 1, loss: sums.lossSum / Double(max(sums.seen, 1)),
+                             trainAccuracy: 100 * Double(sums.correct) / Double(max(sums.seen, 1)),
                              learningRate: lr, epochSeconds: elapsed,
-                             samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
+                             samplesPerSecond: Double(seenHere) / max(elapsed, 1e-9))
         if !lossTerms.isEmpty && divergence == nil {
-            m.penalties = penaltySums.mapValues { $0 / Double(max(steps, 1)) }
+            m.penalties = sums.penaltySums.mapValues { $0 / Double(max(steps, 1)) }
             m.layers = lossTerms.reduce(into: [:]) { acc, term in
                 acc.merge(term.layerStatistics(model: model)) { a, b in a.merging(b) { x, _ in x } }
             }
@@ -295,6 +354,34 @@ public final class Trainer {
             m.validationLoss = v.loss
         }
         return m
+    }
+}
+
+/// An epoch's running sums, for its metrics.
+public struct EpochSums: Sendable, Equatable {
+    public var lossSum = 0.0, correct = 0, seen = 0
+    public var penaltySums: [String: Double] = [:]
+    public init() {}
+}
+
+/// A point from which training continues exactly as if never stopped: everything the trainer
+/// carries besides the model's own state (saved beside it).
+public struct TrainerSnapshot: Sendable {
+    /// The epoch in progress (0-based) and how many of its steps are done.
+    public var epoch: Int, step: Int
+    /// The shuffling generator as that epoch began (it draws the epoch's order).
+    public var epochRandom: [UInt64]
+    public var sums: EpochSums
+    public var optimizer: Optimizer.State
+    /// Each dropout layer's generator, by layer index.
+    public var dropout: [Int: [UInt64]]
+    /// Each loss term's `savedState`.
+    public var lossTerms: [[String: [Float]]]
+
+    public init(epoch: Int, step: Int, epochRandom: [UInt64], sums: EpochSums, optimizer: Optimizer.State,
+                dropout: [Int: [UInt64]], lossTerms: [[String: [Float]]]) {
+        self.epoch = epoch; self.step = step; self.epochRandom = epochRandom; self.sums = sums
+        self.optimizer = optimizer; self.dropout = dropout; self.lossTerms = lossTerms
     }
 }
 

@@ -59,12 +59,14 @@ struct Train: ParsableCommand {
     var out: String?
     @Flag(help: "Replace an existing run folder.")
     var force = false
+    @Flag(help: "Continue a killed run from its last checkpoint (same config; the learning rate may change).")
+    var resume = false
 
     func run() throws {
         try guarded {
             let config = try options.load()
             let observer = ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1)
-            let summary = try TrainWorkflow.run(config, outDir: out, force: force, observer: observer)
+            let summary = try TrainWorkflow.run(config, outDir: out, force: force, resume: resume, observer: observer)
             print(String(format: "test accuracy %.2f%%  (loss %.4f)  →  %@/model.safetensors",
                          summary.testAccuracy, summary.testLoss, summary.runDirectory as NSString))
         }
@@ -108,6 +110,8 @@ struct Quantize: ParsableCommand {
     var weightsOnly = false
     @Option(help: "Also write quantization.json and the integer models (model-int<bits>.safetensors) into this folder.")
     var out: String?
+    @Flag(help: "Replace quantize results already in the --out folder.")
+    var force = false
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -121,11 +125,9 @@ struct Quantize: ParsableCommand {
             var settings = config.quantize ?? QuantizeConfig()
             if !bits.isEmpty { settings.bits = bits }
             if weightsOnly { settings.weightsOnly = true }
+            if let out { try QuantizeWorkflow.checkOutput(out, force: force) }
             let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings)
-            if let out {
-                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-                try QuantizeWorkflow.write(r, conversions: conversions, to: out)
-            }
+            if let out { try QuantizeWorkflow.writeOutput(r, conversions: conversions, to: out, force: force) }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
     }

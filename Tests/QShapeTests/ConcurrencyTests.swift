@@ -136,7 +136,7 @@ final class ConcurrencyTests: XCTestCase {
             options.parallelLossTerms = parallel
             let trainer = Trainer(model: model, options: options, trainingSetSize: count)
             trainer.lossTerms = [ShapingLossTerm(config, model: model)]
-            for epoch in 0..<2 { _ = trainer.trainEpoch(epoch, train: data) }
+            for epoch in 0..<2 { _ = try trainer.trainEpoch(epoch, train: data) }
             return model.namedState.map { $0.parameter.value.data }
         }
         XCTAssertEqual(try train(parallel: true), try train(parallel: false))

@@ -24,14 +24,18 @@ func write(_ text: String, to path: String) {
 /// Runs the built `qshape` executable (it sits beside the test bundle).
 struct CommandResult { var status: Int32; var stdout: String; var stderr: String }
 
-func qshape(_ arguments: [String], in directory: String? = nil) throws -> CommandResult {
+func qshapeExecutable() throws -> URL {
     let candidates = [Bundle.main.bundleURL, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
         .flatMap { [$0.appendingPathComponent("qshape"), $0.deletingLastPathComponent().appendingPathComponent("qshape")] }
     guard let exe = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
         throw XCTSkip("qshape executable not found beside the tests")
     }
+    return exe
+}
+
+func qshape(_ arguments: [String], in directory: String? = nil) throws -> CommandResult {
     let p = Process()
-    p.executableURL = exe
+    p.executableURL = try qshapeExecutable()
     p.arguments = arguments
     if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()
