@@ -48,7 +48,10 @@ enum Checkpoint {
 
     /// Reads a checkpoint; anything missing or malformed is a one-line `DataError`.
     static func read(_ path: String) throws -> Contents {
-        let file = try SafeTensors.read(path)
+        try decode(try SafeTensors.read(path), path: path)
+    }
+
+    static func decode(_ file: SafeTensors.File, path: String) throws -> Contents {
         let m = file.metadata
         func bad(_ what: String) -> DataError { DataError("\(path): not a usable QShape checkpoint (\(what))") }
         func int(_ key: String) throws -> Int {

@@ -4,9 +4,11 @@
 // Fuzz/regressions through them.
 import Foundation
 import DataIO
+import NeuralNet
+import Training
 
 public enum FuzzTarget: String, CaseIterable, Sendable {
-    case safetensors, idx, npy, csv, config
+    case safetensors, idx, npy, csv, config, checkpoint
 
     /// One input through the parser. Readers that take a path get the bytes in a file of this
     /// process's own (written in place, not atomically: nothing else reads it; removed after).
@@ -27,8 +29,21 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             let text = String(decoding: bytes, as: UTF8.self)
             guard let node = try? ConfigNode.parse(yaml: text, file: "fuzz.yaml") else { return }
             _ = try? Config(node: node, file: "fuzz.yaml", defaultName: "fuzz")
+        case .checkpoint:
+            // Decoded, then restored into a small model with dropout and Adam (`--resume`'s path).
+            guard let file = try? SafeTensors.decode(bytes, path: "fuzz.safetensors"),
+                  let c = try? Checkpoint.decode(file, path: "fuzz.safetensors"),
+                  let model = try? Sequential(specs: FuzzTarget.checkpointModel, inputShape: [4], seed: 0) else { return }
+            var options = TrainingOptions()
+            options.batchSize = 2
+            let trainer = Trainer(model: model, options: options, trainingSetSize: 8)
+            _ = try? TrainWorkflow.restore(c, into: trainer, model: model, path: "fuzz.safetensors")
         }
     }
+
+    /// The model the checkpoint target restores into (Fuzz/corpus/checkpoint holds its checkpoints).
+    static let checkpointModel: [LayerSpec] = [.flatten, .dense(inFeatures: 4, outFeatures: 3, bias: true), .relu,
+                                               .dropout(p: 0.5), .dense(inFeatures: 3, outFeatures: 2, bias: true)]
 
     static let scratch = NSTemporaryDirectory() + "qshape-fuzz-\(getpid()).bin"
 

@@ -83,6 +83,30 @@ final class ResumeTests: XCTestCase {
         XCTAssertNotNil(try fresh().1.restore(snapshot))
     }
 
+    /// The checkpoint fuzz target's seed is a checkpoint its model takes, and damaged ones are
+    /// refused with one line naming the file.
+    func testCheckpointSeedRestoresAndDamageIsRefused() throws {
+        let path = "\(Fixtures.repository)/Fuzz/corpus/checkpoint/adam-dropout.safetensors"
+        let c = try Checkpoint.read(path)
+        let model = try Sequential(specs: FuzzTarget.checkpointModel, inputShape: [4], seed: 0)
+        var options = TrainingOptions()
+        options.batchSize = 2
+        let trainer = Trainer(model: model, options: options, trainingSetSize: 8)
+        try TrainWorkflow.restore(c, into: trainer, model: model, path: path)
+        XCTAssertEqual(c.trainer.epoch, 1)
+        XCTAssertEqual(c.trainer.step, 2)
+        var file = try SafeTensors.read(path)
+        for (key, value) in [("epoch", "-1"), ("phase", "qat"), ("metrics", "{"), ("loss_sum", "nan"), ("loss_terms", "100000")] {
+            var damaged = file
+            damaged.metadata[key] = value
+            XCTAssertThrowsError(try Checkpoint.decode(damaged, path: "c.safetensors")) {
+                XCTAssertTrue("\($0)".hasPrefix("c.safetensors: not a usable QShape checkpoint ("), "\(key): \($0)")
+            }
+        }
+        file.entries.removeAll { $0.name == "optimizer.second.1" }
+        XCTAssertThrowsError(try Checkpoint.decode(file, path: "c.safetensors"))
+    }
+
     /// kill -9 at random moments of 20 runs (some killed again while resuming), then --resume:
     /// every final model.safetensors is byte-identical to the uninterrupted run's, and beside the
     /// run folder (absent, empty or complete) there is never a visible file.
