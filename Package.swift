@@ -20,10 +20,12 @@ let package = Package(
         .systemLibrary(name: "CMalloc"),
         // The processor a thread is on, and thread affinity (glibc GNU extensions).
         .systemLibrary(name: "CThreads"),
+        // CPUID and XGETBV: what the processor and the OS support (choosing OpenBLAS's kernels).
+        .systemLibrary(name: "CProcessor"),
         // Header-only vector builtins (a square root Swift's SIMD types would do lane by lane).
         .systemLibrary(name: "CVectorMath"),
 
-        .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc"]),
+        .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc", "CProcessor"]),
         .target(name: "NeuralNet", dependencies: ["Tensors"]),
         .target(name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath", "CThreads"]),
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).

@@ -93,8 +93,10 @@ public enum BenchWorkflow {
         public var export: [ExportSpeed] = []
         /// What the training and shaping parts trained on.
         public var trainingData = ""
+        /// The machine, QShape and the BLAS the numbers were measured with.
+        public var machine: Provenance?
         enum CodingKeys: String, CodingKey {
-            case sgemm, training, shaping, inference, export
+            case sgemm, training, shaping, inference, export, machine
             case trainingData = "training_data"
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
             case penaltyCosts = "penalty_costs"
@@ -241,6 +243,8 @@ public enum BenchWorkflow {
         let threadCounts = cores > 1 ? [1, cores] : [1]
         let batch = 128
         var r = Result()
+        r.machine = Provenance.current
+        for (label, value) in r.machine!.lines { log("\(label): \(value)") }
         if sections.contains(.sgemm) || sections.contains(.training) {
             for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
                 for t in threadCounts {

@@ -44,7 +44,12 @@ public enum ReportWorkflow {
         }
         let training = Report.Training(epochs: epochs, testAccuracy: epochs.last?.testAccuracy ?? 0,
                                        totalSeconds: epochs.reduce(0) { $0 + $1.seconds })
-        return Report(run: name, config: flatten(node), training: training, accuracy: accuracy, layers: layers)
+        var report = Report(run: name, config: flatten(node), training: training, accuracy: accuracy, layers: layers)
+        if let data = FileManager.default.contents(atPath: "\(dir)/provenance.json"),
+           let p = try? JSONDecoder().decode(Provenance.self, from: data) {
+            report.machine = p.lines.map { [$0.0, $0.1] }
+        }
+        return report
     }
 
     /// Writes report.json, report.md and report.html (atomically) and returns the report.

@@ -115,6 +115,7 @@ public enum TrainWorkflow {
         try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
         if start == nil { try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name]) }
         configureThreads(config.threads)
+        try Provenance.current.write(to: dir)
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
         guard !trainer.trainIndices.isEmpty else {
@@ -126,6 +127,7 @@ public enum TrainWorkflow {
             term.statisticsBits = config.quantize?.bits.min() ?? (s.terms[.quantError].map { _ in s.quantErrorBits } ?? 8)
             trainer.lossTerms.append(term)
         }
+        if let note = BLASSetup.selectionNote { observer?.message(note) }
         observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
         if start == nil { warnIfInitialWeightsFailToConvert(config, model: model, data: data, observer: observer) }
         let checkpointPath = "\(dir)/\(Checkpoint.fileName)"

@@ -141,6 +141,9 @@ extension Report {
                    training.epochs.map { ["\($0.epoch)\($0.phase.map { " (\($0))" } ?? "")", Format.num($0.loss, 4), Format.pct($0.trainAccuracy),
                                           Format.pct($0.testAccuracy), String(format: "%.3g", $0.learningRate)] })
         b += "<h2>Config</h2>" + table(["key", "value"], config.keys.sorted().map { ["<code>\(escape($0))</code>", "<code>\(escape(config[$0]!))</code>"] }, leftColumns: 2)
+        if let machine, !machine.isEmpty {
+            b += "<h2>Machine</h2>" + table(["", ""], machine.filter { $0.count == 2 }.map { $0.map(escape) }, leftColumns: 2)
+        }
         return page(title: "QShape report: \(run)", body: b)
     }
 }

@@ -14,6 +14,10 @@ extension Report {
         for k in Report.summaryKeys { if let v = config[k] { out += "| `\(k)` | `\(v)` |\n" } }
         let model = config.keys.filter { $0.hasPrefix("model.layers[") }.sorted { layerIndex($0) < layerIndex($1) }
         out += "| `model` | " + model.compactMap { config[$0] }.map { "`\($0)`" }.joined(separator: " → ") + " |\n"
+        if let machine, !machine.isEmpty {
+            out += "\n## Machine\n\n| | |\n|---|---|\n"
+            for line in machine where line.count == 2 { out += "| \(line[0]) | \(line[1]) |\n" }
+        }
         if let a = accuracy {
             out += "\n## Accuracy by bit width\n\n"
             out += a.weightsOnly ? "Weights quantised, everything else float.\n\n" : "Weights and activations quantised; integer = the integer engine.\n\n"

@@ -12,6 +12,9 @@ public struct Report: Codable, Equatable, Sendable {
     public var training: Training
     public var accuracy: Accuracy?
     public var layers: [Layer]
+    /// Where the run was made, as labelled lines in order (QShape, processor, instruction sets,
+    /// BLAS); absent for runs that did not record it.
+    public var machine: [[String]]?
 
     public init(run: String, config: [String: String], training: Training, accuracy: Accuracy?, layers: [Layer]) {
         self.run = run; self.config = config; self.training = training; self.accuracy = accuracy; self.layers = layers

@@ -7,11 +7,13 @@ struct QShape: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qshape",
         abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
+        version: Provenance.versionLine,
         subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Export.self, Bench.self])
 
     /// ArgumentParser's own entry point, except that a mistake on the command line is one line
     /// `error: …` with exit status 2, like every other bad input (help and --version unchanged).
     static func main() {
+        BLASSetup.atStartup()
         do {
             var command = try parseAsRoot()
             try command.run()
