@@ -14,6 +14,8 @@ struct QShape: ParsableCommand {
     /// `error: …` with exit status 2, like every other bad input (help and --version unchanged).
     static func main() {
         BLASSetup.atStartup()
+        // Line-buffered even into a pipe or file, so a killed command loses no finished line.
+        setvbuf(stdout, nil, _IOLBF, 0)
         do {
             var command = try parseAsRoot()
             try command.run()
