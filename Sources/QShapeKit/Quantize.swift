@@ -63,16 +63,19 @@ public enum QuantizeWorkflow {
     }
 
     /// Loads the weights file into the config's model and quantises it.
-    public static func run(_ config: Config, weights: String, settings: QuantizeConfig) throws -> (Result, [Int: Conversion]) {
+    public static func run(_ config: Config, weights: String, settings: QuantizeConfig,
+                           progress: ((String) -> Void)? = nil) throws -> (Result, [Int: Conversion]) {
         let data = try config.data.load()
         let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
         try Weights.load(weights, into: model)
         TrainWorkflow.configureThreads(config.threads)
-        return try run(config, model: model, data: data, settings: settings, weightsLabel: weights)
+        return try run(config, model: model, data: data, settings: settings, weightsLabel: weights, progress: progress)
     }
 
+    /// `progress` hears what is being done, a line per stage (the whole can take half a minute).
     public static func run(_ config: Config, model: Sequential, data: DataSplit, settings q: QuantizeConfig,
-                           weightsLabel: String) throws -> (Result, [Int: Conversion]) {
+                           weightsLabel: String, progress: ((String) -> Void)? = nil) throws -> (Result, [Int: Conversion]) {
+        progress?("evaluating the float model on \(data.test.count) test images")
         let norm = config.training.normalization
         let floatClasses = predictions(model, data.test, norm, hook: nil)
         let floatAccuracy = accuracy(floatClasses, data.test.labels)
@@ -82,6 +85,7 @@ public enum QuantizeWorkflow {
             let folded = try Converter.fold(model)
             let originals = folded.namedState.map { $0.parameter.value }
             for b in q.bits {
+                progress?("\(b)-bit weights: quantising and evaluating")
                 var o = q.options
                 o.weightBits = b
                 let rows = weightsOnlyQuantize(folded, o)
@@ -94,6 +98,7 @@ public enum QuantizeWorkflow {
         }
         let convert = try integerConverter(config, model: model, data: data, settings: q)
         for b in q.bits {
+            progress?("\(b)-bit weights: converting, then the integer engine and the simulation on \(data.test.count) images")
             let conversion = try convert(b)
             conversions[b] = conversion
             var row = compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages)

@@ -130,7 +130,9 @@ struct Quantize: ParsableCommand {
             if !bits.isEmpty { settings.bits = bits }
             if weightsOnly { settings.weightsOnly = true }
             if let out { try QuantizeWorkflow.checkOutput(out, force: force) }
-            let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings)
+            let progress: ((String) -> Void)? = isatty(STDERR_FILENO) == 1
+                ? { FileHandle.standardError.write(Data("\($0)…\n".utf8)) } : nil
+            let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings, progress: progress)
             if let out { try QuantizeWorkflow.writeOutput(r, conversions: conversions, to: out, force: force) }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
