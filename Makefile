@@ -30,15 +30,15 @@ deps:
 build: deps
 	$(SWIFT) build $(SWIFTFLAGS)
 
-# The whole story: the example MLP without and with shaping, both quantised, then a comparison
-# whose headline is the accuracy each keeps at 8, 4 and 3 bits.
+# The whole story: the example MLP without and with shaping, both converted to integers, then a
+# comparison whose headline is the accuracy each keeps in the integer engine at 8, 4 and 3-bit weights.
 demo: build
 	$(QSHAPE) train Examples/fashion-mlp.yaml --force
 	$(QSHAPE) train Examples/fashion-mlp-kurtosis.yaml --force
 	$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --format html --out runs/compare.html
 	$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --format md --out runs/compare.md
 	@echo
-	@echo "Accuracy kept after quantising the weights (runs/compare.html, runs/compare.md):"
+	@echo "Accuracy kept by the integer engine, 8-bit activations (runs/compare.html, runs/compare.md):"
 	@$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --headline
 
 test: deps

@@ -38,7 +38,7 @@ public enum ReportWorkflow {
                                 gridStep: st.maxAbs / Double(qmax), gridLevels: qmax)
         }
         let accuracy = quantization.map { q in
-            Report.Accuracy(float: q.floatAccuracy, weightsOnly: q.weightsOnly,
+            Report.Accuracy(float: q.floatAccuracy, weightsOnly: q.weightsOnly, activationBits: q.weightsOnly ? nil : q.activationBits,
                             rows: q.results.map { .init(bits: $0.bits, simulated: $0.simulatedAccuracy, integer: $0.integerAccuracy, agreement: $0.agreement,
                                                       flashBytes: $0.deployment?.parameterBytes, ramBytes: $0.deployment?.activationBytes) })
         }

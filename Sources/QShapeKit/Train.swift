@@ -189,9 +189,13 @@ public enum TrainWorkflow {
         let last = all.last!
         var summary = TrainSummary(runDirectory: finalDirectory, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
         // Every run ends with accuracy by bit width: the config's quantize section, or by default
-        // the seed quantiser on the weights alone at 8, 4 and 3 bits.
+        // the integer engine at 8, 4 and 3-bit weights (the seed quantiser) and 8-bit activations
+        // — the weights-only simulation for data the integer engine cannot take.
         var q = config.quantize ?? QuantizeConfig()
-        if config.quantize == nil { q.bits = [8, 4, 3]; q.weightsOnly = true }
+        if config.quantize == nil {
+            q.bits = [8, 4, 3]
+            q.weightsOnly = (try? QuantizeWorkflow.checkIntegerInput(config, data: data)) == nil
+        }
         do {
             observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
             let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,

@@ -7,14 +7,25 @@ public struct Comparison: Codable, Sendable {
         public var run: String
         public var simulated: Double?
         public var integer: Double?
-        /// simulated (or integer when present) minus the first run's, in points.
+        /// The row's figure (`BitsRow.kind`) minus the first run's that has it, in points.
         public var delta: Double?
         /// The exported C's parameter flash and activation RAM at this width.
         public var flashBytes: Int?
         public var ramBytes: Int?
+        /// The row's figure for this run: the integer engine's, or the weights-only simulation's.
+        public var value: Double?
+        public init(run: String, simulated: Double? = nil, integer: Double? = nil, delta: Double? = nil,
+                    flashBytes: Int? = nil, ramBytes: Int? = nil, value: Double? = nil) {
+            self.run = run; self.simulated = simulated; self.integer = integer; self.delta = delta
+            self.flashBytes = flashBytes; self.ramBytes = ramBytes; self.value = value
+        }
     }
+    /// One kind of figure at one weight width: runs measured otherwise are "–" in it, never
+    /// mixed in (a weights-only 3-bit simulation and a 3-bit integer W3/A8 run are two rows).
     public struct BitsRow: Codable, Sendable {
         public var bits: Int
+        /// "integer W4/A8" or "simulated W4, weights only".
+        public var kind: String
         public var runs: [RunAccuracy]
     }
     public struct LayerStats: Codable, Sendable {
@@ -41,16 +52,17 @@ public struct Comparison: Codable, Sendable {
         var diff: [String: [String]] = [:]
         for k in keys where Set(reports.map { $0.config[k] ?? "–" }).count > 1 { diff[k] = reports.map { $0.config[k] ?? "–" } }
         configDifferences = diff
-        let bits = Set(reports.flatMap { $0.accuracy?.rows.map(\.bits) ?? [] }).sorted(by: >)
-        accuracy = bits.map { b in
-            let rows = reports.map { r in r.accuracy?.rows.first { $0.bits == b } }
-            let base = rows.first.flatMap { $0.map { $0.integer ?? $0.simulated } }
-            return BitsRow(bits: b, runs: zip(reports, rows).map { r, row in
-                let v = row.map { $0.integer ?? $0.simulated }
-                return RunAccuracy(run: r.run, simulated: row?.simulated, integer: row?.integer,
-                                   delta: v.flatMap { v in base.map { v - $0 } }, flashBytes: row?.flashBytes, ramBytes: row?.ramBytes)
-            })
+        // One row per (width, kind), widest first, integer before weights-only.
+        var rowKeys: [RowKey] = []
+        for r in reports {
+            guard let a = r.accuracy else { continue }
+            for row in a.rows {
+                let key = RowKey(bits: row.bits, kind: a.kind(bits: row.bits))
+                if !rowKeys.contains(key) { rowKeys.append(key) }
+            }
         }
+        rowKeys.sort { $0.bits != $1.bits ? $0.bits > $1.bits : $0.kind < $1.kind }
+        accuracy = rowKeys.map { Comparison.row($0, reports) }
         let names = reports.first?.layers.map(\.name) ?? []
         layers = names.map { n in
             LayerRow(name: n, runs: reports.compactMap { r in
@@ -62,6 +74,25 @@ public struct Comparison: Codable, Sendable {
         }
     }
 
+    struct RowKey: Equatable { var bits: Int, kind: String }
+
+    /// The runs' figures of one kind at one width; a run measured otherwise gets an empty cell.
+    static func row(_ key: RowKey, _ reports: [Report]) -> BitsRow {
+        var cells: [RunAccuracy] = reports.map { r in
+            guard let a = r.accuracy, a.kind(bits: key.bits) == key.kind,
+                  let row = a.rows.first(where: { $0.bits == key.bits }) else { return RunAccuracy(run: r.run) }
+            return RunAccuracy(run: r.run, simulated: row.simulated, integer: row.integer, flashBytes: row.flashBytes,
+                               ramBytes: row.ramBytes, value: a.value(row))
+        }
+        if let base = cells.compactMap(\.value).first {
+            for i in cells.indices { cells[i].delta = cells[i].value.map { $0 - base } }
+        }
+        return BitsRow(bits: key.bits, kind: key.kind, runs: cells)
+    }
+
+    /// What the accuracy rows are, for the tables.
+    static let accuracyNote = "Test accuracy (%). \"integer W4/A8\": the integer engine with 4-bit weights and 8-bit activations; \"simulated W4, weights only\": the float model with its weights quantised to 4 bits, everything else float. Runs measured otherwise show \"–\" in a row."
+
     public func json() throws -> String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -69,10 +100,11 @@ public struct Comparison: Codable, Sendable {
         return String(decoding: try e.encode(self), as: UTF8.self) + "\n"
     }
 
-    /// "88.42 (+0.31)" style cells: the value (integer when measured, else simulated) and its delta.
-    func cell(_ a: RunAccuracy, first: Bool) -> String {
-        guard let v = a.integer ?? a.simulated else { return "–" }
-        return first ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(a.delta ?? 0)))"
+    /// "88.42 (+0.31)" style cells: the row's figure and its change from the first run that has it.
+    func cell(_ a: RunAccuracy, in row: BitsRow) -> String {
+        guard let v = a.value else { return "–" }
+        let isBase = row.runs.first { $0.value != nil }?.run == a.run
+        return isBase ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(a.delta ?? 0)))"
     }
 
     /// Whether any run has deployment figures.
@@ -86,7 +118,7 @@ public struct Comparison: Codable, Sendable {
     public func headline(bits wanted: [Int] = [8, 4, 3]) -> String {
         var lines: [String] = []
         for row in accuracy where wanted.contains(row.bits) {
-            lines.append("\(row.bits)-bit weights: " + row.runs.enumerated().map { i, a in "\(a.run) \(cell(a, first: i == 0))" }.joined(separator: ", "))
+            lines.append("\(row.kind): " + row.runs.map { "\($0.run) \(cell($0, in: row))" }.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
     }
@@ -98,17 +130,17 @@ public struct Comparison: Codable, Sendable {
             out += "| key | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
             for k in configDifferences.keys.sorted() { out += "| `\(k)` | " + configDifferences[k]!.map { "`\($0)`" }.joined(separator: " | ") + " |\n" }
         }
-        out += "\n## Accuracy by bit width\n\nTest accuracy (%); the integer engine where measured, else the simulation; in brackets the change from `\(runs.first ?? "")`.\n\n"
-        out += "| weights | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
+        out += "\n## Accuracy by bit width\n\n\(Comparison.accuracyNote) In brackets the change from the first run with that figure.\n\n"
+        out += "| | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
         out += "| float | " + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }.joined(separator: " | ") + " |\n"
         for row in accuracy {
-            out += "| \(row.bits)-bit | " + row.runs.enumerated().map { cell($1, first: $0 == 0) }.joined(separator: " | ") + " |\n"
+            out += "| \(row.kind) | " + row.runs.map { cell($0, in: row) }.joined(separator: " | ") + " |\n"
         }
         if deployment {
             out += "\n## Deployment (exported C)\n\nFlash of the weights, biases, multipliers and shifts / RAM of the activation buffers.\n\n"
             out += "| weights | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
             for row in accuracy {
-                out += "| \(row.bits)-bit | " + row.runs.map(deploymentCell).joined(separator: " | ") + " |\n"
+                out += "| \(row.kind) | " + row.runs.map(deploymentCell).joined(separator: " | ") + " |\n"
             }
         }
         out += "\n## Layers\n\n| layer | run | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) |\n|---|---|---|---|---|---|\n"
@@ -126,18 +158,18 @@ public struct Comparison: Codable, Sendable {
         b += configDifferences.isEmpty ? "<p>None.</p>" : table(["key"] + runs, configDifferences.keys.sorted().map { k in
             ["<code>\(escape(k))</code>"] + configDifferences[k]!.map { "<code>\(escape($0))</code>" }
         })
-        b += "<h2>Accuracy by bit width</h2>"
-        b += table(["weights"] + runs,
+        b += "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.</p>"
+        b += table([""] + runs,
                    [["float"] + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }]
-                   + accuracy.map { row in ["\(row.bits)-bit"] + row.runs.enumerated().map { i, a in
-                       let text = cell(a, first: i == 0)
-                       guard i > 0, let d = a.delta else { return text }
+                   + accuracy.map { row in [escape(row.kind)] + row.runs.map { a in
+                       let text = cell(a, in: row)
+                       guard text.contains("("), let d = a.delta else { return text }
                        return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
                    } })
         if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         if deployment {
             b += "<h2>Deployment (exported C)</h2><p>Flash of the weights, biases, multipliers and shifts / RAM of the activation buffers.</p>"
-            b += table(["weights"] + runs, accuracy.map { row in ["\(row.bits)-bit"] + row.runs.map(deploymentCell) })
+            b += table([""] + runs, accuracy.map { row in [escape(row.kind)] + row.runs.map(deploymentCell) })
         }
         b += "<h2>Layers</h2>"
         b += table(["layer", "run", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)"],
@@ -157,13 +189,13 @@ public struct Comparison: Codable, Sendable {
     func accuracyChart() -> String? {
         guard !accuracy.isEmpty else { return nil }
         let bits = accuracy.map { Double($0.bits) }
-        let values = accuracy.flatMap { $0.runs.compactMap { $0.integer ?? $0.simulated } } + floatAccuracy
+        let values = accuracy.flatMap { $0.runs.compactMap(\.value) } + floatAccuracy
         var c = Chart(title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
                       x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
         var legend: [(String, String)] = []
         for (i, run) in runs.enumerated() {
             let color = Chart.palette[i % Chart.palette.count]
-            let pts = accuracy.sorted { $0.bits < $1.bits }.compactMap { row in (row.runs[i].integer ?? row.runs[i].simulated).map { (Double(row.bits), $0) } }
+            let pts = accuracy.sorted { $0.bits < $1.bits }.compactMap { row in row.runs[i].value.map { (Double(row.bits), $0) } }
             c.line(pts, color: color, label: run)
             legend.append((run, color))
         }

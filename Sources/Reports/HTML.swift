@@ -124,8 +124,8 @@ extension Report {
         b += "<p>Final test accuracy <b>\(Format.pct(training.testAccuracy))%</b> after \(training.epochs.count) epochs (\(String(format: "%.1f", training.totalSeconds)) s).</p>"
         if let a = accuracy {
             b += "<h2>Accuracy by bit width</h2><p>\(a.weightsOnly ? "Weights quantised, everything else float." : "Weights and activations quantised; integer = the integer engine.")</p>"
-            b += table(["weights", "float", "simulated", "integer", "agreement", "C flash", "C RAM"],
-                       a.rows.map { ["\($0.bits)-bit", Format.pct(a.float), Format.pct($0.simulated), Format.pct($0.integer), Format.pct($0.agreement),
+            b += table(["quantised", "float", "simulated", "integer", "agreement with float", "C flash", "C RAM"],
+                       a.rows.map { [escape(a.kind(bits: $0.bits)), Format.pct(a.float), Format.pct($0.simulated), Format.pct($0.integer), Format.pct($0.agreement),
                                      Format.kib($0.flashBytes), Format.kib($0.ramBytes)] })
             if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         }

@@ -21,9 +21,9 @@ extension Report {
         if let a = accuracy {
             out += "\n## Accuracy by bit width\n\n"
             out += a.weightsOnly ? "Weights quantised, everything else float.\n\n" : "Weights and activations quantised; integer = the integer engine.\n\n"
-            out += "| weights | float | simulated | integer | agreement | C flash | C RAM |\n|---|---|---|---|---|---|---|\n"
+            out += "| quantised | float | simulated | integer | agreement with float | C flash | C RAM |\n|---|---|---|---|---|---|---|\n"
             for r in a.rows {
-                out += "| \(r.bits)-bit | \(Format.pct(a.float)) | \(Format.pct(r.simulated)) | \(Format.pct(r.integer)) | \(Format.pct(r.agreement)) "
+                out += "| \(a.kind(bits: r.bits)) | \(Format.pct(a.float)) | \(Format.pct(r.simulated)) | \(Format.pct(r.integer)) | \(Format.pct(r.agreement)) "
                     + "| \(Format.kib(r.flashBytes)) | \(Format.kib(r.ramBytes)) |\n"
             }
         }

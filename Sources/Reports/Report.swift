@@ -67,10 +67,21 @@ public struct Report: Codable, Equatable, Sendable {
     public struct Accuracy: Codable, Equatable, Sendable {
         public var float: Double
         public var weightsOnly: Bool
+        /// The activations' bit width when they were quantised too (nil: weights only).
+        public var activationBits: Int?
         public var rows: [AccuracyRow]
-        public init(float: Double, weightsOnly: Bool, rows: [AccuracyRow]) {
-            self.float = float; self.weightsOnly = weightsOnly; self.rows = rows
+        public init(float: Double, weightsOnly: Bool, activationBits: Int? = nil, rows: [AccuracyRow]) {
+            self.float = float; self.weightsOnly = weightsOnly; self.activationBits = activationBits; self.rows = rows
         }
+
+        /// What the figure at `bits` is: "integer W4/A8" (the integer engine) or "simulated W4,
+        /// weights only" (fake quantisation of the weights, everything else float).
+        public func kind(bits: Int) -> String {
+            weightsOnly ? "simulated W\(bits), weights only" : "integer W\(bits)/A\(activationBits.map(String.init) ?? "?")"
+        }
+
+        /// The figure of that kind: the integer engine's, or the simulation's for weights only.
+        public func value(_ row: AccuracyRow) -> Double? { weightsOnly ? row.simulated : row.integer }
     }
 
     public struct Histogram: Codable, Equatable, Sendable {

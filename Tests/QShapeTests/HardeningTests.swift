@@ -156,7 +156,7 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
         XCTAssertTrue(r.stderr.contains("more than int32;") && r.stderr.contains("the trained model is saved in \(dir)/run (without quantize results)"), r.stderr)
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/run")),
-                       ["config.yaml", "initial.safetensors", "metrics.jsonl", "model.safetensors", "report.html", "report.json", "report.md"])
+                       ["config.yaml", "initial.safetensors", "metrics.jsonl", "model.safetensors", "provenance.json", "report.html", "report.json", "report.md"])
     }
 
     /// A 342-byte alias bomb (nine levels of nine aliases) is refused at its first alias, at once.

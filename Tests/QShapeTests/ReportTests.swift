@@ -59,7 +59,7 @@ final class ReportTests: XCTestCase {
         for text in [md, html] { for r in rows { XCTAssertTrue(text.contains(Format.kib(r.flashBytes)), "\(r.bits)-bit flash") } }
         let c = try qshape(["compare", "\(dir)/run", "\(dir)/run", "--format", "md"])
         XCTAssertTrue(c.stdout.contains("## Deployment (exported C)"), c.stdout)
-        XCTAssertTrue(c.stdout.contains("| 4-bit | \(Format.kib(rows[1].flashBytes)) / 0.4 KiB |"), c.stdout)
+        XCTAssertTrue(c.stdout.contains("| integer W4/A8 | \(Format.kib(rows[1].flashBytes)) / 0.4 KiB |"), c.stdout)
     }
 
     /// Valid XML, self-contained (nothing fetched: no http, no script, no external font or image).
@@ -100,16 +100,29 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(c.runs, ["fashion-mlp", "fashion-mlp-kurtosis"])
         XCTAssertNotNil(c.configDifferences["shaping.kurtosis"])
         XCTAssertNil(c.configDifferences["training.epochs"], "equal keys are not listed")
+        // Without a quantize section every run ends with the integer engine at W8/W4/W3, A8.
+        XCTAssertEqual(c.accuracy.map(\.kind), ["integer W8/A8", "integer W4/A8", "integer W3/A8"])
         let three = try XCTUnwrap(c.accuracy.first { $0.bits == 3 })
-        XCTAssertEqual(three.runs[1].delta!, three.runs[1].simulated! - three.runs[0].simulated!, accuracy: 1e-9)
+        XCTAssertEqual(three.runs[1].delta!, three.runs[1].integer! - three.runs[0].integer!, accuracy: 1e-9)
         for f in ["md", "html", "json"] {
             let r = try qshape(["compare", "\(dir)/plain", "\(dir)/shaped", "--format", f, "--out", "\(dir)/c.\(f)"])
             XCTAssertEqual(r.status, 0, r.stderr)
         }
         let md = try String(contentsOfFile: "\(dir)/c.md", encoding: .utf8)
-        XCTAssertTrue(md.contains("| 3-bit | "))
+        XCTAssertTrue(md.contains("| integer W3/A8 | "))
         XCTAssertTrue(md.contains("(\(Format.signed(three.runs[1].delta!)))"))
         try checkHTML(try String(contentsOfFile: "\(dir)/c.html", encoding: .utf8))
+        // A weights-only run is not mixed into the integer rows: its figures get rows of their own.
+        var weightsOnly = reports[1]
+        weightsOnly.run = "weights-only"
+        weightsOnly.accuracy?.weightsOnly = true
+        weightsOnly.accuracy?.activationBits = nil
+        let mixed = Comparison([reports[0], weightsOnly])
+        let w3 = try XCTUnwrap(mixed.accuracy.first { $0.kind == "simulated W3, weights only" })
+        XCTAssertNil(w3.runs[0].value)
+        XCTAssertEqual(w3.runs[1].value, reports[1].accuracy?.rows.first { $0.bits == 3 }?.simulated)
+        XCTAssertNil(try XCTUnwrap(mixed.accuracy.first { $0.kind == "integer W3/A8" }).runs[1].value)
+        XCTAssertTrue(mixed.headline().contains("simulated W3, weights only: fashion-mlp –, weights-only "), mixed.headline())
     }
 
     /// A 2 × 2 sweep split into two shards, then compared, equals the same sweep run whole; a
