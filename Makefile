@@ -14,7 +14,8 @@ QSHAPE       := .build/release/qshape
 CPU          ?= native
 SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
 
-.PHONY: all deps build demo test bench fuzz clean
+.PHONY: all deps build demo test bench fuzz install clean
+PREFIX       ?= /usr/local
 
 all: build
 
@@ -46,6 +47,11 @@ test: deps
 
 bench: build
 	$(QSHAPE) bench
+
+# The executable alone is the program (it links the system's OpenBLAS and zlib).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(QSHAPE) $(DESTDIR)$(PREFIX)/bin/qshape
 
 # libFuzzer on every file parser (Sources/QShapeKit/FuzzTargets.swift), FUZZ_SECONDS each, from the
 # seeds in Fuzz/corpus and the inputs that once crashed (Fuzz/regressions, replayed by make test).
