@@ -20,6 +20,22 @@ public func readMaybeGzip(_ path: String, limit: Int = Int.max) throws -> [UInt8
     return out
 }
 
+/// CRC-32 (zlib's) of a file's bytes as stored, read in 1 MiB pieces, and its size; nil when it
+/// cannot be read. Records which data set a run was trained on.
+public func fileChecksum(_ path: String) -> (crc32: UInt32, bytes: Int)? {
+    guard let f = fopen(path, "rb") else { return nil }
+    defer { fclose(f) }
+    var crc = crc32(0, nil, 0), total = 0
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, f) }
+        if n == 0 { break }
+        crc = chunk.withUnsafeBytes { crc32(crc, $0.bindMemory(to: Bytef.self).baseAddress, uInt(n)) }
+        total += n
+    }
+    return ferror(f) == 0 ? (UInt32(crc), total) : nil
+}
+
 /// Writes a file atomically: the bytes go to a temporary file beside it (`.NAME.tmp-PID-…`, opened
 /// exclusively, flushed to disk), which is then renamed over the destination, so a reader (or an
 /// interrupted run) never sees half a file. A temporary file left by a killed process is removed

@@ -16,10 +16,25 @@ public struct Provenance: Codable, Sendable, Equatable {
     public var instructionSets: [String]
     public var cores: Int
     public var blas: BLASSetup.Summary
+    /// The data files a run read: name → "crc32 1a2b3c4d, N bytes" (nil outside runs).
+    public var data: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case qshape, checkout, build, processor, cores, blas
+        case qshape, checkout, build, processor, cores, blas, data
         case instructionSets = "instruction_sets"
+    }
+
+    /// The record of a training run: the machine, and checksums of the data files it read.
+    public static func run(_ config: Config) -> Provenance {
+        var p = current
+        let d = config.data
+        var files: [String: String] = [:]
+        let names = d.format == .csv ? [d.trainImages, d.testImages] : [d.trainImages, d.trainLabels, d.testImages, d.testLabels]
+        for name in names {
+            if let c = fileChecksum(d.resolve(name)) { files[name] = String(format: "crc32 %08x, %d bytes", c.crc32, c.bytes) }
+        }
+        p.data = files
+        return p
     }
 
     public static var current: Provenance {
@@ -73,5 +88,6 @@ public struct Provenance: Codable, Sendable, Equatable {
         [("QShape", "\(qshape) (\(checkout), \(build) build)"), ("processor", "\(processor), \(cores) cores"),
          ("instruction sets", instructionSets.isEmpty ? "SSE only" : instructionSets.joined(separator: " ")),
          ("BLAS", "\(blas.library) \(blas.version), \(blas.core) kernels (chosen by \(blas.chosenBy)), \(blas.threads) threads")]
+            + (data ?? [:]).sorted { $0.key < $1.key }.map { ("data \($0.key)", $0.value) }
     }
 }

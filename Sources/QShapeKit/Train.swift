@@ -115,7 +115,7 @@ public enum TrainWorkflow {
         try writeAtomically(config.resolvedYAML, to: "\(dir)/config.yaml")
         if start == nil { try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name]) }
         configureThreads(config.threads)
-        try Provenance.current.write(to: dir)
+        try Provenance.run(config).write(to: dir)
 
         let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
         guard !trainer.trainIndices.isEmpty else {

@@ -69,6 +69,9 @@ final class BLASChoiceTests: XCTestCase {
         }
         XCTAssertEqual(p.instructionSets, here.features.names)
         XCTAssertEqual(p.qshape, Provenance.version)
+        // The data files' checksums (zlib's CRC-32 of the files as stored; Python's zlib.crc32 agrees).
+        XCTAssertEqual(p.data?["train-labels-idx1-ubyte.gz"], "crc32 d364abfb, 1573 bytes")
+        XCTAssertEqual(p.data?.count, 4)
         let report = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
         XCTAssertTrue(report.contains("| BLAS | OpenBLAS \(BLASLibrary.version), \(p.blas.core) kernels"), report)
     }
