@@ -215,25 +215,42 @@ public enum QuantizeWorkflow {
         let engine = IntegerEngine(c.integerModel)
         let intClasses = integerPredictions(engine, data.test)
         // Layer by layer on the first images: float activations of the folded model (before its
-        // weights are replaced) against the integer engine's, dequantised.
+        // weights are replaced) against the integer engine's, dequantised; summed 128 images at a
+        // time in image order, so memory stays that of one batch.
         let n = min(compareImages, data.test.count)
         let ends = Dictionary(uniqueKeysWithValues: c.layers.map { ($0.outputLayer, $0) })
-        var floatActs: [Int: [Float]] = [:]
-        let (x, _) = data.test.batch(0..<n, normalization: norm)
-        _ = c.folded.forward(x, training: false) { i, h in if ends[i] != nil { floatActs[i] = h.data } }
-        var intActs: [Int: [Float]] = [:]
-        for img in 0..<n {
-            _ = engine.run(data.test.rawBytes(img)!.map { Int16($0) }) { li, y in
-                let f = c.floatLayerOf[li]
-                guard let layer = ends[f], li == c.floatLayerOf.firstIndex(of: f) else { return }
-                intActs[f, default: []] += y.map { Float(Double($0) * layer.outputScale) }
+        var signal: [Int: Double] = [:], noise: [Int: Double] = [:], clippedCount: [Int: Int] = [:], seen: [Int: Int] = [:]
+        for start in stride(from: 0, to: n, by: 128) {
+            let chunk = start..<min(n, start + 128)
+            var floatActs: [Int: [Float]] = [:]
+            let (x, _) = data.test.batch(chunk, normalization: norm)
+            _ = c.folded.forward(x, training: false) { i, h in if ends[i] != nil { floatActs[i] = h.data } }
+            var offset: [Int: Int] = [:]
+            for img in chunk {
+                _ = engine.run(data.test.rawBytes(img)!.map { Int16($0) }) { li, y in
+                    let f = c.floatLayerOf[li]
+                    guard let layer = ends[f], li == c.floatLayerOf.firstIndex(of: f), let fa = floatActs[f] else { return }
+                    let lo = Double(layer.outMin) * layer.outputScale - layer.outputScale / 2
+                    let hi = Double(layer.outMax) * layer.outputScale + layer.outputScale / 2
+                    var s = signal[f, default: 0], e = noise[f, default: 0], clipped = 0
+                    let base = offset[f, default: 0]
+                    for (k, q) in y.enumerated() {
+                        let a = Double(fa[base + k]), b = Double(Float(Double(q) * layer.outputScale))
+                        s += a * a
+                        e += (a - b) * (a - b)
+                        if a < lo || a > hi { clipped += 1 }
+                    }
+                    signal[f] = s; noise[f] = e
+                    clippedCount[f, default: 0] += clipped
+                    seen[f, default: 0] += y.count
+                    offset[f] = base + y.count
+                }
             }
         }
         let rows = c.layers.map { l -> LayerRow in
-            let fa = floatActs[l.outputLayer] ?? [], ia = intActs[l.outputLayer] ?? []
-            let db = sqnr(fa, ia)
-            let lo = Double(l.outMin) * l.outputScale - l.outputScale / 2, hi = Double(l.outMax) * l.outputScale + l.outputScale / 2
-            let clipped = Double(fa.filter { Double($0) < lo || Double($0) > hi }.count) / Double(max(1, fa.count))
+            let f = l.outputLayer
+            let db = noise[f, default: 0] == 0 ? Double.infinity : 10 * log10(signal[f, default: 0] / noise[f]!)
+            let clipped = Double(clippedCount[f, default: 0]) / Double(max(1, seen[f, default: 0]))
             return LayerRow(name: l.name, weightSQNR: l.weightSQNR, levelsUsed: l.levelsUsed,
                             activationSQNR: db.isFinite ? db : 999, clippedFraction: clipped, inputScale: l.inputScale,
                             weightScaleMin: l.weightScales.min(), weightScaleMax: l.weightScales.max(), outputScale: l.outputScale,

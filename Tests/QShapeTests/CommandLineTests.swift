@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+@testable import QShapeKit
 
 /// The `qshape` command as a user runs it: exit codes, one-line errors, files left behind.
 final class CommandLineTests: XCTestCase {
@@ -62,9 +63,21 @@ final class CommandLineTests: XCTestCase {
             XCTAssertGreaterThan(row["float_images_per_second"] as? Double ?? 0, 0)
             XCTAssertGreaterThan(row["integer_images_per_second"] as? Double ?? 0, 0)
         }
-        for part in ["sgemm", "training", "shaping", "penalty_costs"] {
+        for part in ["sgemm", "training", "shaping", "penalty_costs", "memory"] {
             XCTAssertEqual((obj[part] as? [Any])?.count, 0, part)
         }
+        let machine = try XCTUnwrap(obj["machine"] as? [String: Any])
+        XCTAssertEqual((machine["blas"] as? [String: Any])?["library"] as? String, "OpenBLAS")
         XCTAssertNotEqual(try qshape(["bench", "--only", "everything"]).status, 0)
+    }
+
+    /// The memory part's measurement: the kernel's peak resident memory of a child process.
+    func testChildPeakMemoryIsMeasured() throws {
+        let exe = try qshapeExecutable().path
+        let (status, kilobytes) = try BenchWorkflow.childPeakRSS(["--version"], executable: exe)
+        XCTAssertEqual(status, 0)
+        XCTAssertGreaterThan(kilobytes, 1_000)      // the Swift runtime and OpenBLAS alone take megabytes
+        XCTAssertLessThan(kilobytes, 300_000)
+        XCTAssertEqual(try BenchWorkflow.childPeakRSS(["no-such-command"], executable: exe).status, 2)
     }
 }
