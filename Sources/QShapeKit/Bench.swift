@@ -92,12 +92,13 @@ public enum BenchWorkflow {
         public var inference: [InferenceResult] = []
         public var export: [ExportSpeed] = []
         public var memory: [MemoryUse] = []
+        public var profile: [LayerProfile] = []
         /// What the training and shaping parts trained on.
         public var trainingData = ""
         /// The machine, QShape and the BLAS the numbers were measured with.
         public var machine: Provenance?
         enum CodingKeys: String, CodingKey {
-            case sgemm, training, shaping, inference, export, memory, machine
+            case sgemm, training, profile, shaping, inference, export, memory, machine
             case trainingData = "training_data"
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
             case penaltyCosts = "penalty_costs"
@@ -106,7 +107,7 @@ public enum BenchWorkflow {
 
     /// The parts of `qshape bench`; training's share of the SGEMM peak needs the SGEMM part.
     public enum Section: String, CaseIterable, Sendable {
-        case sgemm, training, shaping, inference, export, memory
+        case sgemm, training, profile, shaping, inference, export, memory
     }
 
     /// `count` random 28×28 images, the network with seed-1 weights, and its 8-bit conversion
@@ -317,6 +318,7 @@ public enum BenchWorkflow {
                 r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
             }
         }
+        if sections.contains(.profile) { try runProfile(&r, log: log) }
         if sections.contains(.export) { try runExport(&r, log: log) }
         if sections.contains(.memory) { try runMemory(&r, log: log) }
         return r

@@ -63,7 +63,7 @@ final class CommandLineTests: XCTestCase {
             XCTAssertGreaterThan(row["float_images_per_second"] as? Double ?? 0, 0)
             XCTAssertGreaterThan(row["integer_images_per_second"] as? Double ?? 0, 0)
         }
-        for part in ["sgemm", "training", "shaping", "penalty_costs", "memory"] {
+        for part in ["sgemm", "training", "shaping", "penalty_costs", "memory", "profile"] {
             XCTAssertEqual((obj[part] as? [Any])?.count, 0, part)
         }
         let machine = try XCTUnwrap(obj["machine"] as? [String: Any])
