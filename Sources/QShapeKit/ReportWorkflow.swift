@@ -102,6 +102,16 @@ public enum ReportWorkflow {
         return out
     }
 
+    /// What a run whose config lacks a `shaping:` or `quantize:` section has in effect, as
+    /// flattened keys: the sections' defaults (no shaping term is active without its key, and
+    /// without `quantize:` a run is converted at 8, 4 and 3 bits with the other defaults).
+    public static let effectiveDefaults: [String: String] = {
+        guard let node = try? ConfigNode.parse(yaml: "model: {layers: [{type: flatten}, {type: dense, in: 784, out: 10}]}\nshaping: {kurtosis: {weight: 1}}\nquantize: {bits: [8, 4, 3]}\n", file: "defaults"),
+              let config = try? Config(node: node, file: "defaults", defaultName: "defaults"),
+              let resolved = try? ConfigNode.parse(yaml: config.resolvedYAML, file: "defaults") else { return [:] }
+        return flatten(resolved).filter { ($0.key.hasPrefix("shaping.") || $0.key.hasPrefix("quantize.")) && $0.key != "shaping.kurtosis" }
+    }()
+
     /// Reports named by run folders, report.json files, or sweep folders (every run inside).
     public static func collect(_ paths: [String]) throws -> [Report] {
         var reports: [Report] = []

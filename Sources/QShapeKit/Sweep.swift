@@ -69,7 +69,7 @@ public enum SweepWorkflow {
         let reports = (try? ReportWorkflow.collect([dir])) ?? []
         var comparison: Comparison?
         if reports.count >= 1 {
-            let c = Comparison(reports)
+            let c = Comparison(reports, defaults: ReportWorkflow.effectiveDefaults)
             try CompareWorkflow.write(c, reports: reports, to: dir)
             comparison = c
         }
@@ -91,7 +91,7 @@ public enum CompareWorkflow {
     public static func render(_ paths: [String], format: String) throws -> String {
         let reports = try ReportWorkflow.collect(paths)
         guard reports.count >= 2 || paths.count == 1 else { throw RunError("compare needs two or more runs") }
-        let c = Comparison(reports)
+        let c = Comparison(reports, defaults: ReportWorkflow.effectiveDefaults)
         switch format {
         case "json": return try c.json()
         case "html": return c.html(reports)

@@ -45,12 +45,15 @@ public struct Comparison: Codable, Sendable {
     public var accuracy: [BitsRow]
     public var layers: [LayerRow]
 
-    public init(_ reports: [Report]) {
+    /// `defaults`: the value a key has in effect where a run's config lacks it (a run without a
+    /// `shaping:` section has `shaping.start_epoch` 0 in effect): such keys differ only when the
+    /// values in effect do.
+    public init(_ reports: [Report], defaults: [String: String] = [:]) {
         runs = reports.map(\.run)
         floatAccuracy = reports.map { $0.accuracy?.float ?? $0.training.testAccuracy }
         let keys = Set(reports.flatMap(\.config.keys))
         var diff: [String: [String]] = [:]
-        for k in keys where Set(reports.map { $0.config[k] ?? "–" }).count > 1 { diff[k] = reports.map { $0.config[k] ?? "–" } }
+        for k in keys where Set(reports.map { $0.config[k] ?? defaults[k] ?? "–" }).count > 1 { diff[k] = reports.map { $0.config[k] ?? "–" } }
         configDifferences = diff
         // One row per (width, kind), widest first, integer before weights-only.
         var rowKeys: [RowKey] = []

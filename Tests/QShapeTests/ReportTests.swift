@@ -100,6 +100,11 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(c.runs, ["fashion-mlp", "fashion-mlp-kurtosis"])
         XCTAssertNotNil(c.configDifferences["shaping.kurtosis"])
         XCTAssertNil(c.configDifferences["training.epochs"], "equal keys are not listed")
+        // Keys with no effect (the shaping section's defaults beside a run without one) are not listed.
+        let effect = Comparison(reports, defaults: ReportWorkflow.effectiveDefaults)
+        XCTAssertEqual(effect.configDifferences.keys.sorted(), ["name", "shaping.kurtosis", "shaping.skewness"])
+        XCTAssertEqual(effect.configDifferences["shaping.kurtosis"]?.first, "–")
+        XCTAssertNotNil(c.configDifferences["shaping.start_epoch"])
         // Without a quantize section every run ends with the integer engine at W8/W4/W3, A8.
         XCTAssertEqual(c.accuracy.map(\.kind), ["integer W8/A8", "integer W4/A8", "integer W3/A8"])
         let three = try XCTUnwrap(c.accuracy.first { $0.bits == 3 })
