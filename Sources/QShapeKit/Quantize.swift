@@ -326,15 +326,35 @@ extension QuantizeWorkflow {
     /// `qshape quantize --out DIR`: a new folder is claimed and written whole (nothing half-written
     /// is ever visible); into an existing folder (a run folder) each file is written atomically,
     /// quantization.json last, and model-int files of widths not written now are removed.
-    public static func writeOutput(_ r: Result, conversions: [Int: Conversion], to dir: String, force: Bool) throws {
+    ///
+    /// Either way the folder ends with a report: a run folder's is written again with the new
+    /// results; a folder without a run gets the config, a copy of the weights, the provenance and
+    /// a report of its own, so `qshape compare` takes it beside trained runs.
+    public static func writeOutput(_ r: Result, conversions: [Int: Conversion], to dir: String, force: Bool,
+                                   config: Config, weights: String) throws {
+        func report(_ folder: String) throws {
+            let fm = FileManager.default
+            if !fm.fileExists(atPath: "\(folder)/config.yaml") {
+                try writeAtomically(config.resolvedYAML, to: "\(folder)/config.yaml")
+                try Provenance.run(config).write(to: folder)
+            }
+            if !fm.fileExists(atPath: "\(folder)/model.safetensors") {
+                try writeAtomically([UInt8](try Data(contentsOf: URL(fileURLWithPath: weights))), to: "\(folder)/model.safetensors")
+            }
+            try ReportWorkflow.write(runDirectory: folder)
+        }
         guard FileManager.default.fileExists(atPath: dir) else {
-            return try RunFolder.begin(dir, force: false).run { work in try write(r, conversions: conversions, to: work) }
+            return try RunFolder.begin(dir, force: false).run { work in
+                try write(r, conversions: conversions, to: work)
+                try report(work)
+            }
         }
         try checkOutput(dir, force: force)
         let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(isOutputFile)
         try write(r, conversions: conversions, to: dir)
         let written = Set(conversions.keys.map { "model-int\($0).safetensors" } + ["quantization.json"])
         for f in previous where !written.contains(f) { try? FileManager.default.removeItem(atPath: "\(dir)/\(f)") }
+        try report(dir)
     }
 
     public static func write(_ r: Result, conversions: [Int: Conversion], to dir: String) throws {

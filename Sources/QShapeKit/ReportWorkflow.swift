@@ -17,8 +17,10 @@ public enum ReportWorkflow {
         let text = try String(contentsOfFile: configPath, encoding: .utf8)
         let node = try ConfigNode.parse(yaml: text, file: configPath)
         let name = node["name"].flatMap { if case .scalar(let s) = $0.kind { return s } else { return nil } } ?? URL(fileURLWithPath: dir).lastPathComponent
-        let epochs = try readMetrics("\(dir)/metrics.jsonl")
         let quantization = try readQuantization("\(dir)/quantization.json")
+        // A `qshape quantize --out` folder has no training: its weights came from elsewhere.
+        let trained = FileManager.default.fileExists(atPath: "\(dir)/metrics.jsonl") || quantization == nil
+        let epochs = trained ? try readMetrics("\(dir)/metrics.jsonl") : []
         let final = try SafeTensors.read("\(dir)/model.safetensors")
         let initial = try? SafeTensors.read("\(dir)/initial.safetensors")
         let reportBits = quantization?.results.map(\.bits).min() ?? 8
@@ -42,7 +44,7 @@ public enum ReportWorkflow {
                             rows: q.results.map { .init(bits: $0.bits, simulated: $0.simulatedAccuracy, integer: $0.integerAccuracy, agreement: $0.agreement,
                                                       flashBytes: $0.deployment?.parameterBytes, ramBytes: $0.deployment?.activationBytes) })
         }
-        let training = Report.Training(epochs: epochs, testAccuracy: epochs.last?.testAccuracy ?? 0,
+        let training = Report.Training(epochs: epochs, testAccuracy: epochs.last?.testAccuracy ?? quantization?.floatAccuracy ?? 0,
                                        totalSeconds: epochs.reduce(0) { $0 + $1.seconds })
         var report = Report(run: name, config: flatten(node), training: training, accuracy: accuracy, layers: layers)
         if let data = FileManager.default.contents(atPath: "\(dir)/provenance.json"),

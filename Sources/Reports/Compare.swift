@@ -104,10 +104,10 @@ public struct Comparison: Codable, Sendable {
     }
 
     /// "88.42 (+0.31)" style cells: the row's figure and its change from the first run that has it.
-    func cell(_ a: RunAccuracy, in row: BitsRow) -> String {
-        guard let v = a.value else { return "–" }
-        let isBase = row.runs.first { $0.value != nil }?.run == a.run
-        return isBase ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(a.delta ?? 0)))"
+    func cell(_ index: Int, in row: BitsRow) -> String {
+        guard let v = row.runs[index].value else { return "–" }
+        let isBase = row.runs.firstIndex { $0.value != nil } == index
+        return isBase ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(row.runs[index].delta ?? 0)))"
     }
 
     /// Whether any run has deployment figures.
@@ -121,7 +121,7 @@ public struct Comparison: Codable, Sendable {
     public func headline(bits wanted: [Int] = [8, 4, 3]) -> String {
         var lines: [String] = []
         for row in accuracy where wanted.contains(row.bits) {
-            lines.append("\(row.kind): " + row.runs.map { "\($0.run) \(cell($0, in: row))" }.joined(separator: ", "))
+            lines.append("\(row.kind): " + row.runs.indices.map { "\(row.runs[$0].run) \(cell($0, in: row))" }.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
     }
@@ -137,7 +137,7 @@ public struct Comparison: Codable, Sendable {
         out += "| | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
         out += "| float | " + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }.joined(separator: " | ") + " |\n"
         for row in accuracy {
-            out += "| \(row.kind) | " + row.runs.map { cell($0, in: row) }.joined(separator: " | ") + " |\n"
+            out += "| \(row.kind) | " + row.runs.indices.map { cell($0, in: row) }.joined(separator: " | ") + " |\n"
         }
         if deployment {
             out += "\n## Deployment (exported C)\n\nFlash of the weights, biases, multipliers and shifts / RAM of the activation buffers.\n\n"
@@ -164,9 +164,9 @@ public struct Comparison: Codable, Sendable {
         b += "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.</p>"
         b += table([""] + runs,
                    [["float"] + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }]
-                   + accuracy.map { row in [escape(row.kind)] + row.runs.map { a in
-                       let text = cell(a, in: row)
-                       guard text.contains("("), let d = a.delta else { return text }
+                   + accuracy.map { row in [escape(row.kind)] + row.runs.indices.map { i in
+                       let text = cell(i, in: row)
+                       guard text.contains("("), let d = row.runs[i].delta else { return text }
                        return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
                    } })
         if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }

@@ -121,7 +121,9 @@ extension Report {
     /// report.html: the same numbers as report.md, with the figures.
     public func html() -> String {
         var b = "<h1>QShape report: \(escape(run))</h1>"
-        b += "<p>Final test accuracy <b>\(Format.pct(training.testAccuracy))%</b> after \(training.epochs.count) epochs (\(String(format: "%.1f", training.totalSeconds)) s).</p>"
+        b += training.epochs.isEmpty
+            ? "<p>Float test accuracy <b>\(Format.pct(training.testAccuracy))%</b>; not trained here: <code>qshape quantize</code> converted the weights in model.safetensors.</p>"
+            : "<p>Final test accuracy <b>\(Format.pct(training.testAccuracy))%</b> after \(training.epochs.count) epochs (\(String(format: "%.1f", training.totalSeconds)) s).</p>"
         if let a = accuracy {
             b += "<h2>Accuracy by bit width</h2><p>\(a.weightsOnly ? "Weights quantised, everything else float." : "Weights and activations quantised; integer = the integer engine.")</p>"
             b += table(["quantised", "float", "simulated", "integer", "agreement with float", "C flash", "C RAM"],
@@ -136,10 +138,12 @@ extension Report {
                                       Format.db(l.activationSqnr), l.accumulatorBits.map(String.init) ?? "–"] }, leftColumns: 2)
         b += "<div class=\"grid\">" + layers.map { "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>" }.joined()
         b += "<figure>\(sqnrChart())</figure></div>"
-        b += "<h2>Training</h2><div class=\"grid\">" + trainingCharts().map { "<figure>\($0)</figure>" }.joined() + "</div>"
-        b += table(["epoch", "loss", "train", "test", "learning rate"],
-                   training.epochs.map { ["\($0.epoch)\($0.phase.map { " (\($0))" } ?? "")", Format.num($0.loss, 4), Format.pct($0.trainAccuracy),
-                                          Format.pct($0.testAccuracy), String(format: "%.3g", $0.learningRate)] })
+        if !training.epochs.isEmpty {
+            b += "<h2>Training</h2><div class=\"grid\">" + trainingCharts().map { "<figure>\($0)</figure>" }.joined() + "</div>"
+            b += table(["epoch", "loss", "train", "test", "learning rate"],
+                       training.epochs.map { ["\($0.epoch)\($0.phase.map { " (\($0))" } ?? "")", Format.num($0.loss, 4), Format.pct($0.trainAccuracy),
+                                              Format.pct($0.testAccuracy), String(format: "%.3g", $0.learningRate)] })
+        }
         b += "<h2>Config</h2>" + table(["key", "value"], config.keys.sorted().map { ["<code>\(escape($0))</code>", "<code>\(escape(config[$0]!))</code>"] }, leftColumns: 2)
         if let machine, !machine.isEmpty {
             b += "<h2>Machine</h2>" + table(["", ""], machine.filter { $0.count == 2 }.map { $0.map(escape) }, leftColumns: 2)

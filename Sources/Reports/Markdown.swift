@@ -34,6 +34,9 @@ extension Report {
             out += "\(Format.num(l.maxAbsOverStd, 2)) | \(Format.db(l.sqnrDb)) @\(l.bits)b | \(l.levelsUsed)/\(2 * l.gridLevels + 1) | "
             out += "\(Format.db(l.activationSqnr)) | \(l.accumulatorBits.map(String.init) ?? "–") |\n"
         }
+        guard !training.epochs.isEmpty else {
+            return out + "\n## Training\n\nNone in this folder: `qshape quantize` converted the weights in `model.safetensors`; their float test accuracy is \(Format.pct(training.testAccuracy))%.\n"
+        }
         out += "\n## Training\n\n"
         out += "\(training.epochs.count) epochs in \(String(format: "%.1f", training.totalSeconds)) s; final test accuracy \(Format.pct(training.testAccuracy))%.\n\n"
         out += "| epoch | loss | train | test | learning rate |\n|---|---|---|---|---|\n"

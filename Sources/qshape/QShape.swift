@@ -133,7 +133,13 @@ struct Quantize: ParsableCommand {
             let progress: ((String) -> Void)? = isatty(STDERR_FILENO) == 1
                 ? { FileHandle.standardError.write(Data("\($0)…\n".utf8)) } : nil
             let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings, progress: progress)
-            if let out { try QuantizeWorkflow.writeOutput(r, conversions: conversions, to: out, force: force) }
+            if let out {
+                // The folder's config is what ran: these settings, named after the folder.
+                var used = config
+                used.quantize = settings
+                used.name = URL(fileURLWithPath: out).standardizedFileURL.lastPathComponent
+                try QuantizeWorkflow.writeOutput(r, conversions: conversions, to: out, force: force, config: used, weights: weights)
+            }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
     }

@@ -141,7 +141,16 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(refused.stderr, "error: \(dir)/q already holds quantize results (model-int4.safetensors and 2 more): pass --force to replace them, or --out to choose another folder\n")
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/q/quantization.json")), before)
         XCTAssertEqual(try qshape(base + ["--bits", "8", "--force"]).status, 0)
-        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/q")), ["quantization.json", "model-int8.safetensors"])
+        // The folder is a report of its own (config, weights, provenance), comparable with runs.
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/q")),
+                       ["quantization.json", "model-int8.safetensors", "config.yaml", "model.safetensors", "provenance.json",
+                        "report.json", "report.md", "report.html"])
+        let c = try qshape(["compare", "\(dir)/q", "\(dir)/q/report.json"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        XCTAssertTrue(c.stdout.contains("| integer W8/A8 | "), c.stdout)
+        let report = try String(contentsOfFile: "\(dir)/q/report.md", encoding: .utf8)
+        XCTAssertTrue(report.hasPrefix("# QShape report: q\n"), report)
+        XCTAssertTrue(report.contains("None in this folder: `qshape quantize` converted the weights"), report)
     }
 
     /// A quantize section that cannot convert the trained model (16-bit weights and activations in
