@@ -34,7 +34,7 @@ public enum ReportWorkflow {
             return Report.Layer(name: e.name, shape: e.shape, mean: st.mean, std: st.std, skewness: st.skewness,
                                 kurtosis: st.kurtosis, maxAbsOverStd: st.maxAbsOverStd, bits: reportBits,
                                 sqnrDb: st.sqnrDB, levelsUsed: st.levelsUsed, activationSqnr: row?.activationSQNR,
-                                accumulatorBits: row?.accumulatorBits,
+                                accumulatorBits: row?.accumulatorBits, accumulatorBitsNeeded: row?.accumulatorBitsNeeded,
                                 histogram: .init(edges: edges, initial: w0.map { Report.counts($0, edges: edges) },
                                                  final: Report.counts(w, edges: edges)),
                                 gridStep: st.maxAbs / Double(qmax), gridLevels: qmax)

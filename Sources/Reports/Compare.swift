@@ -195,6 +195,7 @@ public struct Comparison: Codable, Sendable {
         let values = accuracy.flatMap { $0.runs.compactMap(\.value) } + floatAccuracy
         var c = Chart(title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
                       x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
+        c.integerXTicks = true
         var legend: [(String, String)] = []
         for (i, run) in runs.enumerated() {
             let color = Chart.palette[i % Chart.palette.count]

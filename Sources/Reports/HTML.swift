@@ -37,6 +37,7 @@ extension Report {
         let values = a.rows.flatMap { [$0.simulated, $0.integer ?? $0.simulated] } + [a.float]
         var c = Chart(title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
                       x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
+        c.integerXTicks = true
         let sorted = a.rows.sorted { $0.bits < $1.bits }
         c.line([(bits.min()!, a.float), (bits.max()!, a.float)], color: "#555", dashed: true, label: "float")
         c.line(sorted.map { (Double($0.bits), $0.simulated) }, color: Chart.palette[0], label: "simulated")
@@ -90,6 +91,7 @@ extension Report {
         let xs = points.map(\.0), ys = points.map(\.1)
         let lo = ys.min()!, hi = ys.max()!, pad = max((hi - lo) * 0.08, 1e-6)
         var c = Chart(title: title, xLabel: "epoch", yLabel: yLabel, x: (xs.min()!, xs.max()!), y: (lo - pad, hi + pad))
+        c.integerXTicks = true
         var legend: [(String, String)] = []
         for (i, (name, pts)) in series.enumerated() {
             let color = Chart.palette[i % Chart.palette.count]
@@ -132,10 +134,10 @@ extension Report {
             if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         }
         b += "<h2>Layers</h2>"
-        b += table(["layer", "shape", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)", "levels used", "act. SQNR (dB)", "acc. bits"],
+        b += table(["layer", "shape", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)", "levels used", "act. SQNR (dB)", "acc. bits needed/of"],
                    layers.map { l in [escape(l.name), l.shape.map(String.init).joined(separator: "×"), Format.num(l.skewness), Format.num(l.kurtosis),
                                       Format.num(l.maxAbsOverStd, 2), "\(Format.db(l.sqnrDb)) @\(l.bits)b", "\(l.levelsUsed)/\(2 * l.gridLevels + 1)",
-                                      Format.db(l.activationSqnr), l.accumulatorBits.map(String.init) ?? "–"] }, leftColumns: 2)
+                                      Format.db(l.activationSqnr), l.accumulatorText] }, leftColumns: 2)
         b += "<div class=\"grid\">" + layers.map { "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>" }.joined()
         b += "<figure>\(sqnrChart())</figure></div>"
         if !training.epochs.isEmpty {

@@ -27,12 +27,12 @@ extension Report {
                     + "| \(Format.kib(r.flashBytes)) | \(Format.kib(r.ramBytes)) |\n"
             }
         }
-        out += "\n## Layers\n\n| layer | shape | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) | levels used | act. SQNR (dB) | acc. bits |\n"
+        out += "\n## Layers\n\n| layer | shape | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) | levels used | act. SQNR (dB) | acc. bits needed/of |\n"
         out += "|---|---|---|---|---|---|---|---|---|\n"
         for l in layers {
             out += "| \(l.name) | \(l.shape.map(String.init).joined(separator: "×")) | \(Format.num(l.skewness)) | \(Format.num(l.kurtosis)) | "
             out += "\(Format.num(l.maxAbsOverStd, 2)) | \(Format.db(l.sqnrDb)) @\(l.bits)b | \(l.levelsUsed)/\(2 * l.gridLevels + 1) | "
-            out += "\(Format.db(l.activationSqnr)) | \(l.accumulatorBits.map(String.init) ?? "–") |\n"
+            out += "\(Format.db(l.activationSqnr)) | \(l.accumulatorText) |\n"
         }
         guard !training.epochs.isEmpty else {
             return out + "\n## Training\n\nNone in this folder: `qshape quantize` converted the weights in `model.safetensors`; their float test accuracy is \(Format.pct(training.testAccuracy))%.\n"

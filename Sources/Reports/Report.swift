@@ -101,17 +101,26 @@ public struct Report: Codable, Equatable, Sendable {
         public var sqnrDb: Double
         public var levelsUsed: Int
         public var activationSqnr: Double?
+        /// The accumulator the layer has (32 or 64 bits) and the bits its worst case needs.
         public var accumulatorBits: Int?
+        public var accumulatorBitsNeeded: Int?
         public var histogram: Histogram
         /// The integer grid of `bits` over the final weights: the level step (max|W|/qmax) and qmax.
         public var gridStep: Double
         public var gridLevels: Int
+        /// "18/32": the bits the worst case needs, of the accumulator's.
+        public var accumulatorText: String {
+            guard let a = accumulatorBits else { return "–" }
+            return accumulatorBitsNeeded.map { "\($0)/\(a)" } ?? "\(a)"
+        }
+
         public init(name: String, shape: [Int], mean: Double, std: Double, skewness: Double, kurtosis: Double,
                     maxAbsOverStd: Double, bits: Int, sqnrDb: Double, levelsUsed: Int, activationSqnr: Double?,
-                    accumulatorBits: Int?, histogram: Histogram, gridStep: Double, gridLevels: Int) {
+                    accumulatorBits: Int?, accumulatorBitsNeeded: Int? = nil, histogram: Histogram, gridStep: Double, gridLevels: Int) {
             self.name = name; self.shape = shape; self.mean = mean; self.std = std; self.skewness = skewness
             self.kurtosis = kurtosis; self.maxAbsOverStd = maxAbsOverStd; self.bits = bits; self.sqnrDb = sqnrDb
             self.levelsUsed = levelsUsed; self.activationSqnr = activationSqnr; self.accumulatorBits = accumulatorBits
+            self.accumulatorBitsNeeded = accumulatorBitsNeeded
             self.histogram = histogram; self.gridStep = gridStep; self.gridLevels = gridLevels
         }
     }

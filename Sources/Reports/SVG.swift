@@ -8,6 +8,8 @@ struct Chart {
     var title: String
     var xLabel: String, yLabel: String
     var xRange: (Double, Double), yRange: (Double, Double)
+    /// Ticks on the x axis at whole numbers only (epochs, bit widths).
+    var integerXTicks = false
     private var body = ""
 
     static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -77,9 +79,12 @@ struct Chart {
         return s
     }
 
-    func ticks(_ lo: Double, _ hi: Double, count: Int = 5) -> [Double] {
+    /// Round-numbered ticks; `integer` keeps them on whole numbers (epochs, bit widths).
+    func ticks(_ lo: Double, _ hi: Double, count: Int = 5, integer: Bool = false) -> [Double] {
         let span = hi - lo, raw = span / Double(count)
-        let mag = pow(10, floor(log10(raw))), step = [1, 2, 5, 10].map { $0 * mag }.first { $0 >= raw } ?? raw
+        let mag = pow(10, floor(log10(raw)))
+        var step = [1, 2, 5, 10].map { $0 * mag }.first { $0 >= raw } ?? raw
+        if integer { step = max(1, step.rounded(.up)) }
         var t = (lo / step).rounded(.up) * step, out: [Double] = []
         while t <= hi + step * 1e-9 { out.append(t); t += step }
         return out
@@ -95,7 +100,7 @@ struct Chart {
                         left, width - right, py(t), py(t), left - 4, py(t) + 4, label(t) as NSString)
         }
         if xTicks {
-            for t in ticks(xRange.0, xRange.1, count: 6) {
+            for t in ticks(xRange.0, xRange.1, count: 6, integer: integerXTicks) {
                 s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%@</text>",
                             px(t), height - bottom + 16, label(t) as NSString)
             }
