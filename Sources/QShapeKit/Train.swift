@@ -24,6 +24,12 @@ public protocol TrainingObserver: AnyObject {
     func step(_ p: StepProgress)
     func epoch(_ m: EpochMetrics, of total: Int)
     func message(_ text: String)
+    /// What the run does now between steps (evaluating…), for a live display; not a record.
+    func phase(_ text: String)
+}
+
+extension TrainingObserver {
+    public func phase(_ text: String) {}
 }
 
 public struct TrainSummary: Sendable {
@@ -160,6 +166,7 @@ public enum TrainWorkflow {
                     throw divergenceError(d, config: config, phase: phase,
                                           checkpoint: FileManager.default.fileExists(atPath: checkpointPath) ? Checkpoint.describe(dir) : nil)
                 }
+                observer?.phase("epoch \(offset + epoch + 1)/\(offset + count): evaluating on \(data.test.count) test images")
                 let test = evaluate(model, on: data.test, normalization: config.training.normalization,
                                     fakeQuantization: t.fakeQuantization)
                 m.epoch += offset
@@ -199,7 +206,8 @@ public enum TrainWorkflow {
         do {
             observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
             let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,
-                                                                 weightsLabel: "\(finalDirectory)/model.safetensors")
+                                                                 weightsLabel: "\(finalDirectory)/model.safetensors",
+                                                                 progress: observer.map { o in { o.phase($0) } })
             try QuantizeWorkflow.write(result, conversions: conversions, to: dir)
             summary.quantization = result
             observer?.message(QuantizeWorkflow.table(result))

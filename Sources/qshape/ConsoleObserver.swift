@@ -28,6 +28,15 @@ final class ConsoleObserver: TrainingObserver {
         drawn = true
     }
 
+    func phase(_ text: String) {
+        guard interactive else { return }
+        let room = terminalWidth() - 1
+        guard room >= ProgressLine.minimumWidth else { return }
+        print("\r\u{1B}[2K" + String((text + "…").prefix(room)), terminator: "")
+        fflush(stdout)
+        drawn = true
+    }
+
     func epoch(_ m: EpochMetrics, of total: Int) {
         clear()
         var line = String(format: "epoch %d/%d  loss %.4f  train %.2f%%", m.epoch, total, m.loss, m.trainAccuracy)
