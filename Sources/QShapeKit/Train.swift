@@ -7,18 +7,6 @@ import Quantization
 import Reports
 import Export
 
-/// A failure that is not a config or data problem (an existing run folder, say).
-public struct RunError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    /// The run's staging folder stays, for `--resume` (a diverged run's last good checkpoint).
-    public var keepsCheckpoint = false
-    public init(_ message: String, keepsCheckpoint: Bool = false) {
-        self.message = message
-        self.keepsCheckpoint = keepsCheckpoint
-    }
-    public var description: String { message }
-}
-
 /// Where `qshape train` reports what it is doing.
 public protocol TrainingObserver: AnyObject {
     func step(_ p: StepProgress)
@@ -260,86 +248,5 @@ public enum TrainWorkflow {
     public static func configureThreads(_ n: Int) {
         Allocator.keepLargeBlocks()
         BLASThreads.set(n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount)
-    }
-}
-
-public struct EvalResult: Codable, Sendable {
-    public var testAccuracy: Double
-    public var testLoss: Double
-    public var samples: Int
-    public var weights: String
-    enum CodingKeys: String, CodingKey {
-        case testAccuracy = "test_accuracy", testLoss = "test_loss", samples, weights
-    }
-}
-
-public enum EvalWorkflow {
-    public static func run(_ config: Config, weights: String) throws -> EvalResult {
-        let data = try config.data.load()
-        let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
-        try Weights.load(weights, into: model)
-        TrainWorkflow.configureThreads(config.threads)
-        let r = evaluate(model, on: data.test, normalization: config.training.normalization)
-        return EvalResult(testAccuracy: r.accuracy, testLoss: r.loss, samples: data.test.count, weights: weights)
-    }
-}
-
-/// How the command line reports a failure: one line, and the exit status.
-public enum UserError {
-    /// 2 for a bad config, data or weights file (the user's input); 1 for anything else.
-    public static func describe(_ error: Error) -> (message: String, status: Int32) {
-        switch error {
-        case let e as ConfigError: return (e.description, 2)
-        case let e as DataError: return (e.description, 2)
-        case let e as ModelError: return (e.description, 2)
-        case let e as RunError: return (e.description, 1)
-        case let e as ReportError: return (e.description, 2)
-        case let e as ExportError: return (e.description, 2)
-        case let e as CocoaError:
-            // A file-system failure: its sentence and the path, on one line.
-            let path = (e.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
-            return (path + e.localizedDescription.split(separator: "\n").joined(separator: " "), 1)
-        default: return ("\(error)".split(separator: "\n").joined(separator: " "), 1)
-        }
-    }
-}
-
-/// Quantisation-aware fine-tuning: the same quantiser as deployment in the forward pass, the
-/// straight-through estimator in the backward pass.
-public enum QATWorkflow {
-    public static func trainer(_ config: Config, _ q: QuantizeConfig, model: Sequential, data: DataSplit,
-                               lossTerms: [LossTerm]) throws -> Trainer {
-        var options = config.training
-        options.epochs = q.qat.epochs
-        options.optimizer.learningRate = q.qat.learningRate ?? config.training.optimizer.learningRate / 10
-        options.schedule = LearningRateSchedule()
-        options.seed = config.training.seed &+ 1
-        var o = q.options
-        o.weightBits = q.qat.bits ?? q.bits.min()!
-        let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-        let weightRange = o.weightRange
-        let quantize: ([Float], [Int]) -> [Float] = { w, shape in
-            quantizer.quantize(w, shape: shape, range: weightRange).dequantized()
-        }
-        var activation: (Int, inout Tensor) -> Void = { _, _ in }
-        if q.qat.activations {
-            // Activation grids from a calibration of the float model, moved to the unfolded indices.
-            let norm = config.training.normalization
-            let calibration = QuantizeWorkflow.calibrationBatches(data.train, count: q.calibrationBatches,
-                                                                  batch: config.training.batchSize, norm)
-            let c: Conversion
-            do {
-                c = try Converter.convert(model, calibration: calibration, inputScale: Double(norm.scale / norm.std),
-                                          rawInputMax: 255, options: o)
-            } catch let e as ConversionError {
-                throw ConfigError(file: config.file, path: "quantize.qat", e.message)
-            }
-            let original = Converter.originalIndex(of: model)
-            activation = c.activationFakeQuantizer { original[$0] }
-        }
-        let t = Trainer(model: model, options: options, trainingSetSize: data.train.count)
-        t.lossTerms = lossTerms
-        t.fakeQuantization = FakeQuantization(quantize: quantize, activation: activation)
-        return t
     }
 }
