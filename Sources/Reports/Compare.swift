@@ -200,7 +200,7 @@ public struct Comparison: Codable, Sendable {
         for (i, run) in runs.enumerated() {
             let color = Chart.palette[i % Chart.palette.count]
             let pts = accuracy.sorted { $0.bits < $1.bits }.compactMap { row in row.runs[i].value.map { (Double(row.bits), $0) } }
-            c.line(pts, color: color, label: run)
+            c.measuredLine(pts, color: color, label: run)
             legend.append((run, color))
         }
         return c.render(legend: legend)

@@ -40,10 +40,10 @@ extension Report {
         c.integerXTicks = true
         let sorted = a.rows.sorted { $0.bits < $1.bits }
         c.line([(bits.min()!, a.float), (bits.max()!, a.float)], color: "#555", dashed: true, label: "float")
-        c.line(sorted.map { (Double($0.bits), $0.simulated) }, color: Chart.palette[0], label: "simulated")
+        c.measuredLine(sorted.map { (Double($0.bits), $0.simulated) }, color: Chart.palette[0], label: "simulated")
         var legend = [("float", "#555"), ("simulated", Chart.palette[0])]
         if sorted.allSatisfy({ $0.integer != nil }) {
-            c.line(sorted.map { (Double($0.bits), $0.integer!) }, color: Chart.palette[1], dashed: true, label: "integer")
+            c.measuredLine(sorted.map { (Double($0.bits), $0.integer!) }, color: Chart.palette[1], dashed: true, label: "integer")
             legend.append(("integer engine", Chart.palette[1]))
         }
         return c.render(legend: legend)

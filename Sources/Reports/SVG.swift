@@ -34,6 +34,23 @@ struct Chart {
         }
     }
 
+    /// A series measured at whole-number x (bit widths): solid where neighbours are one apart,
+    /// a faint dotted line across x values that were not measured, a dot at every measurement.
+    mutating func measuredLine(_ points: [(Double, Double)], color: String, dashed: Bool = false, label: String) {
+        let sorted = points.sorted { $0.0 < $1.0 }
+        var run: [(Double, Double)] = []
+        for p in sorted {
+            if let last = run.last, p.0 - last.0 > 1 {
+                line(run, color: color, dashed: dashed, label: label)
+                let gap = String(format: "%.1f,%.1f %.1f,%.1f", px(last.0), py(last.1), px(p.0), py(p.1))
+                body += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1\" stroke-opacity=\"0.5\" stroke-dasharray=\"1,4\" points=\"\(gap)\"><title>not measured between \(Int(last.0)) and \(Int(p.0)) bits</title></polyline>"
+                run = []
+            }
+            run.append(p)
+        }
+        line(run, color: color, dashed: dashed, label: label)
+    }
+
     /// A histogram as a filled step outline over `edges`.
     mutating func histogram(edges: [Double], counts: [Int], color: String, opacity: Double) {
         var d = String(format: "M%.1f,%.1f", px(edges[0]), py(0))
