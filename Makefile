@@ -57,13 +57,13 @@ install: build
 # seeds in Fuzz/corpus and the inputs that once crashed (Fuzz/regressions, replayed by make test).
 # New findings land in Fuzz/crashes/<target>/: fix, then move them to Fuzz/regressions/<target>/.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= safetensors idx npy csv config
+FUZZ_TARGETS ?= safetensors idx npy csv config checkpoint
 FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1
 fuzz: deps
 	$(SWIFT) build -c release --scratch-path .build-fuzz --product qshape-fuzz \
 	  -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING -Xswiftc -use-ld=lld
 	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p .build-fuzz/corpus/$$t Fuzz/crashes/$$t; \
+	  mkdir -p .build-fuzz/corpus/$$t Fuzz/crashes/$$t Fuzz/regressions/$$t; \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  QSHAPE_FUZZ=$$t .build-fuzz/release/qshape-fuzz .build-fuzz/corpus/$$t Fuzz/corpus/$$t Fuzz/regressions/$$t \
 	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/$$t/ $(FUZZ_FLAGS) || exit 1; \
