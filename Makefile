@@ -12,7 +12,8 @@ QSHAPE       := .build/release/qshape
 # does for C: the shaping passes and the integer kernels are vector code and run about twice as fast as
 # on the x86-64 baseline. `make CPU=x86-64` builds a binary that runs on any x86-64.
 CPU          ?= native
-SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU)
+# QSHAPE_NATIVE_CPU records the choice in every run's provenance.json.
+SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) $(if $(filter native,$(CPU)),-Xswiftc -DQSHAPE_NATIVE_CPU,)
 
 .PHONY: all deps build demo test bench fuzz install clean
 PREFIX       ?= /usr/local

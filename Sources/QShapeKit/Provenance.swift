@@ -11,6 +11,7 @@ public struct Provenance: Codable, Sendable, Equatable {
     public var qshape: String
     /// The git checkout the executable's sources are in, as it is when the record is made.
     public var checkout: String
+    /// "release, -target-cpu native (make)": the build mode and whether make built it for this processor.
     public var build: String
     public var processor: String
     public var instructionSets: [String]
@@ -40,9 +41,14 @@ public struct Provenance: Codable, Sendable, Equatable {
     public static var current: Provenance {
         let p = Processor.current
         #if DEBUG
-        let build = "debug"
+        var build = "debug"
         #else
-        let build = "release"
+        var build = "release"
+        #endif
+        #if QSHAPE_NATIVE_CPU
+        build += ", -target-cpu native (make)"
+        #else
+        build += ", without make's -target-cpu native"
         #endif
         let name = p.brand.isEmpty ? "unknown" : p.brand
         return Provenance(qshape: version, checkout: checkoutDescription, build: build,
@@ -85,7 +91,7 @@ public struct Provenance: Codable, Sendable, Equatable {
 
     /// The record as labelled lines, for reports.
     public var lines: [(String, String)] {
-        [("QShape", "\(qshape) (\(checkout), \(build) build)"), ("processor", "\(processor), \(cores) cores"),
+        [("QShape", "\(qshape) (\(checkout); \(build))"), ("processor", "\(processor), \(cores) cores"),
          ("instruction sets", instructionSets.isEmpty ? "SSE only" : instructionSets.joined(separator: " ")),
          ("BLAS", "\(blas.library) \(blas.version), \(blas.core) kernels (chosen by \(blas.chosenBy)), \(blas.threads) threads")]
             + (data ?? [:]).sorted { $0.key < $1.key }.map { ("data \($0.key)", $0.value) }
