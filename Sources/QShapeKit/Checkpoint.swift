@@ -21,6 +21,12 @@ enum Checkpoint {
         /// The model's state dict, and in the QAT phase the float model QAT started from.
         var model: SafeTensors.File
         var qatBase: SafeTensors.File?
+
+        /// "3 epochs done" or "epoch 4, step 20", for messages.
+        var position: String {
+            let qat = phase == .qat ? " of quantisation-aware fine-tuning" : ""
+            return trainer.step == 0 ? "\(trainer.epoch) epochs\(qat) done" : "epoch \(trainer.epoch + 1)\(qat), step \(trainer.step)"
+        }
     }
 
     /// Writes `dir/checkpoint.safetensors` atomically.
@@ -108,9 +114,7 @@ enum Checkpoint {
 
     /// "epoch 3, step 20" or "epoch 3 done": for messages about a killed run's checkpoint.
     static func describe(_ folder: String) -> String {
-        guard let c = try? read("\(folder)/\(fileName)") else { return "unreadable" }
-        let qat = c.phase == .qat ? " of quantisation-aware fine-tuning" : ""
-        return c.trainer.step == 0 ? "\(c.trainer.epoch) epochs\(qat) done" : "epoch \(c.trainer.epoch + 1)\(qat), step \(c.trainer.step)"
+        (try? read("\(folder)/\(fileName)"))?.position ?? "unreadable"
     }
 
     private static func renamed(_ e: SafeTensors.Entry, _ name: String) -> SafeTensors.Entry {

@@ -128,7 +128,7 @@ public enum TrainWorkflow {
         var all = start?.metrics ?? []
         var firstEpoch = 0
         if let c = start {
-            observer?.message("resuming from the checkpoint: \(Checkpoint.describe(dir))")
+            observer?.message("resuming from the checkpoint: \(c.position)")
             if c.phase == .train {
                 try restore(c, into: trainer, model: model, path: checkpointPath)
                 firstEpoch = c.trainer.epoch
@@ -212,16 +212,14 @@ public enum TrainWorkflow {
 
     /// A quantize section that already refuses the initial weights (an accumulator wider than
     /// int32, say) will most likely refuse the trained ones: said before training, which goes on
-    /// (trained weights can differ, and the run is kept either way).
+    /// (trained weights can differ, and the run is kept either way). Only the widest weights are
+    /// tried: the accumulator and the scaled biases grow with the grid, so they fail first.
     static func warnIfInitialWeightsFailToConvert(_ config: Config, model: Sequential, data: DataSplit, observer: TrainingObserver?) {
-        guard let observer, let q = config.quantize, !q.weightsOnly,
+        guard let observer, let q = config.quantize, !q.weightsOnly, let widest = q.bits.max(),
               let convert = try? QuantizeWorkflow.integerConverter(config, model: model, data: data, settings: q) else { return }
-        for b in q.bits {
-            do { _ = try convert(b) } catch let e as ConfigError {
-                observer.message("note: the quantize section refuses the initial weights (\(e.message)); it may refuse the trained ones too")
-                return
-            } catch { return }
-        }
+        do { _ = try convert(widest) } catch let e as ConfigError {
+            observer.message("note: the quantize section refuses the initial weights (\(e.message)); it may refuse the trained ones too")
+        } catch {}
     }
 
     static func restore(_ c: Checkpoint.Contents, into trainer: Trainer, model: Sequential, path: String) throws {

@@ -23,16 +23,18 @@ final class ConsoleObserver: TrainingObserver {
         guard p.step == p.stepsInEpoch || now - lastDraw > .milliseconds(100) else { return }
         lastDraw = now
         guard let line = ProgressLine.render(p, width: terminalWidth()) else { return }
-        print("\r\u{1B}[2K" + line, terminator: "")
-        fflush(stdout)
-        drawn = true
+        draw(line)
     }
 
     func phase(_ text: String) {
-        guard interactive else { return }
-        let room = terminalWidth() - 1
-        guard room >= ProgressLine.minimumWidth else { return }
-        print("\r\u{1B}[2K" + String((text + "…").prefix(room)), terminator: "")
+        let width = terminalWidth()
+        guard interactive, width >= ProgressLine.minimumWidth else { return }
+        draw(String((text + "…").prefix(width - 1)))
+    }
+
+    /// Replaces the live line (never wider than the terminal: see `ProgressLine`).
+    private func draw(_ line: String) {
+        print("\r\u{1B}[2K" + line, terminator: "")
         fflush(stdout)
         drawn = true
     }
