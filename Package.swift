@@ -48,7 +48,9 @@ let package = Package(
         // Fuzz targets over the file parsers: libFuzzer under `make fuzz`, corpus replay otherwise.
         .executableTarget(name: "qshape-fuzz", dependencies: ["QShapeKit"]),
 
+        // The fixtures are read by path (#filePath), not as bundle resources.
         .testTarget(name: "QShapeTests",
-                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "Export", "QShapeKit"]),
+                    dependencies: ["Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Reports", "Export", "QShapeKit"],
+                    exclude: ["Fixtures"]),
     ]
 )
