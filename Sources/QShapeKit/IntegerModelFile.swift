@@ -70,7 +70,10 @@ public enum IntegerModelFile {
             case let .clamp(lo, hi): infos.append(LayerInfo(type: "clamp", lo: lo, hi: hi))
             }
         }
-        let json = String(decoding: try JSONEncoder().encode(Info(inputShape: model.inputShape, layers: infos)), as: UTF8.self)
+        // Sorted keys: the same model gives the same bytes (a dictionary's order differs per process).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(Info(inputShape: model.inputShape, layers: infos)), as: UTF8.self)
         var metadata = scales
         metadata["qshape.integer_model"] = json
         try SafeTensors.write(SafeTensors.File(entries: entries, metadata: metadata), to: path)
