@@ -115,3 +115,22 @@ public func levelsUsed(_ q: QuantizedTensor) -> Int {
 }
 
 @inline(__always) func log10(_ x: Double) -> Double { _log(x) / _log(10) }
+
+/// What the seed quantiser (max-abs, per tensor, at `bits`) makes of a set of weights: the numbers
+/// `qshape stats`, the run logs and the reports give beside the moments.
+public struct SeedQuantization: Equatable, Sendable {
+    public var bits: Int
+    /// SQNR in dB (999 when exact).
+    public var sqnrDB: Double
+    public var levelsUsed: Int
+    public var levelsAvailable: Int
+
+    public init(_ w: [Float], bits: Int) {
+        let q = WeightQuantizer(bits: bits).quantize(w, shape: [w.count])
+        let db = sqnr(w, q.dequantized())
+        self.bits = bits
+        sqnrDB = db.isFinite ? db : 999
+        levelsUsed = Quantization.levelsUsed(q)
+        levelsAvailable = 2 * q.qmaxValue + 1
+    }
+}

@@ -3,7 +3,8 @@
 //   environment variable QSHAPE_FUZZ, e.g. QSHAPE_FUZZ=idx qshape-fuzz CORPUS -max_total_time=600.
 //   Built plainly: `qshape-fuzz TARGET FILE_OR_FOLDER…` replays inputs, one line per target.
 import Foundation
-import QShapeKit
+import Workflows
+import Config
 
 #if FUZZING
 @_silgen_name("LLVMFuzzerRunDriver")

@@ -1,5 +1,5 @@
 import Foundation
-import QShapeKit
+import Workflows
 import Training
 
 /// Training output: a live progress line on a terminal, fitted to its width (`ProgressLine`), and

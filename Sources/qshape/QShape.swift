@@ -1,6 +1,8 @@
+import Benchmarks
 import ArgumentParser
 import Foundation
-import QShapeKit
+import Workflows
+import Config
 
 @main
 struct QShape: ParsableCommand {

@@ -1,7 +1,8 @@
 import XCTest
 import Foundation
 import Quantization
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// The example networks trained on the full Fashion-MNIST (installed by `make test`), checked
 /// against the accuracy PyTorch reaches with the same layers, optimiser and epochs. Skipped when

@@ -1,7 +1,8 @@
 import XCTest
 import Foundation
 import Tensors
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Issue 16: OpenBLAS's kernels cannot silently fall back. The choice is tested as a function
 /// (processor features, OpenBLAS's core and the environment in, a decision out); end to end only

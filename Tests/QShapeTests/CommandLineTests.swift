@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
-@testable import QShapeKit
+@testable import Benchmarks
+@testable import Workflows
+@testable import Config
 
 /// The `qshape` command as a user runs it: exit codes, one-line errors, files left behind.
 final class CommandLineTests: XCTestCase {

@@ -5,7 +5,9 @@ import NeuralNet
 @testable import Training
 import DataIO
 import Shaping
-@testable import QShapeKit
+@testable import Benchmarks
+@testable import Workflows
+@testable import Config
 
 /// The shaping penalties on a second thread, shared with the main thread block by block: every
 /// block runs once, and the results are the same bits as on one thread.

@@ -1,7 +1,8 @@
 import XCTest
 import NeuralNet
 import Training
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 final class ConfigTests: XCTestCase {
     func load(_ yaml: String, overrides: [String] = []) throws -> Config {

@@ -1,7 +1,9 @@
 import XCTest
 import Foundation
 @testable import Training
-@testable import QShapeKit
+@testable import qshape
+@testable import Workflows
+@testable import Config
 
 /// Issue 17's console: the live progress line fits the terminal at every width, with a total ETA.
 final class ConsoleTests: XCTestCase {

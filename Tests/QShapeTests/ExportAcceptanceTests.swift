@@ -3,7 +3,8 @@ import Foundation
 import DataIO
 import NeuralNet
 import IntegerRuntime
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Issue 12's proofs on the example networks (the PyTorch-trained fixtures): the exported C gives
 /// the Swift integer engine's logits on the whole test set in every configuration; it runs on an

@@ -4,7 +4,8 @@ import Tensors
 import DataIO
 import IntegerRuntime
 @testable import Export
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// `qshape export`: weight packing, the generated C against the Swift integer engine (hand-made
 /// models reaching every kernel variant and edge value), and the refusals.

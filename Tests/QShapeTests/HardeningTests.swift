@@ -4,7 +4,8 @@ import DataIO
 import Tensors
 import NeuralNet
 import Quantization
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Issue 13's hostile and clumsy inputs, each a regression test: a one-line error (or correct
 /// behaviour), never a trap, a hang or lost files.

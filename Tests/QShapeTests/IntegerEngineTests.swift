@@ -4,7 +4,8 @@ import Tensors
 import NeuralNet
 import Quantization
 import IntegerRuntime
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// The integer kernels against a wide-integer oracle, edge values included.
 final class IntegerEngineTests: XCTestCase {

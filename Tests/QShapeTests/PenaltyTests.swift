@@ -2,7 +2,9 @@ import XCTest
 import Tensors
 import NeuralNet
 import Shaping
-@testable import QShapeKit
+@testable import Benchmarks
+@testable import Workflows
+@testable import Config
 
 /// Each shaping penalty's gradient against central finite differences of a Double reference
 /// (relative error < 1e-4) on tensors of several sizes and distributions.
@@ -166,7 +168,7 @@ final class PenaltyTests: XCTestCase {
     /// `qshape bench`'s per-term cost: every term, the forced range term and both "all" cases,
     /// each a real (positive) time on the example network's weight count.
     func testBenchPenaltyCostsCoverEveryTerm() throws {
-        let costs = try BenchWorkflow.penaltyCosts(network: "fashion-mlp", layers: BenchWorkflow.networks[0].layers)
+        let costs = try BenchWorkflow.penaltyCosts(network: "fashion-mlp", layers: try BenchWorkflow.networks()[0].layers)
         XCTAssertEqual(costs.map(\.term), PenaltyTerm.allCases.map(\.rawValue)
                        + ["range on every weight", "all", "all, range on every weight"])
         for c in costs {

@@ -6,7 +6,8 @@ import Training
 import DataIO
 import Quantization
 import IntegerRuntime
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Conversion and comparison end to end on the fixture.
 final class QuantizeWorkflowTests: XCTestCase {

@@ -4,7 +4,8 @@ import Foundation
 import FoundationXML
 #endif
 import Reports
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Reports from real (tiny) runs on the fixture: every format carries the numbers of report.json.
 final class ReportTests: XCTestCase {

@@ -4,7 +4,9 @@ import DataIO
 import Tensors
 import NeuralNet
 import Training
-@testable import QShapeKit
+import Shaping
+@testable import Workflows
+@testable import Config
 
 /// Checkpoints and `qshape train --resume` (issue 13): a run killed at any moment continues to
 /// the very weights of a run never stopped, and no half-written file is ever visible.

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 final class ShapingConfigTests: XCTestCase {
     let base = "model:\n  layers: [flatten, {type: dense, out: 8}, relu, {type: dense, out: 10}]\ntraining: {epochs: 4}\n"

@@ -3,7 +3,8 @@ import Foundation
 import DataIO
 import Shaping
 @testable import Quantization
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// Statistics against SciPy and the seed quantiser against NumPy, on committed fixtures
 /// (Fixtures/make_stats_fixture.py).

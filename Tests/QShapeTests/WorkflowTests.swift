@@ -4,7 +4,8 @@ import Tensors
 import NeuralNet
 import Training
 import DataIO
-@testable import QShapeKit
+@testable import Workflows
+@testable import Config
 
 /// End-to-end runs on the committed Fashion-MNIST subset.
 final class WorkflowTests: XCTestCase {

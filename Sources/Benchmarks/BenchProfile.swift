@@ -1,5 +1,7 @@
 // `qshape bench --only profile`: where a training step of each example network spends its time,
 // layer by layer, forward and backward, with the GFLOP/s each reaches: the next bottleneck, visible.
+import Config
+import Workflows
 import Foundation
 import Tensors
 import NeuralNet
@@ -76,7 +78,7 @@ extension BenchWorkflow {
     }
 
     static func runProfile(_ r: inout Result, log: (String) -> Void) throws {
-        for (name, layers) in networks {
+        for (name, layers) in try networks() {
             let rows = try profile(network: name, layers: layers)
             let total = rows.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }
             log(String(format: "profile %@ (batch 128, %d threads): %.2f ms per step", name as NSString, BLASThreads.current, total))

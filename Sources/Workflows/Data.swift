@@ -1,3 +1,4 @@
+import Config
 import Foundation
 import DataIO
 
@@ -8,7 +9,7 @@ public struct DataSplit: Sendable {
 }
 
 extension DataConfig {
-    func resolve(_ name: String) -> String {
+    package func resolve(_ name: String) -> String {
         name.hasPrefix("/") ? name : URL(fileURLWithPath: dir).appendingPathComponent(name).path
     }
 

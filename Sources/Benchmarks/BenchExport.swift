@@ -1,5 +1,7 @@
 // `qshape bench --only export`: the exported C against the Swift integer engine, classifying the
 // same 10,000 images in the same run.
+import Config
+import Workflows
 import Foundation
 import Tensors
 import NeuralNet
@@ -96,7 +98,7 @@ extension BenchWorkflow {
     }
 
     static func runExport(_ r: inout Result, log: (String) -> Void) throws {
-        for (name, layers) in networks {
+        for (name, layers) in try networks() {
             let s = try exportSpeed(name: name, layers: layers, count: 10_000)
             log(String(format: "export %@ 10000 images, 8-bit: C %8.0f images/s (gcc -O3 -march=native; %8.0f float-free build), Swift engine %8.0f (1 thread), %8.0f (2 threads)  →  C/Swift %.2fx",
                        name as NSString, s.cImagesPerSecond, s.cFloatFreeBuildImagesPerSecond, s.swiftImagesPerSecond,

@@ -1,6 +1,7 @@
 // `qshape export`: a trained model, converted exactly as `qshape quantize` converts it, written as a
 // self-contained float-free C99 library (Export), optionally built and checked against the Swift
 // integer engine on the host or on an emulated Cortex-M (ExportVerifier).
+import Config
 import Foundation
 import NeuralNet
 import DataIO

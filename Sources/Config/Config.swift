@@ -1,4 +1,5 @@
 import Foundation
+import Shaping
 import NeuralNet
 import Training
 import DataIO

@@ -2,6 +2,7 @@
 // takes the folder's place only when the job has succeeded. Without --force the folder is claimed
 // first by an exclusive mkdir, so of two runs to one folder exactly one proceeds. A staging folder
 // left by a killed run that holds a checkpoint is kept for `--resume`, which takes it over.
+import Config
 import Foundation
 
 struct RunFolder {

@@ -2,6 +2,7 @@
 // in a value or a thrown error — never a trap, a hang or an unbounded allocation. `qshape-fuzz`
 // runs them under libFuzzer (`make fuzz`); the test suite replays Fuzz/corpus and
 // Fuzz/regressions through them.
+import Config
 import Foundation
 import DataIO
 import NeuralNet

@@ -1,21 +1,11 @@
-// The errors a command reports, and how each becomes one line and an exit status.
+// How each error a command reports becomes one line and an exit status.
 import Foundation
 import DataIO
 import NeuralNet
 import Reports
 import Export
-
-/// A failure that is not a config or data problem (an existing run folder, say).
-public struct RunError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    /// The run's staging folder stays, for `--resume` (a diverged run's last good checkpoint).
-    public var keepsCheckpoint = false
-    public init(_ message: String, keepsCheckpoint: Bool = false) {
-        self.message = message
-        self.keepsCheckpoint = keepsCheckpoint
-    }
-    public var description: String { message }
-}
+import Config
+import Workflows
 
 /// How the command line reports a failure: one line, and the exit status.
 public enum UserError {

@@ -1,3 +1,4 @@
+import Config
 import Training
 
 /// The live progress line of `qshape train`, fitted to the terminal: the parts that fit, most

@@ -1,6 +1,7 @@
 // Where a result comes from: QShape's version and checkout, the processor and its instruction
 // sets, and the BLAS with its kernels and threads. Trained weights and speeds depend on all of
 // them (OpenBLAS picks kernels per processor), so every run folder and every bench records them.
+import Config
 import Foundation
 import Tensors
 import DataIO

@@ -1,3 +1,5 @@
+import Config
+import Workflows
 import Foundation
 import Tensors
 import NeuralNet
@@ -155,18 +157,29 @@ public enum BenchWorkflow {
         ("all, range on every weight", shapingTerms(PenaltyTerm.allCases, rangeOnEveryWeight: true)),
     ]
 
-    /// The example networks, as in Examples/fashion-mlp.yaml and Examples/fashion-cnn.yaml.
-    public static let networks: [(name: String, layers: [LayerSpec])] = [
-        ("fashion-mlp", [.flatten, .dense(inFeatures: 784, outFeatures: 256, bias: true), .relu,
-                         .dense(inFeatures: 256, outFeatures: 128, bias: true), .relu,
-                         .dense(inFeatures: 128, outFeatures: 10, bias: true)]),
-        ("fashion-cnn", [.conv2d(inChannels: 1, outChannels: 16, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
-                         .maxpool2d(kernel: 2, stride: nil, padding: 0),
-                         .conv2d(inChannels: 16, outChannels: 32, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
-                         .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
-                         .dense(inFeatures: 1568, outFeatures: 128, bias: true), .relu,
-                         .dense(inFeatures: 128, outFeatures: 10, bias: true)]),
-    ]
+    /// The example configs whose networks the bench measures (their models only: the bench sets
+    /// its own data, batch sizes and steps).
+    public static let exampleConfigs = ["fashion-mlp", "fashion-cnn"]
+
+    /// The examples folder: `Examples/` of the working directory, else of the checkout this binary
+    /// was built from.
+    static var examplesDirectory: String {
+        if FileManager.default.fileExists(atPath: "Examples/fashion-mlp.yaml") { return "Examples" }
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return checkout.appendingPathComponent("Examples").path
+    }
+
+    /// The example networks, read from Examples/fashion-mlp.yaml and Examples/fashion-cnn.yaml.
+    public static func networks() throws -> [(name: String, layers: [LayerSpec])] {
+        try exampleConfigs.map { name in
+            let path = "\(examplesDirectory)/\(name).yaml"
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw RunError("\(path): not found; qshape bench measures the example configs, so run it in the QShape checkout")
+            }
+            return (name, try Config.load(path: path).layers)
+        }
+    }
 
     static func time(_ body: () -> Void) -> Double {
         let clock = ContinuousClock(), start = clock.now
@@ -262,7 +275,7 @@ public enum BenchWorkflow {
             log("training on \(trainingData.source)")
         }
         if sections.contains(.training) {
-            for (name, layers) in networks {
+            for (name, layers) in try networks() {
                 for t in threadCounts {
                     let steps = name.contains("cnn") ? 20 : 100
                     let (sps, macs) = try trainingRate(layers: layers, batch: batch, steps: steps, threads: t)
@@ -276,7 +289,7 @@ public enum BenchWorkflow {
             }
         }
         if sections.contains(.shaping) {
-            for (name, layers) in networks {
+            for (name, layers) in try networks() {
                 for (label, config) in shapingCases {
                     // The MLP's rounds are whole epochs of Fashion-MNIST's size (469 steps): what
                     // the penalties cost changes as the weights move away from their initial values.
@@ -303,7 +316,7 @@ public enum BenchWorkflow {
                     r.shaping.append(o)
                 }
             }
-            for (name, layers) in networks {
+            for (name, layers) in try networks() {
                 let costs = try penaltyCosts(network: name, layers: layers)
                 log("shaping \(name) penalties alone, ms per step on \(costs[0].weights) weights: "
                     + costs.map { String(format: "%@ %.3f", $0.term as NSString, $0.millisecondsPerStep) }.joined(separator: ", "))
@@ -311,7 +324,7 @@ public enum BenchWorkflow {
             }
         }
         if sections.contains(.inference) {
-            for (name, layers) in networks {
+            for (name, layers) in try networks() {
                 let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
                 log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
                            name as NSString, f, i, i / f))

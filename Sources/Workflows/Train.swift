@@ -1,3 +1,5 @@
+import Shaping
+import Config
 import Foundation
 import Tensors
 import NeuralNet

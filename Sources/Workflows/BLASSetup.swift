@@ -4,6 +4,7 @@
 // library makes it when it loads). The re-executed process checks the new kernels against a naive
 // product and, should they disagree, re-executes once more with OpenBLAS's own choice. A variable
 // the user set (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) is never overridden.
+import Config
 import Foundation
 import Tensors
 

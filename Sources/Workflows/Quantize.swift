@@ -1,3 +1,4 @@
+import Config
 import Foundation
 import Tensors
 import NeuralNet
@@ -159,7 +160,7 @@ public enum QuantizeWorkflow {
         }
     }
 
-    static func calibrationBatches(_ train: Dataset, count: Int, batch: Int, _ norm: Normalization) -> [Tensor] {
+    package static func calibrationBatches(_ train: Dataset, count: Int, batch: Int, _ norm: Normalization) -> [Tensor] {
         // Evenly spread over the training set, the same images every time.
         let total = min(train.count, count * batch), stride = max(1, train.count / max(1, total))
         let indices = (0..<total).map { ($0 * stride) % train.count }

@@ -1,6 +1,8 @@
 // `qshape bench --only memory`: the peak resident memory of a real `qshape train` of each example
 // config (Fashion-MNIST loaded, training, the integer conversion at the end), measured on a child
 // process by the kernel (getrusage's ru_maxrss through wait4).
+import Config
+import Workflows
 import Foundation
 
 extension BenchWorkflow {
@@ -14,10 +16,6 @@ extension BenchWorkflow {
         }
     }
 
-    /// The example configs beside the sources this executable was built from.
-    static let examplesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Examples").path
-
     static func runMemory(_ r: inout Result, log: (String) -> Void) throws {
         guard FileManager.default.fileExists(atPath: DataConfig.fashionMNISTDirectory) else {
             log("memory: skipped (Fashion-MNIST is not installed)")
@@ -26,7 +24,7 @@ extension BenchWorkflow {
         let dir = NSTemporaryDirectory() + "qshape-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for example in ["fashion-mlp", "fashion-cnn"] {
+        for example in exampleConfigs {
             let config = "\(examplesDirectory)/\(example).yaml"
             guard FileManager.default.fileExists(atPath: config) else {
                 log("memory: skipped (\(config) is not there)")

@@ -1,7 +1,6 @@
 import Tensors
 import NeuralNet
 import Training
-import Shaping
 import Quantization
 
 /// The shaping penalties as a loss term of the training loop: for every selected weight layer,
@@ -169,10 +168,11 @@ public final class ShapingLossTerm: LossTerm {
     public func layerStatistics(model: Sequential) -> [String: [String: Double]] {
         var out: [String: [String: Double]] = [:]
         for (l, t) in targets.enumerated() {
-            let st = StatsWorkflow.row(t.weight.value.data, bits: statisticsBits)
+            let w = t.weight.value.data
+            let st = WeightStatistics(w), q = SeedQuantization(w, bits: statisticsBits)
             var row: [String: Double] = ["mean": st.mean, "std": st.std, "skewness": st.skewness,
                                          "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
-                                         "sqnr_db": st.sqnrDB, "levels_used": Double(st.levelsUsed),
+                                         "sqnr_db": q.sqnrDB, "levels_used": Double(q.levelsUsed),
                                          "bits": Double(statisticsBits)]
             for (term, v) in evaluate(l).values { row["penalty_\(term.rawValue)"] = v }
             out["\(t.index).weight"] = row

@@ -1,3 +1,4 @@
+import Config
 import Foundation
 import DataIO
 import Shaping
@@ -36,12 +37,10 @@ public enum StatsWorkflow {
     /// The statistics of a set of weights and what the seed quantiser makes of them at `bits`
     /// (per tensor): the one computation behind `qshape stats`, the run logs and the reports.
     static func row(_ w: [Float], bits: Int) -> Row {
-        let st = WeightStatistics(w)
-        let q = WeightQuantizer(bits: bits).quantize(w, shape: [w.count])
-        let db = sqnr(w, q.dequantized())
+        let st = WeightStatistics(w), q = SeedQuantization(w, bits: bits)
         return Row(count: w.count, mean: st.mean, std: st.std, skewness: st.skewness, kurtosis: st.kurtosis,
-                   maxAbs: st.maxAbs, maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: db.isFinite ? db : 999,
-                   levelsUsed: levelsUsed(q), levelsAvailable: 2 * q.qmaxValue + 1)
+                   maxAbs: st.maxAbs, maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: q.sqnrDB,
+                   levelsUsed: q.levelsUsed, levelsAvailable: q.levelsAvailable)
     }
 
     /// Statistics of every floating-point tensor of rank ≥ 2 (weights; biases and running

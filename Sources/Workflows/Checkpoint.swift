@@ -1,6 +1,7 @@
 // The checkpoint `qshape train` keeps in its staging folder: written atomically after every epoch
 // (and every `training.checkpoint_steps` steps), it holds everything the run carries from step to
 // step, so `--resume` continues a killed run to the very same weights.
+import Config
 import Foundation
 import Tensors
 import NeuralNet

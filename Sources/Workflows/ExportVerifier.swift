@@ -1,6 +1,7 @@
 // `qshape export --verify N`: builds the exported C (host gcc with -mgeneral-regs-only, or
 // arm-none-eabi-gcc for a Cortex-M and QEMU), runs it on the first N test images and compares every
 // logit with the Swift integer engine; measures flash, RAM, stack and instructions.
+import Config
 import Foundation
 import DataIO
 import IntegerRuntime
@@ -108,7 +109,7 @@ public enum ExportVerifier {
     }
 
     /// The first `count` images and labels as uncompressed IDX files (the drivers' input).
-    static func writeIDX(_ test: Dataset, count: Int, to dir: String) throws {
+    package static func writeIDX(_ test: Dataset, count: Int, to dir: String) throws {
         func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
         let dims = [count] + test.sampleShape
         var images = [0, 0, 8, UInt8(dims.count)] + dims.flatMap(be32)
@@ -254,8 +255,8 @@ struct Sections {
 }
 
 /// External programs: found on PATH or named with the package that installs them; run with a time limit.
-enum Tool {
-    static func require(_ name: String, package: String) throws -> String {
+package enum Tool {
+    package static func require(_ name: String, package: String) throws -> String {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
             return "\(dir)/\(name)"
@@ -266,7 +267,7 @@ enum Tool {
     /// Runs a program; its standard output, or a RunError with the first lines of its errors.
     @discardableResult
     /// `mergeErrors` returns standard error after standard output (QEMU writes semihosting output there).
-    static func run(_ program: String, _ arguments: [String], in dir: String, timeout: Double = 300,
+    package static func run(_ program: String, _ arguments: [String], in dir: String, timeout: Double = 300,
                     mergeErrors: Bool = false) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: program)
