@@ -54,7 +54,7 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(QSHAPE) $(DESTDIR)$(PREFIX)/bin/qshape
 
-# libFuzzer on every file parser (Sources/QShapeKit/FuzzTargets.swift), FUZZ_SECONDS each, from the
+# libFuzzer on every file parser (Sources/Workflows/FuzzTargets.swift), FUZZ_SECONDS each, from the
 # seeds in Fuzz/corpus and the inputs that once crashed (Fuzz/regressions, replayed by make test).
 # New findings land in Fuzz/crashes/<target>/: fix, then move them to Fuzz/regressions/<target>/.
 FUZZ_SECONDS ?= 600

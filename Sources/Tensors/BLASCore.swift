@@ -80,7 +80,7 @@ public enum BLASLibrary {
 /// once, when it loads, from the processors it knows; on a newer one (an AVX-512 Xeon that 0.3.21
 /// does not know) it falls back to SSE3 kernels at a quarter of the speed. The kernel set can only
 /// be changed through `OPENBLAS_CORETYPE` before the library loads, so the executable decides here
-/// at start-up and re-executes itself with the variable set (`BLASSetup` in QShapeKit).
+/// at start-up and re-executes itself with the variable set (`BLASSetup` in Workflows).
 public enum BLASCoreChoice {
     public enum Decision: Equatable, Sendable {
         case keep(reason: String)

@@ -1,4 +1,4 @@
-// qshape-fuzz: the fuzz targets of QShapeKit.FuzzTarget.
+// qshape-fuzz: the fuzz targets of Workflows.FuzzTarget.
 //   Built with -sanitize=fuzzer -DFUZZING (make fuzz): libFuzzer drives the target named by the
 //   environment variable QSHAPE_FUZZ, e.g. QSHAPE_FUZZ=idx qshape-fuzz CORPUS -max_total_time=600.
 //   Built plainly: `qshape-fuzz TARGET FILE_OR_FOLDER…` replays inputs, one line per target.
