@@ -35,7 +35,7 @@ let package = Package(
         // Float model → integer model: ranges, weight quantisers, requantisation, conversion.
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
         // The shaping penalties (their maths, vector passes and Double reference) and their loss term.
-        .target(name: "Shaping", dependencies: ["Tensors", "NeuralNet", "Training", "Quantization", "CVectorMath"]),
+        .target(name: "Shaping", dependencies: ["Tensors", "NeuralNet", "Training", "Quantization", "IntegerRuntime", "CVectorMath"]),
         .target(name: "Reports"),
         // C export: the integer model as float-free C99 (text only; it imports the integer engine).
         .target(name: "Export", dependencies: ["IntegerRuntime"]),

@@ -142,7 +142,7 @@ public enum BenchWorkflow {
     /// The given terms on every weight layer, each with λ = 0.1 at its default target.
     public static func shapingTerms(_ terms: [PenaltyTerm], rangeOnEveryWeight: Bool = false) -> ShapingConfig {
         var s = ShapingConfig()
-        for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: ShapingConfig.defaultTargets[t]) }
+        for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: t.defaultTarget) }
         // The worst case: a target below any real ratio keeps the range term active, and on the
         // nearly uniform initial weights every weight's exponential counts.
         if rangeOnEveryWeight { s.terms[.range]?.target = 1.0 }

@@ -56,7 +56,7 @@ extension Config {
                                  aggregate: ShapingConfig.Aggregate, base: ShapingConfig.Term?)
     throws -> (ShapingConfig.Term, (sharpness: Double?, bits: Int?)) {
         var allowed = ["weight", "scope", "aggregate"]
-        if ShapingConfig.defaultTargets[term] != nil { allowed.append("target") }
+        if term.defaultTarget != nil { allowed.append("target") }
         if term == .range { allowed.append("sharpness") }
         if term == .quantError { allowed.append("bits") }
         let t = try r.child(key, allowed: allowed)
@@ -64,7 +64,7 @@ extension Config {
         out.weight = try t.number("weight", default: base?.weight ?? 0, min: 0)
         out.scope = ShapingConfig.Scope(rawValue: try t.choice("scope", default: (base?.scope ?? scope).rawValue, ShapingConfig.Scope.allCases.map(\.rawValue)))!
         out.aggregate = ShapingConfig.Aggregate(rawValue: try t.choice("aggregate", default: (base?.aggregate ?? aggregate).rawValue, ShapingConfig.Aggregate.allCases.map(\.rawValue)))!
-        if let d = ShapingConfig.defaultTargets[term] {
+        if let d = term.defaultTarget {
             switch term {
             case .kurtosis: out.target = try t.number("target", default: base?.target ?? d, min: 1)
             case .skewness: out.target = try t.number("target", default: base?.target ?? d)

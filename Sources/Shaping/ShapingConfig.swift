@@ -30,8 +30,6 @@ public struct ShapingConfig: Equatable, Sendable {
 
     public var isActive: Bool { terms.values.contains { $0.weight > 0 } || overrides.values.contains { $0.values.contains { $0.weight > 0 } } }
 
-    package static let defaultTargets: [PenaltyTerm: Double] = [.kurtosis: 1.8, .skewness: 0, .range: 3.0]
-
     /// λ's factor at fractional epoch t: 0 before `start_epoch`, then a linear ramp over `warmup_epochs`.
     public func rampFactor(epoch t: Double) -> Double {
         guard t >= startEpoch else { return 0 }
@@ -49,12 +47,12 @@ public struct ShapingConfig: Equatable, Sendable {
         s.quantErrorBits = quantErrorBits
         for t in PenaltyTerm.allCases {
             guard let term = term(t, layer: layer), term.scope == scope else { continue }
+            if term.weight > 0 { s.terms.insert(t) }
             switch t {
-            case .kurtosis: s.kurtosisWeight = term.weight; s.kurtosisTarget = term.target ?? 1.8
-            case .skewness: s.skewnessWeight = term.weight; s.skewnessTarget = term.target ?? 0
-            case .range: s.rangeWeight = term.weight; s.rangeTarget = term.target ?? 3.0
-            case .quantError: s.quantErrorWeight = term.weight
-            case .l2: s.l2Weight = term.weight
+            case .kurtosis: s.kurtosisTarget = term.target ?? s.kurtosisTarget
+            case .skewness: s.skewnessTarget = term.target ?? s.skewnessTarget
+            case .range: s.rangeTarget = term.target ?? s.rangeTarget
+            case .quantError, .l2: break
             }
         }
         return s

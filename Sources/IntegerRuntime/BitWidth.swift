@@ -1,0 +1,29 @@
+// The width of a weight or activation integer, checked once where it enters (config, command line,
+// file) and carried with what it describes.
+
+/// A bit width of the symmetric signed grid −qmax…qmax, qmax = 2^(b−1) − 1: the seed quantiser's
+/// `qf = qmax / max|W|`, a signed activation's range, the quantisation-error term's grid.
+public struct BitWidth: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The widths QShape quantises weights to.
+    public static let allowed = 2...16
+    /// "2…16", for messages.
+    public static let allowedText = "\(allowed.lowerBound)…\(allowed.upperBound)"
+
+    public let bits: Int
+
+    /// nil when `bits` is outside `allowed`.
+    public init?(_ bits: Int) {
+        guard BitWidth.allowed.contains(bits) else { return nil }
+        self.bits = bits
+    }
+
+    /// The largest magnitude on the grid.
+    public var qmax: Int { BitWidth.qmax(bits) }
+
+    /// 2^(b−1) − 1 for any b in 1…63 (activations use it at 8 and 16 bits, unsigned grids at b + 1).
+    @inlinable
+    public static func qmax(_ bits: Int) -> Int { (1 << (bits - 1)) - 1 }
+
+    public static func < (a: BitWidth, b: BitWidth) -> Bool { a.bits < b.bits }
+    public var description: String { "\(bits)-bit" }
+}

@@ -1,0 +1,154 @@
+// The shaping terms' maths: what each term is, its default target, its value from a group's
+// moments, and its gradient's coefficients. The passes over the weights that gather the moments
+// and write the gradient are in PenaltyPasses.swift; a plain Double twin is PenaltyReference.swift.
+// Derivations: Docs/Shaping.md.
+import Tensors
+
+/// The names of the terms, as in configs and logs.
+///
+///     kurtosis     (K − K_T)²
+///     skewness     (S − S_T)²
+///     range        max(0, R − R_T)²,  R = LSE_β(|w|/σ) = max|w|/σ + (1/β)·log Σ exp(β(|wᵢ|/σ − max|w|/σ))
+///     quant_error  mean((u − round(u))²),  u = w·qmax/max|w|  (the rounding held fixed: straight-through)
+///     l2           ½·Σ w²
+///
+/// Each is multiplied by its λ (with the aggregation over layers and the warm-up ramp) only where
+/// the gradient is written: `Penalties.addGradient(scales:)`.
+public enum PenaltyTerm: String, CaseIterable, Sendable {
+    case kurtosis, skewness, range, quantError = "quant_error", l2
+
+    /// The target of a term that has one (the one place these defaults are written): kurtosis 1.8,
+    /// a uniform distribution's; skewness 0, symmetric; range 3 standard deviations.
+    public var defaultTarget: Double? {
+        switch self {
+        case .kurtosis: 1.8
+        case .skewness: 0
+        case .range: 3.0
+        case .quantError, .l2: nil
+        }
+    }
+}
+
+/// Which terms act on one group of weights, with their targets and parameters (not their λ).
+public struct PenaltySettings: Equatable, Sendable {
+    public var terms: Set<PenaltyTerm> = []
+    public var kurtosisTarget = PenaltyTerm.kurtosis.defaultTarget!
+    public var skewnessTarget = PenaltyTerm.skewness.defaultTarget!
+    public var rangeTarget = PenaltyTerm.range.defaultTarget!
+    /// β of the smooth maximum.
+    public var rangeSharpness = 20.0
+    /// The deployed width whose rounding the quantisation error measures.
+    public var quantErrorBits = 4
+
+    public init(_ terms: Set<PenaltyTerm> = []) { self.terms = terms }
+
+    public var isActive: Bool { !terms.isEmpty }
+    public func has(_ t: PenaltyTerm) -> Bool { terms.contains(t) }
+}
+
+/// Variance below which a group counts as constant: its shape terms are 0 and push nothing.
+let varianceFloor = 1e-30
+
+/// Everything one group needs between computing the values and writing the gradient.
+public struct PenaltyState: Sendable {
+    public var n = 0
+    public var mean = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0
+    public var maxAbs: Float = 0
+    /// The first index where |w| = `maxAbs`, found with the quantisation sums.
+    public var argMax = 0
+    /// The start of the first block of the moment pass whose maximum is `maxAbs`: where the
+    /// search for `argMax` begins.
+    var maxBlockStart = 0
+    public var kurtosis = 0.0, skewness = 0.0
+    /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When an upper bound of R is within
+    /// the target (the term and its gradient are then 0), `range` is that bound and the sums are
+    /// not computed: max s + ln(n)/β, or the tighter `rangeUpperBound`.
+    public var range = 0.0, rangeMeanS = 0.0
+    /// exp(β(sᵢ − max s)) for every weight of a run of 16 that has one above the cut-off (0 for
+    /// the others), kept so the gradient pass need not compute them again.
+    var rangeExponentials: [Float] = []
+    /// mean((u − round u)²) and mean((u − round u)·u).
+    public var quantError = 0.0, quantCross = 0.0
+    /// The quantisation sums are left to the gradient pass, which computes the residuals anyway:
+    /// `quantError` (and `argMax`) are not known until `addGradient` has run.
+    public internal(set) var quantSumsPending = false
+    public var sumSquares = 0.0
+
+    /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
+    public func values(_ s: PenaltySettings) -> [PenaltyTerm: Double] {
+        var v: [PenaltyTerm: Double] = [:]
+        for t in PenaltyTerm.allCases where s.has(t) {
+            switch t {
+            case .kurtosis: v[t] = (kurtosis - s.kurtosisTarget) * (kurtosis - s.kurtosisTarget)
+            case .skewness: v[t] = (skewness - s.skewnessTarget) * (skewness - s.skewnessTarget)
+            case .range: let e = max(0, range - s.rangeTarget); v[t] = e * e
+            case .quantError: v[t] = quantError
+            case .l2: v[t] = 0.5 * sumSquares
+            }
+        }
+        return v
+    }
+}
+
+/// The gradient of every term on one group, as coefficients of one expression per weight:
+///
+///     g = a·d³ + b·d² + c·d + e          kurtosis, skewness, range through σ, and L2  (d = w − μ)
+///       + quantGain·(u − round u)         quantisation error, rounding held fixed
+///       + rangeGain·sign(w)·pⱼ            range through the softmax weights pⱼ
+///
+/// with `scales` each term's λ (times aggregation and ramp); terms `s` leaves off are ignored.
+struct GradientCoefficients {
+    var a = 0.0, b = 0.0, c = 0.0, e = 0.0
+    var rangeGain = 0.0
+    /// λ_q·2/n: times qmax/M it multiplies the residual (u − r); 0 when the term is off.
+    var quantFactor = 0.0
+    /// λ_q of the quantisation term when it is on (its push on the maximum needs it).
+    var quantWeight = 0.0
+
+    init(_ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+        let n = Double(st.n)
+        let scales = scales.filter { s.has($0.key) }
+        guard st.m2 > varianceFloor else {
+            if let k = scales[.l2] { c += k; e += k * st.mean }     // as below: the same bits
+            return
+        }
+        if let k = scales[.kurtosis], k != 0 {
+            // ∂K/∂wᵢ = 4/(n·m₂²)·(dᵢ³ − m₃) − 4·m₄/(n·m₂³)·dᵢ
+            let coef = k * 2 * (st.kurtosis - s.kurtosisTarget), m2sq = st.m2 * st.m2
+            a += coef * 4 / (n * m2sq)
+            e -= coef * 4 * st.m3 / (n * m2sq)
+            c -= coef * 4 * st.m4 / (n * m2sq * st.m2)
+        }
+        if let k = scales[.skewness], k != 0 {
+            // ∂S/∂wᵢ = 3/(n·m₂^1.5)·(dᵢ² − m₂) − 3·m₃/(n·m₂^2.5)·dᵢ
+            let coef = k * 2 * (st.skewness - s.skewnessTarget), m15 = st.m2 * st.m2.squareRoot()
+            b += coef * 3 / (n * m15)
+            e -= coef * 3 * st.m2 / (n * m15)
+            c -= coef * 3 * st.m3 / (n * m15 * st.m2)
+        }
+        if let k = scales[.range], k != 0, st.range > s.rangeTarget {
+            // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m))/Z, kept from the sums
+            precondition(st.rangeExponentials.count == st.n, "the range term's state comes from evaluate")
+            let coef = k * 2 * (st.range - s.rangeTarget), sigma = st.m2.squareRoot()
+            let logZ = s.rangeSharpness * (st.range - Double(st.maxAbs) / sigma)
+            c -= coef * st.rangeMeanS / (n * st.m2)
+            rangeGain = coef / sigma * _exp(-logZ)
+        }
+        if let k = scales[.l2] {
+            // λ·w = λ·d + λ·μ
+            c += k
+            e += k * st.mean
+        }
+        if let k = scales[.quantError], k != 0, st.maxAbs > 0 {
+            // ∂E/∂wⱼ = 2(uⱼ − rⱼ)·qmax/(n·M) with u = w·qmax/M (j ≠ argmax);
+            // the maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u).
+            quantFactor = k * 2 / n
+            quantWeight = k
+        }
+    }
+
+    /// The maximum's extra gradient coefficient −2·λ_q·sign(w_max)/M: times mean((u − r)·u).
+    func argMaxCoefficient(negative: Bool, maxAbs: Float) -> Double {
+        -quantWeight * 2 * (negative ? -1 : 1) / Double(maxAbs)
+    }
+}
