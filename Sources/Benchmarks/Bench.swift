@@ -46,7 +46,7 @@ public enum BenchWorkflow {
         /// steps of the fastest shaped measurement: more than `penaltyCosts` measures, whose loop
         /// finds the weights in cache.
         public var penaltyMillisecondsPerStep: Double
-        /// The same training with the penalties on the main thread alone (`parallelLossTerms` off).
+        /// The same training with the penalties on the main thread alone (`training.overlap: false`).
         public var serialShapedSamplesPerSecond: Double
         public var serialOverhead: Double
         enum CodingKeys: String, CodingKey {
@@ -228,15 +228,15 @@ public enum BenchWorkflow {
 
     /// Training throughput of one network on `trainingData`, after a warm-up. `lossTerms` makes the
     /// terms of each trainer, the warm-up's first and then the timed one's.
-    /// `parallelLossTerms: false` keeps the terms on the main thread.
-    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int, parallelLossTerms: Bool = true,
+    /// `overlap: false` keeps the terms on the main thread (`training.overlap`).
+    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int, overlap: Bool = true,
                                     lossTerms: (Sequential) -> [LossTerm] = { _ in [] }) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
         let data = trainingData.data, count = data.count
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
         var options = TrainingOptions()
         options.batchSize = batch
-        options.parallelLossTerms = parallelLossTerms && threads > 1
+        options.overlapSteps = overlap && threads > 1
         options.maxStepsPerEpoch = 3
         let trainer = Trainer(model: model, options: options, trainingSetSize: count)
         trainer.lossTerms = lossTerms(model)
@@ -302,7 +302,7 @@ public enum BenchWorkflow {
                             let t = TimedLossTerm(ShapingLossTerm(config, model: $0)); term = t; return [t]
                         }.samplesPerSecond
                         if rate > shaped { (shaped, penaltyMilliseconds) = (rate, term!.millisecondsPerCall) }
-                        serial = max(serial, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores, parallelLossTerms: false) {
+                        serial = max(serial, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores, overlap: false) {
                             [ShapingLossTerm(config, model: $0)]
                         }.samplesPerSecond)
                     }
@@ -370,5 +370,4 @@ final class TimedLossTerm: LossTerm {
     }
 
     func layerStatistics(model: Sequential) -> [String: [String: Double]] { inner.layerStatistics(model: model) }
-    var gradientsWritten: [Parameter] { inner.gradientsWritten }
 }

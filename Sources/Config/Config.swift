@@ -182,7 +182,8 @@ public struct Config: Sendable {
 
     private static func readTraining(_ top: ConfigReader, data: DataConfig) throws -> (TrainingOptions, Int) {
         let r = try top.child("training", allowed: ["epochs", "batch_size", "seed", "optimizer", "schedule",
-                                                    "grad_clip", "max_steps_per_epoch", "checkpoint_steps", "threads"])
+                                                    "grad_clip", "max_steps_per_epoch", "checkpoint_steps", "threads",
+                                                    "overlap"])
         var t = TrainingOptions()
         t.epochs = try r.integer("epochs", default: 10, min: 1, max: 100_000)
         t.batchSize = try r.integer("batch_size", default: 128, min: 1, max: 65_536)
@@ -191,8 +192,7 @@ public struct Config: Sendable {
         t.maxStepsPerEpoch = try r.integer("max_steps_per_epoch", default: 0, min: 0)
         t.checkpointSteps = try r.integer("checkpoint_steps", default: 0, min: 0)
         let threads = try r.integer("threads", default: 0, min: 0, max: 256)
-        // One thread asked for: the shaping penalties stay on the main thread too.
-        t.parallelLossTerms = threads != 1
+        t.overlapSteps = try r.bool("overlap", default: true)
         t.validationSplit = data.validationSplit
         t.normalization = data.normalization
 

@@ -48,7 +48,7 @@ extension Config {
         return [("epochs", "\(t.epochs)"), ("batch_size", "\(t.batchSize)"), ("seed", "\(t.seed)"),
                 ("optimizer", opt), ("schedule", sched), ("grad_clip", num(t.gradientClip)),
                 ("max_steps_per_epoch", "\(t.maxStepsPerEpoch)"), ("checkpoint_steps", "\(t.checkpointSteps)"),
-                ("threads", "\(threads)")]
+                ("threads", "\(threads)"), ("overlap", "\(t.overlapSteps)")]
     }
 }
 

@@ -171,16 +171,14 @@ public enum Penalties {
     /// the aggregation and schedule factors) and P_t the unweighted term value of `values`.
     /// Terms that `s` leaves off are ignored whatever their scale. One pass writes every term's
     /// gradient (`PenaltyGradient`); the quantisation term's push on the maximum follows it.
-    /// `overwrite` writes the gradient as if `grad` were all zeros (+0), without reading it.
     ///
     /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
     @discardableResult
     public static func addGradient(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double],
-                                   overwrite: Bool = false) -> PenaltyState {
+                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
-        let sums = gradientPass(w, grad, kernel, overwrite: overwrite)
+        let sums = gradientPass(w, grad, kernel)
         var st = st
         if st.quantSumsPending {
             if kernel.quant { completeQuantisation(&st, sums); st.argMax = kernel.argMax }
@@ -197,34 +195,31 @@ public enum Penalties {
         st.quantCross = sums.d / Double(st.n)
     }
 
-    /// `grad += kernel(w)` over the group (`grad = 0 + kernel(w)` when `overwrite`); returns
-    /// Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the quantisation term is on. One specialised copy per
-    /// combination of terms keeps the loop free of branches.
-    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient,
-                             overwrite: Bool) -> BlockSums {
+    /// `grad += kernel(w)` over the group; returns Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the
+    /// quantisation term is on. One specialised copy per combination of terms keeps the loop free
+    /// of branches.
+    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient) -> BlockSums {
         switch (k.quant, k.range) {
-        case (false, false): gradientPass(w, grad, k, overwrite, Off.self, Off.self)
-        case (true, false): gradientPass(w, grad, k, overwrite, On.self, Off.self)
-        case (false, true): gradientPass(w, grad, k, overwrite, Off.self, On.self)
-        case (true, true): gradientPass(w, grad, k, overwrite, On.self, On.self)
+        case (false, false): gradientPass(w, grad, k, Off.self, Off.self)
+        case (true, false): gradientPass(w, grad, k, On.self, Off.self)
+        case (false, true): gradientPass(w, grad, k, Off.self, On.self)
+        case (true, true): gradientPass(w, grad, k, On.self, On.self)
         }
     }
 
     static func gradientPass<Quant: Flag, Range: Flag>(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                                                       _ k: PenaltyGradient, _ overwrite: Bool, _: Quant.Type, _: Range.Type) -> BlockSums {
+                                                       _ k: PenaltyGradient, _: Quant.Type, _: Range.Type) -> BlockSums {
         let x = w.baseAddress!, g = grad.baseAddress!
         return k.exponentials.withUnsafeBufferPointer { p in
             sumBlocks(0..<w.count) { start, end in
                 var sums = LaneSums()
                 var i = start
-                // 0 + g rather than g: the same bits as adding to a zeroed gradient (−0 becomes +0).
                 while i + Lanes.scalarCount <= end {
-                    let before = overwrite ? Lanes() : loadLanes(g + i)
-                    storeLanes(before + k.lanes(loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums), g + i)
+                    storeLanes(loadLanes(g + i) + k.lanes(loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums), g + i)
                     i += Lanes.scalarCount
                 }
                 while i < end {
-                    g[i] = (overwrite ? 0 : g[i]) + k.scalar(x[i], at: i, p, quant: Quant.on, range: Range.on, sums: &sums)
+                    g[i] += k.scalar(x[i], at: i, p, quant: Quant.on, range: Range.on, sums: &sums)
                     i += 1
                 }
                 return sums.sum

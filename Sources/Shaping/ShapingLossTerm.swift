@@ -5,8 +5,8 @@ import Quantization
 
 /// The shaping penalties as a loss term of the training loop: for every selected weight layer,
 /// each term's value (per tensor, or the mean over output channels), aggregated over layers
-/// (mean, sum or max) and weighted by λ and the warm-up ramp; the gradients go straight into
-/// the weights' gradients, which it writes whole (the trainer does not zero them first).
+/// (mean, sum or max) and weighted by λ and the warm-up ramp; the gradients are added to the
+/// weights' gradients.
 public final class ShapingLossTerm: LossTerm {
     public let config: ShapingConfig
     /// (state-dict index of the layer, its weight parameter, output channels)
@@ -103,15 +103,9 @@ public final class ShapingLossTerm: LossTerm {
         return e
     }
 
-    /// Every layer with an active scope: its first scope's pass writes the gradient whole.
-    public var gradientsWritten: [Parameter] { targets.indices.filter { !plans[$0].scopes.isEmpty }.map { targets[$0].weight } }
-
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
-        guard ramp > 0, !targets.isEmpty else {
-            for p in gradientsWritten { p.grad.zero() }
-            return [:]
-        }
+        guard ramp > 0, !targets.isEmpty else { return [:] }
         // Only the `max` aggregation needs the quantisation error's value before its gradient;
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
@@ -120,14 +114,12 @@ public final class ShapingLossTerm: LossTerm {
         for (l, target) in targets.enumerated() {
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
-                    // The first scope writes the gradient whole; a second adds to it.
                     for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
                         let scales = shares[l].mapValues { $0 / Double(groups.count) }
                         let size = w.count / groups.count
                         evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
-                                                         overwrite: k == 0)
+                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
                         }
                     }
                 }

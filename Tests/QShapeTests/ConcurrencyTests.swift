@@ -134,7 +134,7 @@ final class ConcurrencyTests: XCTestCase {
             let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
             var options = TrainingOptions()
             options.batchSize = 64
-            options.parallelLossTerms = parallel
+            options.overlapSteps = parallel
             let trainer = Trainer(model: model, options: options, trainingSetSize: count)
             trainer.lossTerms = [ShapingLossTerm(config, model: model)]
             for epoch in 0..<2 { _ = try trainer.trainEpoch(epoch, train: data) }

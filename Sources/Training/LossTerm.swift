@@ -1,0 +1,22 @@
+// The training loop's extension point for terms added to the loss (the shaping penalties).
+import NeuralNet
+
+/// Something that adds terms to the loss whose values depend on the weights alone (the shaping
+/// penalties). The trainer calls it before back-propagation, possibly on another thread while the
+/// batch is gathered: it must read only the weights and write only its own gradients.
+public protocol LossTerm: AnyObject {
+    /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
+    /// `epoch` is fractional progress, for warm-up schedules.
+    func addGradients(model: Sequential, epoch: Double) -> [String: Double]
+    /// Statistics to log for each affected layer at the end of an epoch.
+    func layerStatistics(model: Sequential) -> [String: [String: Double]]
+    /// What the term carries from step to step, by name (checkpoints; empty when stateless).
+    var savedState: [String: [Float]] { get }
+    /// Continues from `savedState`; false (nothing changed) when it does not fit.
+    func restore(_ state: [String: [Float]]) -> Bool
+}
+
+extension LossTerm {
+    public var savedState: [String: [Float]] { [:] }
+    public func restore(_ state: [String: [Float]]) -> Bool { state.isEmpty }
+}
