@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "Export", dependencies: ["IntegerRuntime"]),
         // The config file: schema, YAML reading with validation, and the resolved YAML written back.
         .target(name: "Config", dependencies: [
-            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping",
+            "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime",
             .product(name: "Yams", package: "Yams"),
         ]),
         // What each command does: train, eval, quantize, stats, report, compare, sweep, export.
@@ -54,7 +54,7 @@ let package = Package(
             "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime", "Config", "Workflows",
         ]),
         .executableTarget(name: "qshape", dependencies: [
-            "Config", "Workflows", "Benchmarks", "Tensors", "NeuralNet", "Training", "DataIO", "Reports", "Export",
+            "Config", "Workflows", "Benchmarks", "Tensors", "NeuralNet", "Training", "DataIO", "Reports", "Export", "IntegerRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

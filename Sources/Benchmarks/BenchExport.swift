@@ -36,7 +36,7 @@ extension BenchWorkflow {
         let cc = try Tool.require("gcc", package: "gcc")
         let (data, _, conversion) = try randomIntegerModel(layers: layers, count: count)
         let engine = IntegerEngine(conversion.integerModel)
-        let c = try CGenerator.generate(conversion.integerModel, weightBits: [8])
+        let c = try CGenerator.generate(conversion.integerModel)
         let dir = NSTemporaryDirectory() + "qshape-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,4 +1,5 @@
 import Quantization
+import IntegerRuntime
 
 /// The `quantize:` section: how `qshape quantize` (and `qshape train` at its end) converts.
 public struct QuantizeConfig: Equatable, Sendable {
@@ -11,6 +12,12 @@ public struct QuantizeConfig: Equatable, Sendable {
     public var compareImages = 1000
     public var qat = QAT()
     public init() {}
+
+    /// The narrowest width converted: what the run logs' SQNR and levels used measure, and what
+    /// QAT trains for unless it names its own.
+    public var narrowestBits: Int { bits.min()! }
+    /// The width quantisation-aware training fake-quantises to.
+    public var qatBits: Int { qat.bits ?? narrowestBits }
 
     /// Quantisation-aware fine-tuning after training (`quantize.qat`).
     public struct QAT: Equatable, Sendable {
@@ -33,11 +40,13 @@ extension Config {
         let r = try top.child("quantize", allowed: quantizeKeys)
         var q = QuantizeConfig()
         if case .sequence = r.node["bits"]?.kind {
-            q.bits = try r.integers("bits", min: 2) ?? [8]
-            if let bad = q.bits.first(where: { $0 > 16 }) { throw r.error("bits", "bit widths are 2…16, got \(bad)") }
+            q.bits = try r.integers("bits", min: BitWidth.allowed.lowerBound) ?? [8]
+            if let bad = q.bits.first(where: { BitWidth($0) == nil }) {
+                throw r.error("bits", "bit widths are \(BitWidth.allowedText), got \(bad)")
+            }
             if q.bits.isEmpty { throw r.error("bits", "give at least one bit width, e.g. [8, 4, 3]") }
         } else {
-            q.bits = [try r.integer("bits", default: 8, min: 2, max: 16)]
+            q.bits = [try r.integer("bits", default: 8, min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)]
         }
         q.options.activationBits = try r.integer("activation_bits", default: 8, min: 8, max: 16)
         guard [8, 16].contains(q.options.activationBits) else { throw r.error("activation_bits", "expected 8 or 16") }
@@ -58,7 +67,7 @@ extension Config {
         q.compareImages = try r.integer("compare_images", default: 1000, min: 1)
         let t = try r.child("qat", allowed: ["epochs", "bits", "lr", "activations"])
         q.qat.epochs = try t.integer("epochs", default: 0, min: 0, max: 10_000)
-        q.qat.bits = try t.optionalInteger("bits", min: 2, max: 16)
+        q.qat.bits = try t.optionalInteger("bits", min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)
         q.qat.learningRate = try t.optionalNumber("lr", min: 0, exclusiveMin: true)
         q.qat.activations = try t.bool("activations", default: false)
         return q

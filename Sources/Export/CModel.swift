@@ -32,14 +32,14 @@ public struct CModel: Sendable {
 }
 
 public enum CGenerator {
-    /// Generates the C for `model`, whose weighted layers were quantised to `weightBits` (one
-    /// entry for all, or one per dense/conv layer in order). `prefix` names every external symbol.
+    /// Generates the C for `model`, each weighted layer stored at the width it records
+    /// (`weightBits`). `prefix` names every external symbol.
     /// `convBlock` output positions per conv sweep: 64 lets a compiler's vector units work on the
     /// host (the scratch is then patch × 64 inputs); a small part can take fewer, down to 1.
-    public static func generate(_ model: IntegerModel, weightBits: [Int], prefix: String = "qshape_model",
+    public static func generate(_ model: IntegerModel, prefix: String = "qshape_model",
                                 convBlock: Int = 64) throws -> CModel {
         try checkIdentifier(prefix)
-        var plan = try Plan(model: model, weightBits: weightBits, prefix: prefix, convBlock: convBlock)
+        var plan = try Plan(model: model, prefix: prefix, convBlock: convBlock)
         plan.build()
         let header = plan.modelHeader()
         return CModel(files: [("model.h", header), ("model.c", plan.modelSource()),
@@ -62,7 +62,6 @@ public enum CGenerator {
 struct Plan {
     let model: IntegerModel
     let prefix: String
-    let weightBits: [Int]
     var kernels: [String: Kernel] = [:]
     var helpers: Set<Helper> = []
     /// C definitions of the constant arrays and layer descriptors, in order.
@@ -78,8 +77,8 @@ struct Plan {
     var outputExpression = "input"
     var outputType = ActivationType.u8
 
-    init(model: IntegerModel, weightBits: [Int], prefix: String, convBlock: Int) throws {
-        self.model = model; self.prefix = prefix; self.weightBits = weightBits; self.convBlock = max(1, convBlock)
+    init(model: IntegerModel, prefix: String, convBlock: Int) throws {
+        self.model = model; self.prefix = prefix; self.convBlock = max(1, convBlock)
         guard !model.layers.isEmpty else { throw ExportError("the model has no layers") }
         summary = CModelSummary(inputShape: model.inputShape, classes: 0, weightBytes: 0, parameterBytes: 0,
                                 activationBytes: 0, macs: 0, weightFormats: [])
@@ -88,10 +87,6 @@ struct Plan {
 
     /// Checks every assumption the C makes, so the C and the engine cannot disagree silently.
     func validate() throws {
-        let weighted = model.layers.filter { if case .dense = $0 { return true }; if case .conv = $0 { return true }; return false }
-        guard weightBits.count == 1 || weightBits.count == weighted.count else {
-            throw ExportError("\(weightBits.count) weight widths given for \(weighted.count) dense/conv layers")
-        }
         guard model.inputShape.count == 1 || model.inputShape.count == 3, model.inputShape.allSatisfy({ $0 > 0 }) else {
             throw ExportError("input shape \(model.inputShape): the C runtime takes (features) or (channels, height, width)")
         }
@@ -103,15 +98,15 @@ struct Plan {
             switch layer {
             case .dense(let d):
                 guard shape.reduce(1, *) == d.inFeatures else { throw ExportError("\(name) takes \(d.inFeatures) inputs, gets \(shape)") }
-                try checkWeighted(name, d.weight, d.bias, d.requant, rows: d.outFeatures, bits: bits(w), inputRange: range)
-                range = (d.requant.outMin, d.requant.outMax); w += 1
+                try checkWeighted(name, d.weight, d.bias, d.requant, rows: d.outFeatures, bits: d.weightBits.bits, inputRange: range)
+                range = (d.requant.outMin, d.requant.outMax)
             case .conv(let c):
                 guard shape.count == 3, shape[0] == c.inChannels, c.kernel > 0, c.stride > 0, c.padding >= 0,
                       shape[1] + 2 * c.padding >= c.kernel, shape[2] + 2 * c.padding >= c.kernel else {
                     throw ExportError("\(name): geometry does not fit its input \(shape)")
                 }
-                try checkWeighted(name, c.weight, c.bias, c.requant, rows: c.outChannels, bits: bits(w), inputRange: range)
-                range = (c.requant.outMin, c.requant.outMax); w += 1
+                try checkWeighted(name, c.weight, c.bias, c.requant, rows: c.outChannels, bits: c.weightBits.bits, inputRange: range)
+                range = (c.requant.outMin, c.requant.outMax)
             case let .maxPool(k, s, p):
                 guard shape.count == 3, k > 0, s > 0, p >= 0, 2 * p <= k, shape[1] + 2 * p >= k, shape[2] + 2 * p >= k else {
                     throw ExportError("\(name): kernel \(k), stride \(s), padding \(p) on \(shape); padding must be at most half the kernel")
@@ -141,9 +136,7 @@ struct Plan {
         (min(max(range.lo, lo), hi), min(max(range.hi, lo), hi))
     }
 
-    func bits(_ weightedIndex: Int) -> Int { weightBits.count == 1 ? weightBits[0] : weightBits[weightedIndex] }
-
-    func checkWeighted(_ name: String, _ weight: [Int32], _ bias: [Int64], _ r: Requantization, rows: Int, bits: Int,
+    func checkWeighted(_ name: String, _ weight: [Int16], _ bias: [Int64], _ r: Requantization, rows: Int, bits: Int,
                        inputRange: (lo: Int64, hi: Int64)) throws {
         let format = WeightFormat.forBits(bits), (lo, hi) = format.range
         guard rows > 0, weight.count % rows == 0, bias.count == rows,
@@ -166,7 +159,7 @@ struct Plan {
         var worst: Int64 = 0
         for o in 0..<rows {
             var sum = abs(bias[o])
-            for j in 0..<size where sum <= limit { sum += Int64(abs(weight[o * size + j])) * maxIn }
+            for j in 0..<size where sum <= limit { sum += abs(Int64(weight[o * size + j])) * maxIn }
             guard sum <= limit else {
                 throw ExportError("\(name): channel \(o) can exceed its \(r.accumulatorBits)-bit accumulator")
             }
@@ -206,14 +199,14 @@ struct Plan {
             case .dense(let d):
                 let (v, k) = weightedKernel(i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
                                             geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
-                                            bits: bits(weighted), input: type, dense: true)
+                                            bits: d.weightBits.bits, input: type, dense: true)
                 call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i));"
                 summary.macs += d.inFeatures * d.outFeatures
                 (outType, range, weighted) = (v.output, (d.requant.outMin, d.requant.outMax), weighted + 1)
             case .conv(let c):
                 let (v, k) = weightedKernel(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
                                             geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
-                                            bits: bits(weighted), input: type, dense: false)
+                                            bits: c.weightBits.bits, input: type, dense: false)
                 let block = min(convBlock, out[1] * out[2])
                 call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i), qs_scratch, \(block));"
                 // Four channels' accumulators for a block, then the inputs gathered under it (patch × block).
@@ -267,7 +260,7 @@ struct Plan {
     }
 
     /// Emits a dense/conv layer's arrays and descriptor, and records the kernel it needs.
-    mutating func weightedKernel(_ i: Int, weight: [Int32], bias: [Int64], requant r: Requantization, rows: Int,
+    mutating func weightedKernel(_ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
                                  geometry: String, bits: Int, input: ActivationType, dense: Bool) -> (WeightedVariant, Kernel) {
         let v = weightedLayer(i, weight: weight, bias: bias, requant: r, rows: rows, geometry: geometry, bits: bits,
                               input: input, output: ActivationType.fitting(r.outMin, r.outMax), dense: dense)
@@ -276,7 +269,7 @@ struct Plan {
         return (v, k)
     }
 
-    mutating func weightedLayer(_ i: Int, weight: [Int32], bias: [Int64], requant r: Requantization, rows: Int,
+    mutating func weightedLayer(_ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
                                 geometry: String, bits: Int, input: ActivationType, output: ActivationType,
                                 dense: Bool) -> WeightedVariant {
         let format = WeightFormat.forBits(bits)

@@ -65,28 +65,28 @@ enum WeightFormat: String, Equatable {
     func storageBytes(_ count: Int) -> Int { (count * fieldBits + 7) / 8 }
 
     /// The weights as the C array's elements (bytes for packed formats).
-    func pack(_ w: [Int32]) -> [Int64] {
+    func pack(_ w: [Int16]) -> [Int64] {
         switch self {
         case .i8, .i16: return w.map(Int64.init)
         case .p2, .p4:
-            let perByte = 8 / fieldBits, mask = Int32((1 << fieldBits) - 1)
+            let perByte = 8 / fieldBits, mask = Int64((1 << fieldBits) - 1)
             var out = [Int64](repeating: 0, count: storageBytes(w.count))
             for (i, v) in w.enumerated() {
-                out[i / perByte] |= Int64((v & mask) << Int32((i % perByte) * fieldBits))
+                out[i / perByte] |= (Int64(v) & mask) << Int64((i % perByte) * fieldBits)
             }
             return out
         }
     }
 
     /// The inverse of `pack`, as the C reads a field: (field ^ sign) − sign.
-    func unpack(_ bytes: [Int64], count: Int) -> [Int32] {
+    func unpack(_ bytes: [Int64], count: Int) -> [Int16] {
         switch self {
-        case .i8, .i16: return bytes.prefix(count).map { Int32($0) }
+        case .i8, .i16: return bytes.prefix(count).map { Int16($0) }
         case .p2, .p4:
             let perByte = 8 / fieldBits, mask = Int64((1 << fieldBits) - 1), sign = Int64(1 << (fieldBits - 1))
             return (0..<count).map { i in
                 let field = (bytes[i / perByte] >> Int64((i % perByte) * fieldBits)) & mask
-                return Int32((field ^ sign) - sign)
+                return Int16((field ^ sign) - sign)
             }
         }
     }

@@ -7,18 +7,9 @@
 /// guarantees that no accepted model actually wraps.
 public struct IntegerEngine: Sendable {
     public let model: IntegerModel
-    /// Weights widened once to Int16 rows, per weight layer index.
-    private let weights16: [[Int16]]
 
     public init(_ model: IntegerModel) {
         self.model = model
-        weights16 = model.layers.map { layer in
-            switch layer {
-            case .dense(let d): d.weight.map { Int16(truncatingIfNeeded: $0) }
-            case .conv(let c): c.weight.map { Int16(truncatingIfNeeded: $0) }
-            default: []
-            }
-        }
     }
 
     /// Shape of one sample after each layer.
@@ -66,8 +57,8 @@ public struct IntegerEngine: Sendable {
 
     private func apply(_ index: Int, _ layer: IntegerLayer, _ x: [Int16], _ shape: [Int]) -> [Int16] {
         switch layer {
-        case .dense(let d): return dense(d, weights16[index], x)
-        case .conv(let c): return conv(c, weights16[index], x, shape)
+        case .dense(let d): return dense(d, d.weight, x)
+        case .conv(let c): return conv(c, c.weight, x, shape)
         case let .maxPool(k, s, p): return maxPool(x, shape, k, s, p)
         case let .avgPool(k, s): return avgPool(x, shape, k, s)
         case .globalAvgPool:

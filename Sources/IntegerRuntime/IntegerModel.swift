@@ -28,31 +28,44 @@ public struct Requantization: Equatable, Sendable {
 
 public struct IntegerDense: Equatable, Sendable {
     public var inFeatures: Int, outFeatures: Int
-    /// (out, in), each within ±(2^(b−1) − 1).
-    public var weight: [Int32]
+    /// (out, in), each within ±qmax of `weightBits`.
+    public var weight: [Int16]
+    /// The width the weights were quantised to (what the device stores them in).
+    public var weightBits: BitWidth
     /// (out), at scale s_in·s_w.
     public var bias: [Int64]
     public var requant: Requantization
-    public init(inFeatures: Int, outFeatures: Int, weight: [Int32], bias: [Int64], requant: Requantization) {
+    public init(inFeatures: Int, outFeatures: Int, weight: [Int16], weightBits: BitWidth, bias: [Int64], requant: Requantization) {
         self.inFeatures = inFeatures; self.outFeatures = outFeatures
-        self.weight = weight; self.bias = bias; self.requant = requant
+        self.weight = weight; self.weightBits = weightBits; self.bias = bias; self.requant = requant
     }
 }
 
 public struct IntegerConv: Equatable, Sendable {
     public var inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
-    /// (out, in, k, k)
-    public var weight: [Int32]
+    /// (out, in, k, k), each within ±qmax of `weightBits`.
+    public var weight: [Int16]
+    public var weightBits: BitWidth
     public var bias: [Int64]
     public var requant: Requantization
     public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
-                weight: [Int32], bias: [Int64], requant: Requantization) {
+                weight: [Int16], weightBits: BitWidth, bias: [Int64], requant: Requantization) {
         self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel
-        self.stride = stride; self.padding = padding; self.weight = weight; self.bias = bias; self.requant = requant
+        self.stride = stride; self.padding = padding; self.weight = weight; self.weightBits = weightBits
+        self.bias = bias; self.requant = requant
     }
 }
 
 public enum IntegerLayer: Equatable, Sendable {
+    /// The weight width of a dense or conv layer (nil for the others).
+    public var weightBits: BitWidth? {
+        switch self {
+        case .dense(let d): d.weightBits
+        case .conv(let c): c.weightBits
+        default: nil
+        }
+    }
+
     case dense(IntegerDense)
     case conv(IntegerConv)
     case maxPool(kernel: Int, stride: Int, padding: Int)

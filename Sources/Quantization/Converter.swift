@@ -172,7 +172,7 @@ public enum Converter {
                 }
             }
         }
-        let actSigned = (1 << (o.activationBits - 1)) - 1
+        let actSigned = BitWidth.qmax(o.activationBits)
         // Post-ReLU activations are unsigned: 0…255 at 8 bits; 0…32767 at 16 bits (they travel as int16).
         let actUnsigned = o.activationBits == 8 ? 255 : 32_767
         var layers: [IntegerLayer] = []
@@ -304,12 +304,14 @@ public enum Converter {
         }
         let requant = Requantization(multiplier: mult, shift: shifts, outMin: lo, outMax: hi, accumulatorBits: accBits)
         let intLayer: IntegerLayer
+        let weight = q.values.map { Int16($0) }, width = BitWidth(o.weightBits)!     // within ±qmax ≤ 32767
         switch spec {
         case let .conv2d(_, out, k, s, p, _):
             intLayer = .conv(IntegerConv(inChannels: shape[1], outChannels: out, kernel: k, stride: s, padding: p,
-                                         weight: q.values, bias: qbias, requant: requant))
+                                         weight: weight, weightBits: width, bias: qbias, requant: requant))
         default:
-            intLayer = .dense(IntegerDense(inFeatures: size, outFeatures: rows, weight: q.values, bias: qbias, requant: requant))
+            intLayer = .dense(IntegerDense(inFeatures: size, outFeatures: rows, weight: weight, weightBits: width, bias: qbias,
+                                           requant: requant))
         }
         let deqW = q.dequantized()
         let deqB = (0..<rows).map { Float(Double(qbias[$0]) * inputScale * scaleOf($0)) }

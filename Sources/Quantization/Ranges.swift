@@ -1,4 +1,5 @@
 import Tensors
+import IntegerRuntime
 
 /// How the clipping range of a tensor is chosen.
 public enum RangeMethod: Equatable, Sendable {
@@ -39,7 +40,7 @@ public enum RangeSetting {
             let index = Swift.min(sorted.count - 1, Swift.max(0, Int((p / 100 * Double(sorted.count - 1)).rounded())))
             return Swift.max(sorted[index], 1e-8)
         case .mse:
-            let levels = Float(unsigned ? (1 << bits) - 1 : (1 << (bits - 1)) - 1)
+            let levels = Float(unsigned ? BitWidth.qmax(bits + 1) : BitWidth.qmax(bits))
             var best = maxAbs, bestError = Double.infinity
             for i in 1...100 {
                 let clip = maxAbs * Float(i) / 100, step = clip / levels

@@ -1,4 +1,5 @@
 import Tensors
+import IntegerRuntime
 
 /// How a scaled value becomes an integer.
 public enum Rounding: String, CaseIterable, Sendable {
@@ -29,7 +30,7 @@ public struct QuantizedTensor: Equatable, Sendable {
 
     public var channels: Int { factors.count }
     /// 2^(bits−1) − 1: the grid is −qmax…qmax.
-    public var qmaxValue: Int { WeightQuantizer.qmax(bits: bits) }
+    public var qmaxValue: Int { BitWidth.qmax(bits) }
 
     /// `q / qf`, the weights the device effectively uses.
     public func dequantized() -> [Float] {
@@ -52,13 +53,11 @@ public struct WeightQuantizer: Equatable, Sendable {
     public var perChannel: Bool
 
     public init(bits: Int, rounding: Rounding = .nearest, perChannel: Bool = false) {
-        precondition((2...16).contains(bits), "weight bit width must be 2…16")
+        precondition(BitWidth.allowed.contains(bits), "weight bit width must be \(BitWidth.allowedText)")
         self.bits = bits; self.rounding = rounding; self.perChannel = perChannel
     }
 
-    public var qmax: Int { WeightQuantizer.qmax(bits: bits) }
-    /// 2^(b−1) − 1, the largest integer of a b-bit symmetric grid.
-    public static func qmax(bits: Int) -> Int { (1 << (bits - 1)) - 1 }
+    public var qmax: Int { BitWidth.qmax(bits) }
 
     /// `shape[0]` is the output-channel axis for per-channel quantisation.
     public func quantize(_ w: [Float], shape: [Int], clip: [Float]? = nil) -> QuantizedTensor {

@@ -86,7 +86,7 @@ public enum ExportWorkflow {
     public static func generate(_ conversion: Conversion, bits: Int, prefix: String = "qshape_model",
                                 config: Config) throws -> CModel {
         do {
-            return try CGenerator.generate(conversion.integerModel, weightBits: [bits], prefix: prefix)
+            return try CGenerator.generate(conversion.integerModel, prefix: prefix)
         } catch let e as ExportError {
             throw ConfigError(file: config.file, path: "quantize", "at \(bits)-bit weights, the C runtime refuses the model: \(e.message)")
         }

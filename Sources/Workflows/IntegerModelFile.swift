@@ -42,28 +42,28 @@ public enum IntegerModelFile {
         return SafeTensors.Entry(name: name, dtype: dtype, shape: shape, bytes: bytes)
     }
 
-    public static func save(_ model: IntegerModel, weightBits: Int, scales: [String: String] = [:], to path: String) throws {
+    /// Writes `model`; each weight tensor is I8 up to 8 bits, else I16, as its layer's width says.
+    public static func save(_ model: IntegerModel, scales: [String: String] = [:], to path: String) throws {
         var entries: [SafeTensors.Entry] = []
         var infos: [LayerInfo] = []
-        let narrow: SafeTensors.DType = weightBits <= 8 ? .I8 : .I16
         for (i, layer) in model.layers.enumerated() {
-            func weighted(_ w: [Int32], _ shape: [Int], _ b: [Int64], _ r: Requantization) {
-                entries.append(entry("\(i).weight", w.map(Int64.init), shape: shape, narrow: narrow))
+            func weighted(_ w: [Int16], _ bits: BitWidth, _ shape: [Int], _ b: [Int64], _ r: Requantization) {
+                entries.append(entry("\(i).weight", w.map(Int64.init), shape: shape, narrow: bits.bits <= 8 ? .I8 : .I16))
                 entries.append(entry("\(i).bias", b, shape: [b.count], narrow: .I32))
                 entries.append(entry("\(i).multiplier", r.multiplier, shape: [r.multiplier.count], narrow: .I32))
                 entries.append(entry("\(i).shift", r.shift, shape: [r.shift.count], narrow: .I32))
             }
             switch layer {
             case .dense(let d):
-                weighted(d.weight, [d.outFeatures, d.inFeatures], d.bias, d.requant)
+                weighted(d.weight, d.weightBits, [d.outFeatures, d.inFeatures], d.bias, d.requant)
                 infos.append(LayerInfo(type: "dense", inFeatures: d.inFeatures, outFeatures: d.outFeatures,
                                        outMin: d.requant.outMin, outMax: d.requant.outMax,
-                                       accumulatorBits: d.requant.accumulatorBits, weightBits: weightBits))
+                                       accumulatorBits: d.requant.accumulatorBits, weightBits: d.weightBits.bits))
             case .conv(let c):
-                weighted(c.weight, [c.outChannels, c.inChannels, c.kernel, c.kernel], c.bias, c.requant)
+                weighted(c.weight, c.weightBits, [c.outChannels, c.inChannels, c.kernel, c.kernel], c.bias, c.requant)
                 infos.append(LayerInfo(type: "conv2d", inChannels: c.inChannels, outChannels: c.outChannels, kernel: c.kernel,
                                        stride: c.stride, padding: c.padding, outMin: c.requant.outMin, outMax: c.requant.outMax,
-                                       accumulatorBits: c.requant.accumulatorBits, weightBits: weightBits))
+                                       accumulatorBits: c.requant.accumulatorBits, weightBits: c.weightBits.bits))
             case let .maxPool(k, s, p): infos.append(LayerInfo(type: "maxpool2d", kernel: k, stride: s, padding: p))
             case let .avgPool(k, s): infos.append(LayerInfo(type: "avgpool2d", kernel: k, stride: s))
             case .globalAvgPool: infos.append(LayerInfo(type: "globalavgpool2d"))
@@ -95,17 +95,28 @@ public enum IntegerModelFile {
             Requantization(multiplier: try ints("\(i).multiplier"), shift: try ints("\(i).shift"),
                            outMin: l.outMin ?? 0, outMax: l.outMax ?? 0, accumulatorBits: l.accumulatorBits ?? 32)
         }
+        /// Layer i's weights and their recorded width, each weight within ±qmax of it.
+        func weights(_ i: Int, _ l: LayerInfo) throws -> ([Int16], BitWidth) {
+            guard let b = l.weightBits, let bits = BitWidth(b) else {
+                throw DataError("\(path): layer \(i) does not record a weight width \(BitWidth.allowedText)")
+            }
+            let w = try ints("\(i).weight"), qmax = Int64(bits.qmax)
+            if let bad = w.first(where: { abs($0) > qmax }) {
+                throw DataError("\(path): \(i).weight holds \(bad), outside the \(bits) grid ±\(qmax)")
+            }
+            return (w.map { Int16($0) }, bits)
+        }
         let layers: [IntegerLayer] = try info.layers.enumerated().map { i, l in
             switch l.type {
             case "dense":
+                let (w, bits) = try weights(i, l)
                 return .dense(IntegerDense(inFeatures: l.inFeatures ?? 0, outFeatures: l.outFeatures ?? 0,
-                                           weight: try ints("\(i).weight").map { Int32($0) }, bias: try ints("\(i).bias"),
-                                           requant: try requant(i, l)))
+                                           weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
             case "conv2d":
+                let (w, bits) = try weights(i, l)
                 return .conv(IntegerConv(inChannels: l.inChannels ?? 0, outChannels: l.outChannels ?? 0, kernel: l.kernel ?? 1,
                                          stride: l.stride ?? 1, padding: l.padding ?? 0,
-                                         weight: try ints("\(i).weight").map { Int32($0) }, bias: try ints("\(i).bias"),
-                                         requant: try requant(i, l)))
+                                         weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
             case "maxpool2d": return .maxPool(kernel: l.kernel ?? 2, stride: l.stride ?? 2, padding: l.padding ?? 0)
             case "avgpool2d": return .avgPool(kernel: l.kernel ?? 2, stride: l.stride ?? 2)
             case "globalavgpool2d": return .globalAvgPool

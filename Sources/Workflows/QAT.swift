@@ -16,7 +16,7 @@ public enum QATWorkflow {
         options.schedule = LearningRateSchedule()
         options.seed = config.training.seed &+ 1
         var o = q.options
-        o.weightBits = q.qat.bits ?? q.bits.min()!
+        o.weightBits = q.qatBits
         let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
         let weightRange = o.weightRange
         let quantize: ([Float], [Int]) -> [Float] = { w, shape in

@@ -103,7 +103,7 @@ public enum QuantizeWorkflow {
             let conversion = try convert(b)
             conversions[b] = conversion
             var row = compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages)
-            row.deployment = try? CGenerator.generate(conversion.integerModel, weightBits: [b]).summary
+            row.deployment = try? CGenerator.generate(conversion.integerModel).summary
             results.append(row)
         }
         return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
@@ -367,7 +367,7 @@ extension QuantizeWorkflow {
                 scales["\(l.name).output_scale"] = "\(l.outputScale)"
                 scales["\(l.name).weight_scales"] = l.weightScales.map { "\($0)" }.joined(separator: ",")
             }
-            try IntegerModelFile.save(c.integerModel, weightBits: bits, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
+            try IntegerModelFile.save(c.integerModel, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
         }
         try writeAtomically(String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
     }

@@ -3,6 +3,7 @@ import Foundation
 import DataIO
 import Shaping
 import Quantization
+import IntegerRuntime
 import Reports
 import Training
 
@@ -28,7 +29,7 @@ public enum ReportWorkflow {
         let rows = quantization?.results.first { $0.bits == reportBits }?.layers ?? []
         let layers = final.entries.filter { $0.shape.count >= 2 }.map { e -> Report.Layer in
             let w = e.floats, w0 = initial?[e.name]?.floats
-            let st = StatsWorkflow.row(w, bits: reportBits), qmax = WeightQuantizer.qmax(bits: reportBits)
+            let st = StatsWorkflow.row(w, bits: reportBits), qmax = BitWidth.qmax(reportBits)
             let span = max(w.map(abs).max() ?? 1, w0?.map(abs).max() ?? 0, 1e-12)
             let edges = (0...60).map { -Double(span) + 2 * Double(span) * Double($0) / 60 }
             let row = rows.first { $0.name == e.name }

@@ -120,7 +120,7 @@ public enum TrainWorkflow {
         trainer.lossTerms = lossTerms
         if let s = config.shaping, s.isActive {
             let term = ShapingLossTerm(s, model: model)
-            term.statisticsBits = config.quantize?.bits.min() ?? (s.terms[.quantError].map { _ in s.quantErrorBits } ?? 8)
+            term.statisticsBits = config.quantize?.narrowestBits ?? (s.terms[.quantError].map { _ in s.quantErrorBits } ?? 8)
             trainer.lossTerms.append(term)
         }
         if let note = BLASSetup.selectionNote { observer?.message(note) }
@@ -178,7 +178,7 @@ public enum TrainWorkflow {
             let base = SafeTensors.File(entries: Weights.entries(model))
             let qat = try QATWorkflow.trainer(config, q, model: model, data: data, lossTerms: trainer.lossTerms)
             if let c = resumingQAT { try restore(c, into: qat, model: model, path: checkpointPath) }
-            observer?.message("quantisation-aware fine-tuning: \(q.qat.epochs) epochs at \(q.qat.bits ?? q.bits.min()!)-bit weights\(q.qat.activations ? " and \(q.options.activationBits)-bit activations" : "")")
+            observer?.message("quantisation-aware fine-tuning: \(q.qat.epochs) epochs at \(q.qatBits)-bit weights\(q.qat.activations ? " and \(q.options.activationBits)-bit activations" : "")")
             try runEpochs(qat, count: q.qat.epochs, offset: config.training.epochs, phase: .qat,
                           from: resumingQAT?.trainer.epoch ?? 0, qatBase: base)
         }

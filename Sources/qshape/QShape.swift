@@ -1,6 +1,7 @@
 import Benchmarks
 import ArgumentParser
 import Foundation
+import IntegerRuntime
 import Workflows
 import Config
 
@@ -122,7 +123,7 @@ struct Quantize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        for b in bits where !(2...16).contains(b) { throw ValidationError("--bits takes widths 2…16, got \(b)") }
+        for b in bits where BitWidth(b) == nil { throw ValidationError("--bits takes widths \(BitWidth.allowedText), got \(b)") }
     }
 
     func run() throws {
@@ -170,7 +171,7 @@ struct Export: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let bits, !(2...16).contains(bits) { throw ValidationError("--bits takes a width 2…16, got \(bits)") }
+        if let bits, BitWidth(bits) == nil { throw ValidationError("--bits takes a width \(BitWidth.allowedText), got \(bits)") }
         if let verify, verify < 1 { throw ValidationError("--verify takes a number of test images, 1 or more") }
     }
 
@@ -205,7 +206,7 @@ struct Stats: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard (2...16).contains(bits) else { throw ValidationError("--bits must be 2…16, got \(bits)") }
+        guard BitWidth(bits) != nil else { throw ValidationError("--bits must be \(BitWidth.allowedText), got \(bits)") }
     }
 
     func run() throws {

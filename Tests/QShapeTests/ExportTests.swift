@@ -13,7 +13,7 @@ final class ExportTests: XCTestCase {
     func testPackedWeightsRoundTripEveryFieldValueInCMSISOrder() {
         for f in [WeightFormat.p2, .p4, .i8, .i16] {
             let (lo, hi) = f.range
-            let w = (0..<37).map { lo + Int32($0) % (hi - lo + 1) } + [lo, hi]
+            let w = ((0..<37).map { lo + Int32($0) % (hi - lo + 1) } + [lo, hi]).map { Int16($0) }
             let packed = f.pack(w)
             XCTAssertEqual(f.unpack(packed, count: w.count), w, "\(f)")
             if f == .p2 || f == .p4 {
@@ -28,10 +28,13 @@ final class ExportTests: XCTestCase {
     }
 
     /// Random weights over each format's whole range, random biases and requantisation.
-    static func weights(_ n: Int, _ f: WeightFormat, _ rng: inout SeededRandom) -> [Int32] {
+    static func weights(_ n: Int, _ f: WeightFormat, _ rng: inout SeededRandom) -> [Int16] {
         let (lo, hi) = f.range
-        return [lo, hi] + (2..<n).map { _ in lo + Int32(rng.below(Int(hi - lo) + 1)) }
+        return ([lo, hi] + (2..<n).map { _ in lo + Int32(rng.below(Int(hi - lo) + 1)) }).map { Int16($0) }
     }
+
+    /// The widths whose storage is each format (2, 4, 8 and 16 bits).
+    static func width(_ f: WeightFormat) -> BitWidth { BitWidth(f == .p2 ? 2 : f == .p4 ? 4 : f == .i8 ? 8 : 16)! }
 
     static func requant(_ rows: Int, perChannel: Bool, shift: ClosedRange<Int>, multiplier: ClosedRange<Int64>,
                         out: (Int64, Int64), bits: Int, _ rng: inout SeededRandom) -> Requantization {
@@ -48,14 +51,14 @@ final class ExportTests: XCTestCase {
     static func convModel() -> (IntegerModel, [Int]) {
         var rng = SeededRandom(seed: 11)
         let conv1 = IntegerConv(inChannels: 2, outChannels: 3, kernel: 3, stride: 2, padding: 1,
-                                weight: weights(3 * 2 * 9, .p4, &rng), bias: (0..<3).map { _ in Int64(rng.below(1001)) - 500 },
+                                weight: weights(3 * 2 * 9, .p4, &rng), weightBits: width(.p4), bias: (0..<3).map { _ in Int64(rng.below(1001)) - 500 },
                                 requant: requant(3, perChannel: true, shift: 36...39, multiplier: (1 << 29)...(1 << 31 - 1),
                                                  out: (-128, 127), bits: 32, &rng))
         let conv2 = IntegerConv(inChannels: 3, outChannels: 4, kernel: 2, stride: 1, padding: 0,
-                                weight: weights(4 * 3 * 4, .i16, &rng), bias: (0..<4).map { _ in Int64(rng.below(200_001)) - 100_000 },
+                                weight: weights(4 * 3 * 4, .i16, &rng), weightBits: width(.i16), bias: (0..<4).map { _ in Int64(rng.below(200_001)) - 100_000 },
                                 requant: requant(4, perChannel: true, shift: 10...14, multiplier: 1...1,
                                                  out: (-32768, 32767), bits: 64, &rng))
-        let dense = IntegerDense(inFeatures: 4, outFeatures: 5, weight: weights(20, .p2, &rng),
+        let dense = IntegerDense(inFeatures: 4, outFeatures: 5, weight: weights(20, .p2, &rng), weightBits: width(.p2),
                                  bias: (0..<5).map { _ in Int64(rng.below(20_001)) - 10_000 },
                                  requant: requant(5, perChannel: false, shift: 31...31, multiplier: (1 << 30)...(1 << 30),
                                                   out: (-32768, 32767), bits: 32, &rng))
@@ -69,11 +72,11 @@ final class ExportTests: XCTestCase {
     /// 64-bit multipliers.
     static func denseModel() -> (IntegerModel, [Int]) {
         var rng = SeededRandom(seed: 12)
-        let d1 = IntegerDense(inFeatures: 37, outFeatures: 11, weight: weights(37 * 11, .p4, &rng),
+        let d1 = IntegerDense(inFeatures: 37, outFeatures: 11, weight: weights(37 * 11, .p4, &rng), weightBits: width(.p4),
                               bias: (0..<11).map { _ in Int64(rng.below(4001)) - 2000 },
                               requant: requant(11, perChannel: true, shift: 35...37, multiplier: (1 << 30)...(1 << 31 - 1),
                                                out: (0, 255), bits: 32, &rng))
-        let d2 = IntegerDense(inFeatures: 11, outFeatures: 6, weight: weights(66, .i8, &rng),
+        let d2 = IntegerDense(inFeatures: 11, outFeatures: 6, weight: weights(66, .i8, &rng), weightBits: width(.i8),
                               bias: (0..<6).map { _ in Int64(rng.below(2001)) - 1000 },
                               requant: requant(6, perChannel: true, shift: 40...43, multiplier: (1 << 33)...(1 << 34),
                                                out: (-127, 127), bits: 64, &rng))
@@ -84,7 +87,8 @@ final class ExportTests: XCTestCase {
     /// a dense layer with per-tensor fixed-point scales.
     static func clampModel() -> (IntegerModel, [Int]) {
         var rng = SeededRandom(seed: 14)
-        let d = IntegerDense(inFeatures: 5, outFeatures: 3, weight: weights(15, .i8, &rng), bias: [5, -7, 300],
+        let d = IntegerDense(inFeatures: 5, outFeatures: 3, weight: weights(15, .i8, &rng), weightBits: width(.i8),
+                             bias: [5, -7, 300],
                              requant: requant(3, perChannel: false, shift: 41...41, multiplier: (1 << 30)...(1 << 30),
                                               out: (-128, 127), bits: 32, &rng))
         return (IntegerModel(inputShape: [5], layers: [.clamp(lo: 300, hi: 400), .dense(d)]), [8])
@@ -101,7 +105,8 @@ final class ExportTests: XCTestCase {
 
     func checkAgainstEngine(_ target: ExportWorkflow.Target, images: Int) throws {
         for (model, bits) in [ExportTests.convModel(), ExportTests.denseModel(), ExportTests.clampModel()] {
-            let c = try CGenerator.generate(model, weightBits: bits, prefix: "net", convBlock: 5)
+            XCTAssertEqual(model.layers.compactMap(\.weightBits).map(\.bits), bits, "the widths the model records")
+            let c = try CGenerator.generate(model, prefix: "net", convBlock: 5)
             let engine = IntegerEngine(model)
             let data = ExportTests.images(model.inputShape, count: images, classes: engine.shapes.last!.reduce(1, *))
             // The engine saturates rather than wraps on these models: outputs reach both clamps.
@@ -126,22 +131,24 @@ final class ExportTests: XCTestCase {
 
     func testGeneratorRefusesWhatTheCCannotExpress() throws {
         let (model, _) = ExportTests.convModel()
-        XCTAssertThrowsError(try CGenerator.generate(model, weightBits: [4, 16, 2], prefix: "9lives")) {
+        XCTAssertThrowsError(try CGenerator.generate(model, prefix: "9lives")) {
             XCTAssertTrue("\($0)".contains("not a C identifier"), "\($0)")
         }
-        // 16-bit weights do not fit the 4-bit storage asked for.
-        XCTAssertThrowsError(try CGenerator.generate(model, weightBits: [4, 4, 2])) {
+        // 16-bit weights do not fit the 4-bit storage their layer claims.
+        var narrow = model
+        if case .conv(var c) = narrow.layers[3] { c.weightBits = BitWidth(4)!; narrow.layers[3] = .conv(c) }
+        XCTAssertThrowsError(try CGenerator.generate(narrow)) {
             XCTAssertTrue("\($0)".contains("layer 3 (conv2d): weight"), "\($0)")
         }
         var bad = model
         bad.layers[1] = .maxPool(kernel: 2, stride: 2, padding: 5)
-        XCTAssertThrowsError(try CGenerator.generate(bad, weightBits: [4, 16, 2])) {
+        XCTAssertThrowsError(try CGenerator.generate(bad)) {
             XCTAssertTrue("\($0)".contains("layer 1 (maxpool2d)"), "\($0)")
         }
         // An accumulator that could overflow int32 in C is refused, not left to wrap.
         var wide = ExportTests.denseModel().0
         if case .dense(var d) = wide.layers[0] { d.bias[0] = Int64(Int32.max); wide.layers[0] = .dense(d) }
-        XCTAssertThrowsError(try CGenerator.generate(wide, weightBits: [4, 8])) {
+        XCTAssertThrowsError(try CGenerator.generate(wide)) {
             XCTAssertTrue("\($0)".contains("exceed its 32-bit accumulator"), "\($0)")
         }
     }

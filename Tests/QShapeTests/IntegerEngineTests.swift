@@ -83,12 +83,13 @@ final class IntegerEngineTests: XCTestCase {
             let wide = trial % 2 == 0
             let extreme = trial % 5 == 0      // weights and inputs at ±32767
             let c = r(1, 3), h = r(3, 7), w = r(3, 7), o = r(1, 4), k = r(1, 3), s = r(1, 2), p = r(0, 1)
-            let wv = (0..<(o * c * k * k)).map { _ in Int32(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127)) }
+            let wv = (0..<(o * c * k * k)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127)) }
             let x = (0..<(c * h * w)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
             let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
             let mult = (0..<o).map { _ in Int64(r(1 << 14, (1 << 15) - 1)) }, shift = (0..<o).map { _ in Int64(r(10, 40)) }
             let req = Requantization(multiplier: mult, shift: shift, outMin: -32767, outMax: 32767, accumulatorBits: wide ? 64 : 32)
-            let conv = IntegerConv(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, weight: wv, bias: bias, requant: req)
+            let conv = IntegerConv(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, weight: wv,
+                                   weightBits: BitWidth(extreme ? 16 : 8)!, bias: bias, requant: req)
             let model = IntegerModel(inputShape: [c, h, w], layers: [.conv(conv)])
             let y = IntegerEngine(model).run(x)
             let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
@@ -120,18 +121,72 @@ final class IntegerEngineTests: XCTestCase {
         XCTAssertEqual(padded, [2, 7, 9, 4])
     }
 
-    /// The module that runs on the device must not be able to compute in floating point.
+    /// The module that runs on the device does not compute in floating point: no type in its
+    /// type-checked syntax tree (`swiftc -dump-ast`, where an inferred `0.5` is a Double) is a
+    /// floating-point type, and it imports nothing. The same scan finds an inferred literal.
     func testIntegerRuntimeContainsNoFloatingPoint() throws {
         let dir = "\(Fixtures.repository)/Sources/IntegerRuntime"
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }.sorted()
         XCTAssertFalse(files.isEmpty)
-        let forbidden = try NSRegularExpression(pattern: #"\b(Float|Double|Float16|Float32|Float64|Float80|CGFloat)\b|^\s*import\s+\w+"#,
-                                                options: [.anchorsMatchLines])
+        let floating = try NSRegularExpression(pattern: #"\b(Float|Double|Float16|Float32|Float64|Float80|CGFloat)\b"#)
+        func typeCheckedTree(_ paths: [String]) throws -> String {
+            let swiftc = try Tool.require("swiftc", package: "the Swift toolchain")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: swiftc)
+            p.arguments = ["-dump-ast", "-parse-as-library", "-module-name", "IntegerRuntime"] + paths
+            let out = Pipe()
+            p.standardOutput = out; p.standardError = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "swiftc -dump-ast failed")
+            return String(decoding: data, as: UTF8.self)
+        }
+        func floatingTypes(_ tree: String) -> Set<String> {
+            Set(floating.matches(in: tree, range: NSRange(tree.startIndex..., in: tree)).map { (tree as NSString).substring(with: $0.range) })
+        }
+        let tree = try typeCheckedTree(files.map { "\(dir)/\($0)" })
+        XCTAssertGreaterThan(tree.count, 10_000, "the dump holds the module")
+        XCTAssertEqual(floatingTypes(tree), [], "floating-point types in Sources/IntegerRuntime")
+        let imports = try NSRegularExpression(pattern: #"^\s*import\s+\w+"#, options: [.anchorsMatchLines])
         for f in files {
             let text = try String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)
-            let code = text.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("//") }.joined(separator: "\n")
-            let hits = forbidden.matches(in: code, range: NSRange(code.startIndex..., in: code))
-            XCTAssertTrue(hits.isEmpty, "\(f): \(hits.map { (code as NSString).substring(with: $0.range) })")
+            XCTAssertEqual(imports.numberOfMatches(in: text, range: NSRange(text.startIndex..., in: text)), 0, "\(f) imports a module")
+        }
+        // The control: a literal whose type is only inferred is found.
+        let probe = FileManager.default.temporaryDirectory.appendingPathComponent("qshape-float-probe-\(UUID().uuidString).swift")
+        try "public func scaled(_ x: Int) -> Int { let half = 0.5; return x + Int(half * 2) }\n".write(to: probe, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: probe) }
+        XCTAssertTrue(floatingTypes(try typeCheckedTree([probe.path])).contains("Double"))
+    }
+
+    /// Random dense layers against the same sums in Int64, requantised by the 128-bit oracle:
+    /// both accumulators, weights and inputs at ±32767, clamps of a fused ReLU and of int16.
+    func testDenseAgainstWideIntegerOracle() {
+        var rng = SeededRandom(seed: 12)
+        func r(_ lo: Int, _ hi: Int) -> Int { lo + rng.below(hi - lo + 1) }
+        for trial in 0..<40 {
+            let wide = trial % 2 == 0, extreme = trial % 5 == 0, relu = trial % 3 == 0
+            let n = r(1, 70), o = r(1, 9), bits = extreme ? 16 : [2, 3, 4, 8][trial % 4]
+            let qmax = (1 << (bits - 1)) - 1
+            let wv = (0..<(n * o)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -qmax : qmax) : r(-qmax, qmax)) }
+            let x = (0..<n).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
+            let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
+            // The converter keeps |accumulator|·multiplier within 63 bits (the C checks it too).
+            let mult = (0..<o).map { _ in Int64(r(1 << 14, extreme ? (1 << 15) - 1 : (1 << 31) - 1)) }
+            let shift = (0..<o).map { _ in Int64(r(10, 50)) }
+            let (lo, hi): (Int64, Int64) = relu ? (0, 255) : (-32767, 32767)
+            let req = Requantization(multiplier: mult, shift: shift, outMin: lo, outMax: hi, accumulatorBits: wide ? 64 : 32)
+            let dense = IntegerDense(inFeatures: n, outFeatures: o, weight: wv, weightBits: BitWidth(bits)!, bias: bias, requant: req)
+            let y = IntegerEngine(IntegerModel(inputShape: [n], layers: [.dense(dense)])).run(x)
+            XCTAssertEqual(y.count, o)
+            let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
+            for oc in 0..<o {
+                let acc = (0..<n).reduce(bias[oc]) { $0 + Int64(wv[oc * n + $1]) * Int64(x[$1]) }
+                if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // refused by the converter
+                let expected = min(max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
+                XCTAssertEqual(Int64(y[oc]), expected, "trial \(trial), output \(oc)")
+            }
         }
     }
 }
