@@ -111,10 +111,35 @@ public struct IntegerEngine: Sendable {
     /// across all L positions at once (the inner loop runs over contiguous positions and
     /// vectorises). Output (O, OH, OW).
     private func conv(_ c: IntegerConv, _ w: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
+        let (cols, oh, ow) = IntegerEngine.patches(c, x, s)
+        let patch = c.inChannels * c.kernel * c.kernel, positions = oh * ow
+        var y = [Int16](repeating: 0, count: c.outChannels * positions)
+        var acc32 = [Int32](repeating: 0, count: positions), acc64 = [Int64](repeating: 0, count: c.requant.accumulatorBits > 32 ? positions : 0)
+        w.withUnsafeBufferPointer { wp in
+            cols.withUnsafeBufferPointer { cp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    for o in 0..<c.outChannels {
+                        let row = wp.baseAddress! + o * patch, out = yp.baseAddress! + o * positions
+                        if c.requant.accumulatorBits > 32 {
+                            IntegerEngine.channel64(c, o, row, cp.baseAddress!, patch: patch, positions: positions, &acc64, out)
+                        } else {
+                            acc32.withUnsafeMutableBufferPointer { ap in
+                                IntegerEngine.channel32(c, o, row, cp.baseAddress!, patch: patch, positions: positions, ap.baseAddress!, out)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// The input's patches as rows of cols (C·K·K, OH·OW), zeros where the kernel covers padding.
+    static func patches(_ c: IntegerConv, _ x: [Int16], _ s: [Int]) -> (cols: [Int16], oh: Int, ow: Int) {
         let h = s[1], wd = s[2], k = c.kernel
         let oh = (h + 2 * c.padding - k) / c.stride + 1, ow = (wd + 2 * c.padding - k) / c.stride + 1
-        let patch = c.inChannels * k * k, positions = oh * ow
-        var cols = [Int16](repeating: 0, count: patch * positions)
+        let positions = oh * ow
+        var cols = [Int16](repeating: 0, count: c.inChannels * k * k * positions)
         cols.withUnsafeMutableBufferPointer { cp in
             x.withUnsafeBufferPointer { xp in
                 for ch in 0..<c.inChannels { for ky in 0..<k { for kx in 0..<k {
@@ -131,63 +156,56 @@ public struct IntegerEngine: Sendable {
                 } } }
             }
         }
-        let wide = c.requant.accumulatorBits > 32, limit = c.requant.accumulatorLimit
-        var y = [Int16](repeating: 0, count: c.outChannels * positions)
-        var acc32 = [Int32](repeating: 0, count: positions), acc64 = [Int64](repeating: 0, count: wide ? positions : 0)
-        w.withUnsafeBufferPointer { wp in
-            cols.withUnsafeBufferPointer { cp in
-                y.withUnsafeMutableBufferPointer { yp in
-                    for o in 0..<c.outChannels {
-                        let row = wp.baseAddress! + o * patch
-                        if wide {
-                            for l in 0..<positions { acc64[l] = c.bias[o] }
-                            for kk in 0..<patch {
-                                let wk = Int32(row[kk]), src = cp.baseAddress! + kk * positions
-                                for l in 0..<positions { acc64[l] &+= Int64(wk &* Int32(src[l])) }
-                            }
-                            for l in 0..<positions { yp[o * positions + l] = IntegerEngine.output(acc64[l], c.requant, o, limit) }
-                        } else {
-                            acc32.withUnsafeMutableBufferPointer { ap in
-                                let a = ap.baseAddress!
-                                for l in 0..<positions { a[l] = 0 }
-                                // Eight patch rows per sweep over the accumulators: an eighth of the
-                                // accumulator loads and stores, and 16×16→32-bit products.
-                                var kk = 0
-                                while kk + 8 <= patch {
-                                    let w0 = row[kk], w1 = row[kk + 1], w2 = row[kk + 2], w3 = row[kk + 3]
-                                    let w4 = row[kk + 4], w5 = row[kk + 5], w6 = row[kk + 6], w7 = row[kk + 7]
-                                    let s0 = cp.baseAddress! + kk * positions, s1 = s0 + positions, s2 = s1 + positions
-                                    let s3 = s2 + positions, s4 = s3 + positions, s5 = s4 + positions
-                                    let s6 = s5 + positions, s7 = s6 + positions
-                                    for l in 0..<positions {
-                                        let p0 = Int32(w0) &* Int32(s0[l]) &+ Int32(w1) &* Int32(s1[l])
-                                        let p1 = Int32(w2) &* Int32(s2[l]) &+ Int32(w3) &* Int32(s3[l])
-                                        let p2 = Int32(w4) &* Int32(s4[l]) &+ Int32(w5) &* Int32(s5[l])
-                                        let p3 = Int32(w6) &* Int32(s6[l]) &+ Int32(w7) &* Int32(s7[l])
-                                        a[l] &+= (p0 &+ p1) &+ (p2 &+ p3)
-                                    }
-                                    kk += 8
-                                }
-                                while kk < patch {
-                                    let wk = row[kk], src = cp.baseAddress! + kk * positions
-                                    for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
-                                    kk += 1
-                                }
-                                // Requantise the channel, its multiplier, shift and bias read once.
-                                let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o]
-                                let lo = c.requant.outMin, hi = c.requant.outMax
-                                let out = yp.baseAddress! + o * positions
-                                for l in 0..<positions {
-                                    let v = requantize(b &+ Int64(a[l]), multiplier: m, shift: sh, accumulatorLimit: limit)
-                                    out[l] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        return (cols, oh, ow)
+    }
+
+    /// Output channel `o` with a 64-bit accumulator.
+    @inline(__always)
+    static func channel64(_ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
+                          patch: Int, positions: Int, _ acc64: inout [Int64], _ out: UnsafeMutablePointer<Int16>) {
+        let limit = c.requant.accumulatorLimit
+        for l in 0..<positions { acc64[l] = c.bias[o] }
+        for kk in 0..<patch {
+            let wk = Int32(row[kk]), src = cols + kk * positions
+            for l in 0..<positions { acc64[l] &+= Int64(wk &* Int32(src[l])) }
         }
-        return y
+        for l in 0..<positions { out[l] = IntegerEngine.output(acc64[l], c.requant, o, limit) }
+    }
+
+    /// Output channel `o` with a 32-bit accumulator: eight patch rows per sweep over the
+    /// accumulators (an eighth of the accumulator loads and stores, and 16×16→32-bit products),
+    /// then the channel requantised with its multiplier, shift and bias read once.
+    @inline(__always)
+    static func channel32(_ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
+                          patch: Int, positions: Int, _ a: UnsafeMutablePointer<Int32>, _ out: UnsafeMutablePointer<Int16>) {
+        for l in 0..<positions { a[l] = 0 }
+        var kk = 0
+        while kk + 8 <= patch {
+            let w0 = row[kk], w1 = row[kk + 1], w2 = row[kk + 2], w3 = row[kk + 3]
+            let w4 = row[kk + 4], w5 = row[kk + 5], w6 = row[kk + 6], w7 = row[kk + 7]
+            let s0 = cols + kk * positions, s1 = s0 + positions, s2 = s1 + positions
+            let s3 = s2 + positions, s4 = s3 + positions, s5 = s4 + positions
+            let s6 = s5 + positions, s7 = s6 + positions
+            for l in 0..<positions {
+                let p0 = Int32(w0) &* Int32(s0[l]) &+ Int32(w1) &* Int32(s1[l])
+                let p1 = Int32(w2) &* Int32(s2[l]) &+ Int32(w3) &* Int32(s3[l])
+                let p2 = Int32(w4) &* Int32(s4[l]) &+ Int32(w5) &* Int32(s5[l])
+                let p3 = Int32(w6) &* Int32(s6[l]) &+ Int32(w7) &* Int32(s7[l])
+                a[l] &+= (p0 &+ p1) &+ (p2 &+ p3)
+            }
+            kk += 8
+        }
+        while kk < patch {
+            let wk = row[kk], src = cols + kk * positions
+            for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
+            kk += 1
+        }
+        let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o], limit = c.requant.accumulatorLimit
+        let lo = c.requant.outMin, hi = c.requant.outMax
+        for l in 0..<positions {
+            let v = requantize(b &+ Int64(a[l]), multiplier: m, shift: sh, accumulatorLimit: limit)
+            out[l] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
+        }
     }
 
     private func maxPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int, _ p: Int) -> [Int16] {

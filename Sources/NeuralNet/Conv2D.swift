@@ -106,28 +106,7 @@ public final class Conv2D: Layer {
             }
         }
         out2d.withUnsafeBufferPointer { op in
-            bias?.grad.withUnsafeMutableBufferPointer { gb in
-                // Σ over N·L per channel, eight channels side by side (one per lane): each sum
-                // keeps its own left-to-right order, so the result is that of the plain loop,
-                // without waiting on one addition at a time.
-                let n = g.columns
-                var o = 0
-                while o + 8 <= outChannels {
-                    let r = op.baseAddress! + o * n
-                    var acc = SIMD8<Float>()
-                    for j in 0..<n {
-                        acc += SIMD8(r[j], r[n + j], r[2 * n + j], r[3 * n + j], r[4 * n + j], r[5 * n + j], r[6 * n + j], r[7 * n + j])
-                    }
-                    for l in 0..<8 { gb[o + l] += acc[l] }
-                    o += 8
-                }
-                for o in o..<outChannels {
-                    var s: Float = 0
-                    let row = op.baseAddress! + o * n
-                    for j in 0..<n { s += row[j] }
-                    gb[o] += s
-                }
-            }
+            bias?.grad.withUnsafeMutableBufferPointer { gb in addBiasGradient(op.baseAddress!, columns: g.columns, into: gb) }
             cols.withUnsafeBufferPointer { cp in
                 weight.grad.withUnsafeMutableBufferPointer { gw in
                     gemm(transB: true, m: outChannels, n: g.patchSize, k: g.columns,
@@ -136,10 +115,36 @@ public final class Conv2D: Layer {
                 }
             }
         }
-        guard needInputGradient else { return nil }
-        // dCols (CKK, n·L) = Wᵀ · dOut2d for a few images at a time, written over the start of
-        // cols (no longer needed) and scattered by col2im while it is still in cache: the whole
-        // batch's dCols would be written to memory and read back.
+        return needInputGradient ? inputGradient(g) : nil
+    }
+
+    /// db += Σ over N·L of each channel's row of dOut2d, eight channels side by side (one per
+    /// lane): each sum keeps its own left-to-right order, so the result is that of the plain loop,
+    /// without waiting on one addition at a time.
+    private func addBiasGradient(_ rows: UnsafePointer<Float>, columns n: Int, into gb: UnsafeMutableBufferPointer<Float>) {
+        var o = 0
+        while o + 8 <= outChannels {
+            let r = rows + o * n
+            var acc = SIMD8<Float>()
+            for j in 0..<n {
+                acc += SIMD8(r[j], r[n + j], r[2 * n + j], r[3 * n + j], r[4 * n + j], r[5 * n + j], r[6 * n + j], r[7 * n + j])
+            }
+            for l in 0..<8 { gb[o + l] += acc[l] }
+            o += 8
+        }
+        for o in o..<outChannels {
+            var s: Float = 0
+            let row = rows + o * n
+            for j in 0..<n { s += row[j] }
+            gb[o] += s
+        }
+    }
+
+    /// dX: dCols (CKK, n·L) = Wᵀ · dOut2d for a few images at a time, written over the start of
+    /// cols (no longer needed) and scattered by col2im while it is still in cache: the whole
+    /// batch's dCols would be written to memory and read back.
+    private func inputGradient(_ g: ConvGeometry) -> Tensor {
+        let plane = g.outH * g.outW
         let chunk = max(1, min(g.batch, backwardChunkValues / max(1, g.patchSize * plane)))
         var dx = Tensor(shape: [g.batch, g.channels, g.height, g.width])
         let image = g.channels * g.height * g.width

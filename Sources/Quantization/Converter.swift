@@ -141,37 +141,9 @@ public enum Converter {
         let folded = try fold(model)
         if o.equalize { Equalization.apply(folded) }
         let n = folded.layers.count
-        // The layer each conv/dense's output is taken after: itself, or the ReLU/ReLU6 that follows.
-        var groupEnd: [Int: Int] = [:]
-        var activation: [Int: LayerSpec] = [:]
-        for i in 0..<n {
-            switch folded.specs[i] {
-            case .dense, .conv2d:
-                if i + 1 < n, [.relu, .relu6].contains(folded.specs[i + 1]) {
-                    groupEnd[i] = i + 1; activation[i] = folded.specs[i + 1]
-                } else { groupEnd[i] = i }
-            default: break
-            }
-        }
-        // Calibration: the largest magnitudes (or the samples) at every group end.
-        let ends = Set(groupEnd.values)
-        var samples: [Int: [Float]] = [:]
-        for batch in calibration {
-            _ = folded.forward(batch, training: false) { i, h in
-                if ends.contains(i) { samples[i, default: []] += h.data }
-            }
-        }
-        // Inputs of every weight layer on the first calibration batches, for bias correction.
-        var inputs: [Int: [Tensor]] = [:]
-        if o.biasCorrection {
-            for batch in calibration.prefix(2) {
-                var previous = batch
-                _ = folded.forward(batch, training: false) { i, h in
-                    if groupEnd[i] != nil { inputs[i, default: []].append(previous) }
-                    previous = h
-                }
-            }
-        }
+        let (groupEnd, activation) = groups(folded)
+        let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
+        let inputs = o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
         let actSigned = BitWidth.qmax(o.activationBits)
         // Post-ReLU activations are unsigned: 0…255 at 8 bits; 0…32767 at 16 bits (they travel as int16).
         let actUnsigned = o.activationBits == 8 ? 255 : 32_767
@@ -225,6 +197,47 @@ public enum Converter {
                           dequantized: dequantized)
     }
 
+    /// The layer each conv/dense's output is taken after: itself, or the ReLU/ReLU6 that follows
+    /// (then also that activation).
+    static func groups(_ folded: Sequential) -> (end: [Int: Int], activation: [Int: LayerSpec]) {
+        var groupEnd: [Int: Int] = [:], activation: [Int: LayerSpec] = [:]
+        let n = folded.layers.count
+        for i in 0..<n {
+            switch folded.specs[i] {
+            case .dense, .conv2d:
+                if i + 1 < n, [.relu, .relu6].contains(folded.specs[i + 1]) {
+                    groupEnd[i] = i + 1; activation[i] = folded.specs[i + 1]
+                } else { groupEnd[i] = i }
+            default: break
+            }
+        }
+        return (groupEnd, activation)
+    }
+
+    /// Calibration: every activation value at each group end, over the calibration batches.
+    static func calibrationSamples(_ folded: Sequential, _ calibration: [Tensor], at ends: Set<Int>) -> [Int: [Float]] {
+        var samples: [Int: [Float]] = [:]
+        for batch in calibration {
+            _ = folded.forward(batch, training: false) { i, h in
+                if ends.contains(i) { samples[i, default: []] += h.data }
+            }
+        }
+        return samples
+    }
+
+    /// The inputs of the given layers on `batches` (bias correction).
+    static func layerInputs(_ folded: Sequential, _ batches: ArraySlice<Tensor>, of layers: Set<Int>) -> [Int: [Tensor]] {
+        var inputs: [Int: [Tensor]] = [:]
+        for batch in batches {
+            var previous = batch
+            _ = folded.forward(batch, training: false) { i, h in
+                if layers.contains(i) { inputs[i, default: []].append(previous) }
+                previous = h
+            }
+        }
+        return inputs
+    }
+
     /// Bias correction: b ← b + mean over the data of (W·x − W_q·x) per output channel, so the
     /// quantised layer's outputs have the float layer's mean (Nagel et al. 2019, empirical form).
     static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions) {
@@ -272,36 +285,11 @@ public enum Converter {
             throw ConversionError("layer \(index) (\(spec.typeName)): bias \(bias[c]) of channel \(c) is \(scaledBias[c]) steps of its grid; the weights are too small (or the bias too large) to quantise")
         }
         let qbias = scaledBias.map { Int64($0) }
-        // Worst case of one accumulator: |bias| + Σ|w_q|·max|x_q|.
-        var worst: Int64 = 0
-        for c in 0..<rows {
-            var s = abs(qbias[c])
-            for j in 0..<size { s += Int64(abs(q.values[c * size + j])) * maxInput }
-            worst = max(worst, s)
-        }
-        let needed = bitsNeeded(worst)
-        let name = "\(index).weight"
-        var accBits = 32
-        if needed > 32 {
-            guard o.allowInt64Accumulator else {
-                throw ConversionError("layer \(index) (\(spec.typeName)): the worst-case accumulator needs \(needed) bits (|acc| ≤ \(worst)), more than int32; lower quantize.activation_bits or quantize.bits, or set quantize.accumulator: int64")
-            }
-            accBits = 64
-            guard needed <= 48 else {
-                throw ConversionError("layer \(index) (\(spec.typeName)): the worst-case accumulator needs \(needed) bits, more than QShape's 48-bit limit for a 64-bit accumulator")
-            }
-        }
+        let name = "\(index).weight", layerName = "layer \(index) (\(spec.typeName))"
+        let (needed, accBits) = try accumulator(layerName, bias: qbias, weights: q.values, maxInput: maxInput, options: o)
         // Multiplier precision: the product acc·M0 must fit 63 bits with its rounding term.
-        let multiplierBits = min(31, 62 - needed)
-        var mult: [Int64] = [], shifts: [Int64] = []
-        for c in 0..<rows {
-            let m = inputScale * scaleOf(c) / outScale
-            guard m.isFinite, m > 0, m < 65_536 else {
-                throw ConversionError("layer \(index) (\(spec.typeName)): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range")
-            }
-            let (m0, sh) = o.scale == .powerOfTwo ? powerOfTwo(m) : fixedPoint(m, bits: multiplierBits)
-            mult.append(m0); shifts.append(sh)
-        }
+        let (mult, shifts) = try multipliers(layerName, rows: rows, scale: { inputScale * scaleOf($0) / outScale },
+                                             bits: min(31, 62 - needed), options: o)
         let requant = Requantization(multiplier: mult, shift: shifts, outMin: lo, outMax: hi, accumulatorBits: accBits)
         let intLayer: IntegerLayer
         let weight = q.values.map { Int16($0) }, width = BitWidth(o.weightBits)!     // within ±qmax ≤ 32767
@@ -321,6 +309,43 @@ public enum Converter {
                                   accumulatorBits: accBits, multiplier: mult, shift: shifts,
                                   weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
         return (info, intLayer, [name: Tensor(shape: shape, data: deqW), "\(index).bias": Tensor(shape: [rows], data: deqB)])
+    }
+
+    /// The bits the worst case of an accumulator needs, |bias| + Σ|w_q|·max|x_q| over each output
+    /// row, and the accumulator that holds it: 32 bits, or 64 when allowed (up to 48 needed).
+    static func accumulator(_ layer: String, bias: [Int64], weights: [Int32], maxInput: Int64,
+                            options o: QuantizeOptions) throws -> (needed: Int, bits: Int) {
+        let rows = bias.count, size = weights.count / rows
+        var worst: Int64 = 0
+        for c in 0..<rows {
+            var s = abs(bias[c])
+            for j in 0..<size { s += Int64(abs(weights[c * size + j])) * maxInput }
+            worst = max(worst, s)
+        }
+        let needed = bitsNeeded(worst)
+        guard needed > 32 else { return (needed, 32) }
+        guard o.allowInt64Accumulator else {
+            throw ConversionError("\(layer): the worst-case accumulator needs \(needed) bits (|acc| ≤ \(worst)), more than int32; lower quantize.activation_bits or quantize.bits, or set quantize.accumulator: int64")
+        }
+        guard needed <= 48 else {
+            throw ConversionError("\(layer): the worst-case accumulator needs \(needed) bits, more than QShape's 48-bit limit for a 64-bit accumulator")
+        }
+        return (needed, 64)
+    }
+
+    /// Each row's requantisation multiplier M = s_in·s_w/s_out as M0·2^(−shift).
+    static func multipliers(_ layer: String, rows: Int, scale: (Int) -> Double, bits: Int,
+                            options o: QuantizeOptions) throws -> (multiplier: [Int64], shift: [Int64]) {
+        var mult: [Int64] = [], shifts: [Int64] = []
+        for c in 0..<rows {
+            let m = scale(c)
+            guard m.isFinite, m > 0, m < 65_536 else {
+                throw ConversionError("\(layer): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range")
+            }
+            let (m0, sh) = o.scale == .powerOfTwo ? powerOfTwo(m) : fixedPoint(m, bits: bits)
+            mult.append(m0); shifts.append(sh)
+        }
+        return (mult, shifts)
     }
 
     /// M = M0·2^(−shift) with M0 in [2^(bits−1), 2^bits) (frexp, round, renormalise on overflow).

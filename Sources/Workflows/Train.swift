@@ -112,103 +112,20 @@ public enum TrainWorkflow {
         if start == nil { try Weights.save(model, to: "\(dir)/initial.safetensors", metadata: ["qshape.config": config.name]) }
         configureThreads(config.threads)
         try Provenance.run(config).write(to: dir)
-
-        let trainer = Trainer(model: model, options: config.training, trainingSetSize: data.train.count)
-        guard !trainer.trainIndices.isEmpty else {
-            throw ConfigError(file: config.file, path: "data.validation_split", "leaves no training images of \(data.train.count)")
-        }
-        trainer.lossTerms = lossTerms
-        if let s = config.shaping, s.isActive {
-            let term = ShapingLossTerm(s, model: model)
-            term.statisticsBits = config.quantize?.narrowestBits ?? (s.terms[.quantError].map { _ in s.quantErrorBits } ?? 8)
-            trainer.lossTerms.append(term)
-        }
-        if let note = BLASSetup.selectionNote { observer?.message(note) }
-        observer?.message("training \(config.name): \(trainer.trainIndices.count) training images, \(data.test.count) test images, \(config.training.epochs) epochs of \(trainer.stepsPerEpoch) steps")
-        if start == nil { warnIfInitialWeightsFailToConvert(config, model: model, data: data, observer: observer) }
-        let checkpointPath = "\(dir)/\(Checkpoint.fileName)"
-        var all = start?.metrics ?? []
-        var firstEpoch = 0
-        if let c = start {
-            observer?.message("resuming from the checkpoint: \(c.position)")
-            if c.phase == .train {
-                try restore(c, into: trainer, model: model, path: checkpointPath)
-                firstEpoch = c.trainer.epoch
-            } else {
-                firstEpoch = config.training.epochs
-            }
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        func runEpochs(_ t: Trainer, count: Int, offset: Int, phase: Checkpoint.Phase, from first: Int,
-                       qatBase: SafeTensors.File?) throws {
-            func save(_ s: TrainerSnapshot) throws {
-                try Checkpoint.write(to: dir, model: model, phase: phase, trainer: s, metrics: all, qatBase: qatBase)
-            }
-            for epoch in first..<count {
-                var m = try t.trainEpoch(epoch, train: data.train, progress: observer.map { o in { p in
-                    var p = p
-                    p.epoch += offset
-                    p.totalEpochs = offset + count
-                    o.step(p)
-                } }, checkpoint: save)
-                if let d = t.divergence {
-                    throw divergenceError(d, config: config, phase: phase,
-                                          checkpoint: FileManager.default.fileExists(atPath: checkpointPath) ? Checkpoint.describe(dir) : nil)
-                }
-                observer?.phase("epoch \(offset + epoch + 1)/\(offset + count): evaluating on \(data.test.count) test images")
-                let test = evaluate(model, on: data.test, normalization: config.training.normalization,
-                                    fakeQuantization: t.fakeQuantization)
-                m.epoch += offset
-                m.testAccuracy = test.accuracy
-                m.testLoss = test.loss
-                m.phase = phase == .qat ? "qat" : nil
-                all.append(m)
-                let lines = try all.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
-                try writeAtomically(lines.joined(separator: "\n") + "\n", to: "\(dir)/metrics.jsonl")
-                try save(t.snapshot(afterEpoch: epoch))
-                observer?.epoch(m, of: offset + count)
-            }
-        }
-        try runEpochs(trainer, count: config.training.epochs, offset: 0, phase: .train, from: firstEpoch, qatBase: nil)
-        if let q = config.quantize, q.qat.epochs > 0 {
-            // QAT calibrates on the float model it starts from: a checkpoint in QAT keeps that model.
-            let resumingQAT = start?.phase == .qat ? start : nil
-            if let base = resumingQAT?.qatBase { try Weights.load(base, path: checkpointPath, into: model) }
-            let base = SafeTensors.File(entries: Weights.entries(model))
-            let qat = try QATWorkflow.trainer(config, q, model: model, data: data, lossTerms: trainer.lossTerms)
-            if let c = resumingQAT { try restore(c, into: qat, model: model, path: checkpointPath) }
-            observer?.message("quantisation-aware fine-tuning: \(q.qat.epochs) epochs at \(q.qatBits)-bit weights\(q.qat.activations ? " and \(q.options.activationBits)-bit activations" : "")")
-            try runEpochs(qat, count: q.qat.epochs, offset: config.training.epochs, phase: .qat,
-                          from: resumingQAT?.trainer.epoch ?? 0, qatBase: base)
-        }
+        let run = TrainingRun(config: config, model: model, data: data, dir: dir, observer: observer, metrics: start?.metrics ?? [])
+        let trainer = try run.makeTrainer(lossTerms: lossTerms, start: start)
+        try run.epochs(trainer, count: config.training.epochs, offset: 0, phase: .train,
+                       from: start.map { $0.phase == .train ? $0.trainer.epoch : config.training.epochs } ?? 0, qatBase: nil)
+        if let q = config.quantize, q.qat.epochs > 0 { try run.quantisationAwareTraining(q, after: trainer, start: start) }
         try Weights.save(model, to: "\(dir)/model.safetensors", metadata: ["qshape.config": config.name])
-        let last = all.last!
-        var summary = TrainSummary(runDirectory: finalDirectory, metrics: all, testAccuracy: last.testAccuracy ?? 0, testLoss: last.testLoss ?? 0)
-        // Every run ends with accuracy by bit width: the config's quantize section, or by default
-        // the integer engine at 8, 4 and 3-bit weights (the seed quantiser) and 8-bit activations
-        // — the weights-only simulation for data the integer engine cannot take.
-        var q = config.quantize ?? QuantizeConfig()
-        if config.quantize == nil {
-            q.bits = [8, 4, 3]
-            q.weightsOnly = (try? QuantizeWorkflow.checkIntegerInput(config, data: data)) == nil
-        }
-        do {
-            observer?.message("quantising: weight bits \(q.bits.map(String.init).joined(separator: ", "))\(q.weightsOnly ? ", weights only" : "")")
-            let (result, conversions) = try QuantizeWorkflow.run(config, model: model, data: data, settings: q,
-                                                                 weightsLabel: "\(finalDirectory)/model.safetensors",
-                                                                 progress: observer.map { o in { o.phase($0) } })
-            try QuantizeWorkflow.write(result, conversions: conversions, to: dir)
-            summary.quantization = result
-            observer?.message(QuantizeWorkflow.table(result))
-        } catch let e as ConfigError {
-            // The trained model is kept: the run folder is written without quantize results.
-            summary.quantizeRefusal = e
-        }
+        let last = run.metrics.last!
+        var summary = TrainSummary(runDirectory: finalDirectory, metrics: run.metrics, testAccuracy: last.testAccuracy ?? 0,
+                                   testLoss: last.testLoss ?? 0)
+        (summary.quantization, summary.quantizeRefusal) = try run.quantize(weightsLabel: "\(finalDirectory)/model.safetensors")
         try ReportWorkflow.write(runDirectory: dir)
         observer?.message("report: \(finalDirectory)/report.html")
         // Finished: the checkpoint has served (a run killed before this point resumes from it).
-        try? FileManager.default.removeItem(atPath: checkpointPath)
+        try? FileManager.default.removeItem(atPath: run.checkpointPath)
         return summary
     }
 
