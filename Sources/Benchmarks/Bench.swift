@@ -252,89 +252,64 @@ public enum BenchWorkflow {
         return (best, model.trainingMACs)
     }
 
+    /// The parts of `sections`, each logged as it is measured.
     public static func run(sections: Set<Section> = Set(Section.allCases), log: (String) -> Void) throws -> Result {
         Allocator.keepLargeBlocks()
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let threadCounts = cores > 1 ? [1, cores] : [1]
-        let batch = 128
         var r = Result()
         r.machine = Provenance.current
         for (label, value) in r.machine!.lines { log("\(label): \(value)") }
-        if sections.contains(.sgemm) || sections.contains(.training) {
-            for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
-                for t in threadCounts {
-                    let g = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
-                    log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", g.shape as NSString, t, g.gflops))
-                    r.sgemm.append(g)
-                }
-            }
-            r.sgemmPeakGFLOPS = r.sgemm.map(\.gflops).max() ?? 1
-        }
+        if sections.contains(.sgemm) || sections.contains(.training) { runSGEMM(&r, log: log) }
         if sections.contains(.training) || sections.contains(.shaping) {
             r.trainingData = trainingData.source
             log("training on \(trainingData.source)")
         }
-        if sections.contains(.training) {
-            for (name, layers) in try networks() {
-                for t in threadCounts {
-                    let steps = name.contains("cnn") ? 20 : 100
-                    let (sps, macs) = try trainingRate(layers: layers, batch: batch, steps: steps, threads: t)
-                    let gf = sps * Double(macs) * 2 / 1e9
-                    let n = NetworkResult(network: name, batchSize: batch, threads: t, samplesPerSecond: sps,
-                                          gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
-                    log(String(format: "train %@ batch %d threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
-                               name as NSString, batch, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
-                    r.training.append(n)
-                }
-            }
-        }
-        if sections.contains(.shaping) {
-            for (name, layers) in try networks() {
-                for (label, config) in shapingCases {
-                    // The MLP's rounds are whole epochs of Fashion-MNIST's size (469 steps): what
-                    // the penalties cost changes as the weights move away from their initial values.
-                    let steps = name.contains("cnn") ? 20 : 469
-                    var plain = 0.0, shaped = 0.0, serial = 0.0, penaltyMilliseconds = 0.0
-                    for _ in 0..<3 {   // interleaved, best of three each: the machine's load hits all alike
-                        plain = max(plain, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores).samplesPerSecond)
-                        var term: TimedLossTerm?   // the last one made: the timed trainer's
-                        let rate = try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores) {
-                            let t = TimedLossTerm(ShapingLossTerm(config, model: $0)); term = t; return [t]
-                        }.samplesPerSecond
-                        if rate > shaped { (shaped, penaltyMilliseconds) = (rate, term!.millisecondsPerCall) }
-                        serial = max(serial, try trainingRate(layers: layers, batch: batch, steps: steps, threads: cores, overlap: false) {
-                            [ShapingLossTerm(config, model: $0)]
-                        }.samplesPerSecond)
-                    }
-                    let o = ShapingOverhead(network: name, terms: label, unshapedSamplesPerSecond: plain,
-                                            shapedSamplesPerSecond: shaped, overhead: plain / shaped - 1,
-                                            penaltyMillisecondsPerStep: penaltyMilliseconds,
-                                            serialShapedSamplesPerSecond: serial, serialOverhead: plain / serial - 1)
-                    log(String(format: "shaping %@ %@: %9.0f vs %9.0f samples/s unshaped  →  %+.1f%% time per epoch (penalties %.3f of %.3f ms per step; on the main thread alone %+.1f%%)",
-                               name as NSString, label as NSString, shaped, plain, 100 * o.overhead, penaltyMilliseconds, 1000 * Double(batch) / shaped,
-                               100 * o.serialOverhead))
-                    r.shaping.append(o)
-                }
-            }
-            for (name, layers) in try networks() {
-                let costs = try penaltyCosts(network: name, layers: layers)
-                log("shaping \(name) penalties alone, ms per step on \(costs[0].weights) weights: "
-                    + costs.map { String(format: "%@ %.3f", $0.term as NSString, $0.millisecondsPerStep) }.joined(separator: ", "))
-                r.penaltyCosts += costs
-            }
-        }
-        if sections.contains(.inference) {
-            for (name, layers) in try networks() {
-                let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
-                log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
-                           name as NSString, f, i, i / f))
-                r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
-            }
-        }
+        if sections.contains(.training) { try runTraining(&r, log: log) }
+        if sections.contains(.shaping) { try runShaping(&r, log: log) }
+        if sections.contains(.inference) { try runInference(&r, log: log) }
         if sections.contains(.profile) { try runProfile(&r, log: log) }
         if sections.contains(.export) { try runExport(&r, log: log) }
         if sections.contains(.memory) { try runMemory(&r, log: log) }
         return r
+    }
+
+    static var cores: Int { ProcessInfo.processInfo.activeProcessorCount }
+    /// One thread, and every core.
+    static var threadCounts: [Int] { cores > 1 ? [1, cores] : [1] }
+    static let batch = 128
+
+    static func runSGEMM(_ r: inout Result, log: (String) -> Void) {
+        for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
+            for t in threadCounts {
+                let g = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
+                log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", g.shape as NSString, t, g.gflops))
+                r.sgemm.append(g)
+            }
+        }
+        r.sgemmPeakGFLOPS = r.sgemm.map(\.gflops).max() ?? 1
+    }
+
+    static func runTraining(_ r: inout Result, log: (String) -> Void) throws {
+        for (name, layers) in try networks() {
+            for t in threadCounts {
+                let steps = name.contains("cnn") ? 20 : 100
+                let (sps, macs) = try trainingRate(layers: layers, batch: batch, steps: steps, threads: t)
+                let gf = sps * Double(macs) * 2 / 1e9
+                let n = NetworkResult(network: name, batchSize: batch, threads: t, samplesPerSecond: sps,
+                                      gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
+                log(String(format: "train %@ batch %d threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
+                           name as NSString, batch, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
+                r.training.append(n)
+            }
+        }
+    }
+
+    static func runInference(_ r: inout Result, log: (String) -> Void) throws {
+        for (name, layers) in try networks() {
+            let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
+            log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
+                       name as NSString, f, i, i / f))
+            r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+        }
     }
 
     /// Each term alone, then all together: the best of three rounds of 50 steps' penalty values

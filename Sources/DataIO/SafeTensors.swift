@@ -125,31 +125,7 @@ public enum SafeTensors {
                 metadata = (value as? [String: String]) ?? [:]
                 continue
             }
-            guard !name.isEmpty else { throw DataError("\(path): a tensor has an empty name") }
-            guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
-                  let shapeValues = info["shape"] as? [Any], let offsetValues = info["data_offsets"] as? [Any] else {
-                throw DataError("\(path): tensor '\(name)' has a malformed header entry (needs dtype, shape, data_offsets)")
-            }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw DataError("\(path): tensor '\(name)' has unsupported dtype \(dtypeName) (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            let shape = shapeValues.compactMap(SafeTensors.count), offsets = offsetValues.compactMap(SafeTensors.count)
-            guard shape.count == shapeValues.count, shape.count <= 8 else {
-                throw DataError("\(path): tensor '\(name)' has shape \(shapeValues); dimensions must be whole numbers 0…2^48, at most 8 of them")
-            }
-            guard offsets.count == 2, offsets.count == offsetValues.count else {
-                throw DataError("\(path): tensor '\(name)' has data_offsets \(offsetValues); expected two whole numbers [begin, end]")
-            }
-            let begin = offsets[0], end = offsets[1]
-            guard begin <= end, end <= dataLength else {
-                throw DataError("\(path): tensor '\(name)' lies outside the file's \(dataLength) data bytes (offsets \(begin)…\(end); truncated?)")
-            }
-            var elements = 1, overflow = false
-            for d in shape where !overflow { (elements, overflow) = elements.multipliedReportingOverflow(by: d) }
-            let (bytes, overflow2) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow, !overflow2, bytes == end - begin else {
-                throw DataError("\(path): tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(overflow || overflow2 ? "more than 2^63" : "\(bytes)") bytes, header gives \(end - begin)")
-            }
+            let (dtype, shape, begin, end) = try entry(name, value, dataLength: dataLength, path: path)
             spans.append((begin, end, name))
             entries.append(Entry(name: name, dtype: dtype, shape: shape, bytes: Array(raw[(dataStart + begin)..<(dataStart + end)])))
         }
@@ -166,6 +142,37 @@ public enum SafeTensors {
         }
         entries.sort { naturalLess($0.name, $1.name) }
         return File(entries: entries, metadata: metadata)
+    }
+
+    /// One tensor's header entry, checked: its dtype, its shape (whole sizes, at most 8), and its
+    /// data offsets, inside the data section and exactly as long as dtype and shape say.
+    static func entry(_ name: String, _ value: Any, dataLength: Int, path: String) throws -> (DType, [Int], Int, Int) {
+        guard !name.isEmpty else { throw DataError("\(path): a tensor has an empty name") }
+        guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
+              let shapeValues = info["shape"] as? [Any], let offsetValues = info["data_offsets"] as? [Any] else {
+            throw DataError("\(path): tensor '\(name)' has a malformed header entry (needs dtype, shape, data_offsets)")
+        }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw DataError("\(path): tensor '\(name)' has unsupported dtype \(dtypeName) (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let shape = shapeValues.compactMap(SafeTensors.count), offsets = offsetValues.compactMap(SafeTensors.count)
+        guard shape.count == shapeValues.count, shape.count <= 8 else {
+            throw DataError("\(path): tensor '\(name)' has shape \(shapeValues); dimensions must be whole numbers 0…2^48, at most 8 of them")
+        }
+        guard offsets.count == 2, offsets.count == offsetValues.count else {
+            throw DataError("\(path): tensor '\(name)' has data_offsets \(offsetValues); expected two whole numbers [begin, end]")
+        }
+        let begin = offsets[0], end = offsets[1]
+        guard begin <= end, end <= dataLength else {
+            throw DataError("\(path): tensor '\(name)' lies outside the file's \(dataLength) data bytes (offsets \(begin)…\(end); truncated?)")
+        }
+        var elements = 1, overflow = false
+        for d in shape where !overflow { (elements, overflow) = elements.multipliedReportingOverflow(by: d) }
+        let (bytes, overflow2) = elements.multipliedReportingOverflow(by: dtype.size)
+        guard !overflow, !overflow2, bytes == end - begin else {
+            throw DataError("\(path): tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(overflow || overflow2 ? "more than 2^63" : "\(bytes)") bytes, header gives \(end - begin)")
+        }
+    return (dtype, shape, begin, end)
     }
 
     /// A JSON number that is a whole count 0…2^48 (a size or an offset), or nil.

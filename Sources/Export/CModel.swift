@@ -184,11 +184,28 @@ struct Plan {
 
     // MARK: - Building
 
+    /// The call of a pooling layer's kernel (which it marks as used).
+    mutating func poolCall(_ layer: IntegerLayer, _ type: ActivationType, source: String, target: String, shape: [Int]) -> String {
+        let kernel: Kernel, arguments: String
+        switch layer {
+        case let .maxPool(k, s, p):
+            (kernel, arguments) = (Kernels.maxPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s), \(p)")
+            use(kernel, [])
+        case let .avgPool(k, s):
+            (kernel, arguments) = (Kernels.avgPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s)")
+            use(kernel, [.roundedDivide])
+        default:
+            (kernel, arguments) = (Kernels.globalAvgPool(type, prefix: prefix), "\(shape[1] * shape[2])")
+            use(kernel, [.roundedDivide])
+        }
+        return "\(kernel.name)(\(source), \(target), \(shape[0]), \(arguments));"
+    }
+
     mutating func build() {
         var shape = model.inputShape
         var source = "input", type = ActivationType.u8
         var range: (lo: Int64, hi: Int64) = (0, 255)
-        var buffer = 0, weighted = 0
+        var buffer = 0
         for (i, layer) in model.layers.enumerated() {
             let out = IntegerEngine.outputShape(layer, shape)
             let count = out.reduce(1, *)
@@ -202,7 +219,7 @@ struct Plan {
                                             bits: d.weightBits.bits, input: type, dense: true)
                 call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i));"
                 summary.macs += d.inFeatures * d.outFeatures
-                (outType, range, weighted) = (v.output, (d.requant.outMin, d.requant.outMax), weighted + 1)
+                (outType, range) = (v.output, (d.requant.outMin, d.requant.outMax))
             case .conv(let c):
                 let (v, k) = weightedKernel(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
                                             geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
@@ -212,19 +229,9 @@ struct Plan {
                 // Four channels' accumulators for a block, then the inputs gathered under it (patch × block).
                 scratchBytes = max(scratchBytes, 4 * block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
                 summary.macs += count * c.inChannels * c.kernel * c.kernel
-                (outType, range, weighted) = (v.output, (c.requant.outMin, c.requant.outMax), weighted + 1)
-            case let .maxPool(k, s, p):
-                let kernel = Kernels.maxPool(type, prefix: prefix)
-                use(kernel, [])
-                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1]), \(shape[2]), \(k), \(s), \(p));"
-            case let .avgPool(k, s):
-                let kernel = Kernels.avgPool(type, prefix: prefix)
-                use(kernel, [.roundedDivide])
-                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1]), \(shape[2]), \(k), \(s));"
-            case .globalAvgPool:
-                let kernel = Kernels.globalAvgPool(type, prefix: prefix)
-                use(kernel, [.roundedDivide])
-                call = "\(kernel.name)(\(source), \(target(buffer, type)), \(shape[0]), \(shape[1] * shape[2]));"
+                (outType, range) = (v.output, (c.requant.outMin, c.requant.outMax))
+            case .maxPool, .avgPool, .globalAvgPool:
+                call = poolCall(layer, type, source: source, target: target(buffer, type), shape: shape)
             case let .clamp(lo, hi):
                 range = Plan.clamped(range, lo, hi)
                 outType = ActivationType.fitting(range.lo, range.hi)

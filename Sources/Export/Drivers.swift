@@ -47,9 +47,10 @@ public enum Drivers {
         """
     }
 
-    static func shared(prefix: String) -> String {
-        let g = prefix.uppercased()
-        return """
+    static func shared(prefix: String) -> String { sharedIO + classify(prefix: prefix) }
+
+    /// The driver's integer-only output and its IDX header reader.
+    static let sharedIO = """
         /* qs_driver.h: the test driver shared by main_host.c and main_cortexm.c. It reads an IDX image file
          * and an IDX label file (uncompressed, as Fashion-MNIST's .gz files are after gunzip), classifies each
          * image, and prints one line per image with its integer logits, then the accuracy. Integer-only text
@@ -98,6 +99,13 @@ public enum Drivers {
             return count;
         }
 
+
+        """
+
+    /// The driver's loop: read, classify and print each image, then the accuracy.
+    static func classify(prefix: String) -> String {
+        let g = prefix.uppercased()
+        return """
         /* Called around each inference (timing, stack measurement); may be empty. */
         static void qs_before(int64_t index);
         static void qs_after(int64_t index);

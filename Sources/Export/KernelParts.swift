@@ -16,18 +16,18 @@ enum Helper: Int, CaseIterable, Comparable {
 
     static func < (a: Helper, b: Helper) -> Bool { a.rawValue < b.rawValue }
 
-    var definition: String {
-        switch self {
-        case .asr64:
-            return """
+    var definition: String { Helper.definitions[self]! }
+
+    /// The C text of each helper.
+    static let definitions: [Helper: String] = [
+        .asr64: """
             /* Arithmetic right shift of a signed 64-bit value, 0 <= s <= 62 (portable C99: no shift of a negative). */
             static inline int64_t qs_asr64(int64_t v, int32_t s)
             {
                 return v >= 0 ? v >> s : ~((~v) >> s);
             }
-            """
-        case .requantize:
-            return """
+            """,
+        .requantize: """
             /* out = clamp((acc * mult + 2^(shift-1)) >> shift, lo, hi), acc first clamped to +-limit:
                one 64-bit product, one rounding (half up), as IntegerRuntime.requantize. */
             static int32_t qs_requantize(int64_t acc, int64_t limit, int64_t mult, int32_t shift, int32_t lo, int32_t hi)
@@ -41,9 +41,8 @@ enum Helper: Int, CaseIterable, Comparable {
                 if (p > hi) return hi;
                 return (int32_t)p;
             }
-            """
-        case .requantizeShift:
-            return """
+            """,
+        .requantizeShift: """
             /* qs_requantize with multiplier 1 (power-of-two scales): a rounding shift, no product. */
             static int32_t qs_requantize_shift(int64_t acc, int64_t limit, int32_t shift, int32_t lo, int32_t hi)
             {
@@ -54,35 +53,31 @@ enum Helper: Int, CaseIterable, Comparable {
                 if (acc > hi) return hi;
                 return (int32_t)acc;
             }
-            """
-        case .roundedDivide:
-            return """
+            """,
+        .roundedDivide: """
             /* sum / n rounded half away from zero (n > 0), as IntegerRuntime.roundedDivide. */
             static int32_t qs_rounded_divide(int32_t sum, int32_t n)
             {
                 return sum >= 0 ? (sum + n / 2) / n : -((-sum + n / 2) / n);
             }
-            """
-        case .weight4:
-            return """
+            """,
+        .weight4: """
             /* Weight i of a 4-bit packed array: two's-complement nibbles, low nibble first. */
             static int32_t qs_weight4(const uint8_t *w, int32_t i)
             {
                 const int32_t field = (w[i >> 1] >> ((i & 1) << 2)) & 15;
                 return (field ^ 8) - 8;
             }
-            """
-        case .weight2:
-            return """
+            """,
+        .weight2: """
             /* Weight i of a 2-bit packed array: two's-complement fields, lowest bits first. */
             static int32_t qs_weight2(const uint8_t *w, int32_t i)
             {
                 const int32_t field = (w[i >> 2] >> ((i & 3) << 1)) & 3;
                 return (field ^ 2) - 2;
             }
-            """
-        }
-    }
+            """,
+    ]
 }
 
 /// What decides the code of a dense or conv kernel.

@@ -84,6 +84,39 @@ enum Kernels {
             int32_t first, n, o, j, ic, ky, kx, kk;
             for (first = 0; first < positions; first += block) {
                 n = positions - first < block ? positions - first : block;
+        \(gatherText(tin))
+                /* four output channels at a time (the last group repeats a channel it does not
+                   store): each gathered input is loaded once for four accumulators */
+                for (o = 0; o < L->n_out; o += 4) {
+                    const int32_t count = L->n_out - o < 4 ? L->n_out - o : 4;
+                    int32_t wt[16], i, t;
+                    for (j = 0; j < 4 * n; j++) sum[j] = 0;
+                    for (kk = 0; kk < patch; kk += 4) {
+                        /* taps past the patch's end get weight 0 and read tap kk's inputs */
+                        const int32_t taps = patch - kk < 4 ? patch - kk : 4;
+                        const \(tin) *c0 = cols + kk * block;
+                        for (i = 0; i < 4; i++) {
+                            const int32_t at = (o + (i < count ? i : 0)) * patch + kk;
+                            for (t = 0; t < 4; t++) wt[4 * i + t] = t < taps ? \(v.weight("at + t")) : 0;
+                        }
+                        \(taps4Name(v))(sum, sum + n, sum + 2 * n, sum + 3 * n, c0, taps > 1 ? c0 + block : c0,
+                                     taps > 2 ? c0 + 2 * block : c0, taps > 3 ? c0 + 3 * block : c0, wt, n);
+                    }
+                    for (i = 0; i < count; i++) {
+                        const \(acc) *s = sum + i * n;
+                        \(v.requantizeBlock(sums: "s", channel: "o + i", output: "y + (o + i) * positions + first"))
+                    }
+                }
+            }
+        }
+        """
+        return Kernel(name: name, definition: definition, support: taps4(v, name: taps4Name(v)))
+    }
+
+    /// The conv kernel's gather: the inputs under every (ic, ky, kx) tap for the block's `n`
+    /// positions, into `cols` row by row (zeros where a tap falls in the padding).
+    static func gatherText(_ tin: String) -> String {
+        """
                 kk = 0;
                 for (ic = 0; ic < C; ic++) {
                     for (ky = 0; ky < K; ky++) {
@@ -116,32 +149,7 @@ enum Kernels {
                         }
                     }
                 }
-                /* four output channels at a time (the last group repeats a channel it does not
-                   store): each gathered input is loaded once for four accumulators */
-                for (o = 0; o < L->n_out; o += 4) {
-                    const int32_t count = L->n_out - o < 4 ? L->n_out - o : 4;
-                    int32_t wt[16], i, t;
-                    for (j = 0; j < 4 * n; j++) sum[j] = 0;
-                    for (kk = 0; kk < patch; kk += 4) {
-                        /* taps past the patch's end get weight 0 and read tap kk's inputs */
-                        const int32_t taps = patch - kk < 4 ? patch - kk : 4;
-                        const \(tin) *c0 = cols + kk * block;
-                        for (i = 0; i < 4; i++) {
-                            const int32_t at = (o + (i < count ? i : 0)) * patch + kk;
-                            for (t = 0; t < 4; t++) wt[4 * i + t] = t < taps ? \(v.weight("at + t")) : 0;
-                        }
-                        \(taps4Name(v))(sum, sum + n, sum + 2 * n, sum + 3 * n, c0, taps > 1 ? c0 + block : c0,
-                                     taps > 2 ? c0 + 2 * block : c0, taps > 3 ? c0 + 3 * block : c0, wt, n);
-                    }
-                    for (i = 0; i < count; i++) {
-                        const \(acc) *s = sum + i * n;
-                        \(v.requantizeBlock(sums: "s", channel: "o + i", output: "y + (o + i) * positions + first"))
-                    }
-                }
-            }
-        }
         """
-        return Kernel(name: name, definition: definition, support: taps4(v, name: taps4Name(v)))
     }
 
     static func taps4Name(_ v: WeightedVariant) -> String { "qs_taps4_\(v.suffix("conv"))"
