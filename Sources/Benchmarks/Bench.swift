@@ -114,19 +114,26 @@ public enum BenchWorkflow {
 
     /// `count` random 28×28 images, the network with seed-1 weights, and its 8-bit conversion
     /// calibrated on those images: what the inference and export benches time.
-    static func randomIntegerModel(layers: [LayerSpec], count: Int) throws -> (Dataset, Sequential, Conversion) {
+    static func randomIntegerModel(
+        layers: [LayerSpec], count: Int
+    ) throws -> (Dataset, Sequential, Conversion) {
         var rng = SeededRandom(seed: 5)
         let images = (0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
-        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
+        let data = Dataset(
+            sampleShape: [1, 28, 28], storage: .bytes(images),
+            labels: (0..<count).map { _ in Int32(rng.below(10)) })
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
         let calibration = QuantizeWorkflow.calibrationBatches(data, count: 4, batch: 128, Normalization())
-        let conversion = try Converter.convert(model, calibration: calibration, inputScale: 1.0 / 255, rawInputMax: 255,
-                                               options: QuantizeOptions())
+        let conversion = try Converter.convert(
+            model, calibration: calibration, inputScale: 1.0 / 255, rawInputMax: 255,
+            options: QuantizeOptions())
         return (data, model, conversion)
     }
 
     /// Float and integer inference of one network over `count` random images (10,000 = the test set).
-    public static func inferenceRates(layers: [LayerSpec], count: Int, threads: Int) throws -> (float: Double, integer: Double) {
+    public static func inferenceRates(
+        layers: [LayerSpec], count: Int, threads: Int
+    ) throws -> (float: Double, integer: Double) {
         BLASThreads.set(threads)
         let (data, model, conversion) = try randomIntegerModel(layers: layers, count: count)
         let norm = Normalization()
@@ -140,7 +147,8 @@ public enum BenchWorkflow {
     }
 
     /// The given terms on every weight layer, each with λ = 0.1 at its default target.
-    public static func shapingTerms(_ terms: [PenaltyTerm], rangeOnEveryWeight: Bool = false) -> ShapingConfig {
+    public static func shapingTerms(_ terms: [PenaltyTerm], rangeOnEveryWeight: Bool = false) -> ShapingConfig
+    {
         var s = ShapingConfig()
         for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: t.defaultTarget) }
         // The worst case: a target below any real ratio keeps the range term active, and on the
@@ -154,7 +162,7 @@ public enum BenchWorkflow {
     static let shapingCases: [(label: String, config: ShapingConfig)] = [
         ("kurtosis", shapingTerms([.kurtosis])),
         ("all", shapingTerms(PenaltyTerm.allCases)),
-        ("all, range on every weight", shapingTerms(PenaltyTerm.allCases, rangeOnEveryWeight: true)),
+        ("all, range on every weight", shapingTerms(PenaltyTerm.allCases, rangeOnEveryWeight: true))
     ]
 
     /// The example configs whose networks the bench measures (their models only: the bench sets
@@ -175,7 +183,9 @@ public enum BenchWorkflow {
         try exampleConfigs.map { name in
             let path = "\(examplesDirectory)/\(name).yaml"
             guard FileManager.default.fileExists(atPath: path) else {
-                throw RunError("\(path): not found; qshape bench measures the example configs, so run it in the QShape checkout")
+                throw RunError(
+                    "\(path): not found; qshape bench measures the example configs, so run it in the QShape checkout"
+                )
             }
             return (name, try Config.load(path: path).layers)
         }
@@ -191,7 +201,8 @@ public enum BenchWorkflow {
     public static func sgemmRate(m: Int, n: Int, k: Int, threads: Int, reps: Int = 10) -> Double {
         BLASThreads.set(threads)
         var rng = SeededRandom(seed: 1)
-        let a = (0..<(m * k)).map { _ in rng.uniform(-1, 1) }, b = (0..<(k * n)).map { _ in rng.uniform(-1, 1) }
+        let a = (0..<(m * k)).map { _ in rng.uniform(-1, 1) },
+            b = (0..<(k * n)).map { _ in rng.uniform(-1, 1) }
         var c = [Float](repeating: 0, count: m * n)
         var best = Double.infinity
         for _ in 0..<(reps + 2) {
@@ -212,8 +223,10 @@ public enum BenchWorkflow {
     /// many lie near the maximum, for the range term), and random labels give weights no real run
     /// has.
     static let trainingData: (data: Dataset, source: String) = {
-        let fashion = DataConfig()   // the default data: Fashion-MNIST's training set alone is read
-        if let train = try? IDX.dataset(images: fashion.resolve(fashion.trainImages), labels: fashion.resolve(fashion.trainLabels)) {
+        let fashion = DataConfig()  // the default data: Fashion-MNIST's training set alone is read
+        if let train = try? IDX.dataset(
+            images: fashion.resolve(fashion.trainImages), labels: fashion.resolve(fashion.trainLabels))
+        {
             return (train, "Fashion-MNIST's \(train.count) training images")
         }
         var rng = SeededRandom(seed: 7)
@@ -222,15 +235,19 @@ public enum BenchWorkflow {
         images.withUnsafeMutableBytes { p in
             for i in 0..<(p.count / 8) { p.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
         }
-        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes(images), labels: (0..<count).map { _ in Int32(rng.below(10)) })
+        let data = Dataset(
+            sampleShape: [1, 28, 28], storage: .bytes(images),
+            labels: (0..<count).map { _ in Int32(rng.below(10)) })
         return (data, "60,000 random images with random labels (Fashion-MNIST is not installed)")
     }()
 
     /// Training throughput of one network on `trainingData`, after a warm-up. `lossTerms` makes the
     /// terms of each trainer, the warm-up's first and then the timed one's.
     /// `overlap: false` keeps the terms on the main thread (`training.overlap`).
-    public static func trainingRate(layers: [LayerSpec], batch: Int, steps: Int, threads: Int, overlap: Bool = true,
-                                    lossTerms: (Sequential) -> [LossTerm] = { _ in [] }) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
+    public static func trainingRate(
+        layers: [LayerSpec], batch: Int, steps: Int, threads: Int, overlap: Bool = true,
+        lossTerms: (Sequential) -> [LossTerm] = { _ in [] }
+    ) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
         let data = trainingData.data, count = data.count
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
@@ -240,7 +257,7 @@ public enum BenchWorkflow {
         options.maxStepsPerEpoch = 3
         let trainer = Trainer(model: model, options: options, trainingSetSize: count)
         trainer.lossTerms = lossTerms(model)
-        _ = try trainer.trainEpoch(0, train: data)                    // warm-up
+        _ = try trainer.trainEpoch(0, train: data)  // warm-up
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
         timed.lossTerms = lossTerms(model)
@@ -253,7 +270,9 @@ public enum BenchWorkflow {
     }
 
     /// The parts of `sections`, each logged as it is measured.
-    public static func run(sections: Set<Section> = Set(Section.allCases), log: (String) -> Void) throws -> Result {
+    public static func run(
+        sections: Set<Section> = Set(Section.allCases), log: (String) -> Void
+    ) throws -> Result {
         Allocator.keepLargeBlocks()
         var r = Result()
         r.machine = Provenance.current
@@ -280,7 +299,8 @@ public enum BenchWorkflow {
     static func runSGEMM(_ r: inout Result, log: (String) -> Void) {
         for (m, n, k) in [(128, 256, 784), (512, 512, 512), (1024, 1024, 1024)] {
             for t in threadCounts {
-                let g = GemmResult(shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
+                let g = GemmResult(
+                    shape: "\(m)x\(n)x\(k)", threads: t, gflops: sgemmRate(m: m, n: n, k: k, threads: t))
                 log(String(format: "sgemm %-14@ threads %d  %7.1f GFLOP/s", g.shape as NSString, t, g.gflops))
                 r.sgemm.append(g)
             }
@@ -294,10 +314,14 @@ public enum BenchWorkflow {
                 let steps = name.contains("cnn") ? 20 : 100
                 let (sps, macs) = try trainingRate(layers: layers, batch: batch, steps: steps, threads: t)
                 let gf = sps * Double(macs) * 2 / 1e9
-                let n = NetworkResult(network: name, batchSize: batch, threads: t, samplesPerSecond: sps,
-                                      gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
-                log(String(format: "train %@ batch %d threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
-                           name as NSString, batch, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
+                let n = NetworkResult(
+                    network: name, batchSize: batch, threads: t, samplesPerSecond: sps,
+                    gflops: gf, fractionOfSGEMMPeak: gf / r.sgemmPeakGFLOPS)
+                log(
+                    String(
+                        format:
+                            "train %@ batch %d threads %d  %9.0f samples/s  %6.1f GFLOP/s  %4.0f%% of SGEMM peak",
+                        name as NSString, batch, t, sps, gf, 100 * gf / r.sgemmPeakGFLOPS))
                 r.training.append(n)
             }
         }
@@ -306,9 +330,14 @@ public enum BenchWorkflow {
     static func runInference(_ r: inout Result, log: (String) -> Void) throws {
         for (name, layers) in try networks() {
             let (f, i) = try inferenceRates(layers: layers, count: 10_000, threads: cores)
-            log(String(format: "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
-                       name as NSString, f, i, i / f))
-            r.inference.append(InferenceResult(network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+            log(
+                String(
+                    format:
+                        "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
+                    name as NSString, f, i, i / f))
+            r.inference.append(
+                InferenceResult(
+                    network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
         }
     }
 
@@ -319,13 +348,18 @@ public enum BenchWorkflow {
         let weights = ShapingLossTerm.weightLayers(model).reduce(0) { n, i in
             n + (model.layers[i].state.first { $0.role == .weight }?.value.count ?? 0)
         }
-        let cases = PenaltyTerm.allCases.map { ($0.rawValue, shapingTerms([$0])) }
-            + [("range on every weight", shapingTerms([.range], rangeOnEveryWeight: true))] + shapingCases.dropFirst()
+        let cases =
+            PenaltyTerm.allCases.map { ($0.rawValue, shapingTerms([$0])) }
+            + [("range on every weight", shapingTerms([.range], rangeOnEveryWeight: true))]
+            + shapingCases.dropFirst()
         return cases.map { label, config in
             let term = ShapingLossTerm(config, model: model)
             _ = term.addGradients(model: model, epoch: 1)
-            let best = (0..<3).map { _ in time { for _ in 0..<50 { _ = term.addGradients(model: model, epoch: 1) } } }.min()!
-            return PenaltyCost(network: network, term: label, weights: weights, millisecondsPerStep: best / 50 * 1000)
+            let best = (0..<3).map { _ in
+                time { for _ in 0..<50 { _ = term.addGradients(model: model, epoch: 1) } }
+            }.min()!
+            return PenaltyCost(
+                network: network, term: label, weights: weights, millisecondsPerStep: best / 50 * 1000)
         }
     }
 }
@@ -344,5 +378,7 @@ final class TimedLossTerm: LossTerm {
         return inner.addGradients(model: model, epoch: epoch)
     }
 
-    func layerStatistics(model: Sequential) -> [String: [String: Double]] { inner.layerStatistics(model: model) }
+    func layerStatistics(model: Sequential) -> [String: [String: Double]] {
+        inner.layerStatistics(model: model)
+    }
 }

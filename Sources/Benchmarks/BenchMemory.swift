@@ -31,18 +31,27 @@ extension BenchWorkflow {
                 return
             }
             let steps = 200
-            let (status, kilobytes) = try childPeakRSS(["train", config, "--out", "\(dir)/\(example)", "--set", "training.epochs=1",
-                                                        "--set", "training.max_steps_per_epoch=\(steps)"])
-            guard status == 0 else { throw RunError("bench memory: qshape train \(example) failed (status \(status))") }
+            let (status, kilobytes) = try childPeakRSS([
+                "train", config, "--out", "\(dir)/\(example)", "--set", "training.epochs=1",
+                "--set", "training.max_steps_per_epoch=\(steps)"
+            ])
+            guard status == 0 else {
+                throw RunError("bench memory: qshape train \(example) failed (status \(status))")
+            }
             let m = MemoryUse(example: example, steps: steps, peakMegabytes: Double(kilobytes) / 1024)
-            log(String(format: "memory %@ train (%d steps, then the integer conversion): peak RSS %.0f MB", example as NSString, steps, m.peakMegabytes))
+            log(
+                String(
+                    format: "memory %@ train (%d steps, then the integer conversion): peak RSS %.0f MB",
+                    example as NSString, steps, m.peakMegabytes))
             r.memory.append(m)
         }
     }
 
     /// Runs `exe` (by default this executable) with `arguments`, its output discarded, and returns
     /// its exit status and the kernel's count of its peak resident memory in KiB.
-    static func childPeakRSS(_ arguments: [String], executable exe: String = "/proc/self/exe") throws -> (status: Int32, kilobytes: Int) {
+    static func childPeakRSS(
+        _ arguments: [String], executable exe: String = "/proc/self/exe"
+    ) throws -> (status: Int32, kilobytes: Int) {
         let argv: [UnsafeMutablePointer<CChar>?] = ([exe] + arguments).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         var actions = posix_spawn_file_actions_t()
@@ -51,11 +60,15 @@ extension BenchWorkflow {
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         var pid = pid_t()
         let spawned = posix_spawn(&pid, exe, &actions, nil, argv, environ)
-        guard spawned == 0 else { throw RunError("bench memory: cannot start \(exe) (\(String(cString: strerror(spawned))))") }
+        guard spawned == 0 else {
+            throw RunError("bench memory: cannot start \(exe) (\(String(cString: strerror(spawned))))")
+        }
         var status: Int32 = 0
         var usage = rusage()
         while wait4(pid, &status, 0, &usage) < 0 {
-            guard errno == EINTR else { throw RunError("bench memory: wait4 failed (\(String(cString: strerror(errno))))") }
+            guard errno == EINTR else {
+                throw RunError("bench memory: wait4 failed (\(String(cString: strerror(errno))))")
+            }
         }
         let exited = (status & 0x7f) == 0
         return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), usage.ru_maxrss)

@@ -26,7 +26,9 @@ extension BenchWorkflow {
     /// Per-step milliseconds, the mean of `steps` training steps (batch 128, the threads set)
     /// after a warm-up: each layer's forward and backward as `Sequential` runs them, then the loss
     /// and the optimiser step.
-    static func profile(network: String, layers specs: [LayerSpec], steps: Int = 30, batch: Int = 128) throws -> [LayerProfile] {
+    static func profile(
+        network: String, layers specs: [LayerSpec], steps: Int = 30, batch: Int = 128
+    ) throws -> [LayerProfile] {
         let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
         let optimizer = Optimizer(OptimizerConfig(), parameters: model.trainableParameters)
         let data = trainingData.data
@@ -68,12 +70,19 @@ extension BenchWorkflow {
             let f = forward[i] / Double(steps), b = backward[i] / Double(steps)
             // Backward: the weight gradient, and the input gradient for every layer but the first.
             let backwardMACs = macs * (i == 0 ? 1 : 2)
-            rows.append(LayerProfile(network: network, layer: "\(i) \(spec.typeName)", forwardMs: f * 1e3, backwardMs: b * 1e3,
-                                     forwardGFLOPS: macs > 0 ? 2 * macs / f / 1e9 : nil,
-                                     backwardGFLOPS: macs > 0 ? 2 * backwardMACs / b / 1e9 : nil))
+            rows.append(
+                LayerProfile(
+                    network: network, layer: "\(i) \(spec.typeName)", forwardMs: f * 1e3, backwardMs: b * 1e3,
+                    forwardGFLOPS: macs > 0 ? 2 * macs / f / 1e9 : nil,
+                    backwardGFLOPS: macs > 0 ? 2 * backwardMACs / b / 1e9 : nil))
         }
-        rows.append(LayerProfile(network: network, layer: "loss", forwardMs: loss / Double(steps) * 1e3, backwardMs: 0))
-        rows.append(LayerProfile(network: network, layer: "optimizer (adam)", forwardMs: 0, backwardMs: step / Double(steps) * 1e3))
+        rows.append(
+            LayerProfile(
+                network: network, layer: "loss", forwardMs: loss / Double(steps) * 1e3, backwardMs: 0))
+        rows.append(
+            LayerProfile(
+                network: network, layer: "optimizer (adam)", forwardMs: 0,
+                backwardMs: step / Double(steps) * 1e3))
         return rows
     }
 
@@ -81,13 +90,21 @@ extension BenchWorkflow {
         for (name, layers) in try networks() {
             let rows = try profile(network: name, layers: layers)
             let total = rows.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }
-            log(String(format: "profile %@ (batch 128, %d threads): %.2f ms per step", name as NSString, BLASThreads.current, total))
+            log(
+                String(
+                    format: "profile %@ (batch 128, %d threads): %.2f ms per step", name as NSString,
+                    BLASThreads.current, total))
             for p in rows {
-                let rate = { (g: Double?) in g.map { String(format: "%6.1f GFLOP/s", $0) } ?? String(repeating: " ", count: 13) }
+                let rate = { (g: Double?) in
+                    g.map { String(format: "%6.1f GFLOP/s", $0) } ?? String(repeating: " ", count: 13)
+                }
                 let name = p.layer.padding(toLength: max(18, p.layer.count), withPad: " ", startingAt: 0)
-                log("  \(name)" + String(format: " forward %7.3f ms %@   backward %7.3f ms %@   %4.1f%%",
-                                        p.forwardMs, rate(p.forwardGFLOPS), p.backwardMs, rate(p.backwardGFLOPS),
-                                        100 * (p.forwardMs + p.backwardMs) / max(total, 1e-9)))
+                log(
+                    "  \(name)"
+                        + String(
+                            format: " forward %7.3f ms %@   backward %7.3f ms %@   %4.1f%%",
+                            p.forwardMs, rate(p.forwardGFLOPS), p.backwardMs, rate(p.backwardGFLOPS),
+                            100 * (p.forwardMs + p.backwardMs) / max(total, 1e-9)))
             }
             r.profile += rows
         }

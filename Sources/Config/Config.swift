@@ -25,7 +25,9 @@ public struct DataConfig: Equatable, Sendable {
     public var testLimit = 0
     public init() {}
 
-    public var normalization: Normalization { Normalization(scale: Float(scale), mean: Float(mean), std: Float(std)) }
+    public var normalization: Normalization {
+        Normalization(scale: Float(scale), mean: Float(mean), std: Float(std))
+    }
 }
 
 /// A whole config file, validated.
@@ -64,8 +66,12 @@ public struct Config: Sendable {
         name = try top.string("name", default: defaultName)
         // One safe path component: never ".", "..", a separator or a leading '-' or '.'.
         guard let first = name.first, first.isLetter || first.isNumber || first == "_", name.count <= 200,
-              name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.=".contains($0) }) else {
-            throw top.error("name", "start with a letter, digit or '_', then use letters, digits, '-', '_', '.' and '=' only, at most 200 (it names the run folder)")
+            name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.=".contains($0) })
+        else {
+            throw top.error(
+                "name",
+                "start with a letter, digit or '_', then use letters, digits, '-', '_', '.' and '=' only, at most 200 (it names the run folder)"
+            )
         }
         data = try Config.readData(top)
         layers = try Config.readModel(top)
@@ -76,14 +82,20 @@ public struct Config: Sendable {
     }
 
     private static func readData(_ top: ConfigReader) throws -> DataConfig {
-        let r = try top.child("data", allowed: ["format", "dir", "train_images", "train_labels", "test_images",
-                                                "test_labels", "input_shape", "label_column", "scale", "mean", "std",
-                                                "validation_split", "train_limit", "test_limit"])
+        let r = try top.child(
+            "data",
+            allowed: [
+                "format", "dir", "train_images", "train_labels", "test_images",
+                "test_labels", "input_shape", "label_column", "scale", "mean", "std",
+                "validation_split", "train_limit", "test_limit"
+            ])
         var d = DataConfig()
-        d.format = DataConfig.Format(rawValue: try r.choice("format", default: "idx", DataConfig.Format.allCases.map(\.rawValue)))!
+        d.format = DataConfig.Format(
+            rawValue: try r.choice("format", default: "idx", DataConfig.Format.allCases.map(\.rawValue)))!
         if d.format != .idx {
             for key in ["train_images", "test_images"] where !r.has(key) {
-                throw r.error(key, "required for format \(d.format.rawValue) (a file name, relative to data.dir)")
+                throw r.error(
+                    key, "required for format \(d.format.rawValue) (a file name, relative to data.dir)")
             }
         }
         if d.format == .npy {
@@ -93,7 +105,8 @@ public struct Config: Sendable {
         }
         if d.format == .csv {
             for key in ["train_labels", "test_labels"] where r.has(key) {
-                throw r.error(key, "not used by format csv: the label is a column of the CSV (data.label_column)")
+                throw r.error(
+                    key, "not used by format csv: the label is a column of the CSV (data.label_column)")
             }
         }
         d.dir = try r.string("dir", default: d.dir)
@@ -111,7 +124,9 @@ public struct Config: Sendable {
         d.std = try r.number("std", default: 1, min: 0, exclusiveMin: true)
         // An input x becomes (x·scale − mean)/std in Float: the factors must stay in range.
         guard (d.scale / d.std) * 65_536 <= 1e30, d.scale / d.std >= 1e-30, abs(d.mean / d.std) <= 1e30 else {
-            throw r.error("std", "scale/std = \(d.scale / d.std) and mean/std = \(d.mean / d.std) must lie within 1e-30…1e30")
+            throw r.error(
+                "std",
+                "scale/std = \(d.scale / d.std) and mean/std = \(d.mean / d.std) must lie within 1e-30…1e30")
         }
         d.validationSplit = try r.number("validation_split", default: 0, min: 0, max: 1, exclusiveMax: true)
         d.trainLimit = try r.integer("train_limit", default: 0, min: 0)
@@ -126,7 +141,7 @@ public struct Config: Sendable {
         "avgpool2d": ["type", "kernel", "stride"],
         "globalavgpool2d": ["type"], "relu": ["type"], "relu6": ["type"], "flatten": ["type"],
         "batchnorm1d": ["type", "eps", "momentum"], "batchnorm2d": ["type", "eps", "momentum"],
-        "dropout": ["type", "p"],
+        "dropout": ["type", "p"]
     ]
 
     private static func readModel(_ top: ConfigReader) throws -> [LayerSpec] {
@@ -143,11 +158,15 @@ public struct Config: Sendable {
         var node = item
         if case .scalar(let s) = item.kind { node = .mapping([("type", .scalar(s))]) }
         guard let typeNode = node["type"], case .scalar(let type) = typeNode.kind else {
-            throw ConfigError(file: file, path: path, line: item.line, "each layer needs a type: one of \(types.joined(separator: ", "))")
+            throw ConfigError(
+                file: file, path: path, line: item.line,
+                "each layer needs a type: one of \(types.joined(separator: ", "))")
         }
         guard let keys = layerKeys[type] else {
             let hint = nearest(type, in: types).map { "did you mean '\($0)'? " } ?? ""
-            throw ConfigError(file: file, path: "\(path).type", line: item.line, "unknown layer type '\(type)'; \(hint)expected one of \(types.joined(separator: ", "))")
+            throw ConfigError(
+                file: file, path: "\(path).type", line: item.line,
+                "unknown layer type '\(type)'; \(hint)expected one of \(types.joined(separator: ", "))")
         }
         let r = try ConfigReader(file: file, path: path, node: node, allowed: keys)
         func required(_ key: String) throws -> Int {
@@ -156,21 +175,26 @@ public struct Config: Sendable {
         }
         switch type {
         case "dense":
-            return .dense(inFeatures: try r.optionalInteger("in", min: 1), outFeatures: try required("out"),
-                          bias: try r.bool("bias", default: true))
+            return .dense(
+                inFeatures: try r.optionalInteger("in", min: 1), outFeatures: try required("out"),
+                bias: try r.bool("bias", default: true))
         case "conv2d":
-            return .conv2d(inChannels: try r.optionalInteger("in", min: 1), outChannels: try required("out"),
-                           kernel: try required("kernel"), stride: try r.integer("stride", default: 1, min: 1),
-                           padding: try r.integer("padding", default: 0, min: 0), bias: try r.bool("bias", default: true))
+            return .conv2d(
+                inChannels: try r.optionalInteger("in", min: 1), outChannels: try required("out"),
+                kernel: try required("kernel"), stride: try r.integer("stride", default: 1, min: 1),
+                padding: try r.integer("padding", default: 0, min: 0), bias: try r.bool("bias", default: true)
+            )
         case "maxpool2d":
-            return .maxpool2d(kernel: try required("kernel"), stride: try r.optionalInteger("stride", min: 1),
-                              padding: try r.integer("padding", default: 0, min: 0))
+            return .maxpool2d(
+                kernel: try required("kernel"), stride: try r.optionalInteger("stride", min: 1),
+                padding: try r.integer("padding", default: 0, min: 0))
         case "avgpool2d":
             return .avgpool2d(kernel: try required("kernel"), stride: try r.optionalInteger("stride", min: 1))
         case "batchnorm1d", "batchnorm2d":
             let eps = Float(try r.number("eps", default: 1e-5, min: 0, exclusiveMin: true))
             let momentum = Float(try r.number("momentum", default: 0.1, min: 0, max: 1))
-            return type == "batchnorm1d" ? .batchnorm1d(eps: eps, momentum: momentum) : .batchnorm2d(eps: eps, momentum: momentum)
+            return type == "batchnorm1d"
+                ? .batchnorm1d(eps: eps, momentum: momentum) : .batchnorm2d(eps: eps, momentum: momentum)
         case "dropout":
             return .dropout(p: Float(try r.number("p", default: 0.5, min: 0, max: 1, exclusiveMax: true)))
         case "globalavgpool2d": return .globalavgpool2d
@@ -181,9 +205,13 @@ public struct Config: Sendable {
     }
 
     private static func readTraining(_ top: ConfigReader, data: DataConfig) throws -> (TrainingOptions, Int) {
-        let r = try top.child("training", allowed: ["epochs", "batch_size", "seed", "optimizer", "schedule",
-                                                    "grad_clip", "max_steps_per_epoch", "checkpoint_steps", "threads",
-                                                    "overlap"])
+        let r = try top.child(
+            "training",
+            allowed: [
+                "epochs", "batch_size", "seed", "optimizer", "schedule",
+                "grad_clip", "max_steps_per_epoch", "checkpoint_steps", "threads",
+                "overlap"
+            ])
         var t = TrainingOptions()
         t.epochs = try r.integer("epochs", default: 10, min: 1, max: 100_000)
         t.batchSize = try r.integer("batch_size", default: 128, min: 1, max: 65_536)
@@ -196,19 +224,27 @@ public struct Config: Sendable {
         t.validationSplit = data.validationSplit
         t.normalization = data.normalization
 
-        let o = try r.child("optimizer", allowed: ["name", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay"])
+        let o = try r.child(
+            "optimizer", allowed: ["name", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay"])
         var opt = OptimizerConfig()
-        opt.kind = OptimizerConfig.Kind(rawValue: try o.choice("name", default: "adam", OptimizerConfig.Kind.allCases.map(\.rawValue)))!
-        opt.learningRate = try o.number("lr", default: opt.kind == .sgd ? 0.01 : 1e-3, min: 0, exclusiveMin: true)
+        opt.kind = OptimizerConfig.Kind(
+            rawValue: try o.choice("name", default: "adam", OptimizerConfig.Kind.allCases.map(\.rawValue)))!
+        opt.learningRate = try o.number(
+            "lr", default: opt.kind == .sgd ? 0.01 : 1e-3, min: 0, exclusiveMin: true)
         opt.momentum = try o.number("momentum", default: 0, min: 0, max: 1, exclusiveMax: true)
         opt.nesterov = try o.bool("nesterov", default: false)
-        if opt.nesterov && opt.momentum == 0 { throw o.error("nesterov", "needs training.optimizer.momentum > 0") }
+        if opt.nesterov && opt.momentum == 0 {
+            throw o.error("nesterov", "needs training.optimizer.momentum > 0")
+        }
         if opt.kind != .sgd && (o.has("momentum") || o.has("nesterov")) {
-            throw o.error(o.has("momentum") ? "momentum" : "nesterov", "applies to sgd only; \(opt.kind.rawValue) uses betas")
+            throw o.error(
+                o.has("momentum") ? "momentum" : "nesterov",
+                "applies to sgd only; \(opt.kind.rawValue) uses betas")
         }
         if let betas = try o.sequence("betas") {
             guard betas.count == 2, case .scalar(let a) = betas[0].kind, case .scalar(let b) = betas[1].kind,
-                  let b1 = Double(a), let b2 = Double(b), (0..<1).contains(b1), (0..<1).contains(b2) else {
+                let b1 = Double(a), let b2 = Double(b), (0..<1).contains(b1), (0..<1).contains(b2)
+            else {
                 throw o.error("betas", "expected two numbers in [0, 1), e.g. [0.9, 0.999]")
             }
             if opt.kind == .sgd { throw o.error("betas", "applies to adam and adamw only") }
@@ -220,7 +256,9 @@ public struct Config: Sendable {
 
         let s = try r.child("schedule", allowed: ["name", "step_epochs", "gamma", "warmup_epochs", "min_lr"])
         var sched = LearningRateSchedule()
-        sched.kind = LearningRateSchedule.Kind(rawValue: try s.choice("name", default: "constant", LearningRateSchedule.Kind.allCases.map(\.rawValue)))!
+        sched.kind = LearningRateSchedule.Kind(
+            rawValue: try s.choice(
+                "name", default: "constant", LearningRateSchedule.Kind.allCases.map(\.rawValue)))!
         sched.stepEpochs = try s.integer("step_epochs", default: 1, min: 1)
         sched.gamma = try s.number("gamma", default: 0.1, min: 0, max: 1, exclusiveMin: true)
         sched.warmupEpochs = try s.number("warmup_epochs", default: 0, min: 0)
@@ -228,7 +266,9 @@ public struct Config: Sendable {
         if sched.warmupEpochs >= Double(t.epochs) && sched.kind == .cosine {
             throw s.error("warmup_epochs", "must be less than training.epochs (\(t.epochs))")
         }
-        if sched.minLearningRate > opt.learningRate { throw s.error("min_lr", "must not exceed training.optimizer.lr (\(opt.learningRate))") }
+        if sched.minLearningRate > opt.learningRate {
+            throw s.error("min_lr", "must not exceed training.optimizer.lr (\(opt.learningRate))")
+        }
         t.schedule = sched
         return (t, threads)
     }

@@ -44,13 +44,17 @@ public struct ConfigNode: Equatable, Sendable {
     /// Parses YAML text; a syntax error names the file and line.
     public static func parse(yaml: String, file: String) throws -> ConfigNode {
         if let line = aliasLine(yaml) {
-            throw ConfigError(file: file, path: "", line: line, "YAML anchors and aliases (&name, *name) are not supported in configs; write the value out")
+            throw ConfigError(
+                file: file, path: "", line: line,
+                "YAML anchors and aliases (&name, *name) are not supported in configs; write the value out")
         }
         let node: Node?
         do {
             node = try Yams.compose(yaml: yaml)
         } catch let e as YamlError {
-            throw ConfigError(file: file, path: "", "not valid YAML: \(String(describing: e).split(separator: "\n").first ?? "")")
+            throw ConfigError(
+                file: file, path: "",
+                "not valid YAML: \(String(describing: e).split(separator: "\n").first ?? "")")
         }
         guard let node else { return ConfigNode(.mapping([])) }
         var seen = Set<[Int]>()
@@ -75,7 +79,9 @@ public struct ConfigNode: Equatable, Sendable {
                 if c == "#" && blank { break }
                 if c == "'" || c == "\"" { quote = c }
                 let starts = blank || before == "[" || before == "{" || before == ","
-                if (c == "&" || c == "*") && starts && (token == nil || "-:?[{,".contains(token!)) { return index + 1 }
+                if (c == "&" || c == "*") && starts && (token == nil || "-:?[{,".contains(token!)) {
+                    return index + 1
+                }
                 if c != " " && c != "\t" { token = c }
             }
         }
@@ -90,21 +96,28 @@ public struct ConfigNode: Equatable, Sendable {
     private static func convert(_ node: Node, file: String, seen: inout Set<[Int]>) throws -> ConfigNode {
         let line = node.mark.map { $0.line }
         if let m = node.mark, !seen.insert([m.line, m.column]).inserted {
-            throw ConfigError(file: file, path: "", line: line, "YAML aliases (*name) are not supported in configs; write the value out")
+            throw ConfigError(
+                file: file, path: "", line: line,
+                "YAML aliases (*name) are not supported in configs; write the value out")
         }
         guard seen.count <= maxNodes else {
-            throw ConfigError(file: file, path: "", line: line, "more than \(maxNodes) YAML nodes; a config is far smaller")
+            throw ConfigError(
+                file: file, path: "", line: line, "more than \(maxNodes) YAML nodes; a config is far smaller")
         }
         switch node {
         case .scalar(let s):
-            if s.tag.description == "tag:yaml.org,2002:null" || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string)) {
+            if s.tag.description == "tag:yaml.org,2002:null"
+                || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string))
+            {
                 return ConfigNode(.null, line: line)
             }
             return ConfigNode(.scalar(s.string), line: line)
         case .mapping(let m):
             var entries: [Entry] = []
             for (k, v) in m {
-                guard case .scalar(let ks) = k else { throw ConfigError(file: file, path: "", line: line, "mapping keys must be plain words") }
+                guard case .scalar(let ks) = k else {
+                    throw ConfigError(file: file, path: "", line: line, "mapping keys must be plain words")
+                }
                 if entries.contains(where: { $0.key == ks.string }) {
                     throw ConfigError(file: file, path: ks.string, line: k.mark?.line, "key appears twice")
                 }
@@ -123,7 +136,8 @@ public struct ConfigNode: Equatable, Sendable {
     /// The same tree with no source lines.
     var withoutLines: ConfigNode {
         switch kind {
-        case .mapping(let entries): return ConfigNode(.mapping(entries.map { Entry(key: $0.key, value: $0.value.withoutLines) }))
+        case .mapping(let entries):
+            return ConfigNode(.mapping(entries.map { Entry(key: $0.key, value: $0.value.withoutLines) }))
         case .sequence(let items): return ConfigNode(.sequence(items.map(\.withoutLines)))
         default: return ConfigNode(kind)
         }
@@ -152,7 +166,9 @@ public struct ConfigNode: Equatable, Sendable {
             try set(path: path, to: value, file: file, fullPath: fullPath)
         case .sequence(var items):
             guard let i = Int(head), i >= 0, i < items.count else {
-                throw ConfigError(file: file, path: fullPath, "'\(head)' is not an index of this list (0…\(items.count - 1))")
+                throw ConfigError(
+                    file: file, path: fullPath,
+                    "'\(head)' is not an index of this list (0…\(items.count - 1))")
             }
             try items[i].set(path: rest, to: value, file: file, fullPath: fullPath)
             kind = .sequence(items)

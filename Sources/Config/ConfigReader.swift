@@ -11,12 +11,15 @@ struct ConfigReader {
         self.node = node ?? ConfigNode(.mapping([]))
         if case .null = self.node.kind { return }
         guard let entries = self.node.entries else {
-            throw ConfigError(file: file, path: path, line: self.node.line, "expected a mapping of keys (\(allowed.joined(separator: ", ")))")
+            throw ConfigError(
+                file: file, path: path, line: self.node.line,
+                "expected a mapping of keys (\(allowed.joined(separator: ", ")))")
         }
         for e in entries where !allowed.contains(e.key) {
             let hint = nearest(e.key, in: allowed).map { "did you mean '\($0)'? " } ?? ""
-            throw ConfigError(file: file, path: join(e.key), line: e.value.line,
-                              "unknown key; \(hint)allowed: \(allowed.joined(separator: ", "))")
+            throw ConfigError(
+                file: file, path: join(e.key), line: e.value.line,
+                "unknown key; \(hint)allowed: \(allowed.joined(separator: ", "))")
         }
     }
 
@@ -33,7 +36,9 @@ struct ConfigReader {
         switch v.kind {
         case .null: return nil
         case .scalar(let s): return (s, v.line)
-        default: throw ConfigError(file: file, path: join(key), line: v.line, "expected \(expected), got a \(v.kind.name)")
+        default:
+            throw ConfigError(
+                file: file, path: join(key), line: v.line, "expected \(expected), got a \(v.kind.name)")
         }
     }
 
@@ -42,35 +47,51 @@ struct ConfigReader {
     }
 
     /// A real number in `range` (bounds described in the message).
-    func number(_ key: String, default value: Double, min: Double? = nil, max: Double? = nil,
-                exclusiveMin: Bool = false, exclusiveMax: Bool = false) throws -> Double {
-        let allowed = describeRange(min: min, max: max, exclusiveMin: exclusiveMin, exclusiveMax: exclusiveMax, what: "a number")
+    func number(
+        _ key: String, default value: Double, min: Double? = nil, max: Double? = nil,
+        exclusiveMin: Bool = false, exclusiveMax: Bool = false
+    ) throws -> Double {
+        let allowed = describeRange(
+            min: min, max: max, exclusiveMin: exclusiveMin, exclusiveMax: exclusiveMax, what: "a number")
         guard let (s, line) = try scalar(key, expected: allowed) else { return value }
         guard let d = Double(s), d.isFinite else {
             throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got '\(s)'")
         }
         // Values are used as Float: keep them (and what is computed from them) finite and normal.
         guard d == 0 || (abs(d) <= 1e30 && abs(d) >= 1e-30) else {
-            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed) of magnitude 1e-30…1e30 (or 0), got \(s)")
+            throw ConfigError(
+                file: file, path: join(key), line: line,
+                "expected \(allowed) of magnitude 1e-30…1e30 (or 0), got \(s)")
         }
         let low = min.map { exclusiveMin ? d <= $0 : d < $0 } ?? false
         let high = max.map { exclusiveMax ? d >= $0 : d > $0 } ?? false
-        if low || high { throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)") }
+        if low || high {
+            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)")
+        }
         return d
     }
 
-    func optionalNumber(_ key: String, min: Double? = nil, max: Double? = nil, exclusiveMin: Bool = false) throws -> Double? {
+    func optionalNumber(
+        _ key: String, min: Double? = nil, max: Double? = nil, exclusiveMin: Bool = false
+    ) throws -> Double? {
         has(key) ? try number(key, default: 0, min: min, max: max, exclusiveMin: exclusiveMin) : nil
     }
 
     /// A whole number in `min…max`.
     func integer(_ key: String, default value: Int, min: Int? = nil, max: Int? = nil) throws -> Int {
-        let allowed = describeRange(min: min.map(Double.init), max: max.map(Double.init), exclusiveMin: false,
-                                    exclusiveMax: false, what: "a whole number")
+        let allowed = describeRange(
+            min: min.map(Double.init), max: max.map(Double.init), exclusiveMin: false,
+            exclusiveMax: false, what: "a whole number")
         guard let (s, line) = try scalar(key, expected: allowed) else { return value }
-        guard let i = Int(s) else { throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got '\(s)'") }
-        if let min, i < min { throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)") }
-        if let max, i > max { throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)") }
+        guard let i = Int(s) else {
+            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got '\(s)'")
+        }
+        if let min, i < min {
+            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)")
+        }
+        if let max, i > max {
+            throw ConfigError(file: file, path: join(key), line: line, "expected \(allowed), got \(s)")
+        }
         return i
     }
 
@@ -83,7 +104,8 @@ struct ConfigReader {
         switch s.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
-        default: throw ConfigError(file: file, path: join(key), line: line, "expected true or false, got '\(s)'")
+        default:
+            throw ConfigError(file: file, path: join(key), line: line, "expected true or false, got '\(s)'")
         }
     }
 
@@ -95,10 +117,14 @@ struct ConfigReader {
 
     /// One of `choices` (suggesting the nearest for a typo).
     func choice(_ key: String, default value: String, _ choices: [String]) throws -> String {
-        guard let (s, line) = try scalar(key, expected: "one of \(choices.joined(separator: ", "))") else { return value }
+        guard let (s, line) = try scalar(key, expected: "one of \(choices.joined(separator: ", "))") else {
+            return value
+        }
         guard choices.contains(s) else {
             let hint = nearest(s, in: choices).map { "did you mean '\($0)'? " } ?? ""
-            throw ConfigError(file: file, path: join(key), line: line, "'\(s)' is not allowed; \(hint)expected one of \(choices.joined(separator: ", "))")
+            throw ConfigError(
+                file: file, path: join(key), line: line,
+                "'\(s)' is not allowed; \(hint)expected one of \(choices.joined(separator: ", "))")
         }
         return s
     }
@@ -108,7 +134,9 @@ struct ConfigReader {
         switch v.kind {
         case .null: return nil
         case .sequence(let items): return items
-        default: throw ConfigError(file: file, path: join(key), line: v.line, "expected a list, got a \(v.kind.name)")
+        default:
+            throw ConfigError(
+                file: file, path: join(key), line: v.line, "expected a list, got a \(v.kind.name)")
         }
     }
 
@@ -117,7 +145,9 @@ struct ConfigReader {
         guard let items = try sequence(key) else { return nil }
         return try items.enumerated().map { i, item in
             guard case .scalar(let s) = item.kind, let v = Int(s), v >= min else {
-                throw ConfigError(file: file, path: "\(join(key))[\(i)]", line: item.line, "expected a whole number ≥ \(min)")
+                throw ConfigError(
+                    file: file, path: "\(join(key))[\(i)]", line: item.line,
+                    "expected a whole number ≥ \(min)")
             }
             return v
         }
@@ -139,10 +169,13 @@ extension ConfigNode.Kind {
     }
 }
 
-private func describeRange(min: Double?, max: Double?, exclusiveMin: Bool, exclusiveMax: Bool, what: String) -> String {
+private func describeRange(
+    min: Double?, max: Double?, exclusiveMin: Bool, exclusiveMax: Bool, what: String
+) -> String {
     func f(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
     switch (min, max) {
-    case let (lo?, hi?): return "\(what) in \(exclusiveMin ? "(" : "[")\(f(lo)), \(f(hi))\(exclusiveMax ? ")" : "]")"
+    case let (lo?, hi?):
+        return "\(what) in \(exclusiveMin ? "(" : "[")\(f(lo)), \(f(hi))\(exclusiveMax ? ")" : "]")"
     case let (lo?, nil): return "\(what) \(exclusiveMin ? ">" : "≥") \(f(lo))"
     case let (nil, hi?): return "\(what) \(exclusiveMax ? "<" : "≤") \(f(hi))"
     default: return what

@@ -19,24 +19,33 @@ extension Config {
     }
 
     private var dataPairs: [(String, String)] {
-        var p: [(String, String)] = [("format", data.format.rawValue), ("dir", quoted(data.dir)),
-                                     ("train_images", quoted(data.trainImages))]
+        var p: [(String, String)] = [
+            ("format", data.format.rawValue), ("dir", quoted(data.dir)),
+            ("train_images", quoted(data.trainImages))
+        ]
         if data.format != .csv { p.append(("train_labels", quoted(data.trainLabels))) }
         p.append(("test_images", quoted(data.testImages)))
         if data.format != .csv { p.append(("test_labels", quoted(data.testLabels))) }
-        if let s = data.inputShape { p.append(("input_shape", "[\(s.map(String.init).joined(separator: ", "))]")) }
+        if let s = data.inputShape {
+            p.append(("input_shape", "[\(s.map(String.init).joined(separator: ", "))]"))
+        }
         if data.format == .csv { p.append(("label_column", "\(data.labelColumn)")) }
-        p += [("scale", num(data.scale)), ("mean", num(data.mean)), ("std", num(data.std)),
-              ("validation_split", num(data.validationSplit)), ("train_limit", "\(data.trainLimit)"),
-              ("test_limit", "\(data.testLimit)")]
+        p += [
+            ("scale", num(data.scale)), ("mean", num(data.mean)), ("std", num(data.std)),
+            ("validation_split", num(data.validationSplit)), ("train_limit", "\(data.trainLimit)"),
+            ("test_limit", "\(data.testLimit)")
+        ]
         return p
     }
 
     private var trainingPairs: [(String, String)] {
         let t = training, o = t.optimizer, s = t.schedule
         var opt = "{name: \(o.kind.rawValue), lr: \(num(o.learningRate))"
-        if o.kind == .sgd { opt += ", momentum: \(num(o.momentum)), nesterov: \(o.nesterov)" }
-        else { opt += ", betas: [\(num(o.beta1)), \(num(o.beta2))], eps: \(num(o.eps))" }
+        if o.kind == .sgd {
+            opt += ", momentum: \(num(o.momentum)), nesterov: \(o.nesterov)"
+        } else {
+            opt += ", betas: [\(num(o.beta1)), \(num(o.beta2))], eps: \(num(o.eps))"
+        }
         opt += ", weight_decay: \(num(o.weightDecay))}"
         var sched = "{name: \(s.kind.rawValue)"
         switch s.kind {
@@ -45,10 +54,12 @@ extension Config {
         case .cosine: sched += ", warmup_epochs: \(num(s.warmupEpochs)), min_lr: \(num(s.minLearningRate))"
         }
         sched += "}"
-        return [("epochs", "\(t.epochs)"), ("batch_size", "\(t.batchSize)"), ("seed", "\(t.seed)"),
-                ("optimizer", opt), ("schedule", sched), ("grad_clip", num(t.gradientClip)),
-                ("max_steps_per_epoch", "\(t.maxStepsPerEpoch)"), ("checkpoint_steps", "\(t.checkpointSteps)"),
-                ("threads", "\(threads)"), ("overlap", "\(t.overlapSteps)")]
+        return [
+            ("epochs", "\(t.epochs)"), ("batch_size", "\(t.batchSize)"), ("seed", "\(t.seed)"),
+            ("optimizer", opt), ("schedule", sched), ("grad_clip", num(t.gradientClip)),
+            ("max_steps_per_epoch", "\(t.maxStepsPerEpoch)"), ("checkpoint_steps", "\(t.checkpointSteps)"),
+            ("threads", "\(threads)"), ("overlap", "\(t.overlapSteps)")
+        ]
     }
 }
 
@@ -108,10 +119,15 @@ func shapingYAML(_ s: ShapingConfig) -> String {
         if extras && t == .quantError { f.append("bits: \(s.quantErrorBits)") }
         return "{\(f.joined(separator: ", "))}"
     }
-    for t in PenaltyTerm.allCases { if let v = s.terms[t] { pairs.append((t.rawValue, term(t, v, extras: true))) } }
+    for t in PenaltyTerm.allCases {
+        if let v = s.terms[t] { pairs.append((t.rawValue, term(t, v, extras: true))) }
+    }
     if !s.overrides.isEmpty {
         let items = s.overrides.keys.sorted().map { i in
-            "\"\(i)\": {" + PenaltyTerm.allCases.compactMap { t in s.overrides[i]?[t].map { "\(t.rawValue): \(term(t, $0, extras: false))" } }
+            "\"\(i)\": {"
+                + PenaltyTerm.allCases.compactMap { t in
+                    s.overrides[i]?[t].map { "\(t.rawValue): \(term(t, $0, extras: false))" }
+                }
                 .joined(separator: ", ") + "}"
         }
         pairs.append(("overrides", "{\(items.joined(separator: ", "))}"))

@@ -30,10 +30,12 @@ public struct QuantizeConfig: Equatable, Sendable {
 }
 
 extension Config {
-    static let quantizeKeys = ["bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
-                               "weight_percentile", "activation_range", "activation_percentile",
-                               "calibration_batches", "accumulator", "weights_only", "compare_images", "qat",
-                               "equalize", "bias_correction"]
+    static let quantizeKeys = [
+        "bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
+        "weight_percentile", "activation_range", "activation_percentile",
+        "calibration_batches", "accumulator", "weights_only", "compare_images", "qat",
+        "equalize", "bias_correction"
+    ]
 
     static func readQuantize(_ top: ConfigReader) throws -> QuantizeConfig? {
         guard top.has("quantize") else { return nil }
@@ -46,34 +48,49 @@ extension Config {
             }
             if q.bits.isEmpty { throw r.error("bits", "give at least one bit width, e.g. [8, 4, 3]") }
         } else {
-            q.bits = [try r.integer("bits", default: 8, min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)]
+            q.bits = [
+                try r.integer(
+                    "bits", default: 8, min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)
+            ]
         }
         q.options.activationBits = try r.integer("activation_bits", default: 8, min: 8, max: 16)
-        guard [8, 16].contains(q.options.activationBits) else { throw r.error("activation_bits", "expected 8 or 16") }
-        q.options.rounding = Rounding(rawValue: try r.choice("rounding", default: "nearest", Rounding.allCases.map(\.rawValue)))!
-        q.options.perChannel = try r.choice("granularity", default: "tensor", ["tensor", "channel"]) == "channel"
-        q.options.scale = QuantizeOptions.ScaleMode(rawValue: try r.choice("scale", default: "fixed_point",
-                                                                           QuantizeOptions.ScaleMode.allCases.map(\.rawValue)))!
+        guard [8, 16].contains(q.options.activationBits) else {
+            throw r.error("activation_bits", "expected 8 or 16")
+        }
+        q.options.rounding = Rounding(
+            rawValue: try r.choice("rounding", default: "nearest", Rounding.allCases.map(\.rawValue)))!
+        q.options.perChannel =
+            try r.choice("granularity", default: "tensor", ["tensor", "channel"]) == "channel"
+        q.options.scale = QuantizeOptions.ScaleMode(
+            rawValue: try r.choice(
+                "scale", default: "fixed_point",
+                QuantizeOptions.ScaleMode.allCases.map(\.rawValue)))!
         let wp = try r.number("weight_percentile", default: 99.99, min: 50, max: 100)
-        q.options.weightRange = try rangeMethod(r, "weight_range", percentile: wp,
-                                                allowed: ["max", "percentile", "mse", "aciq_laplace", "aciq_gaussian"])
+        q.options.weightRange = try rangeMethod(
+            r, "weight_range", percentile: wp,
+            allowed: ["max", "percentile", "mse", "aciq_laplace", "aciq_gaussian"])
         let ap = try r.number("activation_percentile", default: 99.99, min: 50, max: 100)
-        q.options.activationRange = try rangeMethod(r, "activation_range", percentile: ap, allowed: ["max", "percentile", "mse"])
+        q.options.activationRange = try rangeMethod(
+            r, "activation_range", percentile: ap, allowed: ["max", "percentile", "mse"])
         q.calibrationBatches = try r.integer("calibration_batches", default: 8, min: 1, max: 10_000)
-        q.options.allowInt64Accumulator = try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
+        q.options.allowInt64Accumulator =
+            try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
         q.weightsOnly = try r.bool("weights_only", default: false)
         q.options.equalize = try r.bool("equalize", default: false)
         q.options.biasCorrection = try r.bool("bias_correction", default: false)
         q.compareImages = try r.integer("compare_images", default: 1000, min: 1)
         let t = try r.child("qat", allowed: ["epochs", "bits", "lr", "activations"])
         q.qat.epochs = try t.integer("epochs", default: 0, min: 0, max: 10_000)
-        q.qat.bits = try t.optionalInteger("bits", min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)
+        q.qat.bits = try t.optionalInteger(
+            "bits", min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)
         q.qat.learningRate = try t.optionalNumber("lr", min: 0, exclusiveMin: true)
         q.qat.activations = try t.bool("activations", default: false)
         return q
     }
 
-    private static func rangeMethod(_ r: ConfigReader, _ key: String, percentile: Double, allowed: [String]) throws -> RangeMethod {
+    private static func rangeMethod(
+        _ r: ConfigReader, _ key: String, percentile: Double, allowed: [String]
+    ) throws -> RangeMethod {
         switch try r.choice(key, default: "max", allowed) {
         case "percentile": return .percentile(percentile)
         case "mse": return .mse
@@ -88,16 +105,24 @@ func quantizeYAML(_ q: QuantizeConfig) -> String {
     let o = q.options
     func range(_ m: RangeMethod) -> String { m.name }
     func pct(_ m: RangeMethod) -> Double { if case .percentile(let p) = m { return p }; return 99.99 }
-    return section("quantize", [
-        ("bits", "[\(q.bits.map(String.init).joined(separator: ", "))]"),
-        ("activation_bits", "\(o.activationBits)"), ("rounding", o.rounding.rawValue),
-        ("granularity", o.perChannel ? "channel" : "tensor"), ("scale", o.scale.rawValue),
-        ("weight_range", range(o.weightRange)), ("weight_percentile", num(pct(o.weightRange))),
-        ("activation_range", range(o.activationRange)), ("activation_percentile", num(pct(o.activationRange))),
-        ("calibration_batches", "\(q.calibrationBatches)"), ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
-        ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
-        ("equalize", "\(o.equalize)"), ("bias_correction", "\(o.biasCorrection)"),
-        ("qat", "{epochs: \(q.qat.epochs)" + (q.qat.bits.map { ", bits: \($0)" } ?? "")
-            + (q.qat.learningRate.map { ", lr: \(num($0))" } ?? "") + ", activations: \(q.qat.activations)}"),
-    ])
+    return section(
+        "quantize",
+        [
+            ("bits", "[\(q.bits.map(String.init).joined(separator: ", "))]"),
+            ("activation_bits", "\(o.activationBits)"), ("rounding", o.rounding.rawValue),
+            ("granularity", o.perChannel ? "channel" : "tensor"), ("scale", o.scale.rawValue),
+            ("weight_range", range(o.weightRange)), ("weight_percentile", num(pct(o.weightRange))),
+            ("activation_range", range(o.activationRange)),
+            ("activation_percentile", num(pct(o.activationRange))),
+            ("calibration_batches", "\(q.calibrationBatches)"),
+            ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
+            ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
+            ("equalize", "\(o.equalize)"), ("bias_correction", "\(o.biasCorrection)"),
+            (
+                "qat",
+                "{epochs: \(q.qat.epochs)" + (q.qat.bits.map { ", bits: \($0)" } ?? "")
+                    + (q.qat.learningRate.map { ", lr: \(num($0))" } ?? "")
+                    + ", activations: \(q.qat.activations)}"
+            )
+        ])
 }

@@ -17,7 +17,9 @@ public enum IDX {
             throw DataError("\(path): not an IDX file (bad magic number)")
         }
         guard head[2] == 0x08 else {
-            throw DataError("\(path): IDX element type 0x\(String(head[2], radix: 16)) is not supported (only unsigned byte, 0x08)")
+            throw DataError(
+                "\(path): IDX element type 0x\(String(head[2], radix: 16)) is not supported (only unsigned byte, 0x08)"
+            )
         }
         let rank = Int(head[3])
         guard rank >= 1, head.count >= 4 + 4 * rank else { throw DataError("\(path): truncated IDX header") }
@@ -29,14 +31,17 @@ public enum IDX {
             dims.append(size)
             let (product, overflow) = expected.multipliedReportingOverflow(by: size)
             guard !overflow, product <= maxBytes else {
-                throw DataError("\(path): IDX dimensions \(dims) promise more than \(maxBytes >> 30) GiB of values")
+                throw DataError(
+                    "\(path): IDX dimensions \(dims) promise more than \(maxBytes >> 30) GiB of values")
             }
             expected = product
         }
         let header = 4 + 4 * rank
         let raw = try readMaybeGzip(path, limit: header + expected + 1)
         guard raw.count - header == expected else {
-            throw DataError("\(path): IDX header promises \(expected) values, file holds \(raw.count - header > expected ? "more" : "\(raw.count - header)") (truncated or not IDX?)")
+            throw DataError(
+                "\(path): IDX header promises \(expected) values, file holds \(raw.count - header > expected ? "more" : "\(raw.count - header)") (truncated or not IDX?)"
+            )
         }
         return Array(dimensions: dims, bytes: [UInt8](raw[header...]))
     }
@@ -51,16 +56,20 @@ public enum IDX {
             throw DataError("\(labels): expected labels of rank 1, got dimensions \(y.dimensions)")
         }
         guard x.dimensions[0] == y.dimensions[0] else {
-            throw DataError("\(images) holds \(x.dimensions[0]) images but \(labels) holds \(y.dimensions[0]) labels")
+            throw DataError(
+                "\(images) holds \(x.dimensions[0]) images but \(labels) holds \(y.dimensions[0]) labels")
         }
-        return Dataset(sampleShape: [1, x.dimensions[1], x.dimensions[2]], storage: .bytes(x.bytes),
-                       labels: y.bytes.map { Int32($0) })
+        return Dataset(
+            sampleShape: [1, x.dimensions[1], x.dimensions[2]], storage: .bytes(x.bytes),
+            labels: y.bytes.map { Int32($0) })
     }
 
     /// Encodes an unsigned-byte IDX array (used to write test fixtures).
     public static func encode(dimensions: [Int], bytes: [UInt8]) -> [UInt8] {
         var out: [UInt8] = [0, 0, 0x08, UInt8(dimensions.count)]
-        for d in dimensions { out += [UInt8(d >> 24 & 0xFF), UInt8(d >> 16 & 0xFF), UInt8(d >> 8 & 0xFF), UInt8(d & 0xFF)] }
+        for d in dimensions {
+            out += [UInt8(d >> 24 & 0xFF), UInt8(d >> 16 & 0xFF), UInt8(d >> 8 & 0xFF), UInt8(d & 0xFF)]
+        }
         return out + bytes
     }
 }

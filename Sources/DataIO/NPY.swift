@@ -14,14 +14,17 @@ public enum NPY {
     public static func read(_ path: String) throws -> Array {
         let raw = try readMaybeGzip(path, limit: 12 + maxHeader)
         let magic: [UInt8] = [0x93] + Swift.Array("NUMPY".utf8)
-        guard raw.count >= 10, Swift.Array(raw[0..<6]) == magic else { throw DataError("\(path): not a .npy file (bad magic)") }
+        guard raw.count >= 10, Swift.Array(raw[0..<6]) == magic else {
+            throw DataError("\(path): not a .npy file (bad magic)")
+        }
         let major = raw[6]
         let headerLength: Int, start: Int
         if major == 1 {
             headerLength = Int(raw[8]) | Int(raw[9]) << 8; start = 10
         } else if major == 2 || major == 3 {
             guard raw.count >= 12 else { throw DataError("\(path): truncated .npy header") }
-            headerLength = Int(raw[8]) | Int(raw[9]) << 8 | Int(raw[10]) << 16 | Int(raw[11]) << 24; start = 12
+            headerLength = Int(raw[8]) | Int(raw[9]) << 8 | Int(raw[10]) << 16 | Int(raw[11]) << 24;
+            start = 12
         } else {
             throw DataError("\(path): .npy format version \(major) is not supported (1, 2 or 3)")
         }
@@ -30,10 +33,13 @@ public enum NPY {
         }
         let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
         guard let descr = field(header, "descr"), let fortran = field(header, "fortran_order"),
-              let shapeText = field(header, "shape") else {
+            let shapeText = field(header, "shape")
+        else {
             throw DataError("\(path): malformed .npy header: \(header)")
         }
-        guard fortran.hasPrefix("False") else { throw DataError("\(path): Fortran-order arrays are not supported; save with C order") }
+        guard fortran.hasPrefix("False") else {
+            throw DataError("\(path): Fortran-order arrays are not supported; save with C order")
+        }
         let shape = try parseShape(shapeText, path: path)
         let dtype = descr.trimming("'\" ")
         let width: Int
@@ -43,24 +49,41 @@ public enum NPY {
         case "<i4": width = 4
         case "<f4": width = 4
         default:
-            throw DataError("\(path): dtype \(dtype) is not supported (uint8 |u1, int64 <i8, int32 <i4, float32 <f4)")
+            throw DataError(
+                "\(path): dtype \(dtype) is not supported (uint8 |u1, int64 <i8, int32 <i4, float32 <f4)")
         }
         var bytesNeeded = width, overflow = false
-        for d in shape where !overflow { (bytesNeeded, overflow) = bytesNeeded.multipliedReportingOverflow(by: d) }
+        for d in shape where !overflow {
+            (bytesNeeded, overflow) = bytesNeeded.multipliedReportingOverflow(by: d)
+        }
         guard !overflow, bytesNeeded <= IDX.maxBytes else {
             throw DataError("\(path): shape \(shape) promises more than \(IDX.maxBytes >> 30) GiB of data")
         }
         let all = try readMaybeGzip(path, limit: start + headerLength + bytesNeeded + 1)
         let body = all[(start + headerLength)...]
         guard body.count == bytesNeeded else {
-            throw DataError("\(path): shape \(shape) needs \(bytesNeeded) bytes of data, file holds \(body.count > bytesNeeded ? "more" : "\(body.count)")")
+            throw DataError(
+                "\(path): shape \(shape) needs \(bytesNeeded) bytes of data, file holds \(body.count > bytesNeeded ? "more" : "\(body.count)")"
+            )
         }
         let bytes = Swift.Array(body)
         let values: Values
         switch dtype {
-        case "<i8": values = .int64(bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int64.self)) }.map { Int64(littleEndian: $0) })
-        case "<i4": values = .int32(bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int32.self)) }.map { Int32(littleEndian: $0) })
-        case "<f4": values = .float32(bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: UInt32.self)) }.map { Float(bitPattern: UInt32(littleEndian: $0)) })
+        case "<i8":
+            values = .int64(
+                bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int64.self)) }.map {
+                    Int64(littleEndian: $0)
+                })
+        case "<i4":
+            values = .int32(
+                bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int32.self)) }.map {
+                    Int32(littleEndian: $0)
+                })
+        case "<f4":
+            values = .float32(
+                bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: UInt32.self)) }.map {
+                    Float(bitPattern: UInt32(littleEndian: $0))
+                })
         default: values = .uint8(bytes)
         }
         return Array(shape: shape, values: values)
@@ -72,10 +95,16 @@ public enum NPY {
     /// "(N, 28, 28)", "(N,)" or "()": whole non-negative dimensions, at most 8.
     static func parseShape(_ text: String, path: String) throws -> [Int] {
         let inner = text.prefix { $0 != ")" }.drop { $0 == "(" || $0 == " " }
-        let parts = inner.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimming(" ") }
-        let dims = parts.enumerated().filter { !($0.element.isEmpty && $0.offset == parts.count - 1) }.map { Int($0.element) }
+        let parts = inner.split(separator: ",", omittingEmptySubsequences: false).map {
+            String($0).trimming(" ")
+        }
+        let dims = parts.enumerated().filter { !($0.element.isEmpty && $0.offset == parts.count - 1) }.map {
+            Int($0.element)
+        }
         guard text.hasPrefix("("), dims.count <= 8, dims.allSatisfy({ ($0 ?? -1) >= 0 }) else {
-            throw DataError("\(path): .npy shape \(text.prefix { $0 != ")" })) is not a tuple of whole non-negative sizes")
+            throw DataError(
+                "\(path): .npy shape \(text.prefix { $0 != ")" })) is not a tuple of whole non-negative sizes"
+            )
         }
         return dims.map { $0! }
     }
@@ -113,10 +142,12 @@ public enum NPY {
         case .uint8(let v): labelValues = v.map { Int64($0) }
         case .int64(let v): labelValues = v
         case .int32(let v): labelValues = v.map { Int64($0) }
-        case .float32: throw DataError("\(labels): labels must be integers (uint8, int32 or int64), got float32")
+        case .float32:
+            throw DataError("\(labels): labels must be integers (uint8, int32 or int64), got float32")
         }
-        return Dataset(sampleShape: Swift.Array(x.shape.dropFirst()), storage: storage,
-                       labels: try checkedLabels(labelValues, path: labels))
+        return Dataset(
+            sampleShape: Swift.Array(x.shape.dropFirst()), storage: storage,
+            labels: try checkedLabels(labelValues, path: labels))
     }
 
     /// Encodes a uint8 or float32 array as .npy version 1 (used to write test fixtures).
@@ -124,16 +155,21 @@ public enum NPY {
         let descr: String, data: [UInt8]
         switch values {
         case .uint8(let v): descr = "|u1"; data = v
-        case .int64(let v): descr = "<i8"; data = v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Swift.Array($0) } }
-        case .int32(let v): descr = "<i4"; data = v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Swift.Array($0) } }
-        case .float32(let v): descr = "<f4"; data = v.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Swift.Array($0) } }
+        case .int64(let v):
+            descr = "<i8"; data = v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Swift.Array($0) } }
+        case .int32(let v):
+            descr = "<i4"; data = v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Swift.Array($0) } }
+        case .float32(let v):
+            descr = "<f4";
+            data = v.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Swift.Array($0) } }
         }
         let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
         var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(dims)), }"
         while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
         header += "\n"
         let n = header.utf8.count
-        return [0x93] + Swift.Array("NUMPY".utf8) + [1, 0, UInt8(n & 0xFF), UInt8(n >> 8)] + Swift.Array(header.utf8) + data
+        return [0x93] + Swift.Array("NUMPY".utf8) + [1, 0, UInt8(n & 0xFF), UInt8(n >> 8)]
+            + Swift.Array(header.utf8) + data
     }
 }
 

@@ -9,119 +9,122 @@ extension Plan {
         var geometry = ""
         if s.inputShape.count == 3 {
             geometry = """
-            #define \(g)_INPUT_CHANNELS \(s.inputShape[0])
-            #define \(g)_INPUT_HEIGHT \(s.inputShape[1])
-            #define \(g)_INPUT_WIDTH \(s.inputShape[2])
+                #define \(g)_INPUT_CHANNELS \(s.inputShape[0])
+                #define \(g)_INPUT_HEIGHT \(s.inputShape[1])
+                #define \(g)_INPUT_WIDTH \(s.inputShape[2])
 
-            """
+                """
         }
         return """
-        /* \(p): an integer-only neural network exported by `qshape export`.
-         *
-         * One call classifies one sample with integer arithmetic only (no floating point, no malloc),
-         * bit for bit as QShape's integer engine does. Build model.c and qshape_nn.c with any C99 compiler.
-         */
-        #ifndef \(g)_H
-        #define \(g)_H
+            /* \(p): an integer-only neural network exported by `qshape export`.
+             *
+             * One call classifies one sample with integer arithmetic only (no floating point, no malloc),
+             * bit for bit as QShape's integer engine does. Build model.c and qshape_nn.c with any C99 compiler.
+             */
+            #ifndef \(g)_H
+            #define \(g)_H
 
-        #include <stdint.h>
+            #include <stdint.h>
 
-        #ifdef __cplusplus
-        extern "C" {
-        #endif
+            #ifdef __cplusplus
+            extern "C" {
+            #endif
 
-        /* One input: \(s.inputShape.reduce(1, *)) bytes, \(shape) (C x H x W), raw pixel values 0..255 exactly as the
-           data set stores them; the scaling and normalisation are folded into the first layer. */
-        #define \(g)_INPUT_SIZE \(s.inputShape.reduce(1, *))
-        \(geometry)/* Outputs (logits) per inference. */
-        #define \(g)_NUM_CLASSES \(s.classes)
-        /* Flash taken by the weight arrays, and by every constant (weights, biases, multipliers, shifts). */
-        #define \(g)_WEIGHT_BYTES \(s.weightBytes)
-        #define \(g)_PARAMETER_BYTES \(s.parameterBytes)
-        /* RAM of the static activation buffers and conv scratch (the stack comes on top; see Docs/Deploy.md). */
-        #define \(g)_ACTIVATION_BYTES \(s.activationBytes)
-        /* Multiply-accumulates per inference. */
-        #define \(g)_MACS \(s.macs)
+            /* One input: \(s.inputShape.reduce(1, *)) bytes, \(shape) (C x H x W), raw pixel values 0..255 exactly as the
+               data set stores them; the scaling and normalisation are folded into the first layer. */
+            #define \(g)_INPUT_SIZE \(s.inputShape.reduce(1, *))
+            \(geometry)/* Outputs (logits) per inference. */
+            #define \(g)_NUM_CLASSES \(s.classes)
+            /* Flash taken by the weight arrays, and by every constant (weights, biases, multipliers, shifts). */
+            #define \(g)_WEIGHT_BYTES \(s.weightBytes)
+            #define \(g)_PARAMETER_BYTES \(s.parameterBytes)
+            /* RAM of the static activation buffers and conv scratch (the stack comes on top; see Docs/Deploy.md). */
+            #define \(g)_ACTIVATION_BYTES \(s.activationBytes)
+            /* Multiply-accumulates per inference. */
+            #define \(g)_MACS \(s.macs)
 
-        /* Classifies `input` (\(g)_INPUT_SIZE bytes). Writes the \(g)_NUM_CLASSES integer outputs of the last
-           layer to `logits` and returns the index of the largest (the first of equal ones).
-           Not reentrant: the activations live in static buffers. */
-        int \(p)_predict(const uint8_t *input, int32_t *logits);
+            /* Classifies `input` (\(g)_INPUT_SIZE bytes). Writes the \(g)_NUM_CLASSES integer outputs of the last
+               layer to `logits` and returns the index of the largest (the first of equal ones).
+               Not reentrant: the activations live in static buffers. */
+            int \(p)_predict(const uint8_t *input, int32_t *logits);
 
-        #ifdef __cplusplus
-        }
-        #endif
+            #ifdef __cplusplus
+            }
+            #endif
 
-        #endif /* \(g)_H */
+            #endif /* \(g)_H */
 
-        """
+            """
     }
 
     func modelSource() -> String {
         let buffers = bufferBytes.enumerated().filter { $0.element > 0 }.map { i, n in
             "static int16_t qs_buffer\(i)[\(Plan.paddedBufferBytes(n) / 2)];"
         }.joined(separator: "\n")
-        let scratch = scratchBytes == 0 ? "" : "\n/* Conv scratch: a block of output positions' accumulators and the inputs gathered under them. */\nstatic int64_t qs_scratch[\((scratchBytes + 7) / 8)];"
+        let scratch =
+            scratchBytes == 0
+            ? ""
+            : "\n/* Conv scratch: a block of output positions' accumulators and the inputs gathered under them. */\nstatic int64_t qs_scratch[\((scratchBytes + 7) / 8)];"
         let body = calls.map { "    " + $0 }.joined(separator: "\n")
         return """
-        /* \(prefix): weights, parameters and the layer sequence, generated by `qshape export`.
-         * Weights and parameters are static const (flash); the activations ping-pong between two static
-         * buffers sized for the largest layer output each holds. */
-        #include <stdint.h>
-        #include "model.h"
-        #include "qshape_nn.h"
+            /* \(prefix): weights, parameters and the layer sequence, generated by `qshape export`.
+             * Weights and parameters are static const (flash); the activations ping-pong between two static
+             * buffers sized for the largest layer output each holds. */
+            #include <stdint.h>
+            #include "model.h"
+            #include "qshape_nn.h"
 
-        \(constants.joined(separator: "\n\n"))
+            \(constants.joined(separator: "\n\n"))
 
-        /* Activation buffers (int16_t for alignment; 8-bit activations are stored as bytes). */
-        \(buffers)\(scratch)
+            /* Activation buffers (int16_t for alignment; 8-bit activations are stored as bytes). */
+            \(buffers)\(scratch)
 
-        int \(prefix)_predict(const uint8_t *input, int32_t *logits)
-        {
-            const \(outputType.cName) *out;
-            int32_t i, best = 0;
-        \(body)
-            out = \(outputExpression);
-            for (i = 0; i < \(summary.classes); i++) {
-                logits[i] = out[i];
-                if (out[i] > out[best]) best = i;
+            int \(prefix)_predict(const uint8_t *input, int32_t *logits)
+            {
+                const \(outputType.cName) *out;
+                int32_t i, best = 0;
+            \(body)
+                out = \(outputExpression);
+                for (i = 0; i < \(summary.classes); i++) {
+                    logits[i] = out[i];
+                    if (out[i] > out[best]) best = i;
+                }
+                return (int)best;
             }
-            return (int)best;
-        }
 
-        """
+            """
     }
 
     func kernelHeader() -> String {
         let g = guardName
         let prototypes = kernels.keys.sorted().map { Kernels.prototype(kernels[$0]!) }.joined(separator: "\n")
         return """
-        /* The integer kernels \(prefix) uses, generated by `qshape export` (only these are compiled in). */
-        #ifndef \(g)_NN_H
-        #define \(g)_NN_H
+            /* The integer kernels \(prefix) uses, generated by `qshape export` (only these are compiled in). */
+            #ifndef \(g)_NN_H
+            #define \(g)_NN_H
 
-        #include <stdint.h>
+            #include <stdint.h>
 
-        /* A dense or conv layer: weights (row-major (out, in) or (out, in, k, k), stored as the kernel's name
-           says: w2/w4 packed two's complement, lowest bits first; w8 int8_t; w16 int16_t), bias (int32_t,
-           or int64_t with a 64-bit accumulator), multipliers (int32_t, or int64_t in _m64 kernels; none in
-           _shift kernels) and right shifts, one per output channel or one for all. */
-        typedef struct {
-            const void *weight;
-            const void *bias;
-            const void *multiplier;
-            const uint8_t *shift;
-            int32_t per_channel;
-            int32_t out_min, out_max;
-            int32_t n_in, n_out;
-            int32_t in_h, in_w, kernel, stride, padding;
-        } \(prefix)_layer;
+            /* A dense or conv layer: weights (row-major (out, in) or (out, in, k, k), stored as the kernel's name
+               says: w2/w4 packed two's complement, lowest bits first; w8 int8_t; w16 int16_t), bias (int32_t,
+               or int64_t with a 64-bit accumulator), multipliers (int32_t, or int64_t in _m64 kernels; none in
+               _shift kernels) and right shifts, one per output channel or one for all. */
+            typedef struct {
+                const void *weight;
+                const void *bias;
+                const void *multiplier;
+                const uint8_t *shift;
+                int32_t per_channel;
+                int32_t out_min, out_max;
+                int32_t n_in, n_out;
+                int32_t in_h, in_w, kernel, stride, padding;
+            } \(prefix)_layer;
 
-        \(prototypes)
+            \(prototypes)
 
-        #endif /* \(g)_NN_H */
+            #endif /* \(g)_NN_H */
 
-        """
+            """
     }
 
     func kernelSource() -> String {
@@ -131,16 +134,16 @@ extension Plan {
             return kernel.support.isEmpty ? kernel.definition : kernel.support + "\n\n" + kernel.definition
         }.joined(separator: "\n\n")
         return """
-        /* Integer kernels of \(prefix), generated by `qshape export`: the arithmetic of QShape's integer
-         * engine (IntegerRuntime), operation for operation. Products are 32-bit, sums 32- or 64-bit as each
-         * layer's headroom analysis chose, requantisation one 64-bit product and one rounding shift. */
-        #include <stdint.h>
-        #include "qshape_nn.h"
+            /* Integer kernels of \(prefix), generated by `qshape export`: the arithmetic of QShape's integer
+             * engine (IntegerRuntime), operation for operation. Products are 32-bit, sums 32- or 64-bit as each
+             * layer's headroom analysis chose, requantisation one 64-bit product and one rounding shift. */
+            #include <stdint.h>
+            #include "qshape_nn.h"
 
-        \(h)
+            \(h)
 
-        \(k)
+            \(k)
 
-        """
+            """
     }
 }

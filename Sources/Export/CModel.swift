@@ -36,24 +36,33 @@ public enum CGenerator {
     /// (`weightBits`). `prefix` names every external symbol.
     /// `convBlock` output positions per conv sweep: 64 lets a compiler's vector units work on the
     /// host (the scratch is then patch × 64 inputs); a small part can take fewer, down to 1.
-    public static func generate(_ model: IntegerModel, prefix: String = "qshape_model",
-                                convBlock: Int = 64) throws -> CModel {
+    public static func generate(
+        _ model: IntegerModel, prefix: String = "qshape_model",
+        convBlock: Int = 64
+    ) throws -> CModel {
         try checkIdentifier(prefix)
         var plan = try Plan(model: model, prefix: prefix, convBlock: convBlock)
         plan.build()
         let header = plan.modelHeader()
-        return CModel(files: [("model.h", header), ("model.c", plan.modelSource()),
-                              ("qshape_nn.h", plan.kernelHeader()), ("qshape_nn.c", plan.kernelSource())],
-                      summary: plan.summary, prefix: prefix)
+        return CModel(
+            files: [
+                ("model.h", header), ("model.c", plan.modelSource()),
+                ("qshape_nn.h", plan.kernelHeader()), ("qshape_nn.c", plan.kernelSource())
+            ],
+            summary: plan.summary, prefix: prefix)
     }
 
     /// Refuses a prefix that is not a C identifier (it starts every exported symbol).
     public static func checkIdentifier(_ s: String) throws {
-        let ok = !s.isEmpty && s.utf8.count <= 40 && s.utf8.enumerated().allSatisfy { i, c in
-            (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || (i > 0 && c >= 48 && c <= 57)
-        }
+        let ok =
+            !s.isEmpty && s.utf8.count <= 40
+            && s.utf8.enumerated().allSatisfy { i, c in
+                (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95 || (i > 0 && c >= 48 && c <= 57)
+            }
         guard ok else {
-            throw ExportError("--prefix '\(s)' is not a C identifier: use letters, digits and '_' (not first a digit), at most 40")
+            throw ExportError(
+                "--prefix '\(s)' is not a C identifier: use letters, digits and '_' (not first a digit), at most 40"
+            )
         }
     }
 }
@@ -80,15 +89,20 @@ struct Plan {
     init(model: IntegerModel, prefix: String, convBlock: Int) throws {
         self.model = model; self.prefix = prefix; self.convBlock = max(1, convBlock)
         guard !model.layers.isEmpty else { throw ExportError("the model has no layers") }
-        summary = CModelSummary(inputShape: model.inputShape, classes: 0, weightBytes: 0, parameterBytes: 0,
-                                activationBytes: 0, macs: 0, weightFormats: [])
+        summary = CModelSummary(
+            inputShape: model.inputShape, classes: 0, weightBytes: 0, parameterBytes: 0,
+            activationBytes: 0, macs: 0, weightFormats: [])
         try validate()
     }
 
     /// Checks every assumption the C makes, so the C and the engine cannot disagree silently.
     func validate() throws {
-        guard model.inputShape.count == 1 || model.inputShape.count == 3, model.inputShape.allSatisfy({ $0 > 0 }) else {
-            throw ExportError("input shape \(model.inputShape): the C runtime takes (features) or (channels, height, width)")
+        guard model.inputShape.count == 1 || model.inputShape.count == 3,
+            model.inputShape.allSatisfy({ $0 > 0 })
+        else {
+            throw ExportError(
+                "input shape \(model.inputShape): the C runtime takes (features) or (channels, height, width)"
+            )
         }
         var shape = model.inputShape
         var range: (lo: Int64, hi: Int64) = (0, 255)
@@ -97,27 +111,41 @@ struct Plan {
             let name = "layer \(i) (\(Plan.typeName(layer)))"
             switch layer {
             case .dense(let d):
-                guard shape.reduce(1, *) == d.inFeatures else { throw ExportError("\(name) takes \(d.inFeatures) inputs, gets \(shape)") }
-                try checkWeighted(name, d.weight, d.bias, d.requant, rows: d.outFeatures, bits: d.weightBits.bits, inputRange: range)
+                guard shape.reduce(1, *) == d.inFeatures else {
+                    throw ExportError("\(name) takes \(d.inFeatures) inputs, gets \(shape)")
+                }
+                try checkWeighted(
+                    name, d.weight, d.bias, d.requant, rows: d.outFeatures, bits: d.weightBits.bits,
+                    inputRange: range)
                 range = (d.requant.outMin, d.requant.outMax)
             case .conv(let c):
                 guard shape.count == 3, shape[0] == c.inChannels, c.kernel > 0, c.stride > 0, c.padding >= 0,
-                      shape[1] + 2 * c.padding >= c.kernel, shape[2] + 2 * c.padding >= c.kernel else {
+                    shape[1] + 2 * c.padding >= c.kernel, shape[2] + 2 * c.padding >= c.kernel
+                else {
                     throw ExportError("\(name): geometry does not fit its input \(shape)")
                 }
-                try checkWeighted(name, c.weight, c.bias, c.requant, rows: c.outChannels, bits: c.weightBits.bits, inputRange: range)
+                try checkWeighted(
+                    name, c.weight, c.bias, c.requant, rows: c.outChannels, bits: c.weightBits.bits,
+                    inputRange: range)
                 range = (c.requant.outMin, c.requant.outMax)
             case let .maxPool(k, s, p):
-                guard shape.count == 3, k > 0, s > 0, p >= 0, 2 * p <= k, shape[1] + 2 * p >= k, shape[2] + 2 * p >= k else {
-                    throw ExportError("\(name): kernel \(k), stride \(s), padding \(p) on \(shape); padding must be at most half the kernel")
+                guard shape.count == 3, k > 0, s > 0, p >= 0, 2 * p <= k, shape[1] + 2 * p >= k,
+                    shape[2] + 2 * p >= k
+                else {
+                    throw ExportError(
+                        "\(name): kernel \(k), stride \(s), padding \(p) on \(shape); padding must be at most half the kernel"
+                    )
                 }
             case let .avgPool(k, s):
                 guard shape.count == 3, k > 0, k <= 255, s > 0, shape[1] >= k, shape[2] >= k else {
-                    throw ExportError("\(name): kernel \(k), stride \(s) on \(shape); the C runtime takes kernels 1…255 inside the input")
+                    throw ExportError(
+                        "\(name): kernel \(k), stride \(s) on \(shape); the C runtime takes kernels 1…255 inside the input"
+                    )
                 }
             case .globalAvgPool:
                 guard shape.count == 3, shape[1] * shape[2] <= 65_535 else {
-                    throw ExportError("\(name): the C runtime averages at most 65,535 positions, the input has \(shape)")
+                    throw ExportError(
+                        "\(name): the C runtime averages at most 65,535 positions, the input has \(shape)")
                 }
             case .flatten: break
             case let .clamp(lo, hi):
@@ -126,7 +154,8 @@ struct Plan {
             }
             shape = IntegerEngine.outputShape(layer, shape)
             guard range.lo >= -32768, range.hi <= 32767 else {
-                throw ExportError("\(name): outputs \(range.lo)…\(range.hi) exceed int16, the widest activation")
+                throw ExportError(
+                    "\(name): outputs \(range.lo)…\(range.hi) exceed int16, the widest activation")
             }
         }
     }
@@ -136,11 +165,14 @@ struct Plan {
         (min(max(range.lo, lo), hi), min(max(range.hi, lo), hi))
     }
 
-    func checkWeighted(_ name: String, _ weight: [Int16], _ bias: [Int64], _ r: Requantization, rows: Int, bits: Int,
-                       inputRange: (lo: Int64, hi: Int64)) throws {
+    func checkWeighted(
+        _ name: String, _ weight: [Int16], _ bias: [Int64], _ r: Requantization, rows: Int, bits: Int,
+        inputRange: (lo: Int64, hi: Int64)
+    ) throws {
         let format = WeightFormat.forBits(bits), (lo, hi) = format.range
         guard rows > 0, weight.count % rows == 0, bias.count == rows,
-              r.multiplier.count == rows, r.shift.count == rows else {
+            r.multiplier.count == rows, r.shift.count == rows
+        else {
             throw ExportError("\(name): weight, bias and requantisation sizes disagree")
         }
         if let bad = weight.first(where: { $0 < lo || $0 > hi }) {
@@ -150,7 +182,8 @@ struct Plan {
             throw ExportError("\(name): requantisation shifts must be 0…62 and multipliers non-negative")
         }
         guard r.accumulatorBits == 32 || r.accumulatorBits == 64 else {
-            throw ExportError("\(name): accumulator of \(r.accumulatorBits) bits; the C runtime has 32 and 64")
+            throw ExportError(
+                "\(name): accumulator of \(r.accumulatorBits) bits; the C runtime has 32 and 64")
         }
         // The C adds in int32_t (or int64_t) and multiplies in int64_t without wrapping: the worst
         // accumulator must fit its type, and worst · multiplier (plus the rounding term) 63 bits.
@@ -185,14 +218,20 @@ struct Plan {
     // MARK: - Building
 
     /// The call of a pooling layer's kernel (which it marks as used).
-    mutating func poolCall(_ layer: IntegerLayer, _ type: ActivationType, source: String, target: String, shape: [Int]) -> String {
+    mutating func poolCall(
+        _ layer: IntegerLayer, _ type: ActivationType, source: String, target: String, shape: [Int]
+    ) -> String {
         let kernel: Kernel, arguments: String
         switch layer {
         case let .maxPool(k, s, p):
-            (kernel, arguments) = (Kernels.maxPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s), \(p)")
+            (kernel, arguments) = (
+                Kernels.maxPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s), \(p)"
+            )
             use(kernel, [])
         case let .avgPool(k, s):
-            (kernel, arguments) = (Kernels.avgPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s)")
+            (kernel, arguments) = (
+                Kernels.avgPool(type, prefix: prefix), "\(shape[1]), \(shape[2]), \(k), \(s)"
+            )
             use(kernel, [.roundedDivide])
         default:
             (kernel, arguments) = (Kernels.globalAvgPool(type, prefix: prefix), "\(shape[1] * shape[2])")
@@ -214,20 +253,26 @@ struct Plan {
             var call: String
             switch layer {
             case .dense(let d):
-                let (v, k) = weightedKernel(i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
-                                            geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
-                                            bits: d.weightBits.bits, input: type, dense: true)
+                let (v, k) = weightedKernel(
+                    i, weight: d.weight, bias: d.bias, requant: d.requant, rows: d.outFeatures,
+                    geometry: "\(d.inFeatures), \(d.outFeatures), 0, 0, 0, 0, 0",
+                    bits: d.weightBits.bits, input: type, dense: true)
                 call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i));"
                 summary.macs += d.inFeatures * d.outFeatures
                 (outType, range) = (v.output, (d.requant.outMin, d.requant.outMax))
             case .conv(let c):
-                let (v, k) = weightedKernel(i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
-                                            geometry: "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
-                                            bits: c.weightBits.bits, input: type, dense: false)
+                let (v, k) = weightedKernel(
+                    i, weight: c.weight, bias: c.bias, requant: c.requant, rows: c.outChannels,
+                    geometry:
+                        "\(c.inChannels), \(c.outChannels), \(shape[1]), \(shape[2]), \(c.kernel), \(c.stride), \(c.padding)",
+                    bits: c.weightBits.bits, input: type, dense: false)
                 let block = min(convBlock, out[1] * out[2])
-                call = "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i), qs_scratch, \(block));"
+                call =
+                    "\(k.name)(\(source), \(target(buffer, v.output)), &qs_layer_\(i), qs_scratch, \(block));"
                 // Four channels' accumulators for a block, then the inputs gathered under it (patch × block).
-                scratchBytes = max(scratchBytes, 4 * block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
+                scratchBytes = max(
+                    scratchBytes,
+                    4 * block * (v.wide ? 8 : 4) + c.inChannels * c.kernel * c.kernel * block * type.bytes)
                 summary.macs += count * c.inChannels * c.kernel * c.kernel
                 (outType, range) = (v.output, (c.requant.outMin, c.requant.outMax))
             case .maxPool, .avgPool, .globalAvgPool:
@@ -241,7 +286,9 @@ struct Plan {
             case .flatten:
                 continue
             }
-            calls.append("/* layer \(i): \(Plan.typeName(layer)) → \(out.map(String.init).joined(separator: "×")) \(outType.cName) */")
+            calls.append(
+                "/* layer \(i): \(Plan.typeName(layer)) → \(out.map(String.init).joined(separator: "×")) \(outType.cName) */"
+            )
             calls.append(call)
             bufferBytes[buffer] = max(bufferBytes[buffer], count * outType.bytes)
             source = "(const \(outType.cName) *)qs_buffer\(buffer)"
@@ -252,7 +299,8 @@ struct Plan {
         outputExpression = source
         outputType = type
         summary.classes = shape.reduce(1, *)
-        summary.activationBytes = bufferBytes.map(Plan.paddedBufferBytes).reduce(0, +) + (scratchBytes + 7) / 8 * 8
+        summary.activationBytes =
+            bufferBytes.map(Plan.paddedBufferBytes).reduce(0, +) + (scratchBytes + 7) / 8 * 8
     }
 
     /// Each buffer is an int16_t array (aligned for every activation type).
@@ -267,32 +315,42 @@ struct Plan {
     }
 
     /// Emits a dense/conv layer's arrays and descriptor, and records the kernel it needs.
-    mutating func weightedKernel(_ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
-                                 geometry: String, bits: Int, input: ActivationType, dense: Bool) -> (WeightedVariant, Kernel) {
-        let v = weightedLayer(i, weight: weight, bias: bias, requant: r, rows: rows, geometry: geometry, bits: bits,
-                              input: input, output: ActivationType.fitting(r.outMin, r.outMax), dense: dense)
+    mutating func weightedKernel(
+        _ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
+        geometry: String, bits: Int, input: ActivationType, dense: Bool
+    ) -> (WeightedVariant, Kernel) {
+        let v = weightedLayer(
+            i, weight: weight, bias: bias, requant: r, rows: rows, geometry: geometry, bits: bits,
+            input: input, output: ActivationType.fitting(r.outMin, r.outMax), dense: dense)
         let k = dense ? Kernels.dense(v, prefix: prefix) : Kernels.conv(v, prefix: prefix)
         use(k, v.helpers(dense: dense))
         return (v, k)
     }
 
-    mutating func weightedLayer(_ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
-                                geometry: String, bits: Int, input: ActivationType, output: ActivationType,
-                                dense: Bool) -> WeightedVariant {
+    mutating func weightedLayer(
+        _ i: Int, weight: [Int16], bias: [Int64], requant r: Requantization, rows: Int,
+        geometry: String, bits: Int, input: ActivationType, output: ActivationType,
+        dense: Bool
+    ) -> WeightedVariant {
         let format = WeightFormat.forBits(bits)
         let perChannel = Set(zip(r.multiplier, r.shift).map { "\($0),\($1)" }).count > 1
         let mult = perChannel ? r.multiplier : [r.multiplier[0]]
         let shift = perChannel ? r.shift : [r.shift[0]]
         let wide = r.accumulatorBits > 32
         let size = weight.count / rows
-        let v = WeightedVariant(input: input, output: output, weights: format, wide: wide,
-                                wideMultiplier: mult.contains { $0 > Int64(Int32.max) }, shiftOnly: mult.allSatisfy { $0 == 1 },
-                                byteRows: dense && (size * format.fieldBits) % 8 == 0)
+        let v = WeightedVariant(
+            input: input, output: output, weights: format, wide: wide,
+            wideMultiplier: mult.contains { $0 > Int64(Int32.max) }, shiftOnly: mult.allSatisfy { $0 == 1 },
+            byteRows: dense && (size * format.fieldBits) % 8 == 0)
         let packed = format.pack(weight)
         summary.weightFormats.append(format.rawValue)
         summary.weightBytes += packed.count * (format == .i16 ? 2 : 1)
-        constants.append(Plan.array("qs_weight_\(i)", format.cElement, packed,
-                                    comment: "layer \(i): \(weight.count) weights, \(bits)-bit in \(format.rawValue) storage, (\(rows), \(size))"))
+        constants.append(
+            Plan.array(
+                "qs_weight_\(i)", format.cElement, packed,
+                comment:
+                    "layer \(i): \(weight.count) weights, \(bits)-bit in \(format.rawValue) storage, (\(rows), \(size))"
+            ))
         constants.append(Plan.array("qs_bias_\(i)", v.biasType, bias, comment: nil))
         var parameters = packed.count * (format == .i16 ? 2 : 1) + bias.count * (wide ? 8 : 4) + shift.count
         var multiplierName = "0"
@@ -303,12 +361,13 @@ struct Plan {
         }
         constants.append(Plan.array("qs_shift_\(i)", "uint8_t", shift, comment: nil))
         summary.parameterBytes += parameters
-        constants.append("""
-        static const \(prefix)_layer qs_layer_\(i) = {
-            qs_weight_\(i), qs_bias_\(i), \(multiplierName), qs_shift_\(i), \(perChannel ? 1 : 0), \(r.outMin), \(r.outMax),
-            \(geometry)
-        };
-        """)
+        constants.append(
+            """
+            static const \(prefix)_layer qs_layer_\(i) = {
+                qs_weight_\(i), qs_bias_\(i), \(multiplierName), qs_shift_\(i), \(perChannel ? 1 : 0), \(r.outMin), \(r.outMax),
+                \(geometry)
+            };
+            """)
         return v
     }
 
@@ -320,7 +379,8 @@ struct Plan {
         var i = 0
         while i < values.count {
             let end = min(values.count, i + 20)
-            lines.append("    " + values[i..<end].map { Plan.literal($0, type) }.joined(separator: ", ") + ",")
+            lines.append(
+                "    " + values[i..<end].map { Plan.literal($0, type) }.joined(separator: ", ") + ",")
             i = end
         }
         lines.append("};")
@@ -333,4 +393,3 @@ struct Plan {
         return "\(v)"
     }
 }
-

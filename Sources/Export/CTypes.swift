@@ -83,7 +83,8 @@ enum WeightFormat: String, Equatable {
         switch self {
         case .i8, .i16: return bytes.prefix(count).map { Int16($0) }
         case .p2, .p4:
-            let perByte = 8 / fieldBits, mask = Int64((1 << fieldBits) - 1), sign = Int64(1 << (fieldBits - 1))
+            let perByte = 8 / fieldBits, mask = Int64((1 << fieldBits) - 1),
+                sign = Int64(1 << (fieldBits - 1))
             return (0..<count).map { i in
                 let field = (bytes[i / perByte] >> Int64((i % perByte) * fieldBits)) & mask
                 return Int16((field ^ sign) - sign)

@@ -21,62 +21,62 @@ enum Helper: Int, CaseIterable, Comparable {
     /// The C text of each helper.
     static let definitions: [Helper: String] = [
         .asr64: """
-            /* Arithmetic right shift of a signed 64-bit value, 0 <= s <= 62 (portable C99: no shift of a negative). */
-            static inline int64_t qs_asr64(int64_t v, int32_t s)
-            {
-                return v >= 0 ? v >> s : ~((~v) >> s);
-            }
-            """,
+        /* Arithmetic right shift of a signed 64-bit value, 0 <= s <= 62 (portable C99: no shift of a negative). */
+        static inline int64_t qs_asr64(int64_t v, int32_t s)
+        {
+            return v >= 0 ? v >> s : ~((~v) >> s);
+        }
+        """,
         .requantize: """
-            /* out = clamp((acc * mult + 2^(shift-1)) >> shift, lo, hi), acc first clamped to +-limit:
-               one 64-bit product, one rounding (half up), as IntegerRuntime.requantize. */
-            static int32_t qs_requantize(int64_t acc, int64_t limit, int64_t mult, int32_t shift, int32_t lo, int32_t hi)
-            {
-                int64_t p;
-                if (acc > limit) acc = limit;
-                if (acc < -limit) acc = -limit;
-                p = acc * mult;
-                if (shift > 0) p = qs_asr64(p + ((int64_t)1 << (shift - 1)), shift);
-                if (p < lo) return lo;
-                if (p > hi) return hi;
-                return (int32_t)p;
-            }
-            """,
+        /* out = clamp((acc * mult + 2^(shift-1)) >> shift, lo, hi), acc first clamped to +-limit:
+           one 64-bit product, one rounding (half up), as IntegerRuntime.requantize. */
+        static int32_t qs_requantize(int64_t acc, int64_t limit, int64_t mult, int32_t shift, int32_t lo, int32_t hi)
+        {
+            int64_t p;
+            if (acc > limit) acc = limit;
+            if (acc < -limit) acc = -limit;
+            p = acc * mult;
+            if (shift > 0) p = qs_asr64(p + ((int64_t)1 << (shift - 1)), shift);
+            if (p < lo) return lo;
+            if (p > hi) return hi;
+            return (int32_t)p;
+        }
+        """,
         .requantizeShift: """
-            /* qs_requantize with multiplier 1 (power-of-two scales): a rounding shift, no product. */
-            static int32_t qs_requantize_shift(int64_t acc, int64_t limit, int32_t shift, int32_t lo, int32_t hi)
-            {
-                if (acc > limit) acc = limit;
-                if (acc < -limit) acc = -limit;
-                if (shift > 0) acc = qs_asr64(acc + ((int64_t)1 << (shift - 1)), shift);
-                if (acc < lo) return lo;
-                if (acc > hi) return hi;
-                return (int32_t)acc;
-            }
-            """,
+        /* qs_requantize with multiplier 1 (power-of-two scales): a rounding shift, no product. */
+        static int32_t qs_requantize_shift(int64_t acc, int64_t limit, int32_t shift, int32_t lo, int32_t hi)
+        {
+            if (acc > limit) acc = limit;
+            if (acc < -limit) acc = -limit;
+            if (shift > 0) acc = qs_asr64(acc + ((int64_t)1 << (shift - 1)), shift);
+            if (acc < lo) return lo;
+            if (acc > hi) return hi;
+            return (int32_t)acc;
+        }
+        """,
         .roundedDivide: """
-            /* sum / n rounded half away from zero (n > 0), as IntegerRuntime.roundedDivide. */
-            static int32_t qs_rounded_divide(int32_t sum, int32_t n)
-            {
-                return sum >= 0 ? (sum + n / 2) / n : -((-sum + n / 2) / n);
-            }
-            """,
+        /* sum / n rounded half away from zero (n > 0), as IntegerRuntime.roundedDivide. */
+        static int32_t qs_rounded_divide(int32_t sum, int32_t n)
+        {
+            return sum >= 0 ? (sum + n / 2) / n : -((-sum + n / 2) / n);
+        }
+        """,
         .weight4: """
-            /* Weight i of a 4-bit packed array: two's-complement nibbles, low nibble first. */
-            static int32_t qs_weight4(const uint8_t *w, int32_t i)
-            {
-                const int32_t field = (w[i >> 1] >> ((i & 1) << 2)) & 15;
-                return (field ^ 8) - 8;
-            }
-            """,
+        /* Weight i of a 4-bit packed array: two's-complement nibbles, low nibble first. */
+        static int32_t qs_weight4(const uint8_t *w, int32_t i)
+        {
+            const int32_t field = (w[i >> 1] >> ((i & 1) << 2)) & 15;
+            return (field ^ 8) - 8;
+        }
+        """,
         .weight2: """
-            /* Weight i of a 2-bit packed array: two's-complement fields, lowest bits first. */
-            static int32_t qs_weight2(const uint8_t *w, int32_t i)
-            {
-                const int32_t field = (w[i >> 2] >> ((i & 3) << 1)) & 3;
-                return (field ^ 2) - 2;
-            }
-            """,
+        /* Weight i of a 2-bit packed array: two's-complement fields, lowest bits first. */
+        static int32_t qs_weight2(const uint8_t *w, int32_t i)
+        {
+            const int32_t field = (w[i >> 2] >> ((i & 3) << 1)) & 3;
+            return (field ^ 2) - 2;
+        }
+        """
     ]
 }
 
@@ -126,7 +126,8 @@ struct WeightedVariant: Hashable {
     /// The statement that writes output `index` from the accumulator `acc`.
     func store(_ target: String, acc: String, index: String) -> String {
         let c = "L->per_channel ? \(index) : 0"
-        let call = shiftOnly
+        let call =
+            shiftOnly
             ? "qs_requantize_shift((int64_t)bias[\(index)] + \(acc), \(limit), L->shift[\(c)], L->out_min, L->out_max)"
             : "qs_requantize((int64_t)bias[\(index)] + \(acc), \(limit), (int64_t)mult[\(c)], L->shift[\(c)], L->out_min, L->out_max)"
         return "\(target) = (\(output.cName))\(call);"
@@ -139,25 +140,27 @@ struct WeightedVariant: Hashable {
         let product = shiftOnly ? "a" : "a * m"
         let multiplier = shiftOnly ? "" : "const int64_t m = mult[\(c)];\n                "
         return """
-        {
-                        \(multiplier)const int64_t b = bias[\(o)], limit = \(limit);
-                        const int32_t sh = L->shift[\(c)], lo = L->out_min, hi = L->out_max;
-                        const int64_t half = sh > 0 ? (int64_t)1 << (sh - 1) : 0;
-                        \(output.cName) *out = \(target);
-                        for (j = 0; j < n; j++) {
-                            int64_t a = b + \(sums)[j];
-                            a = a > limit ? limit : a < -limit ? -limit : a;
-                            a = qs_asr64(\(product) + half, sh);
-                            out[j] = (\(output.cName))(a < lo ? lo : a > hi ? hi : a);
+            {
+                            \(multiplier)const int64_t b = bias[\(o)], limit = \(limit);
+                            const int32_t sh = L->shift[\(c)], lo = L->out_min, hi = L->out_max;
+                            const int64_t half = sh > 0 ? (int64_t)1 << (sh - 1) : 0;
+                            \(output.cName) *out = \(target);
+                            for (j = 0; j < n; j++) {
+                                int64_t a = b + \(sums)[j];
+                                a = a > limit ? limit : a < -limit ? -limit : a;
+                                a = qs_asr64(\(product) + half, sh);
+                                out[j] = (\(output.cName))(a < lo ? lo : a > hi ? hi : a);
+                            }
                         }
-                    }
-        """
+            """
     }
 
     var prologue: String {
         """
             const \(weights.cElement) *w = (const \(weights.cElement) *)L->weight;
             const \(biasType) *bias = (const \(biasType) *)L->bias;
-        """ + (shiftOnly ? "" : "\n    const \(multiplierType) *mult = (const \(multiplierType) *)L->multiplier;")
+        """
+            + (shiftOnly
+                ? "" : "\n    const \(multiplierType) *mult = (const \(multiplierType) *)L->multiplier;")
     }
 }

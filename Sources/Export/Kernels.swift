@@ -9,24 +9,24 @@ enum Kernels {
         let acc = v.accType
         let rows = 4
         let definition = """
-        void \(name)(const \(v.input.cName) *x, \(v.output.cName) *y, const \(prefix)_layer *L)
-        {
-        \(v.prologue)
-            const int32_t n = L->n_in;
-            int32_t o = 0, k;
-            /* four rows at a time: each input is loaded once for four accumulators */
-            for (; o + \(rows) <= L->n_out; o += \(rows)) {
-                \(acc) \((0..<rows).map { "a\($0) = 0" }.joined(separator: ", "));
-        \(denseDot(v, rows: rows))
-        \((0..<rows).map { "        " + v.store("y[o + \($0)]", acc: "a\($0)", index: "o + \($0)") }.joined(separator: "\n"))
+            void \(name)(const \(v.input.cName) *x, \(v.output.cName) *y, const \(prefix)_layer *L)
+            {
+            \(v.prologue)
+                const int32_t n = L->n_in;
+                int32_t o = 0, k;
+                /* four rows at a time: each input is loaded once for four accumulators */
+                for (; o + \(rows) <= L->n_out; o += \(rows)) {
+                    \(acc) \((0..<rows).map { "a\($0) = 0" }.joined(separator: ", "));
+            \(denseDot(v, rows: rows))
+            \((0..<rows).map { "        " + v.store("y[o + \($0)]", acc: "a\($0)", index: "o + \($0)") }.joined(separator: "\n"))
+                }
+                for (; o < L->n_out; o++) {
+                    \(acc) a0 = 0;
+            \(denseDot(v, rows: 1))
+                    \(v.store("y[o]", acc: "a0", index: "o"))
+                }
             }
-            for (; o < L->n_out; o++) {
-                \(acc) a0 = 0;
-        \(denseDot(v, rows: 1))
-                \(v.store("y[o]", acc: "a0", index: "o"))
-            }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition)
     }
 
@@ -41,27 +41,32 @@ enum Kernels {
             }
             let inputs = (0..<per).map { "x\($0) = x[\(per) * k + \($0)]" }.joined(separator: ", ")
             let sums = r.map { i in
-                "            a\(i) += " + (0..<per).map { "(\(acc))(\(field("b\(i)", $0)) * x\($0))" }.joined(separator: " + ") + ";"
+                "            a\(i) += "
+                    + (0..<per).map { "(\(acc))(\(field("b\(i)", $0)) * x\($0))" }.joined(separator: " + ")
+                    + ";"
             }.joined(separator: "\n")
             return """
-                    const uint8_t *r0 = w + o * (n / \(per));
-                    for (k = 0; k < n / \(per); k++) {
-                        const int32_t \(inputs);
-                        const int32_t \(r.map { "b\($0) = r0[\($0) * (n / \(per)) + k]" }.joined(separator: ", "));
-            \(sums)
-                    }
-            """
+                        const uint8_t *r0 = w + o * (n / \(per));
+                        for (k = 0; k < n / \(per); k++) {
+                            const int32_t \(inputs);
+                            const int32_t \(r.map { "b\($0) = r0[\($0) * (n / \(per)) + k]" }.joined(separator: ", "));
+                \(sums)
+                        }
+                """
         }
-        let weight: (Int) -> String = v.weights == .i8 || v.weights == .i16
+        let weight: (Int) -> String =
+            v.weights == .i8 || v.weights == .i16
             ? { "(int32_t)r0[\($0 == 0 ? "" : "\($0) * n + ")k]" }
             : { v.weight("(o + \($0)) * n + k") }
-        let row = v.weights == .i8 || v.weights == .i16 ? "        const \(v.weights.cElement) *r0 = w + o * n;\n" : ""
+        let row =
+            v.weights == .i8 || v.weights == .i16
+            ? "        const \(v.weights.cElement) *r0 = w + o * n;\n" : ""
         return row + """
-                for (k = 0; k < n; k++) {
-                    const int32_t xk = x[k];
-        \(r.map { "            a\($0) += (\(acc))(\(weight($0)) * xk);" }.joined(separator: "\n"))
-                }
-        """
+                    for (k = 0; k < n; k++) {
+                        const int32_t xk = x[k];
+            \(r.map { "            a\($0) += (\(acc))(\(weight($0)) * xk);" }.joined(separator: "\n"))
+                    }
+            """
     }
 
     /// Convolution, (C, H, W) → (O, OH, OW), over blocks of `block` output positions (row-major
@@ -73,43 +78,43 @@ enum Kernels {
         let name = "\(prefix)_\(v.suffix("conv"))"
         let acc = v.accType, tin = v.input.cName
         let definition = """
-        void \(name)(const \(tin) *x, \(v.output.cName) *y, const \(prefix)_layer *L, void *scratch, int32_t block)
-        {
-        \(v.prologue)
-            const int32_t C = L->n_in, H = L->in_h, W = L->in_w, K = L->kernel, S = L->stride, P = L->padding;
-            const int32_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
-            const int32_t patch = C * K * K, positions = OH * OW;
-            \(acc) *restrict sum = (\(acc) *)scratch;
-            \(tin) *restrict cols = (\(tin) *)(sum + 4 * block);
-            int32_t first, n, o, j, ic, ky, kx, kk;
-            for (first = 0; first < positions; first += block) {
-                n = positions - first < block ? positions - first : block;
-        \(gatherText(tin))
-                /* four output channels at a time (the last group repeats a channel it does not
-                   store): each gathered input is loaded once for four accumulators */
-                for (o = 0; o < L->n_out; o += 4) {
-                    const int32_t count = L->n_out - o < 4 ? L->n_out - o : 4;
-                    int32_t wt[16], i, t;
-                    for (j = 0; j < 4 * n; j++) sum[j] = 0;
-                    for (kk = 0; kk < patch; kk += 4) {
-                        /* taps past the patch's end get weight 0 and read tap kk's inputs */
-                        const int32_t taps = patch - kk < 4 ? patch - kk : 4;
-                        const \(tin) *c0 = cols + kk * block;
-                        for (i = 0; i < 4; i++) {
-                            const int32_t at = (o + (i < count ? i : 0)) * patch + kk;
-                            for (t = 0; t < 4; t++) wt[4 * i + t] = t < taps ? \(v.weight("at + t")) : 0;
+            void \(name)(const \(tin) *x, \(v.output.cName) *y, const \(prefix)_layer *L, void *scratch, int32_t block)
+            {
+            \(v.prologue)
+                const int32_t C = L->n_in, H = L->in_h, W = L->in_w, K = L->kernel, S = L->stride, P = L->padding;
+                const int32_t OH = (H + 2 * P - K) / S + 1, OW = (W + 2 * P - K) / S + 1;
+                const int32_t patch = C * K * K, positions = OH * OW;
+                \(acc) *restrict sum = (\(acc) *)scratch;
+                \(tin) *restrict cols = (\(tin) *)(sum + 4 * block);
+                int32_t first, n, o, j, ic, ky, kx, kk;
+                for (first = 0; first < positions; first += block) {
+                    n = positions - first < block ? positions - first : block;
+            \(gatherText(tin))
+                    /* four output channels at a time (the last group repeats a channel it does not
+                       store): each gathered input is loaded once for four accumulators */
+                    for (o = 0; o < L->n_out; o += 4) {
+                        const int32_t count = L->n_out - o < 4 ? L->n_out - o : 4;
+                        int32_t wt[16], i, t;
+                        for (j = 0; j < 4 * n; j++) sum[j] = 0;
+                        for (kk = 0; kk < patch; kk += 4) {
+                            /* taps past the patch's end get weight 0 and read tap kk's inputs */
+                            const int32_t taps = patch - kk < 4 ? patch - kk : 4;
+                            const \(tin) *c0 = cols + kk * block;
+                            for (i = 0; i < 4; i++) {
+                                const int32_t at = (o + (i < count ? i : 0)) * patch + kk;
+                                for (t = 0; t < 4; t++) wt[4 * i + t] = t < taps ? \(v.weight("at + t")) : 0;
+                            }
+                            \(taps4Name(v))(sum, sum + n, sum + 2 * n, sum + 3 * n, c0, taps > 1 ? c0 + block : c0,
+                                         taps > 2 ? c0 + 2 * block : c0, taps > 3 ? c0 + 3 * block : c0, wt, n);
                         }
-                        \(taps4Name(v))(sum, sum + n, sum + 2 * n, sum + 3 * n, c0, taps > 1 ? c0 + block : c0,
-                                     taps > 2 ? c0 + 2 * block : c0, taps > 3 ? c0 + 3 * block : c0, wt, n);
-                    }
-                    for (i = 0; i < count; i++) {
-                        const \(acc) *s = sum + i * n;
-                        \(v.requantizeBlock(sums: "s", channel: "o + i", output: "y + (o + i) * positions + first"))
+                        for (i = 0; i < count; i++) {
+                            const \(acc) *s = sum + i * n;
+                            \(v.requantizeBlock(sums: "s", channel: "o + i", output: "y + (o + i) * positions + first"))
+                        }
                     }
                 }
             }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition, support: taps4(v, name: taps4Name(v)))
     }
 
@@ -152,88 +157,92 @@ enum Kernels {
         """
     }
 
-    static func taps4Name(_ v: WeightedVariant) -> String { "qs_taps4_\(v.suffix("conv"))"
+    static func taps4Name(_ v: WeightedVariant) -> String {
+        "qs_taps4_\(v.suffix("conv"))"
     }
 
     /// s_i[j] += Σ_t w[4i + t]·c_t[j] for four channels i and four taps t: a function of its own so
     /// that `restrict` on its parameters tells compilers the eight streams do not overlap.
     static func taps4(_ v: WeightedVariant, name: String) -> String {
         let acc = v.accType, tin = v.input.cName
-        let weights = (0..<4).map { i in "    const int32_t " + (0..<4).map { t in "w\(i)_\(t) = w[\(4 * i + t)]" }.joined(separator: ", ") + ";" }
+        let weights = (0..<4).map { i in
+            "    const int32_t " + (0..<4).map { t in "w\(i)_\(t) = w[\(4 * i + t)]" }.joined(separator: ", ")
+                + ";"
+        }
         let updates = (0..<4).map { i in
             "        s\(i)[j] += (\(acc))(w\(i)_0 * (int32_t)c0[j] + w\(i)_1 * (int32_t)c1[j]) + (\(acc))(w\(i)_2 * (int32_t)c2[j] + w\(i)_3 * (int32_t)c3[j]);"
         }
         return """
-        static void \(name)(\((0..<4).map { "\(acc) *restrict s\($0)" }.joined(separator: ", ")),
-                    \((0..<4).map { "const \(tin) *restrict c\($0)" }.joined(separator: ", ")),
-                    const int32_t *restrict w, int32_t n)
-        {
-        \(weights.joined(separator: "\n"))
-            int32_t j;
-            for (j = 0; j < n; j++) {
-        \(updates.joined(separator: "\n"))
+            static void \(name)(\((0..<4).map { "\(acc) *restrict s\($0)" }.joined(separator: ", ")),
+                        \((0..<4).map { "const \(tin) *restrict c\($0)" }.joined(separator: ", ")),
+                        const int32_t *restrict w, int32_t n)
+            {
+            \(weights.joined(separator: "\n"))
+                int32_t j;
+                for (j = 0; j < n; j++) {
+            \(updates.joined(separator: "\n"))
+                }
             }
-        }
-        """
+            """
     }
 
     /// Max pooling; windows are clipped to the image (padding never wins).
     static func maxPool(_ t: ActivationType, prefix: String) -> Kernel {
         let name = "\(prefix)_maxpool_\(t.rawValue)"
         let definition = """
-        void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t h, int32_t w,
-                     int32_t k, int32_t s, int32_t p)
-        {
-            const int32_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
-            int32_t c, oy, ox, ky, kx;
-            if (p == 0 && k == 2 && s == 2) {   /* the common window */
-                for (c = 0; c < channels; c++) {
-                    for (oy = 0; oy < oh; oy++) {
-                        const \(t.cName) *r0 = x + (c * h + 2 * oy) * w, *r1 = r0 + w;
-                        \(t.cName) *out = y + (c * oh + oy) * ow;
-                        for (ox = 0; ox < ow; ox++) {
-                            const int32_t a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
-                            const int32_t b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
-                            out[ox] = (\(t.cName))(a > b ? a : b);
+            void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t h, int32_t w,
+                         int32_t k, int32_t s, int32_t p)
+            {
+                const int32_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
+                int32_t c, oy, ox, ky, kx;
+                if (p == 0 && k == 2 && s == 2) {   /* the common window */
+                    for (c = 0; c < channels; c++) {
+                        for (oy = 0; oy < oh; oy++) {
+                            const \(t.cName) *r0 = x + (c * h + 2 * oy) * w, *r1 = r0 + w;
+                            \(t.cName) *out = y + (c * oh + oy) * ow;
+                            for (ox = 0; ox < ow; ox++) {
+                                const int32_t a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                                const int32_t b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                                out[ox] = (\(t.cName))(a > b ? a : b);
+                            }
                         }
                     }
+                    return;
                 }
-                return;
-            }
-            if (p == 0) {   /* every window inside the image: no bounds tests */
+                if (p == 0) {   /* every window inside the image: no bounds tests */
+                    for (c = 0; c < channels; c++) {
+                        for (oy = 0; oy < oh; oy++) {
+                            for (ox = 0; ox < ow; ox++) {
+                                const \(t.cName) *r = x + (c * h + oy * s) * w + ox * s;
+                                int32_t best = r[0];
+                                for (ky = 0; ky < k; ky++) {
+                                    for (kx = 0; kx < k; kx++) if (r[ky * w + kx] > best) best = r[ky * w + kx];
+                                }
+                                y[(c * oh + oy) * ow + ox] = (\(t.cName))best;
+                            }
+                        }
+                    }
+                    return;
+                }
                 for (c = 0; c < channels; c++) {
                     for (oy = 0; oy < oh; oy++) {
                         for (ox = 0; ox < ow; ox++) {
-                            const \(t.cName) *r = x + (c * h + oy * s) * w + ox * s;
-                            int32_t best = r[0];
+                            int32_t best = -32768;
                             for (ky = 0; ky < k; ky++) {
-                                for (kx = 0; kx < k; kx++) if (r[ky * w + kx] > best) best = r[ky * w + kx];
+                                const int32_t iy = oy * s - p + ky;
+                                if (iy < 0 || iy >= h) continue;
+                                for (kx = 0; kx < k; kx++) {
+                                    const int32_t ix = ox * s - p + kx;
+                                    if (ix < 0 || ix >= w) continue;
+                                    if (x[(c * h + iy) * w + ix] > best) best = x[(c * h + iy) * w + ix];
+                                }
                             }
                             y[(c * oh + oy) * ow + ox] = (\(t.cName))best;
                         }
                     }
                 }
-                return;
             }
-            for (c = 0; c < channels; c++) {
-                for (oy = 0; oy < oh; oy++) {
-                    for (ox = 0; ox < ow; ox++) {
-                        int32_t best = -32768;
-                        for (ky = 0; ky < k; ky++) {
-                            const int32_t iy = oy * s - p + ky;
-                            if (iy < 0 || iy >= h) continue;
-                            for (kx = 0; kx < k; kx++) {
-                                const int32_t ix = ox * s - p + kx;
-                                if (ix < 0 || ix >= w) continue;
-                                if (x[(c * h + iy) * w + ix] > best) best = x[(c * h + iy) * w + ix];
-                            }
-                        }
-                        y[(c * oh + oy) * ow + ox] = (\(t.cName))best;
-                    }
-                }
-            }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition)
     }
 
@@ -241,23 +250,23 @@ enum Kernels {
     static func avgPool(_ t: ActivationType, prefix: String) -> Kernel {
         let name = "\(prefix)_avgpool_\(t.rawValue)"
         let definition = """
-        void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t h, int32_t w, int32_t k, int32_t s)
-        {
-            const int32_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
-            int32_t c, oy, ox, ky, kx;
-            for (c = 0; c < channels; c++) {
-                for (oy = 0; oy < oh; oy++) {
-                    for (ox = 0; ox < ow; ox++) {
-                        int32_t sum = 0;
-                        for (ky = 0; ky < k; ky++) {
-                            for (kx = 0; kx < k; kx++) sum += x[(c * h + oy * s + ky) * w + ox * s + kx];
+            void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t h, int32_t w, int32_t k, int32_t s)
+            {
+                const int32_t oh = (h - k) / s + 1, ow = (w - k) / s + 1;
+                int32_t c, oy, ox, ky, kx;
+                for (c = 0; c < channels; c++) {
+                    for (oy = 0; oy < oh; oy++) {
+                        for (ox = 0; ox < ow; ox++) {
+                            int32_t sum = 0;
+                            for (ky = 0; ky < k; ky++) {
+                                for (kx = 0; kx < k; kx++) sum += x[(c * h + oy * s + ky) * w + ox * s + kx];
+                            }
+                            y[(c * oh + oy) * ow + ox] = (\(t.cName))qs_rounded_divide(sum, k * k);
                         }
-                        y[(c * oh + oy) * ow + ox] = (\(t.cName))qs_rounded_divide(sum, k * k);
                     }
                 }
             }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition)
     }
 
@@ -265,16 +274,16 @@ enum Kernels {
     static func globalAvgPool(_ t: ActivationType, prefix: String) -> Kernel {
         let name = "\(prefix)_global_avgpool_\(t.rawValue)"
         let definition = """
-        void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t size)
-        {
-            int32_t c, i;
-            for (c = 0; c < channels; c++) {
-                int32_t sum = 0;
-                for (i = 0; i < size; i++) sum += x[c * size + i];
-                y[c] = (\(t.cName))qs_rounded_divide(sum, size);
+            void \(name)(const \(t.cName) *x, \(t.cName) *y, int32_t channels, int32_t size)
+            {
+                int32_t c, i;
+                for (c = 0; c < channels; c++) {
+                    int32_t sum = 0;
+                    for (i = 0; i < size; i++) sum += x[c * size + i];
+                    y[c] = (\(t.cName))qs_rounded_divide(sum, size);
+                }
             }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition)
     }
 
@@ -282,15 +291,15 @@ enum Kernels {
     static func clamp(_ input: ActivationType, _ output: ActivationType, prefix: String) -> Kernel {
         let name = "\(prefix)_clamp_\(input.rawValue)_\(output.rawValue)"
         let definition = """
-        void \(name)(const \(input.cName) *x, \(output.cName) *y, int32_t n, int32_t lo, int32_t hi)
-        {
-            int32_t i;
-            for (i = 0; i < n; i++) {
-                const int32_t v = x[i];
-                y[i] = (\(output.cName))(v < lo ? lo : v > hi ? hi : v);
+            void \(name)(const \(input.cName) *x, \(output.cName) *y, int32_t n, int32_t lo, int32_t hi)
+            {
+                int32_t i;
+                for (i = 0; i < n; i++) {
+                    const int32_t v = x[i];
+                    y[i] = (\(output.cName))(v < lo ? lo : v > hi ? hi : v);
+                }
             }
-        }
-        """
+            """
         return Kernel(name: name, definition: definition)
     }
 

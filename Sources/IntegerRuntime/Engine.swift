@@ -25,7 +25,10 @@ public struct IntegerEngine: Sendable {
         switch layer {
         case .dense(let d): return [d.outFeatures]
         case .conv(let c):
-            return [c.outChannels, (s[1] + 2 * c.padding - c.kernel) / c.stride + 1, (s[2] + 2 * c.padding - c.kernel) / c.stride + 1]
+            return [
+                c.outChannels, (s[1] + 2 * c.padding - c.kernel) / c.stride + 1,
+                (s[2] + 2 * c.padding - c.kernel) / c.stride + 1
+            ]
         case let .maxPool(k, st, p):
             return [s[0], (s[1] + 2 * p - k) / st + 1, (s[2] + 2 * p - k) / st + 1]
         case let .avgPool(k, st):
@@ -89,7 +92,8 @@ public struct IntegerEngine: Sendable {
 
     @inline(__always)
     static func output(_ acc: Int64, _ r: Requantization, _ channel: Int, _ limit: Int64) -> Int16 {
-        let v = requantize(acc, multiplier: r.multiplier[channel], shift: r.shift[channel], accumulatorLimit: limit)
+        let v = requantize(
+            acc, multiplier: r.multiplier[channel], shift: r.shift[channel], accumulatorLimit: limit)
         return Int16(truncatingIfNeeded: saturate(v, r.outMin, r.outMax))
     }
 
@@ -99,7 +103,10 @@ public struct IntegerEngine: Sendable {
         return w.withUnsafeBufferPointer { wp in
             x.withUnsafeBufferPointer { xp in
                 (0..<d.outFeatures).map { o in
-                    let acc = d.bias[o] &+ IntegerEngine.dot(wp.baseAddress! + o * d.inFeatures, xp.baseAddress!, d.inFeatures, wide: wide)
+                    let acc =
+                        d.bias[o]
+                        &+ IntegerEngine.dot(
+                            wp.baseAddress! + o * d.inFeatures, xp.baseAddress!, d.inFeatures, wide: wide)
                     return IntegerEngine.output(acc, d.requant, o, limit)
                 }
             }
@@ -114,17 +121,21 @@ public struct IntegerEngine: Sendable {
         let (cols, oh, ow) = IntegerEngine.patches(c, x, s)
         let patch = c.inChannels * c.kernel * c.kernel, positions = oh * ow
         var y = [Int16](repeating: 0, count: c.outChannels * positions)
-        var acc32 = [Int32](repeating: 0, count: positions), acc64 = [Int64](repeating: 0, count: c.requant.accumulatorBits > 32 ? positions : 0)
+        var acc32 = [Int32](repeating: 0, count: positions),
+            acc64 = [Int64](repeating: 0, count: c.requant.accumulatorBits > 32 ? positions : 0)
         w.withUnsafeBufferPointer { wp in
             cols.withUnsafeBufferPointer { cp in
                 y.withUnsafeMutableBufferPointer { yp in
                     for o in 0..<c.outChannels {
                         let row = wp.baseAddress! + o * patch, out = yp.baseAddress! + o * positions
                         if c.requant.accumulatorBits > 32 {
-                            IntegerEngine.channel64(c, o, row, cp.baseAddress!, patch: patch, positions: positions, &acc64, out)
+                            IntegerEngine.channel64(
+                                c, o, row, cp.baseAddress!, patch: patch, positions: positions, &acc64, out)
                         } else {
                             acc32.withUnsafeMutableBufferPointer { ap in
-                                IntegerEngine.channel32(c, o, row, cp.baseAddress!, patch: patch, positions: positions, ap.baseAddress!, out)
+                                IntegerEngine.channel32(
+                                    c, o, row, cp.baseAddress!, patch: patch, positions: positions,
+                                    ap.baseAddress!, out)
                             }
                         }
                     }
@@ -142,18 +153,22 @@ public struct IntegerEngine: Sendable {
         var cols = [Int16](repeating: 0, count: c.inChannels * k * k * positions)
         cols.withUnsafeMutableBufferPointer { cp in
             x.withUnsafeBufferPointer { xp in
-                for ch in 0..<c.inChannels { for ky in 0..<k { for kx in 0..<k {
-                    let row = cp.baseAddress! + ((ch * k + ky) * k + kx) * positions
-                    // Output columns whose input column is inside the image: ox in [lo, hi).
-                    let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
-                    let hi = min(ow, max(lo, (wd + c.padding - kx + c.stride - 1) / c.stride))
-                    for oy in 0..<oh {
-                        let iy = oy * c.stride - c.padding + ky
-                        guard iy >= 0 && iy < h else { continue }
-                        let src = (ch * h + iy) * wd - c.padding + kx, dst = row + oy * ow
-                        for ox in lo..<hi { dst[ox] = xp[src + ox * c.stride] }
+                for ch in 0..<c.inChannels {
+                    for ky in 0..<k {
+                        for kx in 0..<k {
+                            let row = cp.baseAddress! + ((ch * k + ky) * k + kx) * positions
+                            // Output columns whose input column is inside the image: ox in [lo, hi).
+                            let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
+                            let hi = min(ow, max(lo, (wd + c.padding - kx + c.stride - 1) / c.stride))
+                            for oy in 0..<oh {
+                                let iy = oy * c.stride - c.padding + ky
+                                guard iy >= 0 && iy < h else { continue }
+                                let src = (ch * h + iy) * wd - c.padding + kx, dst = row + oy * ow
+                                for ox in lo..<hi { dst[ox] = xp[src + ox * c.stride] }
+                            }
+                        }
                     }
-                } } }
+                }
             }
         }
         return (cols, oh, ow)
@@ -161,8 +176,10 @@ public struct IntegerEngine: Sendable {
 
     /// Output channel `o` with a 64-bit accumulator.
     @inline(__always)
-    static func channel64(_ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
-                          patch: Int, positions: Int, _ acc64: inout [Int64], _ out: UnsafeMutablePointer<Int16>) {
+    static func channel64(
+        _ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
+        patch: Int, positions: Int, _ acc64: inout [Int64], _ out: UnsafeMutablePointer<Int16>
+    ) {
         let limit = c.requant.accumulatorLimit
         for l in 0..<positions { acc64[l] = c.bias[o] }
         for kk in 0..<patch {
@@ -176,8 +193,10 @@ public struct IntegerEngine: Sendable {
     /// accumulators (an eighth of the accumulator loads and stores, and 16×16→32-bit products),
     /// then the channel requantised with its multiplier, shift and bias read once.
     @inline(__always)
-    static func channel32(_ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
-                          patch: Int, positions: Int, _ a: UnsafeMutablePointer<Int32>, _ out: UnsafeMutablePointer<Int16>) {
+    static func channel32(
+        _ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
+        patch: Int, positions: Int, _ a: UnsafeMutablePointer<Int32>, _ out: UnsafeMutablePointer<Int16>
+    ) {
         for l in 0..<positions { a[l] = 0 }
         var kk = 0
         while kk + 8 <= patch {
@@ -200,7 +219,8 @@ public struct IntegerEngine: Sendable {
             for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
             kk += 1
         }
-        let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o], limit = c.requant.accumulatorLimit
+        let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o],
+            limit = c.requant.accumulatorLimit
         let lo = c.requant.outMin, hi = c.requant.outMax
         for l in 0..<positions {
             let v = requantize(b &+ Int64(a[l]), multiplier: m, shift: sh, accumulatorLimit: limit)
@@ -211,39 +231,53 @@ public struct IntegerEngine: Sendable {
     private func maxPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int, _ p: Int) -> [Int16] {
         let h = s[1], w = s[2], oh = (h + 2 * p - k) / st + 1, ow = (w + 2 * p - k) / st + 1
         var y = [Int16](repeating: 0, count: s[0] * oh * ow)
-        if k == 2 && st == 2 && p == 0 {   // the common window, without bounds tests
-            for c in 0..<s[0] { for oy in 0..<oh {
-                let r0 = (c * h + 2 * oy) * w, r1 = r0 + w, o = (c * oh + oy) * ow
-                for ox in 0..<ow {
-                    y[o + ox] = max(max(x[r0 + 2 * ox], x[r0 + 2 * ox + 1]), max(x[r1 + 2 * ox], x[r1 + 2 * ox + 1]))
-                }
-            } }
-            return y
-        }
-        for c in 0..<s[0] { for oy in 0..<oh { for ox in 0..<ow {
-            var best = Int16.min
-            for ky in 0..<k {
-                let iy = oy * st - p + ky
-                guard iy >= 0 && iy < h else { continue }
-                for kx in 0..<k {
-                    let ix = ox * st - p + kx
-                    guard ix >= 0 && ix < w else { continue }
-                    best = max(best, x[(c * h + iy) * w + ix])
+        if k == 2 && st == 2 && p == 0 {  // the common window, without bounds tests
+            for c in 0..<s[0] {
+                for oy in 0..<oh {
+                    let r0 = (c * h + 2 * oy) * w, r1 = r0 + w, o = (c * oh + oy) * ow
+                    for ox in 0..<ow {
+                        y[o + ox] = max(
+                            max(x[r0 + 2 * ox], x[r0 + 2 * ox + 1]), max(x[r1 + 2 * ox], x[r1 + 2 * ox + 1]))
+                    }
                 }
             }
-            y[(c * oh + oy) * ow + ox] = best
-        } } }
+            return y
+        }
+        for c in 0..<s[0] {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var best = Int16.min
+                    for ky in 0..<k {
+                        let iy = oy * st - p + ky
+                        guard iy >= 0 && iy < h else { continue }
+                        for kx in 0..<k {
+                            let ix = ox * st - p + kx
+                            guard ix >= 0 && ix < w else { continue }
+                            best = max(best, x[(c * h + iy) * w + ix])
+                        }
+                    }
+                    y[(c * oh + oy) * ow + ox] = best
+                }
+            }
+        }
         return y
     }
 
     private func avgPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int) -> [Int16] {
         let h = s[1], w = s[2], oh = (h - k) / st + 1, ow = (w - k) / st + 1
         var y = [Int16](repeating: 0, count: s[0] * oh * ow)
-        for c in 0..<s[0] { for oy in 0..<oh { for ox in 0..<ow {
-            var sum: Int64 = 0
-            for ky in 0..<k { for kx in 0..<k { sum &+= Int64(x[(c * h + oy * st + ky) * w + ox * st + kx]) } }
-            y[(c * oh + oy) * ow + ox] = Int16(truncatingIfNeeded: roundedDivide(sum, by: Int64(k * k)))
-        } } }
+        for c in 0..<s[0] {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var sum: Int64 = 0
+                    for ky in 0..<k {
+                        for kx in 0..<k { sum &+= Int64(x[(c * h + oy * st + ky) * w + ox * st + kx]) }
+                    }
+                    y[(c * oh + oy) * ow + ox] = Int16(
+                        truncatingIfNeeded: roundedDivide(sum, by: Int64(k * k)))
+                }
+            }
+        }
         return y
     }
 }

@@ -23,7 +23,9 @@ public struct Requantization: Equatable, Sendable {
         self.outMin = outMin; self.outMax = outMax; self.accumulatorBits = accumulatorBits
     }
 
-    var accumulatorLimit: Int64 { accumulatorBits >= 64 ? Int64.max / 2 : (1 << Int64(accumulatorBits - 1)) - 1 }
+    var accumulatorLimit: Int64 {
+        accumulatorBits >= 64 ? Int64.max / 2 : (1 << Int64(accumulatorBits - 1)) - 1
+    }
 }
 
 public struct IntegerDense: Equatable, Sendable {
@@ -35,7 +37,10 @@ public struct IntegerDense: Equatable, Sendable {
     /// (out), at scale s_in·s_w.
     public var bias: [Int64]
     public var requant: Requantization
-    public init(inFeatures: Int, outFeatures: Int, weight: [Int16], weightBits: BitWidth, bias: [Int64], requant: Requantization) {
+    public init(
+        inFeatures: Int, outFeatures: Int, weight: [Int16], weightBits: BitWidth, bias: [Int64],
+        requant: Requantization
+    ) {
         self.inFeatures = inFeatures; self.outFeatures = outFeatures
         self.weight = weight; self.weightBits = weightBits; self.bias = bias; self.requant = requant
     }
@@ -48,8 +53,10 @@ public struct IntegerConv: Equatable, Sendable {
     public var weightBits: BitWidth
     public var bias: [Int64]
     public var requant: Requantization
-    public init(inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
-                weight: [Int16], weightBits: BitWidth, bias: [Int64], requant: Requantization) {
+    public init(
+        inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
+        weight: [Int16], weightBits: BitWidth, bias: [Int64], requant: Requantization
+    ) {
         self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel
         self.stride = stride; self.padding = padding; self.weight = weight; self.weightBits = weightBits
         self.bias = bias; self.requant = requant

@@ -32,7 +32,8 @@ public final class BatchNorm: Layer {
     public func outputShape(for input: [Int]) throws -> [Int] {
         let name = spatial ? "batchnorm2d" : "batchnorm1d"
         guard input.count == (spatial ? 3 : 1) else {
-            throw ModelError("\(name) expects a \(spatial ? "(C, H, W)" : "flat (C)") input, got shape \(input)")
+            throw ModelError(
+                "\(name) expects a \(spatial ? "(C, H, W)" : "flat (C)") input, got shape \(input)")
         }
         guard input[0] == channels else {
             throw ModelError("\(name) has \(channels) channels, the previous layer gives \(input[0])")
@@ -53,9 +54,11 @@ public final class BatchNorm: Layer {
                 var sum = 0.0, sq = 0.0
                 for i in 0..<n { for j in 0..<s { sum += Double(x.data[(i * channels + c) * s + j]) } }
                 let mu = sum / Double(m)
-                for i in 0..<n { for j in 0..<s {
-                    let d = Double(x.data[(i * channels + c) * s + j]) - mu; sq += d * d
-                } }
+                for i in 0..<n {
+                    for j in 0..<s {
+                        let d = Double(x.data[(i * channels + c) * s + j]) - mu; sq += d * d
+                    }
+                }
                 mean = Float(mu); variance = Float(sq / Double(m))
                 let unbiased = m > 1 ? Float(sq / Double(m - 1)) : variance
                 runningMean.value.data[c] = (1 - momentum) * runningMean.value.data[c] + momentum * mean
@@ -66,12 +69,14 @@ public final class BatchNorm: Layer {
             let inv = 1 / (variance + eps).squareRoot()
             invStd[c] = inv
             let g = gamma.value.data[c], b = beta.value.data[c]
-            for i in 0..<n { for j in 0..<s {
-                let k = (i * channels + c) * s + j
-                let h = (x.data[k] - mean) * inv
-                xhat[k] = h
-                y.data[k] = g * h + b
-            } }
+            for i in 0..<n {
+                for j in 0..<s {
+                    let k = (i * channels + c) * s + j
+                    let h = (x.data[k] - mean) * inv
+                    xhat[k] = h
+                    y.data[k] = g * h + b
+                }
+            }
         }
         if training { batchesTracked.value.data[0] += 1 }
         return y
@@ -84,20 +89,25 @@ public final class BatchNorm: Layer {
         var dx = Tensor(shape: inputShape)
         for c in 0..<channels {
             var sumD: Float = 0, sumDX: Float = 0
-            for i in 0..<n { for j in 0..<s {
-                let k = (i * channels + c) * s + j
-                sumD += dOut.data[k]; sumDX += dOut.data[k] * xhat[k]
-            } }
+            for i in 0..<n {
+                for j in 0..<s {
+                    let k = (i * channels + c) * s + j
+                    sumD += dOut.data[k]; sumDX += dOut.data[k] * xhat[k]
+                }
+            }
             beta.grad.data[c] += sumD
             gamma.grad.data[c] += sumDX
             guard needInputGradient else { continue }
             let g = gamma.value.data[c], inv = invStd[c]
-            for i in 0..<n { for j in 0..<s {
-                let k = (i * channels + c) * s + j
-                dx.data[k] = trainingForward
-                    ? g * inv / m * (m * dOut.data[k] - sumD - xhat[k] * sumDX)
-                    : g * inv * dOut.data[k]
-            } }
+            for i in 0..<n {
+                for j in 0..<s {
+                    let k = (i * channels + c) * s + j
+                    dx.data[k] =
+                        trainingForward
+                        ? g * inv / m * (m * dOut.data[k] - sumD - xhat[k] * sumDX)
+                        : g * inv * dOut.data[k]
+                }
+            }
         }
         return needInputGradient ? dx : nil
     }

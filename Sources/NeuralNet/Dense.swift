@@ -20,8 +20,13 @@ public final class Dense: Layer {
         let bound = 1 / Float(inFeatures).squareRoot()
         let w = (0..<(outFeatures * inFeatures)).map { _ in rng.uniform(-bound, bound) }
         weight = Parameter("weight", role: .weight, value: Tensor(shape: [outFeatures, inFeatures], data: w))
-        self.bias = bias ? Parameter("bias", role: .bias, value: Tensor(
-            shape: [outFeatures], data: (0..<outFeatures).map { _ in rng.uniform(-bound, bound) })) : nil
+        self.bias =
+            bias
+            ? Parameter(
+                "bias", role: .bias,
+                value: Tensor(
+                    shape: [outFeatures], data: (0..<outFeatures).map { _ in rng.uniform(-bound, bound) }))
+            : nil
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
@@ -29,7 +34,8 @@ public final class Dense: Layer {
             throw ModelError("dense expects a flat input (add a flatten layer first), got shape \(input)")
         }
         guard input[0] == inFeatures else {
-            throw ModelError("dense expects \(inFeatures) input features, the previous layer gives \(input[0])")
+            throw ModelError(
+                "dense expects \(inFeatures) input features, the previous layer gives \(input[0])")
         }
         return [outFeatures]
     }
@@ -44,14 +50,17 @@ public final class Dense: Layer {
         y.withUnsafeMutableBufferPointer { yp in
             if let b = bias {
                 b.value.withUnsafeBufferPointer { bp in
-                    for i in 0..<n { (yp.baseAddress! + i * outFeatures).update(from: bp.baseAddress!, count: outFeatures) }
+                    for i in 0..<n {
+                        (yp.baseAddress! + i * outFeatures).update(from: bp.baseAddress!, count: outFeatures)
+                    }
                 }
             }
             x.withUnsafeBufferPointer { xp in
                 weight.value.withUnsafeBufferPointer { wp in
-                    gemm(transB: true, m: n, n: outFeatures, k: inFeatures,
-                         a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                         beta: bias == nil ? 0 : 1, c: yp.baseAddress!, ldc: outFeatures)
+                    gemm(
+                        transB: true, m: n, n: outFeatures, k: inFeatures,
+                        a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                        beta: bias == nil ? 0 : 1, c: yp.baseAddress!, ldc: outFeatures)
                 }
             }
         }
@@ -64,9 +73,10 @@ public final class Dense: Layer {
         dOut.withUnsafeBufferPointer { dp in
             input.withUnsafeBufferPointer { xp in
                 weight.grad.withUnsafeMutableBufferPointer { gp in
-                    gemm(transA: true, m: outFeatures, n: inFeatures, k: n,
-                         a: dp.baseAddress!, lda: outFeatures, b: xp.baseAddress!, ldb: inFeatures,
-                         beta: 1, c: gp.baseAddress!, ldc: inFeatures)
+                    gemm(
+                        transA: true, m: outFeatures, n: inFeatures, k: n,
+                        a: dp.baseAddress!, lda: outFeatures, b: xp.baseAddress!, ldb: inFeatures,
+                        beta: 1, c: gp.baseAddress!, ldc: inFeatures)
                 }
             }
             bias?.grad.withUnsafeMutableBufferPointer { gb in
@@ -78,9 +88,10 @@ public final class Dense: Layer {
         dx.withUnsafeMutableBufferPointer { xp in
             dOut.withUnsafeBufferPointer { dp in
                 weight.value.withUnsafeBufferPointer { wp in
-                    gemm(m: n, n: inFeatures, k: outFeatures,
-                         a: dp.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
-                         c: xp.baseAddress!, ldc: inFeatures)
+                    gemm(
+                        m: n, n: inFeatures, k: outFeatures,
+                        a: dp.baseAddress!, lda: outFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                        c: xp.baseAddress!, ldc: inFeatures)
                 }
             }
         }

@@ -6,7 +6,9 @@ import Tensors
 ///
 /// Stable: each row subtracts its maximum before `exp`. Returns the loss (accumulated in
 /// Double), the gradient with respect to the logits, and the number of correct argmax predictions.
-public func softmaxCrossEntropy(logits: Tensor, labels: [Int32]) -> (loss: Double, dLogits: Tensor, correct: Int) {
+public func softmaxCrossEntropy(
+    logits: Tensor, labels: [Int32]
+) -> (loss: Double, dLogits: Tensor, correct: Int) {
     let n = labels.count, k = logits.count / max(1, n)
     precondition(logits.count == n * k, "logits \(logits.shape) do not match \(n) labels")
     var d = Tensor(shape: logits.shape)

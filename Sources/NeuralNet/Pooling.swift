@@ -16,8 +16,9 @@ public final class MaxPool2D: Layer {
     }
 
     private func geometry(_ n: Int, _ s: [Int]) -> ConvGeometry {
-        ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2],
-                     kernelH: kernel, kernelW: kernel, stride: stride, padding: padding)
+        ConvGeometry(
+            batch: n, channels: s[0], height: s[1], width: s[2],
+            kernelH: kernel, kernelW: kernel, stride: stride, padding: padding)
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
@@ -39,22 +40,26 @@ public final class MaxPool2D: Layer {
                     }
                     for plane in 0..<(g.batch * g.channels) {
                         let base = plane * g.height * g.width
-                        for oy in 0..<oh { for ox in 0..<ow {
-                            let o = (plane * oh + oy) * ow + ox
-                            // Window rows/columns clipped to the image (padding taps are −∞).
-                            let y0 = max(0, oy * stride - padding), y1 = min(g.height, oy * stride - padding + kernel)
-                            let x0 = max(0, ox * stride - padding), x1 = min(g.width, ox * stride - padding + kernel)
-                            var bestIndex = base + y0 * g.width + x0
-                            var best = xp[bestIndex]
-                            for iy in y0..<y1 {
-                                let row = base + iy * g.width
-                                for ix in x0..<x1 where xp[row + ix] > best {
-                                    best = xp[row + ix]; bestIndex = row + ix
+                        for oy in 0..<oh {
+                            for ox in 0..<ow {
+                                let o = (plane * oh + oy) * ow + ox
+                                // Window rows/columns clipped to the image (padding taps are −∞).
+                                let y0 = max(0, oy * stride - padding),
+                                    y1 = min(g.height, oy * stride - padding + kernel)
+                                let x0 = max(0, ox * stride - padding),
+                                    x1 = min(g.width, ox * stride - padding + kernel)
+                                var bestIndex = base + y0 * g.width + x0
+                                var best = xp[bestIndex]
+                                for iy in y0..<y1 {
+                                    let row = base + iy * g.width
+                                    for ix in x0..<x1 where xp[row + ix] > best {
+                                        best = xp[row + ix]; bestIndex = row + ix
+                                    }
                                 }
+                                yp[o] = best
+                                ap[o] = Int32(bestIndex)
                             }
-                            yp[o] = best
-                            ap[o] = Int32(bestIndex)
-                        } }
+                        }
                     }
                 }
             }
@@ -63,8 +68,10 @@ public final class MaxPool2D: Layer {
     }
 
     /// The common 2×2, stride-2 window without clipping: the same result as the general loop.
-    private func maxPool2x2(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                            _ arg: UnsafeMutablePointer<Int32>) {
+    private func maxPool2x2(
+        _ g: ConvGeometry, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        _ arg: UnsafeMutablePointer<Int32>
+    ) {
         let oh = g.outH, ow = g.outW, w = g.width
         for plane in 0..<(g.batch * g.channels) {
             let base = plane * g.height * w
@@ -110,8 +117,9 @@ public final class AvgPool2D: Layer {
     }
 
     private func geometry(_ n: Int, _ s: [Int]) -> ConvGeometry {
-        ConvGeometry(batch: n, channels: s[0], height: s[1], width: s[2],
-                     kernelH: kernel, kernelW: kernel, stride: stride, padding: 0)
+        ConvGeometry(
+            batch: n, channels: s[0], height: s[1], width: s[2],
+            kernelH: kernel, kernelW: kernel, stride: stride, padding: 0)
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
@@ -127,13 +135,17 @@ public final class AvgPool2D: Layer {
             y.withUnsafeMutableBufferPointer { yp in
                 for plane in 0..<(g.batch * g.channels) {
                     let base = plane * g.height * g.width
-                    for oy in 0..<oh { for ox in 0..<ow {
-                        var s: Float = 0
-                        for ky in 0..<kernel { for kx in 0..<kernel {
-                            s += xp[base + (oy * stride + ky) * g.width + ox * stride + kx]
-                        } }
-                        yp[(plane * oh + oy) * ow + ox] = s * scale
-                    } }
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            var s: Float = 0
+                            for ky in 0..<kernel {
+                                for kx in 0..<kernel {
+                                    s += xp[base + (oy * stride + ky) * g.width + ox * stride + kx]
+                                }
+                            }
+                            yp[(plane * oh + oy) * ow + ox] = s * scale
+                        }
+                    }
                 }
             }
         }
@@ -150,12 +162,16 @@ public final class AvgPool2D: Layer {
             dOut.withUnsafeBufferPointer { dp in
                 for plane in 0..<(g.batch * g.channels) {
                     let base = plane * g.height * g.width
-                    for oy in 0..<oh { for ox in 0..<ow {
-                        let d = dp[(plane * oh + oy) * ow + ox] * scale
-                        for ky in 0..<kernel { for kx in 0..<kernel {
-                            xp[base + (oy * stride + ky) * g.width + ox * stride + kx] += d
-                        } }
-                    } }
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            let d = dp[(plane * oh + oy) * ow + ox] * scale
+                            for ky in 0..<kernel {
+                                for kx in 0..<kernel {
+                                    xp[base + (oy * stride + ky) * g.width + ox * stride + kx] += d
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -170,7 +186,9 @@ public final class GlobalAvgPool2D: Layer {
     public init() {}
 
     public func outputShape(for input: [Int]) throws -> [Int] {
-        guard input.count == 3 else { throw ModelError("globalavgpool2d expects a (C, H, W) input, got shape \(input)") }
+        guard input.count == 3 else {
+            throw ModelError("globalavgpool2d expects a (C, H, W) input, got shape \(input)")
+        }
         return [input[0], 1, 1]
     }
 
@@ -209,7 +227,8 @@ func poolOutputShape(_ name: String, _ g: ConvGeometry, _ input: [Int]) throws -
     guard 2 * g.padding <= g.kernelH else {
         throw ModelError("\(name) padding \(g.padding) is more than half its kernel \(g.kernelH)")
     }
-    guard g.outH > 0, g.outW > 0, input[1] + 2 * g.padding >= g.kernelH, input[2] + 2 * g.padding >= g.kernelW else {
+    guard g.outH > 0, g.outW > 0, input[1] + 2 * g.padding >= g.kernelH, input[2] + 2 * g.padding >= g.kernelW
+    else {
         throw ModelError("\(name) kernel \(g.kernelH) does not fit a \(input[1])x\(input[2]) input")
     }
     return [input[0], g.outH, g.outW]

@@ -50,7 +50,8 @@ public final class Sequential {
     /// Sizes are checked before anything is allocated.
     public init(specs: [LayerSpec], inputShape: [Int], seed: UInt64) throws {
         guard specs.count <= Sequential.maxLayers else {
-            throw ModelError("model.layers: \(specs.count) layers; QShape takes at most \(Sequential.maxLayers)")
+            throw ModelError(
+                "model.layers: \(specs.count) layers; QShape takes at most \(Sequential.maxLayers)")
         }
         var rng = SeededRandom(seed: seed)
         var layers: [Layer] = []
@@ -61,7 +62,9 @@ public final class Sequential {
             let added = Sequential.parameterCount(spec, input: shape)
             let (total, overflow) = parameters.addingReportingOverflow(added ?? Int.max)
             guard added != nil, !overflow, total <= Sequential.maxParameters else {
-                throw ModelError("model.layers[\(index)] (\(spec.typeName)): the model would have more than \(Sequential.maxParameters) parameters, QShape's limit")
+                throw ModelError(
+                    "model.layers[\(index)] (\(spec.typeName)): the model would have more than \(Sequential.maxParameters) parameters, QShape's limit"
+                )
             }
             parameters = total
             let layer = Sequential.make(spec, input: shape, index: index, seed: seed, rng: &rng)
@@ -71,8 +74,12 @@ public final class Sequential {
                 throw ModelError("model.layers[\(index)] (\(spec.typeName)): \(e.message)")
             }
             activations += shape.reduce(1) { $0 &* max(0, $1) }
-            guard activations <= Sequential.maxActivations, shape.allSatisfy({ $0 <= Sequential.maxActivations }) else {
-                throw ModelError("model.layers[\(index)] (\(spec.typeName)): more than \(Sequential.maxActivations) activations per sample, QShape's limit")
+            guard activations <= Sequential.maxActivations,
+                shape.allSatisfy({ $0 <= Sequential.maxActivations })
+            else {
+                throw ModelError(
+                    "model.layers[\(index)] (\(spec.typeName)): more than \(Sequential.maxActivations) activations per sample, QShape's limit"
+                )
             }
             layers.append(layer)
             shapes.append(shape)
@@ -108,22 +115,27 @@ public final class Sequential {
         }
     }
 
-    private static func make(_ spec: LayerSpec, input: [Int], index: Int, seed: UInt64,
-                             rng: inout SeededRandom) -> Layer {
+    private static func make(
+        _ spec: LayerSpec, input: [Int], index: Int, seed: UInt64,
+        rng: inout SeededRandom
+    ) -> Layer {
         switch spec {
         case let .dense(inF, outF, bias):
             return Dense(inFeatures: inF ?? input.reduce(1, *), outFeatures: outF, bias: bias, rng: &rng)
         case let .conv2d(inC, outC, k, s, p, bias):
-            return Conv2D(inChannels: inC ?? (input.first ?? 0), outChannels: outC, kernel: k, stride: s,
-                          padding: p, bias: bias, rng: &rng)
+            return Conv2D(
+                inChannels: inC ?? (input.first ?? 0), outChannels: outC, kernel: k, stride: s,
+                padding: p, bias: bias, rng: &rng)
         case let .maxpool2d(k, s, p): return MaxPool2D(kernel: k, stride: s, padding: p)
         case let .avgpool2d(k, s): return AvgPool2D(kernel: k, stride: s)
         case .globalavgpool2d: return GlobalAvgPool2D()
         case .relu: return ClampedReLU.relu()
         case .relu6: return ClampedReLU.relu6()
         case .flatten: return Flatten()
-        case let .batchnorm1d(eps, m): return BatchNorm(channels: input.first ?? 0, spatial: false, eps: eps, momentum: m)
-        case let .batchnorm2d(eps, m): return BatchNorm(channels: input.first ?? 0, spatial: true, eps: eps, momentum: m)
+        case let .batchnorm1d(eps, m):
+            return BatchNorm(channels: input.first ?? 0, spatial: false, eps: eps, momentum: m)
+        case let .batchnorm2d(eps, m):
+            return BatchNorm(channels: input.first ?? 0, spatial: true, eps: eps, momentum: m)
         case let .dropout(p): return Dropout(p: p, seed: seed &+ 0x5EED &+ UInt64(index))
         }
     }

@@ -79,9 +79,15 @@ public enum Converter {
             case .dropout:
                 continue
             case .batchnorm1d, .batchnorm2d:
-                guard let bn = layer as? BatchNorm, let last = specs.last, let (w, b) = values.last, !w.isEmpty,
-                      { if case .dense = last { return true }; if case .conv2d = last { return true }; return false }() else {
-                    throw ConversionError("layer \(i) (\(spec.typeName)) follows no conv2d or dense, so it cannot be folded")
+                guard let bn = layer as? BatchNorm, let last = specs.last, let (w, b) = values.last,
+                    !w.isEmpty,
+                    {
+                        if case .dense = last { return true }; if case .conv2d = last { return true };
+                        return false
+                    }()
+                else {
+                    throw ConversionError(
+                        "layer \(i) (\(spec.typeName)) follows no conv2d or dense, so it cannot be folded")
                 }
                 let rows = bn.channels, size = w.count / rows
                 var nw = w, nb = b.isEmpty ? [Float](repeating: 0, count: rows) : b
@@ -129,21 +135,25 @@ public enum Converter {
     private static func withBias(_ spec: LayerSpec) -> LayerSpec {
         switch spec {
         case let .dense(i, o, _): .dense(inFeatures: i, outFeatures: o, bias: true)
-        case let .conv2d(i, o, k, s, p, _): .conv2d(inChannels: i, outChannels: o, kernel: k, stride: s, padding: p, bias: true)
+        case let .conv2d(i, o, k, s, p, _):
+            .conv2d(inChannels: i, outChannels: o, kernel: k, stride: s, padding: p, bias: true)
         default: spec
         }
     }
 
     /// Converts a model. `calibration` are input batches (already scaled as the float model expects,
     /// i.e. raw · inputScale); `inputScale` maps the raw integer input to the float input.
-    public static func convert(_ model: Sequential, calibration: [Tensor], inputScale: Double, rawInputMax: Int64,
-                               options o: QuantizeOptions) throws -> Conversion {
+    public static func convert(
+        _ model: Sequential, calibration: [Tensor], inputScale: Double, rawInputMax: Int64,
+        options o: QuantizeOptions
+    ) throws -> Conversion {
         let folded = try fold(model)
         if o.equalize { Equalization.apply(folded) }
         let n = folded.layers.count
         let (groupEnd, activation) = groups(folded)
         let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
-        let inputs = o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
+        let inputs =
+            o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
         let actSigned = BitWidth.qmax(o.activationBits)
         // Post-ReLU activations are unsigned: 0…255 at 8 bits; 0…32767 at 16 bits (they travel as int16).
         let actUnsigned = o.activationBits == 8 ? 255 : 32_767
@@ -161,13 +171,17 @@ public enum Converter {
                 let end = groupEnd[i]!, act = activation[i]
                 let unsigned = act != nil
                 let outQmax = unsigned ? actUnsigned : actSigned
-                let clip = Double(RangeSetting.clip(samples[end] ?? [1], bits: o.activationBits, method: o.activationRange, unsigned: unsigned))
+                let clip = Double(
+                    RangeSetting.clip(
+                        samples[end] ?? [1], bits: o.activationBits, method: o.activationRange,
+                        unsigned: unsigned))
                 let outScale = clip / Double(outQmax)
                 var hi = Int64(outQmax), lo = unsigned ? 0 : -Int64(outQmax)
                 if act == .relu6 { hi = min(hi, Int64((6 / outScale).rounded())) }
                 if let x = inputs[i] { correctBias(layer, inputs: x, options: o) }
-                let (c, intLayer, deq) = try quantizeWeighted(i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
-                                                              outScale: outScale, lo: lo, hi: hi, end: end, options: o)
+                let (c, intLayer, deq) = try quantizeWeighted(
+                    i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
+                    outScale: outScale, lo: lo, hi: hi, end: end, options: o)
                 converted.append(c)
                 layers.append(intLayer)
                 floatLayerOf.append(end)
@@ -192,9 +206,10 @@ public enum Converter {
             floatLayerOf.append(i)
             i += 1
         }
-        return Conversion(integerModel: IntegerModel(inputShape: folded.inputShape, layers: layers), folded: folded,
-                          activationGrid: grid, layers: converted, floatLayerOf: floatLayerOf, inputScale: inputScale,
-                          dequantized: dequantized)
+        return Conversion(
+            integerModel: IntegerModel(inputShape: folded.inputShape, layers: layers), folded: folded,
+            activationGrid: grid, layers: converted, floatLayerOf: floatLayerOf, inputScale: inputScale,
+            dequantized: dequantized)
     }
 
     /// The layer each conv/dense's output is taken after: itself, or the ReLU/ReLU6 that follows
@@ -207,7 +222,9 @@ public enum Converter {
             case .dense, .conv2d:
                 if i + 1 < n, [.relu, .relu6].contains(folded.specs[i + 1]) {
                     groupEnd[i] = i + 1; activation[i] = folded.specs[i + 1]
-                } else { groupEnd[i] = i }
+                } else {
+                    groupEnd[i] = i
+                }
             default: break
             }
         }
@@ -215,7 +232,9 @@ public enum Converter {
     }
 
     /// Calibration: every activation value at each group end, over the calibration batches.
-    static func calibrationSamples(_ folded: Sequential, _ calibration: [Tensor], at ends: Set<Int>) -> [Int: [Float]] {
+    static func calibrationSamples(
+        _ folded: Sequential, _ calibration: [Tensor], at ends: Set<Int>
+    ) -> [Int: [Float]] {
         var samples: [Int: [Float]] = [:]
         for batch in calibration {
             _ = folded.forward(batch, training: false) { i, h in
@@ -226,7 +245,9 @@ public enum Converter {
     }
 
     /// The inputs of the given layers on `batches` (bias correction).
-    static func layerInputs(_ folded: Sequential, _ batches: ArraySlice<Tensor>, of layers: Set<Int>) -> [Int: [Tensor]] {
+    static func layerInputs(
+        _ folded: Sequential, _ batches: ArraySlice<Tensor>, of layers: Set<Int>
+    ) -> [Int: [Tensor]] {
         var inputs: [Int: [Tensor]] = [:]
         for batch in batches {
             var previous = batch
@@ -242,7 +263,8 @@ public enum Converter {
     /// quantised layer's outputs have the float layer's mean (Nagel et al. 2019, empirical form).
     static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions) {
         guard let wp = layer.state.first(where: { $0.role == .weight }),
-              let bp = layer.state.first(where: { $0.name == "bias" }) else { return }
+            let bp = layer.state.first(where: { $0.name == "bias" })
+        else { return }
         let w = wp.value, rows = w.shape[0]
         let deq = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
             .quantize(w.data, shape: w.shape, range: o.weightRange).dequantized()
@@ -253,10 +275,14 @@ public enum Converter {
             let approx = layer.forward(x, training: false)
             wp.value = w
             let per = exact.count / (x.shape[0] * rows)
-            for n in 0..<x.shape[0] { for c in 0..<rows { for k in 0..<per {
-                let idx = (n * rows + c) * per + k
-                shift[c] += Double(exact.data[idx] - approx.data[idx])
-            } } }
+            for n in 0..<x.shape[0] {
+                for c in 0..<rows {
+                    for k in 0..<per {
+                        let idx = (n * rows + c) * per + k
+                        shift[c] += Double(exact.data[idx] - approx.data[idx])
+                    }
+                }
+            }
             count += x.shape[0] * per
         }
         for c in 0..<rows { bp.value.data[c] += Float(shift[c] / Double(max(1, count))) }
@@ -264,9 +290,12 @@ public enum Converter {
 
     /// Quantises one conv/dense: integer weights, bias at s_in·s_w, per-channel requantisation,
     /// and the accumulator it needs.
-    static func quantizeWeighted(_ index: Int, layer: Layer, spec: LayerSpec, inputScale: Double, maxInput: Int64,
-                                 outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions)
-    throws -> (ConvertedLayer, IntegerLayer, [String: Tensor]) {
+    static func quantizeWeighted(
+        _ index: Int, layer: Layer, spec: LayerSpec, inputScale: Double, maxInput: Int64,
+        outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions
+    )
+        throws -> (ConvertedLayer, IntegerLayer, [String: Tensor])
+    {
         let wp = layer.state.first { $0.role == .weight }!
         let w = wp.value.data, shape = wp.value.shape, rows = shape[0], size = w.count / rows
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
@@ -276,45 +305,61 @@ public enum Converter {
         // its scale is chosen so that the output multiplier is 1 and the bias is held in output steps.
         let groups = q.factors.count, groupSize = w.count / groups
         let weightScales = (0..<groups).map { c in
-            w[(c * groupSize)..<((c + 1) * groupSize)].allSatisfy { $0 == 0 } ? outScale / inputScale : 1 / Double(q.factors[c])
+            w[(c * groupSize)..<((c + 1) * groupSize)].allSatisfy { $0 == 0 }
+                ? outScale / inputScale : 1 / Double(q.factors[c])
         }
         let scaleOf = { (c: Int) in weightScales[o.perChannel ? c : 0] }
         // Bias at scale s_in·s_w, rounded half away from zero.
         let scaledBias = (0..<rows).map { c in (Double(bias[c]) / (inputScale * scaleOf(c))).rounded() }
         if let c = scaledBias.firstIndex(where: { !$0.isFinite || abs($0) >= 0x1p52 }) {
-            throw ConversionError("layer \(index) (\(spec.typeName)): bias \(bias[c]) of channel \(c) is \(scaledBias[c]) steps of its grid; the weights are too small (or the bias too large) to quantise")
+            throw ConversionError(
+                "layer \(index) (\(spec.typeName)): bias \(bias[c]) of channel \(c) is \(scaledBias[c]) steps of its grid; the weights are too small (or the bias too large) to quantise"
+            )
         }
         let qbias = scaledBias.map { Int64($0) }
         let name = "\(index).weight", layerName = "layer \(index) (\(spec.typeName))"
-        let (needed, accBits) = try accumulator(layerName, bias: qbias, weights: q.values, maxInput: maxInput, options: o)
+        let (needed, accBits) = try accumulator(
+            layerName, bias: qbias, weights: q.values, maxInput: maxInput, options: o)
         // Multiplier precision: the product acc·M0 must fit 63 bits with its rounding term.
-        let (mult, shifts) = try multipliers(layerName, rows: rows, scale: { inputScale * scaleOf($0) / outScale },
-                                             bits: min(31, 62 - needed), options: o)
-        let requant = Requantization(multiplier: mult, shift: shifts, outMin: lo, outMax: hi, accumulatorBits: accBits)
+        let (mult, shifts) = try multipliers(
+            layerName, rows: rows, scale: { inputScale * scaleOf($0) / outScale },
+            bits: min(31, 62 - needed), options: o)
+        let requant = Requantization(
+            multiplier: mult, shift: shifts, outMin: lo, outMax: hi, accumulatorBits: accBits)
         let intLayer: IntegerLayer
-        let weight = q.values.map { Int16($0) }, width = BitWidth(o.weightBits)!     // within ±qmax ≤ 32767
+        let weight = q.values.map { Int16($0) }, width = BitWidth(o.weightBits)!  // within ±qmax ≤ 32767
         switch spec {
         case let .conv2d(_, out, k, s, p, _):
-            intLayer = .conv(IntegerConv(inChannels: shape[1], outChannels: out, kernel: k, stride: s, padding: p,
-                                         weight: weight, weightBits: width, bias: qbias, requant: requant))
+            intLayer = .conv(
+                IntegerConv(
+                    inChannels: shape[1], outChannels: out, kernel: k, stride: s, padding: p,
+                    weight: weight, weightBits: width, bias: qbias, requant: requant))
         default:
-            intLayer = .dense(IntegerDense(inFeatures: size, outFeatures: rows, weight: weight, weightBits: width, bias: qbias,
-                                           requant: requant))
+            intLayer = .dense(
+                IntegerDense(
+                    inFeatures: size, outFeatures: rows, weight: weight, weightBits: width, bias: qbias,
+                    requant: requant))
         }
         let deqW = q.dequantized()
         let deqB = (0..<rows).map { Float(Double(qbias[$0]) * inputScale * scaleOf($0)) }
         let db = sqnr(w, deqW)
-        let info = ConvertedLayer(name: name, outputLayer: end, inputScale: inputScale, weightScales: weightScales,
-                                  outputScale: outScale, outMin: lo, outMax: hi, accumulatorBitsNeeded: needed,
-                                  accumulatorBits: accBits, multiplier: mult, shift: shifts,
-                                  weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
-        return (info, intLayer, [name: Tensor(shape: shape, data: deqW), "\(index).bias": Tensor(shape: [rows], data: deqB)])
+        let info = ConvertedLayer(
+            name: name, outputLayer: end, inputScale: inputScale, weightScales: weightScales,
+            outputScale: outScale, outMin: lo, outMax: hi, accumulatorBitsNeeded: needed,
+            accumulatorBits: accBits, multiplier: mult, shift: shifts,
+            weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
+        return (
+            info, intLayer,
+            [name: Tensor(shape: shape, data: deqW), "\(index).bias": Tensor(shape: [rows], data: deqB)]
+        )
     }
 
     /// The bits the worst case of an accumulator needs, |bias| + Σ|w_q|·max|x_q| over each output
     /// row, and the accumulator that holds it: 32 bits, or 64 when allowed (up to 48 needed).
-    static func accumulator(_ layer: String, bias: [Int64], weights: [Int32], maxInput: Int64,
-                            options o: QuantizeOptions) throws -> (needed: Int, bits: Int) {
+    static func accumulator(
+        _ layer: String, bias: [Int64], weights: [Int32], maxInput: Int64,
+        options o: QuantizeOptions
+    ) throws -> (needed: Int, bits: Int) {
         let rows = bias.count, size = weights.count / rows
         var worst: Int64 = 0
         for c in 0..<rows {
@@ -325,22 +370,30 @@ public enum Converter {
         let needed = bitsNeeded(worst)
         guard needed > 32 else { return (needed, 32) }
         guard o.allowInt64Accumulator else {
-            throw ConversionError("\(layer): the worst-case accumulator needs \(needed) bits (|acc| ≤ \(worst)), more than int32; lower quantize.activation_bits or quantize.bits, or set quantize.accumulator: int64")
+            throw ConversionError(
+                "\(layer): the worst-case accumulator needs \(needed) bits (|acc| ≤ \(worst)), more than int32; lower quantize.activation_bits or quantize.bits, or set quantize.accumulator: int64"
+            )
         }
         guard needed <= 48 else {
-            throw ConversionError("\(layer): the worst-case accumulator needs \(needed) bits, more than QShape's 48-bit limit for a 64-bit accumulator")
+            throw ConversionError(
+                "\(layer): the worst-case accumulator needs \(needed) bits, more than QShape's 48-bit limit for a 64-bit accumulator"
+            )
         }
         return (needed, 64)
     }
 
     /// Each row's requantisation multiplier M = s_in·s_w/s_out as M0·2^(−shift).
-    static func multipliers(_ layer: String, rows: Int, scale: (Int) -> Double, bits: Int,
-                            options o: QuantizeOptions) throws -> (multiplier: [Int64], shift: [Int64]) {
+    static func multipliers(
+        _ layer: String, rows: Int, scale: (Int) -> Double, bits: Int,
+        options o: QuantizeOptions
+    ) throws -> (multiplier: [Int64], shift: [Int64]) {
         var mult: [Int64] = [], shifts: [Int64] = []
         for c in 0..<rows {
             let m = scale(c)
             guard m.isFinite, m > 0, m < 65_536 else {
-                throw ConversionError("\(layer): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range")
+                throw ConversionError(
+                    "\(layer): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range"
+                )
             }
             let (m0, sh) = o.scale == .powerOfTwo ? powerOfTwo(m) : fixedPoint(m, bits: bits)
             mult.append(m0); shifts.append(sh)

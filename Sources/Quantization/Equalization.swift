@@ -42,13 +42,17 @@ public enum Equalization {
     }
 
     static func isWeighted(_ s: LayerSpec) -> Bool {
-        switch s { case .dense, .conv2d: true; default: false }
+        switch s {
+        case .dense, .conv2d: true;
+        default: false
+        }
     }
 
     /// One equalisation step for a pair; returns the largest relative change of a scale.
     static func equalize(_ model: Sequential, _ a: Int, _ b: Int) -> Float {
         guard let w1 = model.layers[a].state.first(where: { $0.role == .weight }),
-              let w2 = model.layers[b].state.first(where: { $0.role == .weight }) else { return 0 }
+            let w2 = model.layers[b].state.first(where: { $0.role == .weight })
+        else { return 0 }
         let bias1 = model.layers[a].state.first { $0.name == "bias" }
         let channels = w1.value.shape[0], rowSize = w1.value.count / channels
         let outs = w2.value.shape[0], inSize = w2.value.count / outs
@@ -60,7 +64,9 @@ public enum Equalization {
         for i in 0..<channels {
             var r1: Float = 0, r2: Float = 0
             for j in 0..<rowSize { r1 = max(r1, abs(w1.value.data[i * rowSize + j])) }
-            for o in 0..<outs { for j in 0..<per { r2 = max(r2, abs(w2.value.data[o * inSize + i * per + j])) } }
+            for o in 0..<outs {
+                for j in 0..<per { r2 = max(r2, abs(w2.value.data[o * inSize + i * per + j])) }
+            }
             guard r1 > 0, r2 > 0 else { continue }
             let s = (r1 / r2).squareRoot()
             change = max(change, abs(s - 1))

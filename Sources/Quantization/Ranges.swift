@@ -28,7 +28,9 @@ public enum RangeMethod: Equatable, Sendable {
 public enum RangeSetting {
     /// The clip value for `values` at `bits` (signed symmetric grid with qmax = 2^(b−1) − 1, or an
     /// unsigned grid 0…levels when `unsigned`). Never more than max|x|; at least a tiny positive value.
-    public static func clip(_ values: [Float], bits: Int, method: RangeMethod, unsigned: Bool = false) -> Float {
+    public static func clip(
+        _ values: [Float], bits: Int, method: RangeMethod, unsigned: Bool = false
+    ) -> Float {
         let maxAbs = values.reduce(Float(0)) { Swift.max($0, abs($1)) }
         // Values that are all zero fit any grid; a unit range keeps the next layer's bias in range.
         guard maxAbs > 0 else { return 1 }
@@ -37,7 +39,8 @@ public enum RangeSetting {
             return maxAbs
         case .percentile(let p):
             let sorted = values.map(abs).sorted()
-            let index = Swift.min(sorted.count - 1, Swift.max(0, Int((p / 100 * Double(sorted.count - 1)).rounded())))
+            let index = Swift.min(
+                sorted.count - 1, Swift.max(0, Int((p / 100 * Double(sorted.count - 1)).rounded())))
             return Swift.max(sorted[index], 1e-8)
         case .mse:
             let levels = Float(unsigned ? BitWidth.qmax(bits + 1) : BitWidth.qmax(bits))
@@ -47,7 +50,8 @@ public enum RangeSetting {
                 var e = 0.0
                 for x in values {
                     let lo: Float = unsigned ? 0 : -levels
-                    let q = Swift.min(Swift.max((x / step).rounded(.toNearestOrAwayFromZero), lo), levels) * step
+                    let q =
+                        Swift.min(Swift.max((x / step).rounded(.toNearestOrAwayFromZero), lo), levels) * step
                     e += Double((x - q) * (x - q))
                 }
                 if e < bestError { bestError = e; best = clip }
@@ -56,7 +60,9 @@ public enum RangeSetting {
         case .aciqLaplace, .aciqGaussian:
             let n = Double(values.count)
             let mean = values.reduce(0.0) { $0 + Double($1) } / n
-            let factors: [Int: (Double, Double)] = [2: (2.83, 1.71), 3: (3.89, 2.15), 4: (5.03, 2.55), 8: (9.89, 3.92)]
+            let factors: [Int: (Double, Double)] = [
+                2: (2.83, 1.71), 3: (3.89, 2.15), 4: (5.03, 2.55), 8: (9.89, 3.92)
+            ]
             // Other widths: the nearest tabulated one at or below (8 for wider grids).
             let key = [8, 4, 3, 2].first { $0 <= bits } ?? 2
             let (laplace, gauss) = factors[key]!
@@ -65,7 +71,8 @@ public enum RangeSetting {
                 let b = values.reduce(0.0) { $0 + abs(Double($1) - mean) } / n
                 c = laplace * b
             } else {
-                let sigma = (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n).squareRoot()
+                let sigma = (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n)
+                    .squareRoot()
                 c = gauss * sigma
             }
             return Swift.max(Swift.min(maxAbs, Float(c)), 1e-8)

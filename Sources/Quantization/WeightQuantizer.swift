@@ -84,7 +84,9 @@ extension WeightQuantizer {
     /// Quantises with the range of each group (the tensor, or each output channel) set by `method`.
     public func quantize(_ w: [Float], shape: [Int], range method: RangeMethod) -> QuantizedTensor {
         let groups = perChannel ? max(1, shape.first ?? 1) : 1, size = w.count / groups
-        let clips = (0..<groups).map { RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: bits, method: method) }
+        let clips = (0..<groups).map {
+            RangeSetting.clip(Array(w[($0 * size)..<(($0 + 1) * size)]), bits: bits, method: method)
+        }
         return quantize(w, shape: shape, clip: clips)
     }
 }
@@ -107,7 +109,7 @@ public func levelsUsed(_ q: QuantizedTensor) -> Int {
     var seen = [Bool](repeating: false, count: 2 * qmax + 1), count = 0
     for v in q.values {
         let i = Int(v) + qmax
-        guard i >= 0 && i <= 2 * qmax else { return Set(q.values).count }   // a value off the grid
+        guard i >= 0 && i <= 2 * qmax else { return Set(q.values).count }  // a value off the grid
         if !seen[i] { seen[i] = true; count += 1 }
     }
     return count

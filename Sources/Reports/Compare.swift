@@ -14,8 +14,10 @@ public struct Comparison: Codable, Sendable {
         public var ramBytes: Int?
         /// The row's figure for this run: the integer engine's, or the weights-only simulation's.
         public var value: Double?
-        public init(run: String, simulated: Double? = nil, integer: Double? = nil, delta: Double? = nil,
-                    flashBytes: Int? = nil, ramBytes: Int? = nil, value: Double? = nil) {
+        public init(
+            run: String, simulated: Double? = nil, integer: Double? = nil, delta: Double? = nil,
+            flashBytes: Int? = nil, ramBytes: Int? = nil, value: Double? = nil
+        ) {
             self.run = run; self.simulated = simulated; self.integer = integer; self.delta = delta
             self.flashBytes = flashBytes; self.ramBytes = ramBytes; self.value = value
         }
@@ -53,7 +55,9 @@ public struct Comparison: Codable, Sendable {
         floatAccuracy = reports.map { $0.accuracy?.float ?? $0.training.testAccuracy }
         let keys = Set(reports.flatMap(\.config.keys))
         var diff: [String: [String]] = [:]
-        for k in keys where Set(reports.map { $0.config[k] ?? defaults[k] ?? "–" }).count > 1 { diff[k] = reports.map { $0.config[k] ?? "–" } }
+        for k in keys where Set(reports.map { $0.config[k] ?? defaults[k] ?? "–" }).count > 1 {
+            diff[k] = reports.map { $0.config[k] ?? "–" }
+        }
         configDifferences = diff
         // One row per (width, kind), widest first, integer before weights-only.
         var rowKeys: [RowKey] = []
@@ -68,12 +72,16 @@ public struct Comparison: Codable, Sendable {
         accuracy = rowKeys.map { Comparison.row($0, reports) }
         let names = reports.first?.layers.map(\.name) ?? []
         layers = names.map { n in
-            LayerRow(name: n, runs: reports.compactMap { r in
-                r.layers.first { $0.name == n }.map {
-                    LayerStats(run: r.run, skewness: $0.skewness, kurtosis: $0.kurtosis, maxAbsOverStd: $0.maxAbsOverStd,
-                               sqnrDb: $0.sqnrDb, bits: $0.bits)
-                }
-            })
+            LayerRow(
+                name: n,
+                runs: reports.compactMap { r in
+                    r.layers.first { $0.name == n }.map {
+                        LayerStats(
+                            run: r.run, skewness: $0.skewness, kurtosis: $0.kurtosis,
+                            maxAbsOverStd: $0.maxAbsOverStd,
+                            sqnrDb: $0.sqnrDb, bits: $0.bits)
+                    }
+                })
         }
     }
 
@@ -83,9 +91,11 @@ public struct Comparison: Codable, Sendable {
     static func row(_ key: RowKey, _ reports: [Report]) -> BitsRow {
         var cells: [RunAccuracy] = reports.map { r in
             guard let a = r.accuracy, a.kind(bits: key.bits) == key.kind,
-                  let row = a.rows.first(where: { $0.bits == key.bits }) else { return RunAccuracy(run: r.run) }
-            return RunAccuracy(run: r.run, simulated: row.simulated, integer: row.integer, flashBytes: row.flashBytes,
-                               ramBytes: row.ramBytes, value: a.value(row))
+                let row = a.rows.first(where: { $0.bits == key.bits })
+            else { return RunAccuracy(run: r.run) }
+            return RunAccuracy(
+                run: r.run, simulated: row.simulated, integer: row.integer, flashBytes: row.flashBytes,
+                ramBytes: row.ramBytes, value: a.value(row))
         }
         if let base = cells.compactMap(\.value).first {
             for i in cells.indices { cells[i].delta = cells[i].value.map { $0 - base } }
@@ -94,7 +104,8 @@ public struct Comparison: Codable, Sendable {
     }
 
     /// What the accuracy rows are, for the tables.
-    static let accuracyNote = "Test accuracy (%). \"integer W4/A8\": the integer engine with 4-bit weights and 8-bit activations; \"simulated W4, weights only\": the float model with its weights quantised to 4 bits, everything else float. Runs measured otherwise show \"–\" in a row."
+    static let accuracyNote =
+        "Test accuracy (%). \"integer W4/A8\": the integer engine with 4-bit weights and 8-bit activations; \"simulated W4, weights only\": the float model with its weights quantised to 4 bits, everything else float. Runs measured otherwise show \"–\" in a row."
 
     public func json() throws -> String {
         let e = JSONEncoder()
@@ -121,7 +132,10 @@ public struct Comparison: Codable, Sendable {
     public func headline(bits wanted: [Int] = [8, 4, 3]) -> String {
         var lines: [String] = []
         for row in accuracy where wanted.contains(row.bits) {
-            lines.append("\(row.kind): " + row.runs.indices.map { "\(row.runs[$0].run) \(cell($0, in: row))" }.joined(separator: ", "))
+            lines.append(
+                "\(row.kind): "
+                    + row.runs.indices.map { "\(row.runs[$0].run) \(cell($0, in: row))" }.joined(
+                        separator: ", "))
         }
         return lines.joined(separator: "\n")
     }
@@ -129,60 +143,107 @@ public struct Comparison: Codable, Sendable {
     public func markdown() -> String {
         var out = "# QShape comparison\n\nRuns: " + runs.map { "`\($0)`" }.joined(separator: ", ") + "\n\n"
         out += "## Config differences\n\n"
-        if configDifferences.isEmpty { out += "None.\n" } else {
-            out += "| key | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
-            for k in configDifferences.keys.sorted() { out += "| `\(k)` | " + configDifferences[k]!.map { "`\($0)`" }.joined(separator: " | ") + " |\n" }
+        if configDifferences.isEmpty {
+            out += "None.\n"
+        } else {
+            out +=
+                "| key | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined()
+                + "\n"
+            for k in configDifferences.keys.sorted() {
+                out +=
+                    "| `\(k)` | " + configDifferences[k]!.map { "`\($0)`" }.joined(separator: " | ") + " |\n"
+            }
         }
-        out += "\n## Accuracy by bit width\n\n\(Comparison.accuracyNote) In brackets the change from the first run with that figure.\n\n"
+        out +=
+            "\n## Accuracy by bit width\n\n\(Comparison.accuracyNote) In brackets the change from the first run with that figure.\n\n"
         out += "| | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
-        out += "| float | " + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }.joined(separator: " | ") + " |\n"
+        out +=
+            "| float | "
+            + floatAccuracy.enumerated().map { i, f in
+                i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))"
+            }.joined(separator: " | ") + " |\n"
         for row in accuracy {
-            out += "| \(row.kind) | " + row.runs.indices.map { cell($0, in: row) }.joined(separator: " | ") + " |\n"
+            out +=
+                "| \(row.kind) | " + row.runs.indices.map { cell($0, in: row) }.joined(separator: " | ")
+                + " |\n"
         }
         if deployment {
-            out += "\n## Deployment (exported C)\n\nFlash of the weights, biases, multipliers and shifts / RAM of the activation buffers.\n\n"
-            out += "| weights | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
+            out +=
+                "\n## Deployment (exported C)\n\nFlash of the weights, biases, multipliers and shifts / RAM of the activation buffers.\n\n"
+            out +=
+                "| weights | " + runs.joined(separator: " | ") + " |\n|---|"
+                + runs.map { _ in "---|" }.joined() + "\n"
             for row in accuracy {
                 out += "| \(row.kind) | " + row.runs.map(deploymentCell).joined(separator: " | ") + " |\n"
             }
         }
-        out += "\n## Layers\n\n| layer | run | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) |\n|---|---|---|---|---|---|\n"
+        out +=
+            "\n## Layers\n\n| layer | run | skewness | kurtosis | max\\|w\\|/σ | SQNR (dB) |\n|---|---|---|---|---|---|\n"
         for l in layers {
             for s in l.runs {
-                out += "| \(l.name) | \(s.run) | \(Format.num(s.skewness)) | \(Format.num(s.kurtosis)) | \(Format.num(s.maxAbsOverStd, 2)) | \(Format.db(s.sqnrDb)) @\(s.bits)b |\n"
+                out +=
+                    "| \(l.name) | \(s.run) | \(Format.num(s.skewness)) | \(Format.num(s.kurtosis)) | \(Format.num(s.maxAbsOverStd, 2)) | \(Format.db(s.sqnrDb)) @\(s.bits)b |\n"
             }
         }
         return out
     }
 
     public func html(_ reports: [Report]) -> String {
-        var b = "<h1>QShape comparison</h1><p>" + runs.map { "<code>\(escape($0))</code>" }.joined(separator: ", ") + "</p>"
+        var b =
+            "<h1>QShape comparison</h1><p>"
+            + runs.map { "<code>\(escape($0))</code>" }.joined(separator: ", ") + "</p>"
         b += "<h2>Config differences</h2>"
-        b += configDifferences.isEmpty ? "<p>None.</p>" : table(["key"] + runs, configDifferences.keys.sorted().map { k in
-            ["<code>\(escape(k))</code>"] + configDifferences[k]!.map { "<code>\(escape($0))</code>" }
-        })
-        b += "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.</p>"
-        b += table([""] + runs,
-                   [["float"] + floatAccuracy.enumerated().map { i, f in i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))" }]
-                   + accuracy.map { row in [escape(row.kind)] + row.runs.indices.map { i in
-                       let text = cell(i, in: row)
-                       guard text.contains("("), let d = row.runs[i].delta else { return text }
-                       return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
-                   } })
+        b +=
+            configDifferences.isEmpty
+            ? "<p>None.</p>"
+            : table(
+                ["key"] + runs,
+                configDifferences.keys.sorted().map { k in
+                    ["<code>\(escape(k))</code>"] + configDifferences[k]!.map { "<code>\(escape($0))</code>" }
+                })
+        b +=
+            "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.</p>"
+        b += table(
+            [""] + runs,
+            [
+                ["float"]
+                    + floatAccuracy.enumerated().map { i, f in
+                        i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))"
+                    }
+            ]
+                + accuracy.map { row in
+                    [escape(row.kind)]
+                        + row.runs.indices.map { i in
+                            let text = cell(i, in: row)
+                            guard text.contains("("), let d = row.runs[i].delta else { return text }
+                            return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
+                        }
+                })
         if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         if deployment {
-            b += "<h2>Deployment (exported C)</h2><p>Flash of the weights, biases, multipliers and shifts / RAM of the activation buffers.</p>"
+            b +=
+                "<h2>Deployment (exported C)</h2><p>Flash of the weights, biases, multipliers and shifts / RAM of the activation buffers.</p>"
             b += table([""] + runs, accuracy.map { row in [escape(row.kind)] + row.runs.map(deploymentCell) })
         }
         b += "<h2>Layers</h2>"
-        b += table(["layer", "run", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)"],
-                   layers.flatMap { l in l.runs.map { [escape(l.name), escape($0.run), Format.num($0.skewness), Format.num($0.kurtosis),
-                                                       Format.num($0.maxAbsOverStd, 2), "\(Format.db($0.sqnrDb)) @\($0.bits)b"] } }, leftColumns: 2)
+        b += table(
+            ["layer", "run", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)"],
+            layers.flatMap { l in
+                l.runs.map {
+                    [
+                        escape(l.name), escape($0.run), Format.num($0.skewness), Format.num($0.kurtosis),
+                        Format.num($0.maxAbsOverStd, 2), "\(Format.db($0.sqnrDb)) @\($0.bits)b"
+                    ]
+                }
+            }, leftColumns: 2)
         if let first = reports.first {
             b += "<div class=\"grid\">"
             for l in first.layers {
-                let runs = reports.compactMap { r in r.layers.first { $0.name == l.name }.map { (r.run, $0.histogram) } }
-                b += "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run.</figcaption></figure>"
+                let runs = reports.compactMap { r in
+                    r.layers.first { $0.name == l.name }.map { (r.run, $0.histogram) }
+                }
+                b +=
+                    "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run.</figcaption></figure>"
             }
             b += "</div>"
         }
@@ -193,13 +254,16 @@ public struct Comparison: Codable, Sendable {
         guard !accuracy.isEmpty else { return nil }
         let bits = accuracy.map { Double($0.bits) }
         let values = accuracy.flatMap { $0.runs.compactMap(\.value) } + floatAccuracy
-        var c = Chart(title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
-                      x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
+        var c = Chart(
+            title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
+            x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
         c.integerXTicks = true
         var legend: [(String, String)] = []
         for (i, run) in runs.enumerated() {
             let color = Chart.palette[i % Chart.palette.count]
-            let pts = accuracy.sorted { $0.bits < $1.bits }.compactMap { row in row.runs[i].value.map { (Double(row.bits), $0) } }
+            let pts = accuracy.sorted { $0.bits < $1.bits }.compactMap { row in
+                row.runs[i].value.map { (Double(row.bits), $0) }
+            }
             c.measuredLine(pts, color: color, label: run)
             legend.append((run, color))
         }

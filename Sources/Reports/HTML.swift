@@ -22,9 +22,16 @@ func page(title: String, body: String) -> String {
 }
 
 func table(_ header: [String], _ rows: [[String]], leftColumns: Int = 1) -> String {
-    var s = "<table><tr>" + header.enumerated().map { "<th\($0.offset < leftColumns ? " class=\"l\"" : "")>\(escape($0.element))</th>" }.joined() + "</tr>"
+    var s =
+        "<table><tr>"
+        + header.enumerated().map {
+            "<th\($0.offset < leftColumns ? " class=\"l\"" : "")>\(escape($0.element))</th>"
+        }.joined() + "</tr>"
     for r in rows {
-        s += "<tr>" + r.enumerated().map { "<td\($0.offset < leftColumns ? " class=\"l\"" : "")>\($0.element)</td>" }.joined() + "</tr>"
+        s +=
+            "<tr>"
+            + r.enumerated().map { "<td\($0.offset < leftColumns ? " class=\"l\"" : "")>\($0.element)</td>" }
+            .joined() + "</tr>"
     }
     return s + "</table>"
 }
@@ -35,15 +42,19 @@ extension Report {
         guard let a = accuracy, !a.rows.isEmpty else { return nil }
         let bits = a.rows.map { Double($0.bits) }
         let values = a.rows.flatMap { [$0.simulated, $0.integer ?? $0.simulated] } + [a.float]
-        var c = Chart(title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
-                      x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
+        var c = Chart(
+            title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
+            x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
         c.integerXTicks = true
         let sorted = a.rows.sorted { $0.bits < $1.bits }
         c.line([(bits.min()!, a.float), (bits.max()!, a.float)], color: "#555", dashed: true, label: "float")
-        c.measuredLine(sorted.map { (Double($0.bits), $0.simulated) }, color: Chart.palette[0], label: "simulated")
+        c.measuredLine(
+            sorted.map { (Double($0.bits), $0.simulated) }, color: Chart.palette[0], label: "simulated")
         var legend = [("float", "#555"), ("simulated", Chart.palette[0])]
         if sorted.allSatisfy({ $0.integer != nil }) {
-            c.measuredLine(sorted.map { (Double($0.bits), $0.integer!) }, color: Chart.palette[1], dashed: true, label: "integer")
+            c.measuredLine(
+                sorted.map { (Double($0.bits), $0.integer!) }, color: Chart.palette[1], dashed: true,
+                label: "integer")
             legend.append(("integer engine", Chart.palette[1]))
         }
         return c.render(legend: legend)
@@ -52,14 +63,18 @@ extension Report {
     /// One layer's weights: the initial and the final distribution, the integer grid marked.
     func histogramChart(_ l: Layer, runs: [(String, Histogram)]? = nil) -> String {
         let h = l.histogram
-        let series: [(String, [Int])] = runs.map { $0.map { ($0.0, $0.1.final) } }
+        let series: [(String, [Int])] =
+            runs.map { $0.map { ($0.0, $0.1.final) } }
             ?? ([h.initial.map { ("initial", $0) }, ("final", h.final)].compactMap { $0 })
         let peak = Double(series.flatMap(\.1).max() ?? 1)
-        var c = Chart(title: "\(l.name) weights", xLabel: "weight value", yLabel: "count",
-                      x: (h.edges.first!, h.edges.last!), y: (0, peak * 1.05))
+        var c = Chart(
+            title: "\(l.name) weights", xLabel: "weight value", yLabel: "count",
+            x: (h.edges.first!, h.edges.last!), y: (0, peak * 1.05))
         var legend: [(String, String)] = []
         for (i, (name, counts)) in series.enumerated() {
-            let color = runs == nil ? (name == "initial" ? "#999999" : Chart.palette[0]) : Chart.palette[i % Chart.palette.count]
+            let color =
+                runs == nil
+                ? (name == "initial" ? "#999999" : Chart.palette[0]) : Chart.palette[i % Chart.palette.count]
             c.histogram(edges: runs?[i].1.edges ?? h.edges, counts: counts, color: color, opacity: 0.35)
             legend.append((name, color))
         }
@@ -74,9 +89,12 @@ extension Report {
     func sqnrChart() -> String {
         let w = layers.map { ($0.name, $0.sqnrDb) }, a = layers.map { ($0.name, $0.activationSqnr ?? 0) }
         let top = (w + a).map(\.1).max() ?? 1
-        var c = Chart(title: "SQNR per layer", xLabel: "layer", yLabel: "SQNR (dB)", x: (0, 1), y: (0, top * 1.1))
+        var c = Chart(
+            title: "SQNR per layer", xLabel: "layer", yLabel: "SQNR (dB)", x: (0, 1), y: (0, top * 1.1))
         let hasActivations = layers.contains { $0.activationSqnr != nil }
-        c.bars(w, color: Chart.palette[0], offset: hasActivations ? -0.25 : 0, widthFraction: hasActivations ? 0.35 : 0.6)
+        c.bars(
+            w, color: Chart.palette[0], offset: hasActivations ? -0.25 : 0,
+            widthFraction: hasActivations ? 0.35 : 0.6)
         if hasActivations { c.bars(a, color: Chart.palette[2], offset: 0.25, widthFraction: 0.35) }
         c.categoryLabels(layers.map(\.name))
         var legend = [("weights @\(layers.first?.bits ?? 8) bits", Chart.palette[0])]
@@ -90,7 +108,8 @@ extension Report {
         guard !points.isEmpty else { return nil }
         let xs = points.map(\.0), ys = points.map(\.1)
         let lo = ys.min()!, hi = ys.max()!, pad = max((hi - lo) * 0.08, 1e-6)
-        var c = Chart(title: title, xLabel: "epoch", yLabel: yLabel, x: (xs.min()!, xs.max()!), y: (lo - pad, hi + pad))
+        var c = Chart(
+            title: title, xLabel: "epoch", yLabel: yLabel, x: (xs.min()!, xs.max()!), y: (lo - pad, hi + pad))
         c.integerXTicks = true
         var legend: [(String, String)] = []
         for (i, (name, pts)) in series.enumerated() {
@@ -103,19 +122,28 @@ extension Report {
 
     func trainingCharts() -> [String] {
         let e = training.epochs
-        func pts(_ f: (Epoch) -> Double?) -> [(Double, Double)] { e.compactMap { x in f(x).map { (Double(x.epoch), $0) } } }
+        func pts(_ f: (Epoch) -> Double?) -> [(Double, Double)] {
+            e.compactMap { x in f(x).map { (Double(x.epoch), $0) } }
+        }
         var charts: [String?] = [
             curveChart(title: "Loss", yLabel: "training loss", series: [("loss", pts { $0.loss })]),
-            curveChart(title: "Accuracy", yLabel: "accuracy (%)", series: [("train", pts { $0.trainAccuracy }), ("test", pts { $0.testAccuracy })]),
+            curveChart(
+                title: "Accuracy", yLabel: "accuracy (%)",
+                series: [("train", pts { $0.trainAccuracy }), ("test", pts { $0.testAccuracy })])
         ]
         let penalties = Set(e.flatMap { $0.penalties?.keys.map { $0 } ?? [] }).sorted()
         if !penalties.isEmpty {
-            charts.append(curveChart(title: "Penalties", yLabel: "weighted penalty", series: penalties.map { p in (p, pts { $0.penalties?[p] }) }))
+            charts.append(
+                curveChart(
+                    title: "Penalties", yLabel: "weighted penalty",
+                    series: penalties.map { p in (p, pts { $0.penalties?[p] }) }))
         }
         let shaped = Set(e.flatMap { $0.layers?.keys.map { $0 } ?? [] }).sorted()
         for stat in ["kurtosis", "skewness"] where !shaped.isEmpty {
-            charts.append(curveChart(title: "\(stat.capitalized) per layer", yLabel: stat,
-                                     series: shaped.map { l in (l, pts { $0.layers?[l]?[stat] }) }))
+            charts.append(
+                curveChart(
+                    title: "\(stat.capitalized) per layer", yLabel: stat,
+                    series: shaped.map { l in (l, pts { $0.layers?[l]?[stat] }) }))
         }
         return charts.compactMap { $0 }
     }
@@ -123,32 +151,70 @@ extension Report {
     /// report.html: the same numbers as report.md, with the figures.
     public func html() -> String {
         var b = "<h1>QShape report: \(escape(run))</h1>"
-        b += training.epochs.isEmpty
+        b +=
+            training.epochs.isEmpty
             ? "<p>Float test accuracy <b>\(Format.pct(training.testAccuracy))%</b>; not trained here: <code>qshape quantize</code> converted the weights in model.safetensors.</p>"
             : "<p>Final test accuracy <b>\(Format.pct(training.testAccuracy))%</b> after \(training.epochs.count) epochs (\(String(format: "%.1f", training.totalSeconds)) s).</p>"
         if let a = accuracy {
-            b += "<h2>Accuracy by bit width</h2><p>\(a.weightsOnly ? "Weights quantised, everything else float." : "Weights and activations quantised; integer = the integer engine.")</p>"
-            b += table(["quantised", "float", "simulated", "integer", "agreement with float", "C flash", "C RAM"],
-                       a.rows.map { [escape(a.kind(bits: $0.bits)), Format.pct(a.float), Format.pct($0.simulated), Format.pct($0.integer), Format.pct($0.agreement),
-                                     Format.kib($0.flashBytes), Format.kib($0.ramBytes)] })
+            b +=
+                "<h2>Accuracy by bit width</h2><p>\(a.weightsOnly ? "Weights quantised, everything else float." : "Weights and activations quantised; integer = the integer engine.")</p>"
+            b += table(
+                ["quantised", "float", "simulated", "integer", "agreement with float", "C flash", "C RAM"],
+                a.rows.map {
+                    [
+                        escape(a.kind(bits: $0.bits)), Format.pct(a.float), Format.pct($0.simulated),
+                        Format.pct($0.integer), Format.pct($0.agreement),
+                        Format.kib($0.flashBytes), Format.kib($0.ramBytes)
+                    ]
+                })
             if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         }
         b += "<h2>Layers</h2>"
-        b += table(["layer", "shape", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)", "levels used", "act. SQNR (dB)", "acc. bits needed/of"],
-                   layers.map { l in [escape(l.name), l.shape.map(String.init).joined(separator: "×"), Format.num(l.skewness), Format.num(l.kurtosis),
-                                      Format.num(l.maxAbsOverStd, 2), "\(Format.db(l.sqnrDb)) @\(l.bits)b", "\(l.levelsUsed)/\(2 * l.gridLevels + 1)",
-                                      Format.db(l.activationSqnr), l.accumulatorText] }, leftColumns: 2)
-        b += "<div class=\"grid\">" + layers.map { "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>" }.joined()
+        b += table(
+            [
+                "layer", "shape", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)", "levels used",
+                "act. SQNR (dB)", "acc. bits needed/of"
+            ],
+            layers.map { l in
+                [
+                    escape(l.name), l.shape.map(String.init).joined(separator: "×"), Format.num(l.skewness),
+                    Format.num(l.kurtosis),
+                    Format.num(l.maxAbsOverStd, 2), "\(Format.db(l.sqnrDb)) @\(l.bits)b",
+                    "\(l.levelsUsed)/\(2 * l.gridLevels + 1)",
+                    Format.db(l.activationSqnr), l.accumulatorText
+                ]
+            }, leftColumns: 2)
+        b +=
+            "<div class=\"grid\">"
+            + layers.map {
+                "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>"
+            }.joined()
         b += "<figure>\(sqnrChart())</figure></div>"
         if !training.epochs.isEmpty {
-            b += "<h2>Training</h2><div class=\"grid\">" + trainingCharts().map { "<figure>\($0)</figure>" }.joined() + "</div>"
-            b += table(["epoch", "loss", "train", "test", "learning rate"],
-                       training.epochs.map { ["\($0.epoch)\($0.phase.map { " (\($0))" } ?? "")", Format.num($0.loss, 4), Format.pct($0.trainAccuracy),
-                                              Format.pct($0.testAccuracy), String(format: "%.3g", $0.learningRate)] })
+            b +=
+                "<h2>Training</h2><div class=\"grid\">"
+                + trainingCharts().map { "<figure>\($0)</figure>" }.joined() + "</div>"
+            b += table(
+                ["epoch", "loss", "train", "test", "learning rate"],
+                training.epochs.map {
+                    [
+                        "\($0.epoch)\($0.phase.map { " (\($0))" } ?? "")", Format.num($0.loss, 4),
+                        Format.pct($0.trainAccuracy),
+                        Format.pct($0.testAccuracy), String(format: "%.3g", $0.learningRate)
+                    ]
+                })
         }
-        b += "<h2>Config</h2>" + table(["key", "value"], config.keys.sorted().map { ["<code>\(escape($0))</code>", "<code>\(escape(config[$0]!))</code>"] }, leftColumns: 2)
+        b +=
+            "<h2>Config</h2>"
+            + table(
+                ["key", "value"],
+                config.keys.sorted().map {
+                    ["<code>\(escape($0))</code>", "<code>\(escape(config[$0]!))</code>"]
+                }, leftColumns: 2)
         if let machine, !machine.isEmpty {
-            b += "<h2>Machine</h2>" + table(["", ""], machine.filter { $0.count == 2 }.map { $0.map(escape) }, leftColumns: 2)
+            b +=
+                "<h2>Machine</h2>"
+                + table(["", ""], machine.filter { $0.count == 2 }.map { $0.map(escape) }, leftColumns: 2)
         }
         return page(title: "QShape report: \(run)", body: b)
     }

@@ -16,8 +16,11 @@ public struct Report: Codable, Equatable, Sendable {
     /// BLAS); absent for runs that did not record it.
     public var machine: [[String]]?
 
-    public init(run: String, config: [String: String], training: Training, accuracy: Accuracy?, layers: [Layer]) {
-        self.run = run; self.config = config; self.training = training; self.accuracy = accuracy; self.layers = layers
+    public init(
+        run: String, config: [String: String], training: Training, accuracy: Accuracy?, layers: [Layer]
+    ) {
+        self.run = run; self.config = config; self.training = training; self.accuracy = accuracy;
+        self.layers = layers
     }
 
     public struct Epoch: Codable, Equatable, Sendable {
@@ -31,9 +34,12 @@ public struct Report: Codable, Equatable, Sendable {
         public var penalties: [String: Double]?
         /// Layer name → kurtosis, skewness, … at the end of the epoch (shaped runs).
         public var layers: [String: [String: Double]]?
-        public init(epoch: Int, loss: Double, trainAccuracy: Double, testAccuracy: Double?, learningRate: Double,
-                    seconds: Double, phase: String?, penalties: [String: Double]?, layers: [String: [String: Double]]?) {
-            self.epoch = epoch; self.loss = loss; self.trainAccuracy = trainAccuracy; self.testAccuracy = testAccuracy
+        public init(
+            epoch: Int, loss: Double, trainAccuracy: Double, testAccuracy: Double?, learningRate: Double,
+            seconds: Double, phase: String?, penalties: [String: Double]?, layers: [String: [String: Double]]?
+        ) {
+            self.epoch = epoch; self.loss = loss; self.trainAccuracy = trainAccuracy;
+            self.testAccuracy = testAccuracy
             self.learningRate = learningRate; self.seconds = seconds; self.phase = phase
             self.penalties = penalties; self.layers = layers
         }
@@ -57,8 +63,10 @@ public struct Report: Codable, Equatable, Sendable {
         /// and shifts, and RAM of its activation buffers (the stack and the code come on top).
         public var flashBytes: Int?
         public var ramBytes: Int?
-        public init(bits: Int, simulated: Double, integer: Double?, agreement: Double?,
-                    flashBytes: Int? = nil, ramBytes: Int? = nil) {
+        public init(
+            bits: Int, simulated: Double, integer: Double?, agreement: Double?,
+            flashBytes: Int? = nil, ramBytes: Int? = nil
+        ) {
             self.bits = bits; self.simulated = simulated; self.integer = integer; self.agreement = agreement
             self.flashBytes = flashBytes; self.ramBytes = ramBytes
         }
@@ -71,13 +79,16 @@ public struct Report: Codable, Equatable, Sendable {
         public var activationBits: Int?
         public var rows: [AccuracyRow]
         public init(float: Double, weightsOnly: Bool, activationBits: Int? = nil, rows: [AccuracyRow]) {
-            self.float = float; self.weightsOnly = weightsOnly; self.activationBits = activationBits; self.rows = rows
+            self.float = float; self.weightsOnly = weightsOnly; self.activationBits = activationBits;
+            self.rows = rows
         }
 
         /// What the figure at `bits` is: "integer W4/A8" (the integer engine) or "simulated W4,
         /// weights only" (fake quantisation of the weights, everything else float).
         public func kind(bits: Int) -> String {
-            weightsOnly ? "simulated W\(bits), weights only" : "integer W\(bits)/A\(activationBits.map(String.init) ?? "?")"
+            weightsOnly
+                ? "simulated W\(bits), weights only"
+                : "integer W\(bits)/A\(activationBits.map(String.init) ?? "?")"
         }
 
         /// The figure of that kind: the integer engine's, or the simulation's for weights only.
@@ -89,7 +100,9 @@ public struct Report: Codable, Equatable, Sendable {
         public var edges: [Double]
         public var initial: [Int]?
         public var final: [Int]
-        public init(edges: [Double], initial: [Int]?, final: [Int]) { self.edges = edges; self.initial = initial; self.final = final }
+        public init(edges: [Double], initial: [Int]?, final: [Int]) {
+            self.edges = edges; self.initial = initial; self.final = final
+        }
     }
 
     public struct Layer: Codable, Equatable, Sendable {
@@ -114,12 +127,17 @@ public struct Report: Codable, Equatable, Sendable {
             return accumulatorBitsNeeded.map { "\($0)/\(a)" } ?? "\(a)"
         }
 
-        public init(name: String, shape: [Int], mean: Double, std: Double, skewness: Double, kurtosis: Double,
-                    maxAbsOverStd: Double, bits: Int, sqnrDb: Double, levelsUsed: Int, activationSqnr: Double?,
-                    accumulatorBits: Int?, accumulatorBitsNeeded: Int? = nil, histogram: Histogram, gridStep: Double, gridLevels: Int) {
+        public init(
+            name: String, shape: [Int], mean: Double, std: Double, skewness: Double, kurtosis: Double,
+            maxAbsOverStd: Double, bits: Int, sqnrDb: Double, levelsUsed: Int, activationSqnr: Double?,
+            accumulatorBits: Int?, accumulatorBitsNeeded: Int? = nil, histogram: Histogram, gridStep: Double,
+            gridLevels: Int
+        ) {
             self.name = name; self.shape = shape; self.mean = mean; self.std = std; self.skewness = skewness
-            self.kurtosis = kurtosis; self.maxAbsOverStd = maxAbsOverStd; self.bits = bits; self.sqnrDb = sqnrDb
-            self.levelsUsed = levelsUsed; self.activationSqnr = activationSqnr; self.accumulatorBits = accumulatorBits
+            self.kurtosis = kurtosis; self.maxAbsOverStd = maxAbsOverStd; self.bits = bits;
+            self.sqnrDb = sqnrDb
+            self.levelsUsed = levelsUsed; self.activationSqnr = activationSqnr;
+            self.accumulatorBits = accumulatorBits
             self.accumulatorBitsNeeded = accumulatorBitsNeeded
             self.histogram = histogram; self.gridStep = gridStep; self.gridLevels = gridLevels
         }
@@ -135,11 +153,15 @@ public struct Report: Codable, Equatable, Sendable {
     public static func decode(_ data: Data, path: String) throws -> Report {
         let d = JSONDecoder()
         d.keyDecodingStrategy = .convertFromSnakeCase
-        guard let version = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["schema_version"] as? Int else {
+        guard
+            let version = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["schema_version"]
+                as? Int
+        else {
             throw ReportError("\(path): not a QShape report (no schema_version)")
         }
         guard version == schemaVersion else {
-            throw ReportError("\(path): report schema version \(version); this qshape reads version \(schemaVersion)")
+            throw ReportError(
+                "\(path): report schema version \(version); this qshape reads version \(schemaVersion)")
         }
         do { return try d.decode(Report.self, from: data) } catch {
             throw ReportError("\(path): malformed report (\(error.localizedDescription))")
@@ -171,5 +193,7 @@ public enum Format {
     public static func num(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
     public static func signed(_ x: Double) -> String { String(format: "%+.2f", x) }
     /// Bytes as KiB with one decimal ("116.2 KiB"), or "–".
-    public static func kib(_ x: Int?) -> String { x.map { String(format: "%.1f KiB", Double($0) / 1024) } ?? "–" }
+    public static func kib(_ x: Int?) -> String {
+        x.map { String(format: "%.1f KiB", Double($0) / 1024) } ?? "–"
+    }
 }

@@ -12,7 +12,9 @@ struct Chart {
     var integerXTicks = false
     private var body = ""
 
-    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    static let palette = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"
+    ]
 
     init(title: String, xLabel: String, yLabel: String, x: (Double, Double), y: (Double, Double)) {
         self.title = title; self.xLabel = xLabel; self.yLabel = yLabel
@@ -21,29 +23,38 @@ struct Chart {
     }
 
     func px(_ x: Double) -> Double { left + (x - xRange.0) / (xRange.1 - xRange.0) * (width - left - right) }
-    func py(_ y: Double) -> Double { height - bottom - (y - yRange.0) / (yRange.1 - yRange.0) * (height - top - bottom) }
+    func py(_ y: Double) -> Double {
+        height - bottom - (y - yRange.0) / (yRange.1 - yRange.0) * (height - top - bottom)
+    }
 
-    mutating func line(_ points: [(Double, Double)], color: String, dashed: Bool = false, label: String? = nil) {
+    mutating func line(
+        _ points: [(Double, Double)], color: String, dashed: Bool = false, label: String? = nil
+    ) {
         guard !points.isEmpty else { return }
         let d = points.map { String(format: "%.1f,%.1f", px($0.0), py($0.1)) }.joined(separator: " ")
-        body += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(dashed ? " stroke-dasharray=\"5,3\"" : "") points=\"\(d)\">"
+        body +=
+            "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(dashed ? " stroke-dasharray=\"5,3\"" : "") points=\"\(d)\">"
         body += label.map { "<title>\(escape($0))</title>" } ?? ""
         body += "</polyline>"
         for p in points where points.count <= 40 {
-            body += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>", px(p.0), py(p.1), color)
+            body += String(
+                format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%@\"/>", px(p.0), py(p.1), color)
         }
     }
 
     /// A series measured at whole-number x (bit widths): solid where neighbours are one apart,
     /// a faint dotted line across x values that were not measured, a dot at every measurement.
-    mutating func measuredLine(_ points: [(Double, Double)], color: String, dashed: Bool = false, label: String) {
+    mutating func measuredLine(
+        _ points: [(Double, Double)], color: String, dashed: Bool = false, label: String
+    ) {
         let sorted = points.sorted { $0.0 < $1.0 }
         var run: [(Double, Double)] = []
         for p in sorted {
             if let last = run.last, p.0 - last.0 > 1 {
                 line(run, color: color, dashed: dashed, label: label)
                 let gap = String(format: "%.1f,%.1f %.1f,%.1f", px(last.0), py(last.1), px(p.0), py(p.1))
-                body += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1\" stroke-opacity=\"0.5\" stroke-dasharray=\"1,4\" points=\"\(gap)\"><title>not measured between \(Int(last.0)) and \(Int(p.0)) bits</title></polyline>"
+                body +=
+                    "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1\" stroke-opacity=\"0.5\" stroke-dasharray=\"1,4\" points=\"\(gap)\"><title>not measured between \(Int(last.0)) and \(Int(p.0)) bits</title></polyline>"
                 run = []
             }
             run.append(p)
@@ -55,42 +66,54 @@ struct Chart {
     mutating func histogram(edges: [Double], counts: [Int], color: String, opacity: Double) {
         var d = String(format: "M%.1f,%.1f", px(edges[0]), py(0))
         for (i, c) in counts.enumerated() {
-            d += String(format: " L%.1f,%.1f L%.1f,%.1f", px(edges[i]), py(Double(c)), px(edges[i + 1]), py(Double(c)))
+            d += String(
+                format: " L%.1f,%.1f L%.1f,%.1f", px(edges[i]), py(Double(c)), px(edges[i + 1]), py(Double(c))
+            )
         }
         d += String(format: " L%.1f,%.1f Z", px(edges[edges.count - 1]), py(0))
-        body += "<path d=\"\(d)\" fill=\"\(color)\" fill-opacity=\"\(opacity)\" stroke=\"\(color)\" stroke-width=\"1\"/>"
+        body +=
+            "<path d=\"\(d)\" fill=\"\(color)\" fill-opacity=\"\(opacity)\" stroke=\"\(color)\" stroke-width=\"1\"/>"
     }
 
     mutating func verticalMarks(_ xs: [Double], color: String) {
         for x in xs where x >= xRange.0 && x <= xRange.1 {
-            body += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"0.8\" stroke-dasharray=\"2,2\"/>",
-                           px(x), px(x), top, height - bottom, color)
+            body += String(
+                format:
+                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"0.8\" stroke-dasharray=\"2,2\"/>",
+                px(x), px(x), top, height - bottom, color)
         }
     }
 
-    mutating func bars(_ values: [(String, Double)], color: String, offset: Double = 0, widthFraction: Double = 0.7) {
+    mutating func bars(
+        _ values: [(String, Double)], color: String, offset: Double = 0, widthFraction: Double = 0.7
+    ) {
         let n = Double(values.count), slot = (width - left - right) / max(1, n), w = slot * widthFraction
         for (i, (name, v)) in values.enumerated() {
             let x = left + slot * Double(i) + (slot - w) / 2 + offset * w
             let y0 = py(max(yRange.0, 0)), y1 = py(v)
-            body += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f</title></rect>",
-                           x, min(y0, y1), w, abs(y0 - y1), color, escape(name) as NSString, v)
+            body += String(
+                format:
+                    "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@: %.1f</title></rect>",
+                x, min(y0, y1), w, abs(y0 - y1), color, escape(name) as NSString, v)
         }
     }
 
     mutating func categoryLabels(_ names: [String]) {
         let slot = (width - left - right) / Double(max(1, names.count))
         for (i, n) in names.enumerated() {
-            body += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%@</text>",
-                           left + slot * (Double(i) + 0.5), height - bottom + 16, escape(n) as NSString)
+            body += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%@</text>",
+                left + slot * (Double(i) + 0.5), height - bottom + 16, escape(n) as NSString)
         }
     }
 
     func legend(_ items: [(String, String)]) -> String {
         var s = "", x = left + 8
         for (label, color) in items {
-            s += String(format: "<rect x=\"%.1f\" y=\"8\" width=\"12\" height=\"4\" fill=\"%@\"/><text x=\"%.1f\" y=\"14\" font-size=\"11\">%@</text>",
-                        x, color, x + 16, escape(label) as NSString)
+            s += String(
+                format:
+                    "<rect x=\"%.1f\" y=\"8\" width=\"12\" height=\"4\" fill=\"%@\"/><text x=\"%.1f\" y=\"14\" font-size=\"11\">%@</text>",
+                x, color, x + 16, escape(label) as NSString)
             x += 24 + Double(label.count) * 6.5
         }
         return s
@@ -108,24 +131,33 @@ struct Chart {
     }
 
     func render(legend items: [(String, String)] = [], xTicks: Bool = true) -> String {
-        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"100%\" role=\"img\" font-family=\"system-ui, sans-serif\">"
+        var s =
+            "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"100%\" role=\"img\" font-family=\"system-ui, sans-serif\">"
         s += "<title>\(escape(title))</title>"
-        s += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#999\"/>",
-                    left, top, width - left - right, height - top - bottom)
+        s += String(
+            format:
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#999\"/>",
+            left, top, width - left - right, height - top - bottom)
         for t in ticks(yRange.0, yRange.1) {
-            s += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%@</text>",
-                        left, width - right, py(t), py(t), left - 4, py(t) + 4, label(t) as NSString)
+            s += String(
+                format:
+                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%@</text>",
+                left, width - right, py(t), py(t), left - 4, py(t) + 4, label(t) as NSString)
         }
         if xTicks {
             for t in ticks(xRange.0, xRange.1, count: 6, integer: integerXTicks) {
-                s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%@</text>",
-                            px(t), height - bottom + 16, label(t) as NSString)
+                s += String(
+                    format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%@</text>",
+                    px(t), height - bottom + 16, label(t) as NSString)
             }
         }
-        s += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">%@</text>",
-                    left + (width - left - right) / 2, height - 10, escape(xLabel) as NSString)
-        s += String(format: "<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">%@</text>",
-                    top + (height - top - bottom) / 2, escape(yLabel) as NSString)
+        s += String(
+            format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">%@</text>",
+            left + (width - left - right) / 2, height - 10, escape(xLabel) as NSString)
+        s += String(
+            format:
+                "<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">%@</text>",
+            top + (height - top - bottom) / 2, escape(yLabel) as NSString)
         s += body + legend(items) + "</svg>"
         return s
     }

@@ -78,8 +78,10 @@ struct LaneSums {
     var sum: BlockSums {
         @inline(__always) get {
             var s = BlockSums()
-            (s.a, s.b, s.c, s.d) = (Double(laneSum(a)) + tail.a, Double(laneSum(b)) + tail.b,
-                                    Double(laneSum(c)) + tail.c, Double(laneSum(d)) + tail.d)
+            (s.a, s.b, s.c, s.d) = (
+                Double(laneSum(a)) + tail.a, Double(laneSum(b)) + tail.b,
+                Double(laneSum(c)) + tail.c, Double(laneSum(d)) + tail.d
+            )
             s.max = Swift.max(laneMax(top), tail.max)
             return s
         }
@@ -114,4 +116,3 @@ func blockSum(_ w: UnsafeBufferPointer<Float>) -> Double {
         return sums.sum
     }.a
 }
-

@@ -27,7 +27,9 @@ func magnitude(_ x: Lanes) -> Lanes {
 /// |y| with the sign of x, lane-wise, for y ≥ 0: y's bits with x's sign bit.
 @inline(__always)
 func withSign(_ y: Lanes, of x: Lanes) -> Lanes {
-    unsafeBitCast(unsafeBitCast(y, to: SIMD16<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000), to: Lanes.self)
+    unsafeBitCast(
+        unsafeBitCast(y, to: SIMD16<UInt32>.self) ^ (unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x8000_0000),
+        to: Lanes.self)
 }
 
 /// The range term's terms exp(β(sᵢ − max s)) below e⁻⁴⁰ ≈ 4·10⁻¹⁸ are left out (counted as 0):
@@ -61,7 +63,7 @@ func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float, from start:
 func expNonPositive(_ x: Lanes) -> Lanes {
     let clamped = x.replacing(with: -87, where: x .< -87)
     let t = clamped * 1.442_695_04 + roundingMagic
-    let n = t - roundingMagic                                    // round(x·log₂e)
+    let n = t - roundingMagic  // round(x·log₂e)
     let r = clamped - n * 0.693_145_75 - n * 1.428_606_8e-06
     var p = Lanes(repeating: 1.0 / 720)
     p = p * r + 1.0 / 120
@@ -70,7 +72,9 @@ func expNonPositive(_ x: Lanes) -> Lanes {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = unsafeBitCast(t, to: SIMD16<Int32>.self) &- unsafeBitCast(Lanes(repeating: roundingMagic), to: SIMD16<Int32>.self)
+    let bits =
+        unsafeBitCast(t, to: SIMD16<Int32>.self)
+        &- unsafeBitCast(Lanes(repeating: roundingMagic), to: SIMD16<Int32>.self)
     let scale = unsafeBitCast((bits &+ 127) &<< 23, to: Lanes.self)
     return (p * scale).replacing(with: 0, where: x .< -87)
 }

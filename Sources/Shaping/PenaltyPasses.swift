@@ -13,8 +13,10 @@ public enum Penalties {
     /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
     /// `quantisationSums: false` leaves the quantisation error's sums to `addGradient`, saving a
     /// pass: for callers whose gradient scales do not depend on that term's value.
-    public static func evaluate(_ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
-                                quantisationSums: Bool = true) -> PenaltyState {
+    public static func evaluate(
+        _ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
+        quantisationSums: Bool = true
+    ) -> PenaltyState {
         var st = PenaltyState()
         let n = w.count
         st.n = n
@@ -22,7 +24,7 @@ public enum Penalties {
         let c = meanHint ?? Float(blockSum(w) / Double(n))
         // Σ(w − c)ᵏ for k = 1…4 (and max|w|), then the shift formulas give the moments about μ.
         let sums = momentSums(w, center: c, maximum: needsMaximum(s))
-        let nd = Double(n), e = sums.a / nd                                   // μ − c
+        let nd = Double(n), e = sums.a / nd  // μ − c
         let r2 = sums.b / nd, r3 = sums.c / nd, r4 = sums.d / nd
         st.mean = Double(c) + e
         st.m2 = max(0, r2 - e * e)
@@ -40,7 +42,9 @@ public enum Penalties {
         var range = false
         if s.has(.range) {
             st.range = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
-            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, st, s) { st.range = min(st.range, bound) }
+            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, st, s) {
+                st.range = min(st.range, bound)
+            }
             range = st.range > s.rangeTarget
         }
         var quant = s.has(.quantError) && st.maxAbs > 0
@@ -58,13 +62,17 @@ public enum Penalties {
         maximum ? momentPass(w, center: c, On.self) : momentPass(w, center: c, Off.self)
     }
 
-    static func momentPass<Maximum: Flag>(_ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type) -> BlockSums {
+    static func momentPass<Maximum: Flag>(
+        _ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type
+    ) -> BlockSums {
         let maximum = Maximum.on
         let base = w.baseAddress!
         return sumBlocks(0..<w.count) { start, end in
             var sums = LaneSums()
             var i = start
-            while i + Lanes.scalarCount <= end { sums.addMoments(loadLanes(base + i), center: c, maximum: maximum); i += Lanes.scalarCount }
+            while i + Lanes.scalarCount <= end {
+                sums.addMoments(loadLanes(base + i), center: c, maximum: maximum); i += Lanes.scalarCount
+            }
             while i < end { sums.addMoments(base[i], center: c, maximum: maximum); i += 1 }
             return sums.sum
         }
@@ -76,14 +84,17 @@ public enum Penalties {
     ///     Z ≤ Σ_{runs of 16 with some sᵢ ≥ m − δ} e^(β(sᵢ − m)) + (the other weights' count)·e^(−βδ).
     /// R reaches the target R_T at Z_T = e^(β(R_T − m)); δ is chosen so that the second part is
     /// Z_T/2. In training, most groups whose first bound exceeds R_T are then found within it.
-    static func rangeUpperBound(_ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings) -> Double? {
-        let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma, n = Double(w.count)
+    static func rangeUpperBound(
+        _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings
+    ) -> Double? {
+        let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma,
+            n = Double(w.count)
         let zTarget = _exp(beta * (s.rangeTarget - m))
         let delta = _log(2 * n / zTarget) / beta
         // Z ≥ 1 (the maximum's own term): a target below m is exceeded whatever Z is; and from
         // δ = 40/β on, the band is what the exact pass computes anyway.
         guard zTarget > 1, delta > 0, delta < Double(rangeExponentCutoff) / beta else { return nil }
-        let k = Float(beta / sigma), bm = Float(beta * m)                        // β(sᵢ − m) = k·|wᵢ| − βm
+        let k = Float(beta / sigma), bm = Float(beta * m)  // β(sᵢ − m) = k·|wᵢ| − βm
         let band = Lanes(repeating: Float(sigma * (m - delta)))
         let base = w.baseAddress!
         let sums = sumBlocks(0..<w.count) { start, end in
@@ -114,8 +125,10 @@ public enum Penalties {
     ///     E = mean((u − round u)²),  mean((u − round u)·u),  u = w·qmax/max|w|
     /// Only weights near the maximum carry weight in Z: runs of 16 whose exponents are all below
     /// −`rangeExponentCutoff` are skipped (see `rangeCutoff`).
-    static func tailSums(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
-                         range: Bool, quant: Bool) {
+    static func tailSums(
+        _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
+        range: Bool, quant: Bool
+    ) {
         switch (range, quant) {
         case (true, true): tailSums(w, &st, s, On.self, On.self)
         case (true, false): tailSums(w, &st, s, On.self, Off.self)
@@ -124,14 +137,18 @@ public enum Penalties {
         }
     }
 
-    static func tailSums<Range: Flag, Quant: Flag>(_ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
-                                                   _: Range.Type, _: Quant.Type) {
+    static func tailSums<Range: Flag, Quant: Flag>(
+        _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
+        _: Range.Type, _: Quant.Type
+    ) {
         let range = Range.on, quant = Quant.on
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
-        let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)   // β(sᵢ − m) = k·|wᵢ| − βm
+        let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)  // β(sᵢ − m) = k·|wᵢ| − βm
         let qk = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
         let cutoff = rangeCutoff(k: k, shift: bm)
-        if range { st.rangeExponentials = [Float](unsafeUninitializedCapacity: w.count) { _, n in n = w.count } }
+        if range {
+            st.rangeExponentials = [Float](unsafeUninitializedCapacity: w.count) { _, n in n = w.count }
+        }
         let base = w.baseAddress!
         let total = st.rangeExponentials.withUnsafeMutableBufferPointer { exps in
             sumBlocks(0..<w.count) { start, end in
@@ -142,7 +159,9 @@ public enum Penalties {
                     if range {
                         let ax = magnitude(x)
                         var p = Lanes()
-                        if any(ax .>= cutoff) { p = expNonPositive(k * ax - bm); sums.a += p; sums.b += p * (ax * inv) }
+                        if any(ax .>= cutoff) {
+                            p = expNonPositive(k * ax - bm); sums.a += p; sums.b += p * (ax * inv)
+                        }
                         storeLanes(p, exps.baseAddress! + i)
                     }
                     if quant {
@@ -157,14 +176,20 @@ public enum Penalties {
                         let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m))
                         sums.tail.a += p; sums.tail.b += p * si; exps[i] = Float(p)
                     }
-                    if quant { let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero); sums.tail.c += Double(q * q); sums.tail.d += Double(q * u) }
+                    if quant {
+                        let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero);
+                        sums.tail.c += Double(q * q); sums.tail.d += Double(q * u)
+                    }
                     i += 1
                 }
                 return sums.sum
             }
         }
         if range { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
-        if quant { completeQuantisation(&st, total); st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) }
+        if quant {
+            completeQuantisation(&st, total);
+            st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart)
+        }
     }
 
     /// Adds `Σ_t scale_t·∂P_t/∂w` to `grad`, where `scale_t` is the term's total weight (λ times
@@ -174,15 +199,20 @@ public enum Penalties {
     ///
     /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
     @discardableResult
-    public static func addGradient(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                                   _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) -> PenaltyState {
+    public static func addGradient(
+        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+        _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]
+    ) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
         let sums = gradientPass(w, grad, kernel)
         var st = st
         if st.quantSumsPending {
-            if kernel.quant { completeQuantisation(&st, sums); st.argMax = kernel.argMax }
-            else { tailSums(w, &st, s, range: false, quant: true) }
+            if kernel.quant {
+                completeQuantisation(&st, sums); st.argMax = kernel.argMax
+            } else {
+                tailSums(w, &st, s, range: false, quant: true)
+            }
             st.quantSumsPending = false
         }
         if kernel.quant { grad[kernel.argMax] += kernel.argMaxCorrection(quantCross: st.quantCross) }
@@ -198,7 +228,9 @@ public enum Penalties {
     /// `grad += kernel(w)` over the group; returns Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the
     /// quantisation term is on. One specialised copy per combination of terms keeps the loop free
     /// of branches.
-    static func gradientPass(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient) -> BlockSums {
+    static func gradientPass(
+        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient
+    ) -> BlockSums {
         switch (k.quant, k.range) {
         case (false, false): gradientPass(w, grad, k, Off.self, Off.self)
         case (true, false): gradientPass(w, grad, k, On.self, Off.self)
@@ -207,15 +239,21 @@ public enum Penalties {
         }
     }
 
-    static func gradientPass<Quant: Flag, Range: Flag>(_ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-                                                       _ k: PenaltyGradient, _: Quant.Type, _: Range.Type) -> BlockSums {
+    static func gradientPass<Quant: Flag, Range: Flag>(
+        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type
+    ) -> BlockSums {
         let x = w.baseAddress!, g = grad.baseAddress!
         return k.exponentials.withUnsafeBufferPointer { p in
             sumBlocks(0..<w.count) { start, end in
                 var sums = LaneSums()
                 var i = start
                 while i + Lanes.scalarCount <= end {
-                    storeLanes(loadLanes(g + i) + k.lanes(loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums), g + i)
+                    storeLanes(
+                        loadLanes(g + i)
+                            + k.lanes(
+                                loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums),
+                        g + i)
                     i += Lanes.scalarCount
                 }
                 while i < end {
@@ -249,7 +287,10 @@ struct PenaltyGradient {
     let argMax: Int
     let argMaxCoefficient: Double
 
-    init(_ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+    init(
+        _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings,
+        scales: [PenaltyTerm: Double]
+    ) {
         let k = GradientCoefficients(st, s, scales: scales)
         (a, b, c, e, mean) = (Float(k.a), Float(k.b), Float(k.c), Float(k.e), Float(st.mean))
         rangeGain = Float(k.rangeGain)
@@ -259,7 +300,8 @@ struct PenaltyGradient {
         if quant {
             quantScale = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
             quantGain = Float(k.quantFactor) * quantScale
-            argMax = st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) : st.argMax
+            argMax =
+                st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) : st.argMax
             argMaxCoefficient = k.argMaxCoefficient(negative: w[argMax] < 0, maxAbs: st.maxAbs)
         } else {
             (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
@@ -269,7 +311,9 @@ struct PenaltyGradient {
     /// The gradient of 16 weights from index `i` of the group; adds their Σ(u − r)², Σ(u − r)·u to
     /// `sums.c`, `sums.d` when `quant`. `p`: the exponentials' storage, when `range`.
     @inline(__always)
-    func lanes(_ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums) -> Lanes {
+    func lanes(
+        _ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums
+    ) -> Lanes {
         let d = x - mean
         var g = ((a * d + b) * d + c) * d + e
         if quant {
@@ -283,7 +327,9 @@ struct PenaltyGradient {
 
     /// The same for one weight (the same operations in the same order: the same result).
     @inline(__always)
-    func scalar(_ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums) -> Float {
+    func scalar(
+        _ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums
+    ) -> Float {
         let d = x - mean
         var g = ((a * d + b) * d + c) * d + e
         if quant {
@@ -298,4 +344,3 @@ struct PenaltyGradient {
     /// The maximum's extra gradient, given the group's mean((u − r)·u).
     func argMaxCorrection(quantCross: Double) -> Float { Float(argMaxCoefficient * quantCross) }
 }
-

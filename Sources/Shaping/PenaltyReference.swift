@@ -10,15 +10,19 @@ public enum PenaltyReference {
     public static func moments(_ w: [Double]) -> (mean: Double, m2: Double, m3: Double, m4: Double) {
         let n = Double(w.count), mu = w.reduce(0, +) / n
         let d = w.map { $0 - mu }
-        return (mu, d.map { $0 * $0 }.reduce(0, +) / n, d.map { $0 * $0 * $0 }.reduce(0, +) / n,
-                d.map { $0 * $0 * $0 * $0 }.reduce(0, +) / n)
+        return (
+            mu, d.map { $0 * $0 }.reduce(0, +) / n, d.map { $0 * $0 * $0 }.reduce(0, +) / n,
+            d.map { $0 * $0 * $0 * $0 }.reduce(0, +) / n
+        )
     }
 
     /// K = m₄ / m₂².
     public static func kurtosis(_ w: [Double]) -> Double { let m = moments(w); return m.m4 / (m.m2 * m.m2) }
 
     /// S = m₃ / m₂^1.5.
-    public static func skewness(_ w: [Double]) -> Double { let m = moments(w); return m.m3 / (m.m2 * m.m2.squareRoot()) }
+    public static func skewness(_ w: [Double]) -> Double {
+        let m = moments(w); return m.m3 / (m.m2 * m.m2.squareRoot())
+    }
 
     /// R = m + (1/β)·log Σ exp(β(sᵢ − m)), sᵢ = |wᵢ|/σ, m = max sᵢ.
     public static func range(_ w: [Double], beta: Double) -> Double {
@@ -60,7 +64,9 @@ public enum PenaltyReference {
     }
 
     /// ∂(Σ_t scale_t · value_t)/∂w, term by term (Docs/Shaping.md, "Gradients").
-    public static func gradient(_ w: [Double], _ s: PenaltySettings, scales: [PenaltyTerm: Double]) -> [Double] {
+    public static func gradient(
+        _ w: [Double], _ s: PenaltySettings, scales: [PenaltyTerm: Double]
+    ) -> [Double] {
         let n = Double(w.count), mo = moments(w), d = w.map { $0 - mo.mean }
         let sigma = mo.m2.squareRoot()
         var g = [Double](repeating: 0, count: w.count)
@@ -71,13 +77,18 @@ public enum PenaltyReference {
                 // ∂K/∂wᵢ = 4/(n·m₂²)·(dᵢ³ − m₃) − 4·m₄/(n·m₂³)·dᵢ
                 let outer = k * 2 * (kurtosis(w) - s.kurtosisTarget)
                 for i in w.indices {
-                    let dK = 4 / (n * mo.m2 * mo.m2) * (d[i] * d[i] * d[i] - mo.m3) - 4 * mo.m4 / (n * mo.m2 * mo.m2 * mo.m2) * d[i]
+                    let dK =
+                        4 / (n * mo.m2 * mo.m2) * (d[i] * d[i] * d[i] - mo.m3) - 4 * mo.m4
+                        / (n * mo.m2 * mo.m2 * mo.m2) * d[i]
                     g[i] += outer * dK
                 }
             case .skewness:
                 // ∂S/∂wᵢ = 3/(n·m₂^1.5)·(dᵢ² − m₂) − 3·m₃/(n·m₂^2.5)·dᵢ
                 let outer = k * 2 * (skewness(w) - s.skewnessTarget), m15 = mo.m2 * sigma
-                for i in w.indices { g[i] += outer * (3 / (n * m15) * (d[i] * d[i] - mo.m2) - 3 * mo.m3 / (n * m15 * mo.m2) * d[i]) }
+                for i in w.indices {
+                    g[i] +=
+                        outer * (3 / (n * m15) * (d[i] * d[i] - mo.m2) - 3 * mo.m3 / (n * m15 * mo.m2) * d[i])
+                }
             case .range:
                 // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = softmax(β·s)ⱼ
                 let r = range(w, beta: s.rangeSharpness)
@@ -86,7 +97,9 @@ public enum PenaltyReference {
                 let sv = w.map { abs($0) / sigma }, m = sv.max()!
                 let e = sv.map { _exp(s.rangeSharpness * ($0 - m)) }, z = e.reduce(0, +)
                 let p = e.map { $0 / z }, meanS = zip(p, sv).map { $0 * $1 }.reduce(0, +)
-                for j in w.indices { g[j] += outer * (p[j] * (w[j] < 0 ? -1 : 1) / sigma - meanS * d[j] / (n * mo.m2)) }
+                for j in w.indices {
+                    g[j] += outer * (p[j] * (w[j] < 0 ? -1 : 1) / sigma - meanS * d[j] / (n * mo.m2))
+                }
             case .quantError:
                 // ∂E/∂wⱼ = 2rⱼ·qmax/(n·M); the first maximum also moves M: −2·sign(w)/M·mean(r·u)
                 let q = residuals(w, bits: s.quantErrorBits), qmax = Double(BitWidth.qmax(s.quantErrorBits))

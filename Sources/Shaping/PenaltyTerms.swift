@@ -109,7 +109,7 @@ struct GradientCoefficients {
         let n = Double(st.n)
         let scales = scales.filter { s.has($0.key) }
         guard st.m2 > varianceFloor else {
-            if let k = scales[.l2] { c += k; e += k * st.mean }     // as below: the same bits
+            if let k = scales[.l2] { c += k; e += k * st.mean }  // as below: the same bits
             return
         }
         if let k = scales[.kurtosis], k != 0 {

@@ -12,7 +12,9 @@ public struct ShapingConfig: Equatable, Sendable {
         public var target: Double?
         public var scope: Scope = .tensor
         public var aggregate: Aggregate = .mean
-        public init(weight: Double = 0, target: Double? = nil, scope: Scope = .tensor, aggregate: Aggregate = .mean) {
+        public init(
+            weight: Double = 0, target: Double? = nil, scope: Scope = .tensor, aggregate: Aggregate = .mean
+        ) {
             (self.weight, self.target, self.scope, self.aggregate) = (weight, target, scope, aggregate)
         }
     }
@@ -28,7 +30,10 @@ public struct ShapingConfig: Equatable, Sendable {
 
     public init() {}
 
-    public var isActive: Bool { terms.values.contains { $0.weight > 0 } || overrides.values.contains { $0.values.contains { $0.weight > 0 } } }
+    public var isActive: Bool {
+        terms.values.contains { $0.weight > 0 }
+            || overrides.values.contains { $0.values.contains { $0.weight > 0 } }
+    }
 
     /// λ's factor at fractional epoch t: 0 before `start_epoch`, then a linear ramp over `warmup_epochs`.
     public func rampFactor(epoch t: Double) -> Double {

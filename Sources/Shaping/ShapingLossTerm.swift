@@ -13,7 +13,8 @@ public final class ShapingLossTerm: LossTerm {
     let targets: [(index: Int, weight: Parameter, channels: Int)]
     /// Per target: its active scopes with their settings, and each term's λ on it (worked out
     /// once, not at every step).
-    private let plans: [(scopes: [(scope: ShapingConfig.Scope, settings: PenaltySettings)], weights: [PenaltyTerm: Double])]
+    private let plans:
+        [(scopes: [(scope: ShapingConfig.Scope, settings: PenaltySettings)], weights: [PenaltyTerm: Double])]
     /// Per target and active scope: each group's mean at the previous step, the centre for this
     /// step's moment sums.
     private var meanHints: [[[Float]?]]
@@ -35,7 +36,8 @@ public final class ShapingLossTerm: LossTerm {
             return (i, w, w.value.shape[0])
         }
         plans = chosen.map { i in
-            let scopes = ShapingConfig.Scope.allCases.map { ($0, config.settings(layer: i, scope: $0)) }.filter { $0.1.isActive }
+            let scopes = ShapingConfig.Scope.allCases.map { ($0, config.settings(layer: i, scope: $0)) }
+                .filter { $0.1.isActive }
             var weights: [PenaltyTerm: Double] = [:]
             for t in PenaltyTerm.allCases { weights[t] = config.term(t, layer: i)?.weight }
             return (scopes, weights)
@@ -63,8 +65,10 @@ public final class ShapingLossTerm: LossTerm {
         var hints = meanHints.map { $0.map { _ -> [Float]? in nil } }
         for (key, means) in state {
             let parts = key.split(separator: ".").compactMap { Int($0) }
-            guard parts.count == 2, hints.indices.contains(parts[0]), hints[parts[0]].indices.contains(parts[1]),
-                  means.count == (plans[parts[0]].scopes[parts[1]].scope == .tensor ? 1 : targets[parts[0]].channels)
+            guard parts.count == 2, hints.indices.contains(parts[0]),
+                hints[parts[0]].indices.contains(parts[1]),
+                means.count
+                    == (plans[parts[0]].scopes[parts[1]].scope == .tensor ? 1 : targets[parts[0]].channels)
             else { return false }
             hints[parts[0]][parts[1]] = means
         }
@@ -80,7 +84,9 @@ public final class ShapingLossTerm: LossTerm {
         var values: [PenaltyTerm: Double] {
             var v: [PenaltyTerm: Double] = [:]
             for (settings, gs) in scopes {
-                for g in gs { for (term, x) in g.values(settings) { v[term, default: 0] += x / Double(gs.count) } }
+                for g in gs {
+                    for (term, x) in g.values(settings) { v[term, default: 0] += x / Double(gs.count) }
+                }
             }
             return v
         }
@@ -94,7 +100,9 @@ public final class ShapingLossTerm: LossTerm {
             for (k, (scope, s)) in plans[l].scopes.enumerated() {
                 let hints = meanHints[l][k], count = scope == .tensor ? 1 : t.channels
                 let groups = (0..<count).map { c in
-                    Penalties.evaluate(channelSlice(w, channels: count, c), s, meanHint: hints?[c], quantisationSums: quantisationSums)
+                    Penalties.evaluate(
+                        channelSlice(w, channels: count, c), s, meanHint: hints?[c],
+                        quantisationSums: quantisationSums)
                 }
                 meanHints[l][k] = groups.map { Float($0.mean) }
                 e.scopes.append((s, groups))
@@ -119,7 +127,8 @@ public final class ShapingLossTerm: LossTerm {
                         let size = w.count / groups.count
                         evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                            return Penalties.addGradient(channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
+                            return Penalties.addGradient(
+                                channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
                         }
                     }
                 }
@@ -162,10 +171,12 @@ public final class ShapingLossTerm: LossTerm {
         for (l, t) in targets.enumerated() {
             let w = t.weight.value.data
             let st = WeightStatistics(w), q = SeedQuantization(w, bits: statisticsBits)
-            var row: [String: Double] = ["mean": st.mean, "std": st.std, "skewness": st.skewness,
-                                         "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
-                                         "sqnr_db": q.sqnrDB, "levels_used": Double(q.levelsUsed),
-                                         "bits": Double(statisticsBits)]
+            var row: [String: Double] = [
+                "mean": st.mean, "std": st.std, "skewness": st.skewness,
+                "kurtosis": st.kurtosis, "max_abs_over_std": st.maxAbsOverStd,
+                "sqnr_db": q.sqnrDB, "levels_used": Double(q.levelsUsed),
+                "bits": Double(statisticsBits)
+            ]
             for (term, v) in evaluate(l).values { row["penalty_\(term.rawValue)"] = v }
             out["\(t.index).weight"] = row
         }

@@ -45,7 +45,9 @@ public struct WeightStatistics: Equatable, Sendable {
 /// Row `r` of a weight tensor whose first axis is the output channel: Dense `[out, in]` rows,
 /// Conv `[out, in, kh, kw]` filters.
 @inline(__always)
-public func channelSlice(_ w: UnsafeBufferPointer<Float>, channels: Int, _ r: Int) -> UnsafeBufferPointer<Float> {
+public func channelSlice(
+    _ w: UnsafeBufferPointer<Float>, channels: Int, _ r: Int
+) -> UnsafeBufferPointer<Float> {
     let size = w.count / channels
     return UnsafeBufferPointer(rebasing: w[(r * size)..<((r + 1) * size)])
 }

@@ -21,7 +21,9 @@ public struct ProcessorFeatures: OptionSet, Sendable, Hashable {
     public static let osZMM = ProcessorFeatures(rawValue: UInt32(QS_CPU_OS_ZMM))
 
     /// AVX-512 as OpenBLAS's SkylakeX kernels use it.
-    public static let avx512: ProcessorFeatures = [.avx512f, .avx512bw, .avx512vl, .avx512dq, .avx512cd, .osZMM]
+    public static let avx512: ProcessorFeatures = [
+        .avx512f, .avx512bw, .avx512vl, .avx512dq, .avx512cd, .osZMM
+    ]
 
     /// The widest vector level usable here: 3 AVX-512, 2 AVX2 with FMA, 1 AVX, 0 SSE only.
     public var level: Int {
@@ -34,13 +36,17 @@ public struct ProcessorFeatures: OptionSet, Sendable, Hashable {
 
     /// The feature names, for records ("AVX2", "FMA", "AVX-512F", …).
     public var names: [String] {
-        let all: [(ProcessorFeatures, String)] = [(.avx, "AVX"), (.avx2, "AVX2"), (.fma, "FMA"), (.avx512f, "AVX-512F"),
-                                                  (.avx512bw, "AVX-512BW"), (.avx512vl, "AVX-512VL"), (.avx512dq, "AVX-512DQ"),
-                                                  (.avx512cd, "AVX-512CD"), (.avx512bf16, "AVX-512-BF16"), (.amx, "AMX")]
+        let all: [(ProcessorFeatures, String)] = [
+            (.avx, "AVX"), (.avx2, "AVX2"), (.fma, "FMA"), (.avx512f, "AVX-512F"),
+            (.avx512bw, "AVX-512BW"), (.avx512vl, "AVX-512VL"), (.avx512dq, "AVX-512DQ"),
+            (.avx512cd, "AVX-512CD"), (.avx512bf16, "AVX-512-BF16"), (.amx, "AMX")
+        ]
         return all.filter { contains($0.0) }.map(\.1)
     }
 
-    public static func levelName(_ level: Int) -> String { ["SSE", "AVX", "AVX2", "AVX-512"][max(0, min(3, level))] }
+    public static func levelName(_ level: Int) -> String {
+        ["SSE", "AVX", "AVX2", "AVX-512"][max(0, min(3, level))]
+    }
 }
 
 /// This machine's processor, as CPUID reports it.
@@ -59,8 +65,9 @@ public struct Processor: Sendable {
             String(decoding: c.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 .split(separator: " ").joined(separator: " ")
         }
-        return Processor(vendor: text(vendor), brand: text(brand), family: Int(family), model: Int(model),
-                         features: ProcessorFeatures(rawValue: qs_cpu_features()))
+        return Processor(
+            vendor: text(vendor), brand: text(brand), family: Int(family), model: Int(model),
+            features: ProcessorFeatures(rawValue: qs_cpu_features()))
     }()
 }
 
@@ -93,8 +100,10 @@ public enum BLASCoreChoice {
         case "skylakex", "cooperlake", "sapphirerapids": 3
         case "haswell", "zen": 2
         case "sandybridge", "bulldozer", "piledriver", "steamroller", "excavator": 1
-        case "prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "barcelona", "opteron", "opteron(sse3)",
-             "bobcat", "katmai", "coppermine", "northwood", "banias", "athlon", "nano", "generic": 0
+        case "prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "barcelona", "opteron",
+            "opteron(sse3)",
+            "bobcat", "katmai", "coppermine", "northwood", "banias", "athlon", "nano", "generic":
+            0
         default: nil
         }
     }
@@ -104,8 +113,10 @@ public enum BLASCoreChoice {
     public static let pinningVariables = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
 
     /// The choice, from the processor's features, OpenBLAS's own choice and the environment.
-    public static func decide(features: ProcessorFeatures, vendor: String, libraryCore: String,
-                              environment: [String: String]) -> Decision {
+    public static func decide(
+        features: ProcessorFeatures, vendor: String, libraryCore: String,
+        environment: [String: String]
+    ) -> Decision {
         if let set = pinningVariables.first(where: { environment[$0] != nil }) {
             return .keep(reason: "\(set) is set in the environment")
         }
@@ -117,10 +128,19 @@ public enum BLASCoreChoice {
         // OpenBLAS's own considered choice (on Zen 4 its Haswell kernels match SkylakeX's).
         let best = features.level
         guard have < min(best, 2) else {
-            return .keep(reason: "OpenBLAS chose \(libraryCore) (\(ProcessorFeatures.levelName(have)) kernels) for a processor with \(ProcessorFeatures.levelName(best))")
+            return .keep(
+                reason:
+                    "OpenBLAS chose \(libraryCore) (\(ProcessorFeatures.levelName(have)) kernels) for a processor with \(ProcessorFeatures.levelName(best))"
+            )
         }
-        let core = best == 3 ? "SkylakeX" : best == 2 ? (vendor == "AuthenticAMD" ? "Zen" : "Haswell") : "Sandybridge"
-        return .select(core: core, reason: "OpenBLAS chose \(libraryCore) (\(ProcessorFeatures.levelName(have)) kernels) for a processor with \(ProcessorFeatures.levelName(best))")
+        let core =
+            best == 3
+            ? "SkylakeX" : best == 2 ? (vendor == "AuthenticAMD" ? "Zen" : "Haswell") : "Sandybridge"
+        return .select(
+            core: core,
+            reason:
+                "OpenBLAS chose \(libraryCore) (\(ProcessorFeatures.levelName(have)) kernels) for a processor with \(ProcessorFeatures.levelName(best))"
+        )
     }
 
     /// SGEMM on small, awkward shapes (both transposes, odd sizes, beta ≠ 0) against its naive
@@ -131,12 +151,20 @@ public enum BLASCoreChoice {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 1000
         }
-        for (m, n, k, ta, tb) in [(37, 29, 41, false, false), (64, 96, 130, true, false), (5, 200, 17, false, true), (129, 33, 65, true, true)] {
-            let a = (0..<(m * k)).map { _ in next() }, b = (0..<(k * n)).map { _ in next() }, c0 = (0..<(m * n)).map { _ in next() }
+        for (m, n, k, ta, tb) in [
+            (37, 29, 41, false, false), (64, 96, 130, true, false), (5, 200, 17, false, true),
+            (129, 33, 65, true, true)
+        ] {
+            let a = (0..<(m * k)).map { _ in next() }, b = (0..<(k * n)).map { _ in next() },
+                c0 = (0..<(m * n)).map { _ in next() }
             var fast = c0, slow = c0
             let lda = ta ? m : k, ldb = tb ? k : n
-            gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: 0.25, c: &fast, ldc: n)
-            gemmNaive(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: 0.25, c: &slow, ldc: n)
+            gemm(
+                transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb,
+                beta: 0.25, c: &fast, ldc: n)
+            gemmNaive(
+                transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb,
+                beta: 0.25, c: &slow, ldc: n)
             // Each element sums k products of magnitude ≤ 0.5: float rounding stays far below 1e-3.
             for i in 0..<(m * n) where !(abs(fast[i] - slow[i]) <= 1e-3) { return false }
         }

@@ -1,6 +1,6 @@
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Threads sharing the blocks of one loop at a time. The thread that owns the work calls
@@ -41,8 +41,9 @@ public final class BlockSharing: @unchecked Sendable {
         while true {
             let count = Int(current >> 20 & 0xF_FFFF), next = Int(current & 0xF_FFFF)
             guard current >> 40 == w >> 40, next < count else { return nil }
-            let (exchanged, seen) = word.compareExchange(expected: current, desired: current + 1,
-                                                        successOrdering: .acquiring, failureOrdering: .relaxed)
+            let (exchanged, seen) = word.compareExchange(
+                expected: current, desired: current + 1,
+                successOrdering: .acquiring, failureOrdering: .relaxed)
             if exchanged { return next }
             current = seen
         }
@@ -58,7 +59,8 @@ public final class BlockSharing: @unchecked Sendable {
         withoutActuallyEscaping(body) { body in
             self.body = body
             finished.store(0, ordering: .relaxed)
-            let open = BlockSharing.pack(generation: (word.load(ordering: .relaxed) >> 40) + 1, count: count, next: 0)
+            let open = BlockSharing.pack(
+                generation: (word.load(ordering: .relaxed) >> 40) + 1, count: count, next: 0)
             word.store(open, ordering: .releasing)
             var mine = 0
             while let b = claim(open) { body(b); mine += 1 }

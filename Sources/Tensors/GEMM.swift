@@ -7,29 +7,34 @@ import CBLAS
 /// `op(X)` is `X` or `Xᵀ`; `lda`, `ldb`, `ldc` are the row strides of the stored matrices
 /// (`A` is stored `(m, k)` or, when transposed, `(k, m)`). Cost: 2·m·n·k flops.
 @inline(__always)
-public func gemm(transA: Bool = false, transB: Bool = false,
-                 m: Int, n: Int, k: Int,
-                 alpha: Float = 1,
-                 a: UnsafePointer<Float>, lda: Int,
-                 b: UnsafePointer<Float>, ldb: Int,
-                 beta: Float = 0,
-                 c: UnsafeMutablePointer<Float>, ldc: Int) {
-    cblas_sgemm(CblasRowMajor,
-                transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha,
-                a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+public func gemm(
+    transA: Bool = false, transB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    cblas_sgemm(
+        CblasRowMajor,
+        transA ? CblasTrans : CblasNoTrans,
+        transB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k), alpha,
+        a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// The naive twin of `gemm`: the same contract, three loops, Double accumulation.
 /// Tests compare the BLAS path against it on awkward shapes.
-public func gemmNaive(transA: Bool = false, transB: Bool = false,
-                      m: Int, n: Int, k: Int,
-                      alpha: Float = 1,
-                      a: UnsafePointer<Float>, lda: Int,
-                      b: UnsafePointer<Float>, ldb: Int,
-                      beta: Float = 0,
-                      c: UnsafeMutablePointer<Float>, ldc: Int) {
+public func gemmNaive(
+    transA: Bool = false, transB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
     for i in 0..<m {
         for j in 0..<n {
             var acc = 0.0

@@ -3,8 +3,10 @@ public struct ConvGeometry: Equatable, Sendable {
     public var batch, channels, height, width: Int
     public var kernelH, kernelW, stride, padding: Int
 
-    public init(batch: Int, channels: Int, height: Int, width: Int,
-                kernelH: Int, kernelW: Int, stride: Int, padding: Int) {
+    public init(
+        batch: Int, channels: Int, height: Int, width: Int,
+        kernelH: Int, kernelW: Int, stride: Int, padding: Int
+    ) {
         self.batch = batch; self.channels = channels; self.height = height; self.width = width
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride; self.padding = padding
     }
@@ -88,13 +90,21 @@ public func col2im(_ g: ConvGeometry, cols: UnsafePointer<Float>, dInput: Unsafe
 /// Naive twin of `im2col`: the defining formula with a bounds test on every tap.
 public func im2colNaive(_ g: ConvGeometry, input: UnsafePointer<Float>, cols: UnsafeMutablePointer<Float>) {
     let oh = g.outH, ow = g.outW
-    for c in 0..<g.channels { for kh in 0..<g.kernelH { for kw in 0..<g.kernelW {
-        let r = (c * g.kernelH + kh) * g.kernelW + kw
-        for n in 0..<g.batch { for y in 0..<oh { for x in 0..<ow {
-            let iy = y * g.stride - g.padding + kh, ix = x * g.stride - g.padding + kw
-            let inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width
-            cols[r * g.columns + (n * oh + y) * ow + x] =
-                inside ? input[((n * g.channels + c) * g.height + iy) * g.width + ix] : 0
-        } } }
-    } } }
+    for c in 0..<g.channels {
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let r = (c * g.kernelH + kh) * g.kernelW + kw
+                for n in 0..<g.batch {
+                    for y in 0..<oh {
+                        for x in 0..<ow {
+                            let iy = y * g.stride - g.padding + kh, ix = x * g.stride - g.padding + kw
+                            let inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width
+                            cols[r * g.columns + (n * oh + y) * ow + x] =
+                                inside ? input[((n * g.channels + c) * g.height + iy) * g.width + ix] : 0
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

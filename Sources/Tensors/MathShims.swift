@@ -1,8 +1,8 @@
 #if canImport(Glibc)
-import Glibc
-import CMalloc
+    import Glibc
+    import CMalloc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // Thin, inlinable wrappers so other files need not import the C library themselves.
@@ -20,8 +20,8 @@ public enum Allocator {
     /// (mmap for blocks ≥ 128 KiB) made the kernel zero fresh pages on every step.
     public static func keepLargeBlocks() {
         #if canImport(Glibc)
-        _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+            _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
+            _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
         #endif
     }
 }

@@ -8,8 +8,9 @@ public struct Tensor: Equatable, Sendable {
     public var data: [Float]
 
     public init(shape: [Int], data: [Float]) {
-        precondition(shape.reduce(1, *) == data.count,
-                     "Tensor shape \(shape) needs \(shape.reduce(1, *)) values, got \(data.count)")
+        precondition(
+            shape.reduce(1, *) == data.count,
+            "Tensor shape \(shape) needs \(shape.reduce(1, *)) values, got \(data.count)")
         self.shape = shape
         self.data = data
     }

@@ -12,7 +12,9 @@ public struct FakeQuantization {
     public var quantize: ([Float], [Int]) -> [Float]
     public var activation: (Int, inout Tensor) -> Void
 
-    public init(quantize: @escaping ([Float], [Int]) -> [Float], activation: @escaping (Int, inout Tensor) -> Void) {
+    public init(
+        quantize: @escaping ([Float], [Int]) -> [Float], activation: @escaping (Int, inout Tensor) -> Void
+    ) {
         self.quantize = quantize
         self.activation = activation
     }
@@ -20,7 +22,9 @@ public struct FakeQuantization {
     public func quantizeWeights(_ model: Sequential) -> [Tensor] {
         model.trainableParameters.map { p in
             let master = p.value
-            if p.role == .weight { p.value = Tensor(shape: master.shape, data: quantize(master.data, master.shape)) }
+            if p.role == .weight {
+                p.value = Tensor(shape: master.shape, data: quantize(master.data, master.shape))
+            }
             return master
         }
     }
@@ -31,9 +35,11 @@ public struct FakeQuantization {
 }
 
 /// Accuracy (percent) and mean loss of `model` on `data`, in evaluation mode.
-public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = nil,
-                     normalization: Normalization, batchSize: Int = 256,
-                     fakeQuantization: FakeQuantization? = nil) -> (accuracy: Double, loss: Double) {
+public func evaluate(
+    _ model: Sequential, on data: Dataset, indices: [Int]? = nil,
+    normalization: Normalization, batchSize: Int = 256,
+    fakeQuantization: FakeQuantization? = nil
+) -> (accuracy: Double, loss: Double) {
     // With fake quantisation: the deployed model, quantised weights and activations.
     let masters = fakeQuantization?.quantizeWeights(model)
     defer { if let masters { fakeQuantization?.restore(model, masters) } }
@@ -43,7 +49,8 @@ public func evaluate(_ model: Sequential, on data: Dataset, indices: [Int]? = ni
     for start in stride(from: 0, to: all.count, by: batchSize) {
         let idx = all[start..<min(all.count, start + batchSize)]
         let (x, y) = data.batch(idx, normalization: normalization)
-        let logits = fakeQuantization.map { model.forward(x, training: false, after: $0.activation) }
+        let logits =
+            fakeQuantization.map { model.forward(x, training: false, after: $0.activation) }
             ?? model.forward(x, training: false)
         let r = softmaxCrossEntropy(logits: logits, labels: y)
         correct += r.correct

@@ -51,7 +51,8 @@ public final class Optimizer {
     public func restore(_ s: State) -> Bool {
         let counts = parameters.map(\.value.count)
         guard s.step >= 0, s.first.map(\.count) == counts,
-              s.second.map(\.count) == (config.kind == .sgd ? [] : counts) else { return false }
+            s.second.map(\.count) == (config.kind == .sgd ? [] : counts)
+        else { return false }
         step = s.step; first = s.first; second = s.second
         return true
     }
@@ -98,9 +99,10 @@ public final class Optimizer {
                     v.withUnsafeMutableBufferPointer { vp in
                         // L2 (Adam) adds wd·w to the gradient; decoupled decay (AdamW) scales w first.
                         let l2 = decoupled ? 0 : wd
-                        adamUpdate(count: w.count, w: w.baseAddress!, g: g.baseAddress!, m: mp.baseAddress!,
-                                   v: vp.baseAddress!, b1: b1, b2: b2, eps: eps, l2: l2, decay: decay,
-                                   stepSize: stepSize, invSqrtBC2: invSqrtBC2)
+                        adamUpdate(
+                            count: w.count, w: w.baseAddress!, g: g.baseAddress!, m: mp.baseAddress!,
+                            v: vp.baseAddress!, b1: b1, b2: b2, eps: eps, l2: l2, decay: decay,
+                            stepSize: stepSize, invSqrtBC2: invSqrtBC2)
                     }
                 }
             }
@@ -117,7 +119,9 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double) -> Doub
     let norm = sq.squareRoot()
     if norm > maxNorm {
         let scale = Float(maxNorm / (norm + 1e-6))
-        for p in parameters { p.grad.withUnsafeMutableBufferPointer { g in for j in 0..<g.count { g[j] *= scale } } }
+        for p in parameters {
+            p.grad.withUnsafeMutableBufferPointer { g in for j in 0..<g.count { g[j] *= scale } }
+        }
     }
     return norm
 }
@@ -127,9 +131,11 @@ public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double) -> Doub
 /// instruction (`qs_sqrt16`: SIMD16's own `squareRoot()` is sixteen scalar ones, and cost 5x):
 ///     d = g + l2·w;  w ← w·decay;  m ← β₁m + (1−β₁)d;  v ← β₂v + (1−β₂)d²;  w ← w − step·m/(√v/√bc₂ + ε)
 @inline(__always)
-private func adamUpdate(count: Int, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
-                        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                        b1: Float, b2: Float, eps: Float, l2: Float, decay: Float, stepSize: Float, invSqrtBC2: Float) {
+private func adamUpdate(
+    count: Int, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
+    m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+    b1: Float, b2: Float, eps: Float, l2: Float, decay: Float, stepSize: Float, invSqrtBC2: Float
+) {
     var j = 0
     while j + Lanes.scalarCount <= count {
         var wv = loadLanes(w + j)

@@ -34,8 +34,9 @@ struct ParallelChoice {
     /// Records the current step's time and moves to the next step.
     mutating func record(seconds: Double) {
         let k = step % ParallelChoice.window
-        if k < ParallelChoice.probes { serialTimes.append(seconds) }
-        else if k < 2 * ParallelChoice.probes {
+        if k < ParallelChoice.probes {
+            serialTimes.append(seconds)
+        } else if k < 2 * ParallelChoice.probes {
             parallelTimes.append(seconds)
             if k == 2 * ParallelChoice.probes - 1 {
                 parallelWins = median(parallelTimes) <= median(serialTimes)

@@ -46,8 +46,12 @@ final class SideThread: @unchecked Sendable {
                 if stopping.load(ordering: .acquiring) { return }
                 sched_yield()
             }
-            guard claimed.compareExchange(expected: number - 1, desired: number, ordering: .acquiringAndReleasing).exchanged else {
-                continue   // the caller took it back
+            guard
+                claimed.compareExchange(
+                    expected: number - 1, desired: number, ordering: .acquiringAndReleasing
+                ).exchanged
+            else {
+                continue  // the caller took it back
             }
             job!()
             finished.store(number, ordering: .releasing)
@@ -78,7 +82,9 @@ final class SideThread: @unchecked Sendable {
 
     /// Returns when the job is done: run here if the thread has not started it.
     func wait() {
-        if claimed.compareExchange(expected: jobs - 1, desired: jobs, ordering: .acquiringAndReleasing).exchanged {
+        if claimed.compareExchange(expected: jobs - 1, desired: jobs, ordering: .acquiringAndReleasing)
+            .exchanged
+        {
             job!()
         } else {
             while finished.load(ordering: .acquiring) < jobs { sched_yield() }

@@ -44,7 +44,7 @@ final class StepOverlap {
         }
         BlockSharing.$current.withValue(sharing, operation: terms)
         termsDone.store(true, ordering: .releasing)
-        side!.wait()                      // gathers the batch here if the side thread never started
+        side!.wait()  // gathers the batch here if the side thread never started
     }
 
     /// The step's optimiser update, with the step's timing recorded. The side thread's wake-up

@@ -69,12 +69,16 @@ public final class Trainer {
     /// gradients. The loss terms depend on the weights alone: they go first, and backward adds to
     /// their gradients; `StepOverlap` may gather the batch meanwhile. All is done before fake
     /// quantisation swaps the weights.
-    private func batchAndLossTerms(_ idx: ArraySlice<Int>, epoch t: Double, train: Dataset) -> (Tensor, [Int32], [[String: Double]]) {
+    private func batchAndLossTerms(
+        _ idx: ArraySlice<Int>, epoch t: Double, train: Dataset
+    ) -> (Tensor, [Int32], [[String: Double]]) {
         let batch = BatchSlot()
         var values: [[String: Double]] = []
         model.zeroGradients()
-        overlap.run(terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) } },
-                    gather: { [options] in batch.value = train.batch(idx, normalization: options.normalization) })
+        overlap.run(
+            terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) }
+            },
+            gather: { [options] in batch.value = train.batch(idx, normalization: options.normalization) })
         let (x, y) = batch.value!
         return (x, y, values)
     }
@@ -82,13 +86,17 @@ public final class Trainer {
     /// One step: loss terms and batch, forward (through fake quantisation during QAT), backward,
     /// clipping and the update. Returns the data loss's result and the loss terms' values, or nil
     /// (nothing updated, `divergence` set) when the loss is not finite.
-    private func step(_ idx: ArraySlice<Int>, epoch: Int, step: Int, steps: Int, learningRate lr: Double,
-                      train: Dataset) -> (result: (loss: Double, dLogits: Tensor, correct: Int), stepLoss: Double, terms: [[String: Double]])? {
+    private func step(
+        _ idx: ArraySlice<Int>, epoch: Int, step: Int, steps: Int, learningRate lr: Double,
+        train: Dataset
+    ) -> (result: (loss: Double, dLogits: Tensor, correct: Int), stepLoss: Double, terms: [[String: Double]])?
+    {
         let stepStart = ContinuousClock.now
         let t = Double(epoch) + Double(step) / Double(steps)
         let (x, y, termValues) = batchAndLossTerms(idx, epoch: t, train: train)
         let masters = fakeQuantization?.quantizeWeights(model)
-        let logits = fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
+        let logits =
+            fakeQuantization.map { fq in model.forward(x, training: true, after: fq.activation) }
             ?? model.forward(x, training: true)
         let r = softmaxCrossEntropy(logits: logits, labels: y)
         model.backward(r.dLogits)
@@ -99,15 +107,19 @@ public final class Trainer {
             divergence = Divergence(epoch: epoch + 1, step: step + 1, term: term)
             return nil
         }
-        if options.gradientClip > 0 { clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip) }
+        if options.gradientClip > 0 {
+            clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip)
+        }
         overlap.update(stepStart: stepStart, isLast: step + 1 == steps) { optimizer.step(learningRate: lr) }
         return (r, stepLoss, termValues)
     }
 
     /// Trains one epoch (0-based `epoch`) and returns its metrics (without test metrics). After
     /// every `options.checkpointSteps` steps (but the last) `checkpoint` receives a snapshot.
-    public func trainEpoch(_ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil,
-                           checkpoint: ((TrainerSnapshot) throws -> Void)? = nil) throws -> EpochMetrics {
+    public func trainEpoch(
+        _ epoch: Int, train: Dataset, progress: ((StepProgress) -> Void)? = nil,
+        checkpoint: ((TrainerSnapshot) throws -> Void)? = nil
+    ) throws -> EpochMetrics {
         let clock = ContinuousClock(), start = clock.now
         var sums = EpochSums(), firstStep = 0
         if let r = resumePoint, r.epoch == epoch { sums = r.sums; firstStep = r.step }
@@ -120,9 +132,13 @@ public final class Trainer {
         var lr = options.optimizer.learningRate
         for step in firstStep..<steps {
             let t = Double(epoch) + Double(step) / Double(steps)
-            lr = options.schedule.learningRate(base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
+            lr = options.schedule.learningRate(
+                base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
             let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
-            guard let done = self.step(idx, epoch: epoch, step: step, steps: steps, learningRate: lr, train: train) else { break }
+            guard
+                let done = self.step(
+                    idx, epoch: epoch, step: step, steps: steps, learningRate: lr, train: train)
+            else { break }
             for (name, value) in done.terms.joined() { sums.penaltySums[name, default: 0] += value }
             sums.lossSum += done.stepLoss * Double(idx.count)
             sums.correct += done.result.correct
@@ -130,25 +146,32 @@ public final class Trainer {
             seenHere += idx.count
             if let progress {
                 let elapsed = seconds(clock.now - start)
-                progress(StepProgress(epoch: epoch, totalEpochs: options.epochs, step: step + 1, stepsInEpoch: steps,
-                                      batchSize: options.batchSize, samplesPerSecond: Double(seenHere) / max(elapsed, 1e-9),
-                                      loss: sums.lossSum / Double(sums.seen)))
+                progress(
+                    StepProgress(
+                        epoch: epoch, totalEpochs: options.epochs, step: step + 1, stepsInEpoch: steps,
+                        batchSize: options.batchSize, samplesPerSecond: Double(seenHere) / max(elapsed, 1e-9),
+                        loss: sums.lossSum / Double(sums.seen)))
             }
             if options.checkpointSteps > 0, (step + 1) % options.checkpointSteps == 0, step + 1 < steps {
                 try checkpoint?(snapshot(epoch: epoch, step: step + 1, epochRandom: epochRandom, sums: sums))
             }
         }
-        return epochMetrics(epoch, sums: sums, steps: steps, seen: seenHere, learningRate: lr, seconds: seconds(clock.now - start),
-                            train: train)
+        return epochMetrics(
+            epoch, sums: sums, steps: steps, seen: seenHere, learningRate: lr,
+            seconds: seconds(clock.now - start),
+            train: train)
     }
 
     /// The epoch's metrics from its sums, with the loss terms' statistics and validation.
-    private func epochMetrics(_ epoch: Int, sums: EpochSums, steps: Int, seen: Int, learningRate: Double, seconds elapsed: Double,
-                              train: Dataset) -> EpochMetrics {
-        var m = EpochMetrics(epoch: epoch + 1, loss: sums.lossSum / Double(max(sums.seen, 1)),
-                             trainAccuracy: 100 * Double(sums.correct) / Double(max(sums.seen, 1)),
-                             learningRate: learningRate, epochSeconds: elapsed,
-                             samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
+    private func epochMetrics(
+        _ epoch: Int, sums: EpochSums, steps: Int, seen: Int, learningRate: Double, seconds elapsed: Double,
+        train: Dataset
+    ) -> EpochMetrics {
+        var m = EpochMetrics(
+            epoch: epoch + 1, loss: sums.lossSum / Double(max(sums.seen, 1)),
+            trainAccuracy: 100 * Double(sums.correct) / Double(max(sums.seen, 1)),
+            learningRate: learningRate, epochSeconds: elapsed,
+            samplesPerSecond: Double(seen) / max(elapsed, 1e-9))
         if !lossTerms.isEmpty && divergence == nil {
             m.penalties = sums.penaltySums.mapValues { $0 / Double(max(steps, 1)) }
             m.layers = lossTerms.reduce(into: [:]) { acc, term in
@@ -156,7 +179,8 @@ public final class Trainer {
             }
         }
         if !validationIndices.isEmpty {
-            let v = evaluate(model, on: train, indices: validationIndices, normalization: options.normalization)
+            let v = evaluate(
+                model, on: train, indices: validationIndices, normalization: options.normalization)
             m.validationAccuracy = v.accuracy
             m.validationLoss = v.loss
         }

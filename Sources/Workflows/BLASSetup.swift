@@ -27,11 +27,13 @@ public enum BLASSetup {
             return
         }
         let p = Processor.current
-        if case .select(let core, _) = BLASCoreChoice.decide(features: p.features, vendor: p.vendor,
-                                                             libraryCore: BLASLibrary.coreName, environment: env) {
+        if case .select(let core, _) = BLASCoreChoice.decide(
+            features: p.features, vendor: p.vendor,
+            libraryCore: BLASLibrary.coreName, environment: env)
+        {
             setenv("OPENBLAS_CORETYPE", core, 1)
             reexecute(marker: "\(core)<-\(BLASLibrary.coreName)")
-            unsetenv("OPENBLAS_CORETYPE")        // exec failed: carry on with OpenBLAS's choice
+            unsetenv("OPENBLAS_CORETYPE")  // exec failed: carry on with OpenBLAS's choice
         }
     }
 
@@ -68,13 +70,15 @@ public enum BLASSetup {
     }
 
     public static var summary: Summary {
-        Summary(library: "OpenBLAS", version: BLASLibrary.version, core: BLASLibrary.coreName, chosenBy: chosenBy,
-                threads: BLASThreads.current)
+        Summary(
+            library: "OpenBLAS", version: BLASLibrary.version, core: BLASLibrary.coreName, chosenBy: chosenBy,
+            threads: BLASThreads.current)
     }
 
     /// "OpenBLAS 0.3.21, SkylakeX kernels (chosen by QShape), 2 threads"
     public static var line: String {
         let s = summary
-        return "\(s.library) \(s.version), \(s.core) kernels (chosen by \(s.chosenBy)), \(s.threads) thread\(s.threads == 1 ? "" : "s")"
+        return
+            "\(s.library) \(s.version), \(s.core) kernels (chosen by \(s.chosenBy)), \(s.threads) thread\(s.threads == 1 ? "" : "s")"
     }
 }

@@ -19,6 +19,7 @@ public enum EvalWorkflow {
         try Weights.load(weights, into: model)
         TrainWorkflow.configureThreads(config.threads)
         let r = evaluate(model, on: data.test, normalization: config.training.normalization)
-        return EvalResult(testAccuracy: r.accuracy, testLoss: r.loss, samples: data.test.count, weights: weights)
+        return EvalResult(
+            testAccuracy: r.accuracy, testLoss: r.loss, samples: data.test.count, weights: weights)
     }
 }

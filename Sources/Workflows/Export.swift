@@ -46,13 +46,17 @@ public enum ExportWorkflow {
         if let requested { return requested }
         let bits = config.quantize?.bits ?? [8]
         guard bits.count == 1 else {
-            throw ConfigError(file: config.file, path: "quantize.bits",
-                              "lists \(bits.count) widths (\(bits.map(String.init).joined(separator: ", "))); choose one with --bits")
+            throw ConfigError(
+                file: config.file, path: "quantize.bits",
+                "lists \(bits.count) widths (\(bits.map(String.init).joined(separator: ", "))); choose one with --bits"
+            )
         }
         return bits[0]
     }
 
-    public static func run(_ config: Config, _ o: Options, progress: (String) -> Void = { _ in }) throws -> Result {
+    public static func run(
+        _ config: Config, _ o: Options, progress: (String) -> Void = { _ in }
+    ) throws -> Result {
         let bits = try weightBits(config, o.bits)
         try CGenerator.checkIdentifier(o.prefix)
         try checkOutput(o.out, force: o.force)
@@ -64,31 +68,44 @@ public enum ExportWorkflow {
     }
 
     /// Exports a loaded model at `bits`-bit weights with the config's `quantize:` settings.
-    public static func run(_ config: Config, model: Sequential, data: DataSplit, bits: Int, _ o: Options,
-                           progress: (String) -> Void = { _ in }) throws -> Result {
+    public static func run(
+        _ config: Config, model: Sequential, data: DataSplit, bits: Int, _ o: Options,
+        progress: (String) -> Void = { _ in }
+    ) throws -> Result {
         var settings = config.quantize ?? QuantizeConfig()
         settings.weightsOnly = false
-        progress("converting \(o.weights) at \(bits)-bit weights, \(settings.options.activationBits)-bit activations")
-        let conversion = try QuantizeWorkflow.integerConverter(config, model: model, data: data, settings: settings)(bits)
+        progress(
+            "converting \(o.weights) at \(bits)-bit weights, \(settings.options.activationBits)-bit activations"
+        )
+        let conversion = try QuantizeWorkflow.integerConverter(
+            config, model: model, data: data, settings: settings)(bits)
         let c = try generate(conversion, bits: bits, prefix: o.prefix, config: config)
         try writeFolder(c.allFiles, to: o.out, force: o.force)
-        progress("wrote \(o.out): model.h, model.c (\(c.summary.parameterBytes) bytes of parameters), qshape_nn.c, drivers, Makefile")
+        progress(
+            "wrote \(o.out): model.h, model.c (\(c.summary.parameterBytes) bytes of parameters), qshape_nn.c, drivers, Makefile"
+        )
         var report: ExportVerifier.Report?
         if let n = o.verify {
-            report = try ExportVerifier.verify(c, engine: IntegerEngine(conversion.integerModel), test: data.test,
-                                               images: n, target: o.target, progress: progress)
+            report = try ExportVerifier.verify(
+                c, engine: IntegerEngine(conversion.integerModel), test: data.test,
+                images: n, target: o.target, progress: progress)
         }
-        return Result(directory: o.out, weightBits: bits, activationBits: settings.options.activationBits,
-                      files: c.allFiles.map(\.name), model: c.summary, verification: report)
+        return Result(
+            directory: o.out, weightBits: bits, activationBits: settings.options.activationBits,
+            files: c.allFiles.map(\.name), model: c.summary, verification: report)
     }
 
     /// The C of a conversion; a model the C runtime cannot express is a config error naming the layer.
-    public static func generate(_ conversion: Conversion, bits: Int, prefix: String = "qshape_model",
-                                config: Config) throws -> CModel {
+    public static func generate(
+        _ conversion: Conversion, bits: Int, prefix: String = "qshape_model",
+        config: Config
+    ) throws -> CModel {
         do {
             return try CGenerator.generate(conversion.integerModel, prefix: prefix)
         } catch let e as ExportError {
-            throw ConfigError(file: config.file, path: "quantize", "at \(bits)-bit weights, the C runtime refuses the model: \(e.message)")
+            throw ConfigError(
+                file: config.file, path: "quantize",
+                "at \(bits)-bit weights, the C runtime refuses the model: \(e.message)")
         }
     }
 
@@ -98,7 +115,8 @@ public enum ExportWorkflow {
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { return }
         guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
         if !force && !((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).isEmpty {
-            throw RunError("\(dir) is not empty: pass --force to replace it, or --out to choose another folder")
+            throw RunError(
+                "\(dir) is not empty: pass --force to replace it, or --out to choose another folder")
         }
     }
 
@@ -113,12 +131,20 @@ public enum ExportWorkflow {
     /// The result as terminal lines.
     public static func table(_ r: Result) -> String {
         let m = r.model
-        var lines = ["exported \(r.directory): \(r.weightBits)-bit weights (\(m.weightFormats.joined(separator: ", "))), \(r.activationBits)-bit activations",
-                     "  weights \(m.weightBytes) B, all parameters \(m.parameterBytes) B (flash); activation buffers \(m.activationBytes) B (RAM); \(m.macs) MACs per inference"]
+        var lines = [
+            "exported \(r.directory): \(r.weightBits)-bit weights (\(m.weightFormats.joined(separator: ", "))), \(r.activationBits)-bit activations",
+            "  weights \(m.weightBytes) B, all parameters \(m.parameterBytes) B (flash); activation buffers \(m.activationBytes) B (RAM); \(m.macs) MACs per inference"
+        ]
         if let v = r.verification {
-            lines.append("verified on \(v.target) (\(v.board)): \(v.images) images, C accuracy \(String(format: "%.2f", v.cAccuracy))%, Swift integer engine \(String(format: "%.2f", v.swiftAccuracy))%, mismatching images \(v.mismatchingImages)")
-            lines.append("  flash \(v.flashBytes) B (model code \(v.modelCodeBytes) B, model data \(v.modelDataBytes) B), RAM \(v.ramBytes) B (stack \(v.stackBytes) B, \(v.stackMethod))")
-            if let i = v.instructionsPerInference { lines.append("  \(i) instructions per inference (QEMU -icount), \(m.macs) MACs") }
+            lines.append(
+                "verified on \(v.target) (\(v.board)): \(v.images) images, C accuracy \(String(format: "%.2f", v.cAccuracy))%, Swift integer engine \(String(format: "%.2f", v.swiftAccuracy))%, mismatching images \(v.mismatchingImages)"
+            )
+            lines.append(
+                "  flash \(v.flashBytes) B (model code \(v.modelCodeBytes) B, model data \(v.modelDataBytes) B), RAM \(v.ramBytes) B (stack \(v.stackBytes) B, \(v.stackMethod))"
+            )
+            if let i = v.instructionsPerInference {
+                lines.append("  \(i) instructions per inference (QEMU -icount), \(m.macs) MACs")
+            }
             lines.append("  float-free: \(v.floatFree)")
         }
         return lines.joined(separator: "\n")

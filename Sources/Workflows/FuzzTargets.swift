@@ -33,8 +33,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .checkpoint:
             // Decoded, then restored into a small model with dropout and Adam (`--resume`'s path).
             guard let file = try? SafeTensors.decode(bytes, path: "fuzz.safetensors"),
-                  let c = try? Checkpoint.decode(file, path: "fuzz.safetensors"),
-                  let model = try? Sequential(specs: FuzzTarget.checkpointModel, inputShape: [4], seed: 0) else { return }
+                let c = try? Checkpoint.decode(file, path: "fuzz.safetensors"),
+                let model = try? Sequential(specs: FuzzTarget.checkpointModel, inputShape: [4], seed: 0)
+            else { return }
             var options = TrainingOptions()
             options.batchSize = 2
             let trainer = Trainer(model: model, options: options, trainingSetSize: 8)
@@ -43,8 +44,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     /// The model the checkpoint target restores into (Fuzz/corpus/checkpoint holds its checkpoints).
-    static let checkpointModel: [LayerSpec] = [.flatten, .dense(inFeatures: 4, outFeatures: 3, bias: true), .relu,
-                                               .dropout(p: 0.5), .dense(inFeatures: 3, outFeatures: 2, bias: true)]
+    static let checkpointModel: [LayerSpec] = [
+        .flatten, .dense(inFeatures: 4, outFeatures: 3, bias: true), .relu,
+        .dropout(p: 0.5), .dense(inFeatures: 3, outFeatures: 2, bias: true)
+    ]
 
     static let scratch = NSTemporaryDirectory() + "qshape-fuzz-\(getpid()).bin"
 

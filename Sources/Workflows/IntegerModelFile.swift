@@ -21,7 +21,9 @@ public enum IntegerModelFile {
         var layers: [LayerInfo]
     }
 
-    static func entry(_ name: String, _ v: [Int64], shape: [Int], narrow: SafeTensors.DType) -> SafeTensors.Entry {
+    static func entry(
+        _ name: String, _ v: [Int64], shape: [Int], narrow: SafeTensors.DType
+    ) -> SafeTensors.Entry {
         let fitsNarrow: Bool
         switch narrow {
         case .I8: fitsNarrow = v.allSatisfy { $0 >= -128 && $0 <= 127 }
@@ -48,23 +50,35 @@ public enum IntegerModelFile {
         var infos: [LayerInfo] = []
         for (i, layer) in model.layers.enumerated() {
             func weighted(_ w: [Int16], _ bits: BitWidth, _ shape: [Int], _ b: [Int64], _ r: Requantization) {
-                entries.append(entry("\(i).weight", w.map(Int64.init), shape: shape, narrow: bits.bits <= 8 ? .I8 : .I16))
+                entries.append(
+                    entry("\(i).weight", w.map(Int64.init), shape: shape, narrow: bits.bits <= 8 ? .I8 : .I16)
+                )
                 entries.append(entry("\(i).bias", b, shape: [b.count], narrow: .I32))
-                entries.append(entry("\(i).multiplier", r.multiplier, shape: [r.multiplier.count], narrow: .I32))
+                entries.append(
+                    entry("\(i).multiplier", r.multiplier, shape: [r.multiplier.count], narrow: .I32))
                 entries.append(entry("\(i).shift", r.shift, shape: [r.shift.count], narrow: .I32))
             }
             switch layer {
             case .dense(let d):
                 weighted(d.weight, d.weightBits, [d.outFeatures, d.inFeatures], d.bias, d.requant)
-                infos.append(LayerInfo(type: "dense", inFeatures: d.inFeatures, outFeatures: d.outFeatures,
-                                       outMin: d.requant.outMin, outMax: d.requant.outMax,
-                                       accumulatorBits: d.requant.accumulatorBits, weightBits: d.weightBits.bits))
+                infos.append(
+                    LayerInfo(
+                        type: "dense", inFeatures: d.inFeatures, outFeatures: d.outFeatures,
+                        outMin: d.requant.outMin, outMax: d.requant.outMax,
+                        accumulatorBits: d.requant.accumulatorBits, weightBits: d.weightBits.bits))
             case .conv(let c):
-                weighted(c.weight, c.weightBits, [c.outChannels, c.inChannels, c.kernel, c.kernel], c.bias, c.requant)
-                infos.append(LayerInfo(type: "conv2d", inChannels: c.inChannels, outChannels: c.outChannels, kernel: c.kernel,
-                                       stride: c.stride, padding: c.padding, outMin: c.requant.outMin, outMax: c.requant.outMax,
-                                       accumulatorBits: c.requant.accumulatorBits, weightBits: c.weightBits.bits))
-            case let .maxPool(k, s, p): infos.append(LayerInfo(type: "maxpool2d", kernel: k, stride: s, padding: p))
+                weighted(
+                    c.weight, c.weightBits, [c.outChannels, c.inChannels, c.kernel, c.kernel], c.bias,
+                    c.requant)
+                infos.append(
+                    LayerInfo(
+                        type: "conv2d", inChannels: c.inChannels, outChannels: c.outChannels,
+                        kernel: c.kernel,
+                        stride: c.stride, padding: c.padding, outMin: c.requant.outMin,
+                        outMax: c.requant.outMax,
+                        accumulatorBits: c.requant.accumulatorBits, weightBits: c.weightBits.bits))
+            case let .maxPool(k, s, p):
+                infos.append(LayerInfo(type: "maxpool2d", kernel: k, stride: s, padding: p))
             case let .avgPool(k, s): infos.append(LayerInfo(type: "avgpool2d", kernel: k, stride: s))
             case .globalAvgPool: infos.append(LayerInfo(type: "globalavgpool2d"))
             case .flatten: infos.append(LayerInfo(type: "flatten"))
@@ -74,7 +88,8 @@ public enum IntegerModelFile {
         // Sorted keys: the same model gives the same bytes (a dictionary's order differs per process).
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let json = String(decoding: try encoder.encode(Info(inputShape: model.inputShape, layers: infos)), as: UTF8.self)
+        let json = String(
+            decoding: try encoder.encode(Info(inputShape: model.inputShape, layers: infos)), as: UTF8.self)
         var metadata = scales
         metadata["qshape.integer_model"] = json
         try SafeTensors.write(SafeTensors.File(entries: entries, metadata: metadata), to: path)
@@ -83,17 +98,21 @@ public enum IntegerModelFile {
     public static func load(_ path: String) throws -> IntegerModel {
         let file = try SafeTensors.read(path)
         guard let text = file.metadata["qshape.integer_model"],
-              let info = try? JSONDecoder().decode(Info.self, from: Data(text.utf8)) else {
+            let info = try? JSONDecoder().decode(Info.self, from: Data(text.utf8))
+        else {
             throw DataError("\(path): not a QShape integer model (no qshape.integer_model metadata)")
         }
         func ints(_ name: String) throws -> [Int64] {
             guard let e = file[name] else { throw DataError("\(path): missing tensor \(name)") }
-            guard [.I8, .I16, .I32, .I64].contains(e.dtype) else { throw DataError("\(path): \(name) must be an integer tensor, is \(e.dtype.rawValue)") }
+            guard [.I8, .I16, .I32, .I64].contains(e.dtype) else {
+                throw DataError("\(path): \(name) must be an integer tensor, is \(e.dtype.rawValue)")
+            }
             return e.integers
         }
         func requant(_ i: Int, _ l: LayerInfo) throws -> Requantization {
-            Requantization(multiplier: try ints("\(i).multiplier"), shift: try ints("\(i).shift"),
-                           outMin: l.outMin ?? 0, outMax: l.outMax ?? 0, accumulatorBits: l.accumulatorBits ?? 32)
+            Requantization(
+                multiplier: try ints("\(i).multiplier"), shift: try ints("\(i).shift"),
+                outMin: l.outMin ?? 0, outMax: l.outMax ?? 0, accumulatorBits: l.accumulatorBits ?? 32)
         }
         /// Layer i's weights and their recorded width, each weight within ±qmax of it.
         func weights(_ i: Int, _ l: LayerInfo) throws -> ([Int16], BitWidth) {
@@ -110,14 +129,19 @@ public enum IntegerModelFile {
             switch l.type {
             case "dense":
                 let (w, bits) = try weights(i, l)
-                return .dense(IntegerDense(inFeatures: l.inFeatures ?? 0, outFeatures: l.outFeatures ?? 0,
-                                           weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
+                return .dense(
+                    IntegerDense(
+                        inFeatures: l.inFeatures ?? 0, outFeatures: l.outFeatures ?? 0,
+                        weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
             case "conv2d":
                 let (w, bits) = try weights(i, l)
-                return .conv(IntegerConv(inChannels: l.inChannels ?? 0, outChannels: l.outChannels ?? 0, kernel: l.kernel ?? 1,
-                                         stride: l.stride ?? 1, padding: l.padding ?? 0,
-                                         weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
-            case "maxpool2d": return .maxPool(kernel: l.kernel ?? 2, stride: l.stride ?? 2, padding: l.padding ?? 0)
+                return .conv(
+                    IntegerConv(
+                        inChannels: l.inChannels ?? 0, outChannels: l.outChannels ?? 0, kernel: l.kernel ?? 1,
+                        stride: l.stride ?? 1, padding: l.padding ?? 0,
+                        weight: w, weightBits: bits, bias: try ints("\(i).bias"), requant: try requant(i, l)))
+            case "maxpool2d":
+                return .maxPool(kernel: l.kernel ?? 2, stride: l.stride ?? 2, padding: l.padding ?? 0)
             case "avgpool2d": return .avgPool(kernel: l.kernel ?? 2, stride: l.stride ?? 2)
             case "globalavgpool2d": return .globalAvgPool
             case "flatten": return .flatten

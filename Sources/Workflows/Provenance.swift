@@ -31,9 +31,13 @@ public struct Provenance: Codable, Sendable, Equatable {
         var p = current
         let d = config.data
         var files: [String: String] = [:]
-        let names = d.format == .csv ? [d.trainImages, d.testImages] : [d.trainImages, d.trainLabels, d.testImages, d.testLabels]
+        let names =
+            d.format == .csv
+            ? [d.trainImages, d.testImages] : [d.trainImages, d.trainLabels, d.testImages, d.testLabels]
         for name in names {
-            if let c = fileChecksum(d.resolve(name)) { files[name] = String(format: "crc32 %08x, %d bytes", c.crc32, c.bytes) }
+            if let c = fileChecksum(d.resolve(name)) {
+                files[name] = String(format: "crc32 %08x, %d bytes", c.crc32, c.bytes)
+            }
         }
         p.data = files
         return p
@@ -42,20 +46,21 @@ public struct Provenance: Codable, Sendable, Equatable {
     public static var current: Provenance {
         let p = Processor.current
         #if DEBUG
-        var build = "debug"
+            var build = "debug"
         #else
-        var build = "release"
+            var build = "release"
         #endif
         #if QSHAPE_NATIVE_CPU
-        build += ", -target-cpu native (make)"
+            build += ", -target-cpu native (make)"
         #else
-        build += ", without make's -target-cpu native"
+            build += ", without make's -target-cpu native"
         #endif
         let name = p.brand.isEmpty ? "unknown" : p.brand
-        return Provenance(qshape: version, checkout: checkoutDescription, build: build,
-                          processor: "\(name) (\(p.vendor) family \(p.family) model \(p.model))",
-                          instructionSets: p.features.names, cores: ProcessInfo.processInfo.activeProcessorCount,
-                          blas: BLASSetup.summary)
+        return Provenance(
+            qshape: version, checkout: checkoutDescription, build: build,
+            processor: "\(name) (\(p.vendor) family \(p.family) model \(p.model))",
+            instructionSets: p.features.names, cores: ProcessInfo.processInfo.activeProcessorCount,
+            blas: BLASSetup.summary)
     }
 
     /// `qshape --version`: the version and the checkout.
@@ -64,7 +69,9 @@ public struct Provenance: Codable, Sendable, Equatable {
     /// "commit 1a2b3c4" (", with local changes" when the tree differs), or "no git checkout".
     static let checkoutDescription: String = {
         let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
-        guard let commit = git(["-C", sources, "rev-parse", "--short=12", "HEAD"]), !commit.isEmpty else { return "no git checkout" }
+        guard let commit = git(["-C", sources, "rev-parse", "--short=12", "HEAD"]), !commit.isEmpty else {
+            return "no git checkout"
+        }
         let changes = git(["-C", sources, "status", "--porcelain", "--untracked-files=no"]) ?? ""
         return "commit \(commit)\(changes.isEmpty ? "" : ", with local changes")"
     }()
@@ -87,14 +94,23 @@ public struct Provenance: Codable, Sendable, Equatable {
     func write(to dir: String) throws {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        try writeAtomically(String(decoding: try e.encode(self), as: UTF8.self) + "\n", to: "\(dir)/provenance.json")
+        try writeAtomically(
+            String(decoding: try e.encode(self), as: UTF8.self) + "\n", to: "\(dir)/provenance.json")
     }
 
     /// The record as labelled lines, for reports.
     public var lines: [(String, String)] {
-        [("QShape", "\(qshape) (\(checkout); \(build))"), ("processor", "\(processor), \(cores) cores"),
-         ("instruction sets", instructionSets.isEmpty ? "SSE only" : instructionSets.joined(separator: " ")),
-         ("BLAS", "\(blas.library) \(blas.version), \(blas.core) kernels (chosen by \(blas.chosenBy)), \(blas.threads) threads")]
+        [
+            ("QShape", "\(qshape) (\(checkout); \(build))"), ("processor", "\(processor), \(cores) cores"),
+            (
+                "instruction sets",
+                instructionSets.isEmpty ? "SSE only" : instructionSets.joined(separator: " ")
+            ),
+            (
+                "BLAS",
+                "\(blas.library) \(blas.version), \(blas.core) kernels (chosen by \(blas.chosenBy)), \(blas.threads) threads"
+            )
+        ]
             + (data ?? [:]).sorted { $0.key < $1.key }.map { ("data \($0.key)", $0.value) }
     }
 }

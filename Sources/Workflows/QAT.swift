@@ -8,8 +8,10 @@ import Quantization
 /// Quantisation-aware fine-tuning: the same quantiser as deployment in the forward pass, the
 /// straight-through estimator in the backward pass.
 public enum QATWorkflow {
-    public static func trainer(_ config: Config, _ q: QuantizeConfig, model: Sequential, data: DataSplit,
-                               lossTerms: [LossTerm]) throws -> Trainer {
+    public static func trainer(
+        _ config: Config, _ q: QuantizeConfig, model: Sequential, data: DataSplit,
+        lossTerms: [LossTerm]
+    ) throws -> Trainer {
         var options = config.training
         options.epochs = q.qat.epochs
         options.optimizer.learningRate = q.qat.learningRate ?? config.training.optimizer.learningRate / 10
@@ -26,12 +28,14 @@ public enum QATWorkflow {
         if q.qat.activations {
             // Activation grids from a calibration of the float model, moved to the unfolded indices.
             let norm = config.training.normalization
-            let calibration = QuantizeWorkflow.calibrationBatches(data.train, count: q.calibrationBatches,
-                                                                  batch: config.training.batchSize, norm)
+            let calibration = QuantizeWorkflow.calibrationBatches(
+                data.train, count: q.calibrationBatches,
+                batch: config.training.batchSize, norm)
             let c: Conversion
             do {
-                c = try Converter.convert(model, calibration: calibration, inputScale: Double(norm.scale / norm.std),
-                                          rawInputMax: 255, options: o)
+                c = try Converter.convert(
+                    model, calibration: calibration, inputScale: Double(norm.scale / norm.std),
+                    rawInputMax: 255, options: o)
             } catch let e as ConversionError {
                 throw ConfigError(file: config.file, path: "quantize.qat", e.message)
             }

@@ -25,9 +25,11 @@ public enum QuantizeWorkflow {
         public var accumulatorBitsNeeded: Int?, accumulatorBits: Int?
         enum CodingKeys: String, CodingKey {
             case name, multiplier, shift
-            case weightSQNR = "weight_sqnr_db", levelsUsed = "levels_used", activationSQNR = "activation_sqnr_db"
+            case weightSQNR = "weight_sqnr_db", levelsUsed = "levels_used", activationSQNR =
+                "activation_sqnr_db"
             case clippedFraction = "clipped_fraction", inputScale = "input_scale"
-            case weightScaleMin = "weight_scale_min", weightScaleMax = "weight_scale_max", outputScale = "output_scale"
+            case weightScaleMin = "weight_scale_min", weightScaleMax = "weight_scale_max", outputScale =
+                "output_scale"
             case accumulatorBitsNeeded = "accumulator_bits_needed", accumulatorBits = "accumulator_bits"
         }
     }
@@ -59,23 +61,29 @@ public enum QuantizeWorkflow {
         public var results: [BitsResult]
         enum CodingKeys: String, CodingKey {
             case weights, images, results
-            case weightsOnly = "weights_only", activationBits = "activation_bits", floatAccuracy = "float_accuracy"
+            case weightsOnly = "weights_only", activationBits = "activation_bits", floatAccuracy =
+                "float_accuracy"
         }
     }
 
     /// Loads the weights file into the config's model and quantises it.
-    public static func run(_ config: Config, weights: String, settings: QuantizeConfig,
-                           progress: ((String) -> Void)? = nil) throws -> (Result, [Int: Conversion]) {
+    public static func run(
+        _ config: Config, weights: String, settings: QuantizeConfig,
+        progress: ((String) -> Void)? = nil
+    ) throws -> (Result, [Int: Conversion]) {
         let data = try config.data.load()
         let model = try TrainWorkflow.makeModel(config, sampleShape: data.test.sampleShape)
         try Weights.load(weights, into: model)
         TrainWorkflow.configureThreads(config.threads)
-        return try run(config, model: model, data: data, settings: settings, weightsLabel: weights, progress: progress)
+        return try run(
+            config, model: model, data: data, settings: settings, weightsLabel: weights, progress: progress)
     }
 
     /// `progress` hears what is being done, a line per stage (the whole can take half a minute).
-    public static func run(_ config: Config, model: Sequential, data: DataSplit, settings q: QuantizeConfig,
-                           weightsLabel: String, progress: ((String) -> Void)? = nil) throws -> (Result, [Int: Conversion]) {
+    public static func run(
+        _ config: Config, model: Sequential, data: DataSplit, settings q: QuantizeConfig,
+        weightsLabel: String, progress: ((String) -> Void)? = nil
+    ) throws -> (Result, [Int: Conversion]) {
         progress?("evaluating the float model on \(data.test.count) test images")
         let norm = config.training.normalization
         let floatClasses = predictions(model, data.test, norm, hook: nil)
@@ -94,20 +102,30 @@ public enum QuantizeWorkflow {
                 results.append(BitsResult(bits: b, simulatedAccuracy: acc, layers: rows))
                 for (p, v) in zip(folded.namedState.map(\.parameter), originals) { p.value = v }
             }
-            return (Result(weights: weightsLabel, weightsOnly: true, images: data.test.count,
-                           floatAccuracy: floatAccuracy, results: results), [:])
+            return (
+                Result(
+                    weights: weightsLabel, weightsOnly: true, images: data.test.count,
+                    floatAccuracy: floatAccuracy, results: results), [:]
+            )
         }
         let convert = try integerConverter(config, model: model, data: data, settings: q)
         for b in q.bits {
-            progress?("\(b)-bit weights: converting, then the integer engine and the simulation on \(data.test.count) images")
+            progress?(
+                "\(b)-bit weights: converting, then the integer engine and the simulation on \(data.test.count) images"
+            )
             let conversion = try convert(b)
             conversions[b] = conversion
-            var row = compare(conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b, compareImages: q.compareImages)
+            var row = compare(
+                conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b,
+                compareImages: q.compareImages)
             row.deployment = try? CGenerator.generate(conversion.integerModel).summary
             results.append(row)
         }
-        return (Result(weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
-                       images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions)
+        return (
+            Result(
+                weights: weightsLabel, weightsOnly: false, activationBits: q.options.activationBits,
+                images: data.test.count, floatAccuracy: floatAccuracy, results: results), conversions
+        )
     }
 
     /// What `qshape train` can tell before training that its `quantize:` section would refuse at
@@ -120,27 +138,36 @@ public enum QuantizeWorkflow {
 
     static func checkIntegerInput(_ config: Config, data: DataSplit) throws {
         guard data.test.rawBytes(0) != nil else {
-            throw ConfigError(file: config.file, path: "data", "the integer engine takes raw byte images (IDX or uint8 NPY); use quantize.weights_only for float inputs")
+            throw ConfigError(
+                file: config.file, path: "data",
+                "the integer engine takes raw byte images (IDX or uint8 NPY); use quantize.weights_only for float inputs"
+            )
         }
         guard config.data.mean == 0 else {
-            throw ConfigError(file: config.file, path: "data.mean", "the integer engine feeds raw pixels, so inputs must be raw·scale/std with data.mean 0")
+            throw ConfigError(
+                file: config.file, path: "data.mean",
+                "the integer engine feeds raw pixels, so inputs must be raw·scale/std with data.mean 0")
         }
     }
 
     /// Checks that the config's data can feed the integer engine and gathers the calibration batches
     /// once; the returned function converts the model at a weight bit width (`qshape quantize`,
     /// `qshape export` and `qshape train` all convert through it).
-    public static func integerConverter(_ config: Config, model: Sequential, data: DataSplit,
-                                        settings q: QuantizeConfig) throws -> (Int) throws -> Conversion {
+    public static func integerConverter(
+        _ config: Config, model: Sequential, data: DataSplit,
+        settings q: QuantizeConfig
+    ) throws -> (Int) throws -> Conversion {
         try checkIntegerInput(config, data: data)
         let norm = config.training.normalization
         let inputScale = Double(norm.scale / norm.std)
-        let calibration = calibrationBatches(data.train, count: q.calibrationBatches, batch: config.training.batchSize, norm)
+        let calibration = calibrationBatches(
+            data.train, count: q.calibrationBatches, batch: config.training.batchSize, norm)
         return { b in
             var o = q.options
             o.weightBits = b
             do {
-                return try Converter.convert(model, calibration: calibration, inputScale: inputScale, rawInputMax: 255, options: o)
+                return try Converter.convert(
+                    model, calibration: calibration, inputScale: inputScale, rawInputMax: 255, options: o)
             } catch let e as ConversionError {
                 throw ConfigError(file: config.file, path: "quantize", "at \(b)-bit weights, \(e.message)")
             }
@@ -160,7 +187,9 @@ public enum QuantizeWorkflow {
         }
     }
 
-    package static func calibrationBatches(_ train: Dataset, count: Int, batch: Int, _ norm: Normalization) -> [Tensor] {
+    package static func calibrationBatches(
+        _ train: Dataset, count: Int, batch: Int, _ norm: Normalization
+    ) -> [Tensor] {
         // Evenly spread over the training set, the same images every time.
         let total = min(train.count, count * batch), stride = max(1, train.count / max(1, total))
         let indices = (0..<total).map { ($0 * stride) % train.count }
@@ -170,12 +199,16 @@ public enum QuantizeWorkflow {
     }
 
     /// Predicted classes of `model` on `data`, with an optional per-layer hook (fake quantisation).
-    static func predictions(_ model: Sequential, _ data: Dataset, _ norm: Normalization,
-                            hook: ((Int, inout Tensor) -> Void)?) -> [Int] {
+    static func predictions(
+        _ model: Sequential, _ data: Dataset, _ norm: Normalization,
+        hook: ((Int, inout Tensor) -> Void)?
+    ) -> [Int] {
         var out: [Int] = []
         for start in stride(from: 0, to: data.count, by: 256) {
             let (x, _) = data.batch(start..<min(data.count, start + 256), normalization: norm)
-            let logits = hook.map { h in model.forward(x, training: false, after: h) } ?? model.forward(x, training: false)
+            let logits =
+                hook.map { h in model.forward(x, training: false, after: h) }
+                ?? model.forward(x, training: false)
             out += argmaxRows(logits)
         }
         return out
@@ -211,8 +244,10 @@ public enum QuantizeWorkflow {
         return classes
     }
 
-    static func compare(_ c: Conversion, data: DataSplit, norm: Normalization, floatClasses: [Int], bits: Int,
-                        compareImages: Int) -> BitsResult {
+    static func compare(
+        _ c: Conversion, data: DataSplit, norm: Normalization, floatClasses: [Int], bits: Int,
+        compareImages: Int
+    ) -> BitsResult {
         let engine = IntegerEngine(c.integerModel)
         let intClasses = integerPredictions(engine, data.test)
         // Layer by layer on the first images: float activations of the folded model (before its
@@ -220,7 +255,8 @@ public enum QuantizeWorkflow {
         // time in image order, so memory stays that of one batch.
         let n = min(compareImages, data.test.count)
         let ends = Dictionary(uniqueKeysWithValues: c.layers.map { ($0.outputLayer, $0) })
-        var signal: [Int: Double] = [:], noise: [Int: Double] = [:], clippedCount: [Int: Int] = [:], seen: [Int: Int] = [:]
+        var signal: [Int: Double] = [:], noise: [Int: Double] = [:], clippedCount: [Int: Int] = [:],
+            seen: [Int: Int] = [:]
         for start in stride(from: 0, to: n, by: 128) {
             let chunk = start..<min(n, start + 128)
             var floatActs: [Int: [Float]] = [:]
@@ -230,7 +266,8 @@ public enum QuantizeWorkflow {
             for img in chunk {
                 _ = engine.run(data.test.rawBytes(img)!.map { Int16($0) }) { li, y in
                     let f = c.floatLayerOf[li]
-                    guard let layer = ends[f], li == c.floatLayerOf.firstIndex(of: f), let fa = floatActs[f] else { return }
+                    guard let layer = ends[f], li == c.floatLayerOf.firstIndex(of: f), let fa = floatActs[f]
+                    else { return }
                     let lo = Double(layer.outMin) * layer.outputScale - layer.outputScale / 2
                     let hi = Double(layer.outMax) * layer.outputScale + layer.outputScale / 2
                     var s = signal[f, default: 0], e = noise[f, default: 0], clipped = 0
@@ -250,34 +287,48 @@ public enum QuantizeWorkflow {
         }
         let rows = c.layers.map { l -> LayerRow in
             let f = l.outputLayer
-            let db = noise[f, default: 0] == 0 ? Double.infinity : 10 * log10(signal[f, default: 0] / noise[f]!)
+            let db =
+                noise[f, default: 0] == 0 ? Double.infinity : 10 * log10(signal[f, default: 0] / noise[f]!)
             let clipped = Double(clippedCount[f, default: 0]) / Double(max(1, seen[f, default: 0]))
-            return LayerRow(name: l.name, weightSQNR: l.weightSQNR, levelsUsed: l.levelsUsed,
-                            activationSQNR: db.isFinite ? db : 999, clippedFraction: clipped, inputScale: l.inputScale,
-                            weightScaleMin: l.weightScales.min(), weightScaleMax: l.weightScales.max(), outputScale: l.outputScale,
-                            multiplier: l.multiplier.first, shift: l.shift.first,
-                            accumulatorBitsNeeded: l.accumulatorBitsNeeded, accumulatorBits: l.accumulatorBits)
+            return LayerRow(
+                name: l.name, weightSQNR: l.weightSQNR, levelsUsed: l.levelsUsed,
+                activationSQNR: db.isFinite ? db : 999, clippedFraction: clipped, inputScale: l.inputScale,
+                weightScaleMin: l.weightScales.min(), weightScaleMax: l.weightScales.max(),
+                outputScale: l.outputScale,
+                multiplier: l.multiplier.first, shift: l.shift.first,
+                accumulatorBitsNeeded: l.accumulatorBitsNeeded, accumulatorBits: l.accumulatorBits)
         }
         let (sim, hook) = simulation(c)
         let simClasses = predictions(sim, data.test, norm, hook: hook)
-        return BitsResult(bits: bits, simulatedAccuracy: accuracy(simClasses, data.test.labels),
-                          integerAccuracy: accuracy(intClasses, data.test.labels),
-                          agreement: percentAgreeing(intClasses, floatClasses),
-                          simulationAgreement: percentAgreeing(intClasses, simClasses), layers: rows)
+        return BitsResult(
+            bits: bits, simulatedAccuracy: accuracy(simClasses, data.test.labels),
+            integerAccuracy: accuracy(intClasses, data.test.labels),
+            agreement: percentAgreeing(intClasses, floatClasses),
+            simulationAgreement: percentAgreeing(intClasses, simClasses), layers: rows)
     }
 }
 
 extension QuantizeWorkflow {
     /// The comparison as a terminal table: accuracy by bit width, then the layers of each width.
     public static func table(_ r: Result) -> String {
-        var out = [String(format: "float accuracy %.2f%%  (%d test images%@)", r.floatAccuracy, r.images,
-                          (r.weightsOnly ? ", weights only" : ", \(r.activationBits ?? 8)-bit activations") as NSString)]
-        out.append(pad("bits", 6) + pad("simulated", 11, right: true)
-                   + (r.weightsOnly ? "" : pad("integer", 10, right: true) + pad("agree float", 13, right: true) + pad("agree sim", 11, right: true)))
+        var out = [
+            String(
+                format: "float accuracy %.2f%%  (%d test images%@)", r.floatAccuracy, r.images,
+                (r.weightsOnly ? ", weights only" : ", \(r.activationBits ?? 8)-bit activations") as NSString)
+        ]
+        out.append(
+            pad("bits", 6) + pad("simulated", 11, right: true)
+                + (r.weightsOnly
+                    ? ""
+                    : pad("integer", 10, right: true) + pad("agree float", 13, right: true)
+                        + pad("agree sim", 11, right: true)))
         for b in r.results {
-            var line = pad("\(b.bits)", 6) + pad(String(format: "%.2f%%", b.simulatedAccuracy), 11, right: true)
+            var line =
+                pad("\(b.bits)", 6) + pad(String(format: "%.2f%%", b.simulatedAccuracy), 11, right: true)
             if let i = b.integerAccuracy, let a = b.agreement, let s = b.simulationAgreement {
-                line += pad(String(format: "%.2f%%", i), 10, right: true) + pad(String(format: "%.2f%%", a), 13, right: true)
+                line +=
+                    pad(String(format: "%.2f%%", i), 10, right: true)
+                    + pad(String(format: "%.2f%%", a), 13, right: true)
                     + pad(String(format: "%.2f%%", s), 11, right: true)
             }
             out.append(line)
@@ -285,17 +336,25 @@ extension QuantizeWorkflow {
         for b in r.results {
             out.append("")
             out.append("layers at \(b.bits)-bit weights:")
-            out.append(pad("layer", 10) + pad("w SQNR", 9, right: true) + pad("levels", 8, right: true)
-                       + (r.weightsOnly ? "" : pad("act SQNR", 10, right: true) + pad("clipped", 9, right: true)
-                          + pad("out scale", 11, right: true) + pad("mult", 12, right: true) + pad("shift", 7, right: true)
-                          + pad("acc bits", 10, right: true)))
+            out.append(
+                pad("layer", 10) + pad("w SQNR", 9, right: true) + pad("levels", 8, right: true)
+                    + (r.weightsOnly
+                        ? ""
+                        : pad("act SQNR", 10, right: true) + pad("clipped", 9, right: true)
+                            + pad("out scale", 11, right: true) + pad("mult", 12, right: true)
+                            + pad("shift", 7, right: true)
+                            + pad("acc bits", 10, right: true)))
             for l in b.layers {
-                var line = pad(l.name, 10) + pad(String(format: "%.1f dB", l.weightSQNR), 9, right: true) + pad("\(l.levelsUsed)", 8, right: true)
+                var line =
+                    pad(l.name, 10) + pad(String(format: "%.1f dB", l.weightSQNR), 9, right: true)
+                    + pad("\(l.levelsUsed)", 8, right: true)
                 if let a = l.activationSQNR {
-                    line += pad(String(format: "%.1f dB", a), 10, right: true)
+                    line +=
+                        pad(String(format: "%.1f dB", a), 10, right: true)
                         + pad(String(format: "%.3f%%", 100 * (l.clippedFraction ?? 0)), 9, right: true)
                         + pad(String(format: "%.3g", l.outputScale ?? 0), 11, right: true)
-                        + pad("\(l.multiplier ?? 0)", 12, right: true) + pad("\(l.shift ?? 0)", 7, right: true)
+                        + pad("\(l.multiplier ?? 0)", 12, right: true)
+                        + pad("\(l.shift ?? 0)", 7, right: true)
                         + pad("\(l.accumulatorBitsNeeded ?? 0)/\(l.accumulatorBits ?? 0)", 10, right: true)
                 }
                 out.append(line)
@@ -318,9 +377,13 @@ extension QuantizeWorkflow {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { return }
         guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
-        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(isOutputFile).sorted()
+        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(
+            isOutputFile
+        ).sorted()
         if !force, let first = previous.first {
-            throw RunError("\(dir) already holds quantize results (\(first)\(previous.count > 1 ? " and \(previous.count - 1) more" : "")): pass --force to replace them, or --out to choose another folder")
+            throw RunError(
+                "\(dir) already holds quantize results (\(first)\(previous.count > 1 ? " and \(previous.count - 1) more" : "")): pass --force to replace them, or --out to choose another folder"
+            )
         }
     }
 
@@ -331,8 +394,10 @@ extension QuantizeWorkflow {
     /// Either way the folder ends with a report: a run folder's is written again with the new
     /// results; a folder without a run gets the config, a copy of the weights, the provenance and
     /// a report of its own, so `qshape compare` takes it beside trained runs.
-    public static func writeOutput(_ r: Result, conversions: [Int: Conversion], to dir: String, force: Bool,
-                                   config: Config, weights: String) throws {
+    public static func writeOutput(
+        _ r: Result, conversions: [Int: Conversion], to dir: String, force: Bool,
+        config: Config, weights: String
+    ) throws {
         func report(_ folder: String) throws {
             let fm = FileManager.default
             if !fm.fileExists(atPath: "\(folder)/config.yaml") {
@@ -340,7 +405,9 @@ extension QuantizeWorkflow {
                 try Provenance.run(config).write(to: folder)
             }
             if !fm.fileExists(atPath: "\(folder)/model.safetensors") {
-                try writeAtomically([UInt8](try Data(contentsOf: URL(fileURLWithPath: weights))), to: "\(folder)/model.safetensors")
+                try writeAtomically(
+                    [UInt8](try Data(contentsOf: URL(fileURLWithPath: weights))),
+                    to: "\(folder)/model.safetensors")
             }
             try ReportWorkflow.write(runDirectory: folder)
         }
@@ -351,10 +418,13 @@ extension QuantizeWorkflow {
             }
         }
         try checkOutput(dir, force: force)
-        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(isOutputFile)
+        let previous = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter(
+            isOutputFile)
         try write(r, conversions: conversions, to: dir)
         let written = Set(conversions.keys.map { "model-int\($0).safetensors" } + ["quantization.json"])
-        for f in previous where !written.contains(f) { try? FileManager.default.removeItem(atPath: "\(dir)/\(f)") }
+        for f in previous where !written.contains(f) {
+            try? FileManager.default.removeItem(atPath: "\(dir)/\(f)")
+        }
         try report(dir)
     }
 
@@ -367,8 +437,10 @@ extension QuantizeWorkflow {
                 scales["\(l.name).output_scale"] = "\(l.outputScale)"
                 scales["\(l.name).weight_scales"] = l.weightScales.map { "\($0)" }.joined(separator: ",")
             }
-            try IntegerModelFile.save(c.integerModel, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
+            try IntegerModelFile.save(
+                c.integerModel, scales: scales, to: "\(dir)/model-int\(bits).safetensors")
         }
-        try writeAtomically(String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
+        try writeAtomically(
+            String(decoding: try e.encode(r), as: UTF8.self) + "\n", to: "\(dir)/quantization.json")
     }
 }

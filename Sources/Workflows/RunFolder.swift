@@ -18,7 +18,9 @@ struct RunFolder {
     /// Claims `dir` (or, with `force`, leaves an existing one in place until `commit`). With
     /// `allowEmpty`, an existing empty folder is taken as it is. With `resume`, the newest staging
     /// folder of a killed run that holds a file of that name becomes this run's.
-    static func begin(_ dir: String, force: Bool, allowEmpty: Bool = false, resume: String? = nil) throws -> RunFolder {
+    static func begin(
+        _ dir: String, force: Bool, allowEmpty: Bool = false, resume: String? = nil
+    ) throws -> RunFolder {
         let fm = FileManager.default
         let url = URL(fileURLWithPath: dir).standardizedFileURL
         let parent = url.deletingLastPathComponent().path, name = url.lastPathComponent
@@ -31,7 +33,9 @@ struct RunFolder {
         let killed = abandoned(in: parent, name: name, holding: Checkpoint.fileName)
         if let resume { return try takeOver(killed, dir: dir, url: url, force: force, file: resume) }
         if !force, let newest = killed.first {
-            throw RunError("\(dir): a killed run left a checkpoint (\(Checkpoint.describe(newest.path))): pass --resume to continue it, or --force to start over")
+            throw RunError(
+                "\(dir): a killed run left a checkpoint (\(Checkpoint.describe(newest.path))): pass --resume to continue it, or --force to start over"
+            )
         }
         removeAbandoned(in: parent, name: name)
         var isDir: ObjCBool = false
@@ -40,13 +44,17 @@ struct RunFolder {
             guard isDir.boolValue else { throw RunError("\(dir) exists and is not a folder") }
             let empty = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? ["?"]).isEmpty
             guard force || (allowEmpty && empty) else {
-                throw RunError("\(dir) already exists\(allowEmpty ? " and is not empty" : ""): pass --force to replace it, or --out to choose another folder")
+                throw RunError(
+                    "\(dir) already exists\(allowEmpty ? " and is not empty" : ""): pass --force to replace it, or --out to choose another folder"
+                )
             }
         } else if !force {
             // mkdir fails if the folder appeared meanwhile: the claim is exclusive.
             guard mkdir(url.path, 0o755) == 0 else {
-                throw RunError(errno == EEXIST ? "\(dir) already exists: pass --force to replace it, or --out to choose another folder"
-                                                : "\(dir): cannot create the folder (\(String(cString: strerror(errno))))")
+                throw RunError(
+                    errno == EEXIST
+                        ? "\(dir) already exists: pass --force to replace it, or --out to choose another folder"
+                        : "\(dir): cannot create the folder (\(String(cString: strerror(errno))))")
             }
             claimed = true
         }
@@ -62,10 +70,12 @@ struct RunFolder {
     /// aside first and removed only after the new one is in place.
     func commit() throws {
         let fm = FileManager.default
-        if Foundation.rename(work, path) == 0 { return }   // `path` absent, or an empty folder
+        if Foundation.rename(work, path) == 0 { return }  // `path` absent, or an empty folder
         let old = work.replacingOccurrences(of: ".partial-", with: ".old-")
         guard Foundation.rename(path, old) == 0 else {
-            throw RunError("\(path): cannot replace it (\(String(cString: strerror(errno)))); the new files are in \(work)")
+            throw RunError(
+                "\(path): cannot replace it (\(String(cString: strerror(errno)))); the new files are in \(work)"
+            )
         }
         guard Foundation.rename(work, path) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -95,22 +105,28 @@ struct RunFolder {
     }
 
     /// The staging folders of killed runs for `name` that hold `file`, newest first.
-    static func abandoned(in parent: String, name: String, holding file: String) -> [(path: String, modified: Date)] {
+    static func abandoned(
+        in parent: String, name: String, holding file: String
+    ) -> [(path: String, modified: Date)] {
         let fm = FileManager.default
         let marker = ".\(name).partial-"
         return ((try? fm.contentsOfDirectory(atPath: parent)) ?? []).compactMap { entry in
-            guard entry.hasPrefix(marker), let pid = Int32(entry.dropFirst(marker.count).prefix { $0.isNumber }),
-                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH,
-                  let attributes = try? fm.attributesOfItem(atPath: "\(parent)/\(entry)/\(file)"),
-                  let date = attributes[.modificationDate] as? Date else { return nil }
+            guard entry.hasPrefix(marker),
+                let pid = Int32(entry.dropFirst(marker.count).prefix { $0.isNumber }),
+                pid != getpid(), kill(pid, 0) != 0, errno == ESRCH,
+                let attributes = try? fm.attributesOfItem(atPath: "\(parent)/\(entry)/\(file)"),
+                let date = attributes[.modificationDate] as? Date
+            else { return nil }
             return ("\(parent)/\(entry)", date)
         }.sorted { $0.modified > $1.modified }
     }
 
     /// `--resume`: renames the newest killed run's staging folder to this process's (atomic: of
     /// two resuming runs one gets it), removes older ones, and claims the folder as a new run would.
-    private static func takeOver(_ killed: [(path: String, modified: Date)], dir: String, url: URL,
-                                 force: Bool, file: String) throws -> RunFolder {
+    private static func takeOver(
+        _ killed: [(path: String, modified: Date)], dir: String, url: URL,
+        force: Bool, file: String
+    ) throws -> RunFolder {
         guard let newest = killed.first else {
             throw RunError("\(dir): no checkpoint of a killed run to resume (run without --resume to start)")
         }
@@ -124,10 +140,14 @@ struct RunFolder {
         var isDir: ObjCBool = false
         var claimed = false
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) {
-            let empty = isDir.boolValue && ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? ["?"]).isEmpty
+            let empty =
+                isDir.boolValue
+                && ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? ["?"]).isEmpty
             // The killed run's (empty) claim is this run's now; a finished folder needs --force.
             guard empty || force else {
-                throw RunError("\(dir) already exists and is not empty: pass --resume --force to replace it when the resumed run ends")
+                throw RunError(
+                    "\(dir) already exists and is not empty: pass --resume --force to replace it when the resumed run ends"
+                )
             }
             claimed = empty
         } else if mkdir(url.path, 0o755) == 0 {

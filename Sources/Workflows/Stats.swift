@@ -38,9 +38,10 @@ public enum StatsWorkflow {
     /// (per tensor): the one computation behind `qshape stats`, the run logs and the reports.
     static func row(_ w: [Float], bits: Int) -> Row {
         let st = WeightStatistics(w), q = SeedQuantization(w, bits: bits)
-        return Row(count: w.count, mean: st.mean, std: st.std, skewness: st.skewness, kurtosis: st.kurtosis,
-                   maxAbs: st.maxAbs, maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: q.sqnrDB,
-                   levelsUsed: q.levelsUsed, levelsAvailable: q.levelsAvailable)
+        return Row(
+            count: w.count, mean: st.mean, std: st.std, skewness: st.skewness, kurtosis: st.kurtosis,
+            maxAbs: st.maxAbs, maxAbsOverStd: st.maxAbsOverStd, bits: bits, sqnrDB: q.sqnrDB,
+            levelsUsed: q.levelsUsed, levelsAvailable: q.levelsAvailable)
     }
 
     /// Statistics of every floating-point tensor of rank ≥ 2 (weights; biases and running
@@ -64,23 +65,30 @@ public enum StatsWorkflow {
             }
             rows.append(r)
         }
-        guard !rows.isEmpty else { throw DataError("\(path) holds no weight tensors (floating point, rank ≥ 2)") }
+        guard !rows.isEmpty else {
+            throw DataError("\(path) holds no weight tensors (floating point, rank ≥ 2)")
+        }
         return Result(file: path, tensors: rows)
     }
 
     /// A fixed-width table for the terminal.
     public static func table(_ r: Result) -> String {
         let bits = r.tensors.first?.bits ?? 8
-        var lines = [pad("tensor", 16) + pad("shape", 14) + pad("mean", 10, right: true) + pad("std", 9, right: true)
-                     + pad("skew", 8, right: true) + pad("kurt", 8, right: true) + pad("max/σ", 7, right: true)
-                     + pad("SQNR@\(bits)b", 11, right: true) + pad("levels", 12, right: true)]
+        var lines = [
+            pad("tensor", 16) + pad("shape", 14) + pad("mean", 10, right: true) + pad("std", 9, right: true)
+                + pad("skew", 8, right: true) + pad("kurt", 8, right: true) + pad("max/σ", 7, right: true)
+                + pad("SQNR@\(bits)b", 11, right: true) + pad("levels", 12, right: true)
+        ]
         func line(_ label: String, _ shape: String, _ x: Row) -> String {
-            pad(label, 16) + pad(shape, 14) + String(format: "%10.5f%9.5f%8.3f%8.3f%7.2f%8.1f dB%7d/%-4d",
-                                                    x.mean, x.std, x.skewness, x.kurtosis, x.maxAbsOverStd,
-                                                    x.sqnrDB, x.levelsUsed, x.levelsAvailable)
+            pad(label, 16) + pad(shape, 14)
+                + String(
+                    format: "%10.5f%9.5f%8.3f%8.3f%7.2f%8.1f dB%7d/%-4d",
+                    x.mean, x.std, x.skewness, x.kurtosis, x.maxAbsOverStd,
+                    x.sqnrDB, x.levelsUsed, x.levelsAvailable)
         }
         for t in r.tensors {
-            lines.append(line(t.name ?? "", "[" + (t.shape ?? []).map(String.init).joined(separator: ", ") + "]", t))
+            lines.append(
+                line(t.name ?? "", "[" + (t.shape ?? []).map(String.init).joined(separator: ", ") + "]", t))
             for c in t.channels ?? [] { lines.append(line("  channel \(c.channel ?? 0)", "", c)) }
         }
         return lines.joined(separator: "\n")

@@ -18,8 +18,12 @@ public enum SweepWorkflow {
         guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
             throw RunError("--grid '\(text)': expected key.path=v1,v2,…")
         }
-        let values = text[text.index(after: eq)...].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !values.isEmpty, !values.contains("") else { throw RunError("--grid '\(text)': give at least one value") }
+        let values = text[text.index(after: eq)...].split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        guard !values.isEmpty, !values.contains("") else {
+            throw RunError("--grid '\(text)': give at least one value")
+        }
         return Axis(key: String(text[..<eq]), values: values)
     }
 
@@ -34,7 +38,9 @@ public enum SweepWorkflow {
 
     /// Every combination, in a fixed order (the last axis varies fastest).
     public static func combinations(_ axes: [Axis]) -> [[(String, String)]] {
-        axes.reduce([[]]) { acc, axis in acc.flatMap { prefix in axis.values.map { prefix + [(axis.key, $0)] } } }
+        axes.reduce([[]]) { acc, axis in
+            acc.flatMap { prefix in axis.values.map { prefix + [(axis.key, $0)] } }
+        }
     }
 
     static func folderName(_ base: String, _ combo: [(String, String)]) -> String {
@@ -49,21 +55,28 @@ public enum SweepWorkflow {
         public var comparison: Comparison?
     }
 
-    public static func run(configPath: String, overrides: [String], axes: [Axis], shard: (index: Int, count: Int),
-                           outDir: String?, observer: TrainingObserver?) throws -> Summary {
+    public static func run(
+        configPath: String, overrides: [String], axes: [Axis], shard: (index: Int, count: Int),
+        outDir: String?, observer: TrainingObserver?
+    ) throws -> Summary {
         // Validate every combination before training any.
         let base = try Config.load(path: configPath, overrides: overrides)
         let combos = combinations(axes)
-        for c in combos { _ = try Config.load(path: configPath, overrides: overrides + c.map { "\($0.0)=\($0.1)" }) }
+        for c in combos {
+            _ = try Config.load(path: configPath, overrides: overrides + c.map { "\($0.0)=\($0.1)" })
+        }
         let dir = outDir ?? "runs/\(base.name)-sweep"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var trained: [String] = [], skipped: [String] = []
         for (k, combo) in combos.enumerated() where k % shard.count == shard.index - 1 {
             let name = folderName(base.name, combo)
             let runDir = "\(dir)/\(name)"
-            if FileManager.default.fileExists(atPath: "\(runDir)/report.json") { skipped.append(name); continue }
+            if FileManager.default.fileExists(atPath: "\(runDir)/report.json") {
+                skipped.append(name); continue
+            }
             observer?.message("sweep run \(k + 1)/\(combos.count): \(name)")
-            let config = try Config.load(path: configPath, overrides: overrides + combo.map { "\($0.0)=\($0.1)" } + ["name=\(name)"])
+            let config = try Config.load(
+                path: configPath, overrides: overrides + combo.map { "\($0.0)=\($0.1)" } + ["name=\(name)"])
             _ = try TrainWorkflow.run(config, outDir: runDir, force: true, observer: observer)
             trained.append(name)
         }

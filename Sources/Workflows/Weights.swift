@@ -8,7 +8,10 @@ import DataIO
 public enum Weights {
     /// Saves every state tensor (F32; BatchNorm's counter as I64) atomically.
     public static func save(_ model: Sequential, to path: String, metadata: [String: String] = [:]) throws {
-        try SafeTensors.write(SafeTensors.File(entries: entries(model), metadata: metadata.merging(["format": "pt"]) { a, _ in a }), to: path)
+        try SafeTensors.write(
+            SafeTensors.File(
+                entries: entries(model), metadata: metadata.merging(["format": "pt"]) { a, _ in a }), to: path
+        )
     }
 
     /// The model's state dict as safetensors entries.
@@ -55,7 +58,8 @@ public enum Weights {
     /// Refuses NaN and infinite values (and magnitudes no quantiser can scale), naming the tensor.
     public static func checkFinite(_ v: [Float], tensor name: String, path: String) throws {
         if let i = v.firstIndex(where: { !$0.isFinite || abs($0) > 1e30 }) {
-            throw DataError("\(path): tensor '\(name)' holds \(v[i]) at index \(i); weights must be finite (|w| ≤ 1e30)")
+            throw DataError(
+                "\(path): tensor '\(name)' holds \(v[i]) at index \(i); weights must be finite (|w| ≤ 1e30)")
         }
     }
 }

@@ -41,10 +41,12 @@ final class ConsoleObserver: TrainingObserver {
 
     func epoch(_ m: EpochMetrics, of total: Int) {
         clear()
-        var line = String(format: "epoch %d/%d  loss %.4f  train %.2f%%", m.epoch, total, m.loss, m.trainAccuracy)
+        var line = String(
+            format: "epoch %d/%d  loss %.4f  train %.2f%%", m.epoch, total, m.loss, m.trainAccuracy)
         if let v = m.validationAccuracy { line += String(format: "  val %.2f%%", v) }
         if let t = m.testAccuracy { line += String(format: "  test %.2f%%", t) }
-        line += String(format: "  lr %.3g  %.1f s  %.0f samples/s", m.learningRate, m.epochSeconds, m.samplesPerSecond)
+        line += String(
+            format: "  lr %.3g  %.1f s  %.0f samples/s", m.learningRate, m.epochSeconds, m.samplesPerSecond)
         print(line)
     }
 

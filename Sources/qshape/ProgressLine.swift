@@ -13,12 +13,15 @@ public enum ProgressLine {
         guard width >= minimumWidth else { return nil }
         let room = width - 1
         let percent = 100 * p.step / max(1, p.stepsInEpoch)
-        let head = "epoch \(p.epoch + 1)/\(p.totalEpochs) \(String(repeating: " ", count: max(0, 3 - "\(percent)".count)))\(percent)%"
+        let head =
+            "epoch \(p.epoch + 1)/\(p.totalEpochs) \(String(repeating: " ", count: max(0, 3 - "\(percent)".count)))\(percent)%"
         // Optional parts in the order they are given up when space runs short (last first).
         var parts = [String(format: "  loss %.4f", p.loss)]
         if p.samplesPerSecond > 0 {
             let left = Double(p.stepsInEpoch - p.step) * Double(p.batchSize) / p.samplesPerSecond
-            let total = left + Double((p.totalEpochs - p.epoch - 1) * p.stepsInEpoch * p.batchSize) / p.samplesPerSecond
+            let total =
+                left + Double((p.totalEpochs - p.epoch - 1) * p.stepsInEpoch * p.batchSize)
+                / p.samplesPerSecond
             parts.append("  ETA \(duration(total))")
             parts.append(String(format: "  %.0f samples/s", p.samplesPerSecond))
             if p.totalEpochs > p.epoch + 1 { parts.append("  epoch ETA \(duration(left))") }

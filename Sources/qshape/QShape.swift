@@ -9,9 +9,13 @@ import Config
 struct QShape: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qshape",
-        abstract: "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
+        abstract:
+            "Train small networks, shape their weight distributions, and compare float and integer accuracy.",
         version: Provenance.versionLine,
-        subcommands: [Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self, Export.self, Bench.self])
+        subcommands: [
+            Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self,
+            Export.self, Bench.self
+        ])
 
     /// ArgumentParser's own entry point, except that a mistake on the command line is one line
     /// `error: …` with exit status 2, like every other bad input (help and --version unchanged).
@@ -52,14 +56,19 @@ struct ConfigOptions: ParsableArguments {
     @Argument(help: "The YAML config file.")
     var config: String
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config value, e.g. --set training.epochs=3 (repeatable).", valueName: "key.path=value"))
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp(
+            "Override a config value, e.g. --set training.epochs=3 (repeatable).", valueName: "key.path=value"
+        ))
     var overrides: [String] = []
 
     func load() throws -> Config { try Config.load(path: config, overrides: overrides) }
 }
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train the model a config describes and write a run folder.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train the model a config describes and write a run folder.")
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "The run folder (default: runs/<config name>).")
@@ -73,15 +82,19 @@ struct Train: ParsableCommand {
         try guarded {
             let config = try options.load()
             let observer = ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1)
-            let summary = try TrainWorkflow.run(config, outDir: out, force: force, resume: resume, observer: observer)
-            print(String(format: "test accuracy %.2f%%  (loss %.4f)  →  %@/model.safetensors",
-                         summary.testAccuracy, summary.testLoss, summary.runDirectory as NSString))
+            let summary = try TrainWorkflow.run(
+                config, outDir: out, force: force, resume: resume, observer: observer)
+            print(
+                String(
+                    format: "test accuracy %.2f%%  (loss %.4f)  →  %@/model.safetensors",
+                    summary.testAccuracy, summary.testLoss, summary.runDirectory as NSString))
         }
     }
 }
 
 struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Evaluate a weights file on the config's test set.")
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a weights file on the config's test set.")
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
@@ -96,8 +109,10 @@ struct Eval: ParsableCommand {
             if json {
                 print(try jsonString(r))
             } else {
-                print(String(format: "test accuracy %.2f%%  loss %.4f  (%d images, %@)",
-                             r.testAccuracy, r.testLoss, r.samples, weights as NSString))
+                print(
+                    String(
+                        format: "test accuracy %.2f%%  loss %.4f  (%d images, %@)",
+                        r.testAccuracy, r.testLoss, r.samples, weights as NSString))
             }
         }
     }
@@ -105,17 +120,24 @@ struct Eval: ParsableCommand {
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a weights file to integers; compare float, simulated and integer-engine accuracy by bit width.")
+        abstract:
+            "Convert a weights file to integers; compare float, simulated and integer-engine accuracy by bit width."
+    )
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
     var weights: String
-    @Option(name: .customLong("bits"), parsing: .upToNextOption,
-            help: "Weight bit widths (2…16), e.g. --bits 8 4 3 (default: quantize.bits of the config, or 8).")
+    @Option(
+        name: .customLong("bits"), parsing: .upToNextOption,
+        help: "Weight bit widths (2…16), e.g. --bits 8 4 3 (default: quantize.bits of the config, or 8).")
     var bits: [Int] = []
-    @Flag(help: "Quantise the weights only; everything else stays float (the numbers the literature reports).")
+    @Flag(
+        help: "Quantise the weights only; everything else stays float (the numbers the literature reports).")
     var weightsOnly = false
-    @Option(help: "Also write quantization.json and the integer models (model-int<bits>.safetensors) into this folder.")
+    @Option(
+        help:
+            "Also write quantization.json and the integer models (model-int<bits>.safetensors) into this folder."
+    )
     var out: String?
     @Flag(help: "Replace quantize results already in the --out folder.")
     var force = false
@@ -123,7 +145,9 @@ struct Quantize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        for b in bits where BitWidth(b) == nil { throw ValidationError("--bits takes widths \(BitWidth.allowedText), got \(b)") }
+        for b in bits where BitWidth(b) == nil {
+            throw ValidationError("--bits takes widths \(BitWidth.allowedText), got \(b)")
+        }
     }
 
     func run() throws {
@@ -133,15 +157,18 @@ struct Quantize: ParsableCommand {
             if !bits.isEmpty { settings.bits = bits }
             if weightsOnly { settings.weightsOnly = true }
             if let out { try QuantizeWorkflow.checkOutput(out, force: force) }
-            let progress: ((String) -> Void)? = isatty(STDERR_FILENO) == 1
+            let progress: ((String) -> Void)? =
+                isatty(STDERR_FILENO) == 1
                 ? { FileHandle.standardError.write(Data("\($0)…\n".utf8)) } : nil
-            let (r, conversions) = try QuantizeWorkflow.run(config, weights: weights, settings: settings, progress: progress)
+            let (r, conversions) = try QuantizeWorkflow.run(
+                config, weights: weights, settings: settings, progress: progress)
             if let out {
                 // The folder's config is what ran: these settings, named after the folder.
                 var used = config
                 used.quantize = settings
                 used.name = URL(fileURLWithPath: out).standardizedFileURL.lastPathComponent
-                try QuantizeWorkflow.writeOutput(r, conversions: conversions, to: out, force: force, config: used, weights: weights)
+                try QuantizeWorkflow.writeOutput(
+                    r, conversions: conversions, to: out, force: force, config: used, weights: weights)
             }
             print(json ? try jsonString(r) : QuantizeWorkflow.table(r))
         }
@@ -150,20 +177,29 @@ struct Quantize: ParsableCommand {
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write the integer model as a float-free C99 library (model.h, model.c, kernels, drivers); --verify builds and checks it.")
+        abstract:
+            "Write the integer model as a float-free C99 library (model.h, model.c, kernels, drivers); --verify builds and checks it."
+    )
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
     var weights: String
-    @Option(help: "Weight bit width, 2…16 (default: the config's quantize.bits when it names one width, else 8).")
+    @Option(
+        help: "Weight bit width, 2…16 (default: the config's quantize.bits when it names one width, else 8).")
     var bits: Int?
     @Option(help: "The folder to write; it must be new or empty unless --force.")
     var out: String
     @Option(help: "Prefix of every exported C symbol (default qshape_model).")
     var prefix = "qshape_model"
-    @Option(help: "Where --verify builds and runs: host, cortex-m0 (QEMU micro:bit) or cortex-m3 (QEMU MPS2 AN385).")
+    @Option(
+        help:
+            "Where --verify builds and runs: host, cortex-m0 (QEMU micro:bit) or cortex-m3 (QEMU MPS2 AN385)."
+    )
     var target: ExportWorkflow.Target = .host
-    @Option(help: "Build the C and run it on the first N test images, comparing every logit with the Swift integer engine.")
+    @Option(
+        help:
+            "Build the C and run it on the first N test images, comparing every logit with the Swift integer engine."
+    )
     var verify: Int?
     @Flag(help: "Replace a non-empty --out folder (only once the new files are complete).")
     var force = false
@@ -171,8 +207,12 @@ struct Export: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let bits, BitWidth(bits) == nil { throw ValidationError("--bits takes a width \(BitWidth.allowedText), got \(bits)") }
-        if let verify, verify < 1 { throw ValidationError("--verify takes a number of test images, 1 or more") }
+        if let bits, BitWidth(bits) == nil {
+            throw ValidationError("--bits takes a width \(BitWidth.allowedText), got \(bits)")
+        }
+        if let verify, verify < 1 {
+            throw ValidationError("--verify takes a number of test images, 1 or more")
+        }
     }
 
     func run() throws {
@@ -186,7 +226,9 @@ struct Export: ParsableCommand {
             }
             print(json ? try jsonString(r) : ExportWorkflow.table(r))
             if let v = r.verification, v.mismatchingImages > 0 {
-                throw RunError("\(v.mismatchingImages) of \(v.images) images differ between the C and the Swift integer engine")
+                throw RunError(
+                    "\(v.mismatchingImages) of \(v.images) images differ between the C and the Swift integer engine"
+                )
             }
         }
     }
@@ -194,7 +236,8 @@ struct Export: ParsableCommand {
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the distribution of every weight tensor in a safetensors file (QShape's or PyTorch's).")
+        abstract:
+            "Print the distribution of every weight tensor in a safetensors file (QShape's or PyTorch's).")
 
     @Argument(help: "A safetensors file.")
     var file: String
@@ -206,7 +249,9 @@ struct Stats: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard BitWidth(bits) != nil else { throw ValidationError("--bits must be \(BitWidth.allowedText), got \(bits)") }
+        guard BitWidth(bits) != nil else {
+            throw ValidationError("--bits must be \(BitWidth.allowedText), got \(bits)")
+        }
     }
 
     func run() throws {
@@ -234,7 +279,8 @@ struct Report: ParsableCommand {
 
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compare runs side by side: config differences, accuracy by bit width, per-layer statistics.")
+        abstract:
+            "Compare runs side by side: config differences, accuracy by bit width, per-layer statistics.")
 
     @Argument(help: "Run folders, report.json files or sweep folders.")
     var runs: [String]
@@ -246,7 +292,9 @@ struct Compare: ParsableCommand {
     var headline = false
 
     func validate() throws {
-        guard ["md", "html", "json"].contains(format) else { throw ValidationError("--format must be md, html or json, got \(format)") }
+        guard ["md", "html", "json"].contains(format) else {
+            throw ValidationError("--format must be md, html or json, got \(format)")
+        }
         guard !runs.isEmpty else { throw ValidationError("name two or more runs, or a sweep folder") }
     }
 
@@ -263,7 +311,9 @@ struct Sweep: ParsableCommand {
         abstract: "Train every combination of a grid of config values, then compare them.")
 
     @OptionGroup var options: ConfigOptions
-    @Option(name: .customLong("grid"), help: ArgumentHelp("A config key and its values (repeatable).", valueName: "key.path=v1,v2,..."))
+    @Option(
+        name: .customLong("grid"),
+        help: ArgumentHelp("A config key and its values (repeatable).", valueName: "key.path=v1,v2,..."))
     var grid: [String] = []
     @Option(help: "Run only slice I of N (1-based), e.g. --shard 2/4; finished runs are skipped.")
     var shard = "1/1"
@@ -274,9 +324,10 @@ struct Sweep: ParsableCommand {
         try guarded {
             let axes = try grid.map(SweepWorkflow.parseAxis)
             guard !axes.isEmpty else { throw RunError("give at least one --grid key=v1,v2,…") }
-            let s = try SweepWorkflow.run(configPath: options.config, overrides: options.overrides, axes: axes,
-                                          shard: try SweepWorkflow.parseShard(shard), outDir: out,
-                                          observer: ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1))
+            let s = try SweepWorkflow.run(
+                configPath: options.config, overrides: options.overrides, axes: axes,
+                shard: try SweepWorkflow.parseShard(shard), outDir: out,
+                observer: ConsoleObserver(interactive: isatty(STDOUT_FILENO) == 1))
             print("sweep \(s.directory): trained \(s.trained.count), already finished \(s.skipped.count)")
             if let c = s.comparison { print(c.headline()); print("comparison: \(s.directory)/compare.html") }
         }
@@ -290,15 +341,19 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (progress goes to stderr).")
     var json = false
 
-    @Option(name: .customLong("only"), help: ArgumentHelp(
-        "Measure only this part (repeatable): \(BenchWorkflow.Section.allCases.map(\.rawValue).joined(separator: ", ")).",
-        valueName: "part"))
+    @Option(
+        name: .customLong("only"),
+        help: ArgumentHelp(
+            "Measure only this part (repeatable): \(BenchWorkflow.Section.allCases.map(\.rawValue).joined(separator: ", ")).",
+            valueName: "part"))
     var only: [BenchWorkflow.Section] = []
 
     func run() throws {
         try guarded {
             let json = self.json
-            let r = try BenchWorkflow.run(sections: only.isEmpty ? Set(BenchWorkflow.Section.allCases) : Set(only)) { line in
+            let r = try BenchWorkflow.run(
+                sections: only.isEmpty ? Set(BenchWorkflow.Section.allCases) : Set(only)
+            ) { line in
                 if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
             }
             if json { print(try jsonString(r)) }

@@ -9,7 +9,10 @@ import Quantization
 /// the data set is not installed.
 final class AcceptanceTests: XCTestCase {
     func fullData() throws {
-        guard FileManager.default.fileExists(atPath: "\(DataConfig.fashionMNISTDirectory)/train-images-idx3-ubyte.gz") else {
+        guard
+            FileManager.default.fileExists(
+                atPath: "\(DataConfig.fashionMNISTDirectory)/train-images-idx3-ubyte.gz")
+        else {
             throw XCTSkip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
         }
     }
@@ -40,8 +43,9 @@ extension AcceptanceTests {
     func testKurtosisShapedMLPSurvivesThreeBitWeights() throws {
         try fullData()
         let dir = temporaryDirectory(self)
-        let plain = try TrainWorkflow.run(try Config.load(path: Fixtures.example("fashion-mlp.yaml")),
-                                          outDir: "\(dir)/plain", force: false, observer: nil)
+        let plain = try TrainWorkflow.run(
+            try Config.load(path: Fixtures.example("fashion-mlp.yaml")),
+            outDir: "\(dir)/plain", force: false, observer: nil)
         let config = try Config.load(path: Fixtures.example("fashion-mlp-kurtosis.yaml"))
         let shaped = try TrainWorkflow.run(config, outDir: "\(dir)/shaped", force: false, observer: nil)
         for (name, row) in shaped.metrics.last!.layers! {
@@ -52,7 +56,8 @@ extension AcceptanceTests {
         var settings = QuantizeConfig()
         settings.bits = [3]
         settings.weightsOnly = true
-        let (q, _) = try QuantizeWorkflow.run(config, weights: "\(dir)/shaped/model.safetensors", settings: settings)
+        let (q, _) = try QuantizeWorkflow.run(
+            config, weights: "\(dir)/shaped/model.safetensors", settings: settings)
         XCTAssertGreaterThanOrEqual(q.results[0].simulatedAccuracy, 86.0, "PyTorch KURE: 86.3%")
     }
 }
@@ -69,7 +74,9 @@ extension AcceptanceTests {
             var test_accuracy: Double
             var weights_only: [String: [String: Double]]
         }
-        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.dir)/pytorch-trained-\(net).json")))
+        let ref = try JSONDecoder().decode(
+            Reference.self,
+            from: Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.dir)/pytorch-trained-\(net).json")))
         let config = try Config.load(path: Fixtures.example("fashion-\(net).yaml"))
         for (rounding, key) in [(Rounding.nearest, "half_away"), (.nearestEven, "half_even")] {
             let bits = try XCTUnwrap(ref.weights_only[key]).keys.compactMap { Int($0) }.sorted(by: >)
@@ -77,16 +84,23 @@ extension AcceptanceTests {
             settings.bits = bits
             settings.weightsOnly = true
             settings.options.rounding = rounding
-            let (q, _) = try QuantizeWorkflow.run(config, weights: "\(Fixtures.dir)/pytorch-trained-\(net).safetensors", settings: settings)
-            XCTAssertEqual(q.floatAccuracy, ref.test_accuracy, accuracy: 0.02, "\(net): the same predictions as PyTorch")
+            let (q, _) = try QuantizeWorkflow.run(
+                config, weights: "\(Fixtures.dir)/pytorch-trained-\(net).safetensors", settings: settings)
+            XCTAssertEqual(
+                q.floatAccuracy, ref.test_accuracy, accuracy: 0.02, "\(net): the same predictions as PyTorch")
             XCTAssertEqual(q.results.map(\.bits), bits)
             for row in q.results {
                 let torch = try XCTUnwrap(ref.weights_only[key]?["\(row.bits)"])
-                XCTAssertEqual(row.simulatedAccuracy, torch, accuracy: 0.3, "\(net), \(key), \(row.bits) bits")
+                XCTAssertEqual(
+                    row.simulatedAccuracy, torch, accuracy: 0.3, "\(net), \(key), \(row.bits) bits")
             }
         }
     }
 
-    func testWeightsOnlySweepOnPyTorchMLPMatchesPyTorch() throws { try checkWeightsOnlySweepMatchesPyTorch("mlp") }
-    func testWeightsOnlySweepOnPyTorchCNNMatchesPyTorch() throws { try checkWeightsOnlySweepMatchesPyTorch("cnn") }
+    func testWeightsOnlySweepOnPyTorchMLPMatchesPyTorch() throws {
+        try checkWeightsOnlySweepMatchesPyTorch("mlp")
+    }
+    func testWeightsOnlySweepOnPyTorchCNNMatchesPyTorch() throws {
+        try checkWeightsOnlySweepMatchesPyTorch("cnn")
+    }
 }

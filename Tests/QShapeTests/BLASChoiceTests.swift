@@ -12,7 +12,10 @@ final class BLASChoiceTests: XCTestCase {
     let avx2: ProcessorFeatures = [.avx, .avx2, .fma, .osYMM]
 
     func testFallbackKernelsAreReplacedAndChoicesAreKept() {
-        func decide(_ f: ProcessorFeatures, _ core: String, vendor: String = "GenuineIntel", _ env: [String: String] = [:]) -> BLASCoreChoice.Decision {
+        func decide(
+            _ f: ProcessorFeatures, _ core: String, vendor: String = "GenuineIntel",
+            _ env: [String: String] = [:]
+        ) -> BLASCoreChoice.Decision {
             BLASCoreChoice.decide(features: f, vendor: vendor, libraryCore: core, environment: env)
         }
         func selected(_ d: BLASCoreChoice.Decision) -> String? {
@@ -26,7 +29,9 @@ final class BLASChoiceTests: XCTestCase {
         XCTAssertEqual(selected(decide(avx512, "Sandybridge")), "SkylakeX")
         // OpenBLAS's own AVX2 or AVX-512 choices stand, and so does anything on a processor
         // without AVX, or a core QShape does not rank.
-        for core in ["Haswell", "Zen", "SkylakeX", "Cooperlake"] { XCTAssertNil(selected(decide(avx512, core)), core) }
+        for core in ["Haswell", "Zen", "SkylakeX", "Cooperlake"] {
+            XCTAssertNil(selected(decide(avx512, core)), core)
+        }
         XCTAssertEqual(selected(decide([.avx, .osYMM], "Prescott")), "Sandybridge")
         XCTAssertNil(selected(decide([], "Prescott")))
         XCTAssertNil(selected(decide(avx512, "SomethingNew")))
@@ -35,8 +40,14 @@ final class BLASChoiceTests: XCTestCase {
         XCTAssertEqual(avx2.union([.avx512f, .avx512bw, .avx512vl, .avx512dq, .avx512cd]).level, 2)
         XCTAssertEqual(avx512.level, 3)
         // Variables set on purpose are never overridden.
-        for env in [["OPENBLAS_CORETYPE": "Prescott"], ["OPENBLAS_L2_SIZE": "1048576"], ["QSHAPE_BLAS_SELECT": "off"]] {
-            XCTAssertEqual(decide(avx512, "Prescott", env), .keep(reason: env.keys.first == "QSHAPE_BLAS_SELECT" ? "QSHAPE_BLAS_SELECT=off" : "\(env.keys.first!) is set in the environment"))
+        for env in [
+            ["OPENBLAS_CORETYPE": "Prescott"], ["OPENBLAS_L2_SIZE": "1048576"], ["QSHAPE_BLAS_SELECT": "off"]
+        ] {
+            XCTAssertEqual(
+                decide(avx512, "Prescott", env),
+                .keep(
+                    reason: env.keys.first == "QSHAPE_BLAS_SELECT"
+                        ? "QSHAPE_BLAS_SELECT=off" : "\(env.keys.first!) is set in the environment"))
         }
     }
 
@@ -50,22 +61,29 @@ final class BLASChoiceTests: XCTestCase {
     /// run agrees with the function's (a "BLAS:" line exactly when it changed the kernels).
     func testTrainRecordsTheKernelsItRanOn() throws {
         let env = ProcessInfo.processInfo.environment
-        try XCTSkipIf(BLASCoreChoice.pinningVariables.contains { env[$0] != nil } || env["QSHAPE_BLAS_SELECT"] != nil,
-                      "OpenBLAS's kernels are pinned in this environment")
+        try XCTSkipIf(
+            BLASCoreChoice.pinningVariables.contains { env[$0] != nil } || env["QSHAPE_BLAS_SELECT"] != nil,
+            "OpenBLAS's kernels are pinned in this environment")
         let dir = temporaryDirectory(self)
-        let r = try qshape(["train", Fixtures.example("fashion-mlp.yaml"), "--out", "\(dir)/run", "--set", "data.dir=\(Fixtures.fashion)",
-                            "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=2"])
+        let r = try qshape([
+            "train", Fixtures.example("fashion-mlp.yaml"), "--out", "\(dir)/run", "--set",
+            "data.dir=\(Fixtures.fashion)",
+            "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=2"
+        ])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let p = try JSONDecoder().decode(Provenance.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/run/provenance.json")))
+        let p = try JSONDecoder().decode(
+            Provenance.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/run/provenance.json")))
         let here = Processor.current
-        let decision = BLASCoreChoice.decide(features: here.features, vendor: here.vendor, libraryCore: BLASLibrary.coreName, environment: env)
+        let decision = BLASCoreChoice.decide(
+            features: here.features, vendor: here.vendor, libraryCore: BLASLibrary.coreName, environment: env)
         switch decision {
         case .keep:
             XCTAssertEqual(p.blas.core, BLASLibrary.coreName)
             XCTAssertEqual(p.blas.chosenBy, "OpenBLAS")
             XCTAssertFalse(r.stdout.contains("BLAS:"), r.stdout)
         case .select(let core, _):
-            XCTAssertTrue(r.stdout.hasPrefix("BLAS: OpenBLAS chose \(BLASLibrary.coreName) kernels"), r.stdout)
+            XCTAssertTrue(
+                r.stdout.hasPrefix("BLAS: OpenBLAS chose \(BLASLibrary.coreName) kernels"), r.stdout)
             XCTAssertTrue([core, BLASLibrary.coreName].contains(p.blas.core), p.blas.core)
         }
         XCTAssertEqual(p.instructionSets, here.features.names)
@@ -74,6 +92,7 @@ final class BLASChoiceTests: XCTestCase {
         XCTAssertEqual(p.data?["train-labels-idx1-ubyte.gz"], "crc32 d364abfb, 1573 bytes")
         XCTAssertEqual(p.data?.count, 4)
         let report = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
-        XCTAssertTrue(report.contains("| BLAS | OpenBLAS \(BLASLibrary.version), \(p.blas.core) kernels"), report)
+        XCTAssertTrue(
+            report.contains("| BLAS | OpenBLAS \(BLASLibrary.version), \(p.blas.core) kernels"), report)
     }
 }

@@ -8,10 +8,14 @@ import Foundation
 final class CommandLineTests: XCTestCase {
     func testBadConfigIsOneLineWithExitStatus2AndNoRunFolder() throws {
         let dir = temporaryDirectory(self)
-        write("model:\n  layers: [flatten, {type: dense, out: 10}]\ntraining: {batch_size: -4}\n", to: "\(dir)/bad.yaml")
+        write(
+            "model:\n  layers: [flatten, {type: dense, out: 10}]\ntraining: {batch_size: -4}\n",
+            to: "\(dir)/bad.yaml")
         let r = try qshape(["train", "bad.yaml"], in: dir)
         XCTAssertEqual(r.status, 2)
-        XCTAssertEqual(r.stderr, "error: bad.yaml:3: training.batch_size: expected a whole number in [1, 65536], got -4\n")
+        XCTAssertEqual(
+            r.stderr,
+            "error: bad.yaml:3: training.batch_size: expected a whole number in [1, 65536], got -4\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/runs"))
         let missing = try qshape(["train", "nope.yaml"], in: dir)
         XCTAssertEqual(missing.status, 2)
@@ -20,8 +24,11 @@ final class CommandLineTests: XCTestCase {
 
     /// Command-line mistakes are one line with exit status 2 too; help still prints in full.
     func testArgumentErrorsAreOneLineWithExitStatus2() throws {
-        for args in [["train"], ["quantize", "x.yaml"], ["export", "x.yaml", "--weights", "w", "--out", "o", "--bits", "1"],
-                     ["stats", "f", "--bits", "99"], ["no-such-command"]] {
+        for args in [
+            ["train"], ["quantize", "x.yaml"],
+            ["export", "x.yaml", "--weights", "w", "--out", "o", "--bits", "1"],
+            ["stats", "f", "--bits", "99"], ["no-such-command"]
+        ] {
             let r = try qshape(args)
             XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
             XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "\(args): \(r.stderr)")
@@ -34,7 +41,10 @@ final class CommandLineTests: XCTestCase {
 
     func testTrainThenEvalJSONOnTheFixture() throws {
         let dir = temporaryDirectory(self)
-        let sets = ["--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=4"]
+        let sets = [
+            "--set", "data.dir=\(Fixtures.fashion)", "--set", "training.epochs=1", "--set",
+            "training.max_steps_per_epoch=4"
+        ]
         let t = try qshape(["train", Fixtures.example("fashion-mlp.yaml")] + sets, in: dir)
         XCTAssertEqual(t.status, 0, t.stderr)
         XCTAssertTrue(t.stdout.contains("epoch 1/1"), "one line per epoch when not a terminal: \(t.stdout)")
@@ -42,16 +52,26 @@ final class CommandLineTests: XCTestCase {
         let again = try qshape(["train", Fixtures.example("fashion-mlp.yaml")] + sets, in: dir)
         XCTAssertEqual(again.status, 1)
         XCTAssertTrue(again.stderr.contains("already exists"))
-        let e = try qshape(["eval", Fixtures.example("fashion-mlp.yaml"), "--weights", "runs/fashion-mlp/model.safetensors",
-                            "--json", "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
+        let e = try qshape(
+            [
+                "eval", Fixtures.example("fashion-mlp.yaml"), "--weights",
+                "runs/fashion-mlp/model.safetensors",
+                "--json", "--set", "data.dir=\(Fixtures.fashion)"
+            ], in: dir)
         XCTAssertEqual(e.status, 0, e.stderr)
         let obj = try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any]
         XCTAssertNotNil(obj["test_accuracy"] as? Double)
         XCTAssertNotNil(obj["test_loss"] as? Double)
-        let bad = try qshape(["eval", Fixtures.example("fashion-mlp.yaml"), "--weights", Fixtures.example("fashion-mlp.yaml"),
-                              "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
+        let bad = try qshape(
+            [
+                "eval", Fixtures.example("fashion-mlp.yaml"), "--weights",
+                Fixtures.example("fashion-mlp.yaml"),
+                "--set", "data.dir=\(Fixtures.fashion)"
+            ], in: dir)
         XCTAssertEqual(bad.status, 2)
-        XCTAssertTrue(bad.stderr.hasPrefix("error: \(Fixtures.example("fashion-mlp.yaml")): not a safetensors file"), bad.stderr)
+        XCTAssertTrue(
+            bad.stderr.hasPrefix("error: \(Fixtures.example("fashion-mlp.yaml")): not a safetensors file"),
+            bad.stderr)
     }
 
     /// `qshape bench --only` measures just the parts asked for; the JSON has every part's key.
@@ -78,7 +98,7 @@ final class CommandLineTests: XCTestCase {
         let exe = try qshapeExecutable().path
         let (status, kilobytes) = try BenchWorkflow.childPeakRSS(["--version"], executable: exe)
         XCTAssertEqual(status, 0)
-        XCTAssertGreaterThan(kilobytes, 1_000)      // the Swift runtime and OpenBLAS alone take megabytes
+        XCTAssertGreaterThan(kilobytes, 1_000)  // the Swift runtime and OpenBLAS alone take megabytes
         XCTAssertLessThan(kilobytes, 300_000)
         XCTAssertEqual(try BenchWorkflow.childPeakRSS(["no-such-command"], executable: exe).status, 2)
     }

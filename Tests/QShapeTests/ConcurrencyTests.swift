@@ -44,7 +44,7 @@ final class ConcurrencyTests: XCTestCase {
             hits.withUnsafeMutableBufferPointer { h in
                 byHelper.withUnsafeMutableBufferPointer { b in
                     sharing.forEach(count) { i in
-                        var sum: Float = 0                               // some work per block
+                        var sum: Float = 0  // some work per block
                         for x in data { sum += x }
                         h[i] += sum > 0 ? 1 : 0
                         b[i] = Thread.current != owner
@@ -54,7 +54,9 @@ final class ConcurrencyTests: XCTestCase {
             XCTAssertEqual(hits, [Int](repeating: 1, count: count))
             helped += byHelper.filter { $0 }.count
         }
-        if ProcessInfo.processInfo.activeProcessorCount > 1 { XCTAssertGreaterThan(helped, 0, "the helper ran some blocks") }
+        if ProcessInfo.processInfo.activeProcessorCount > 1 {
+            XCTAssertGreaterThan(helped, 0, "the helper ran some blocks")
+        }
     }
 
     /// Every job runs once, whether the side thread runs it or the caller takes it back (waiting at
@@ -62,7 +64,8 @@ final class ConcurrencyTests: XCTestCase {
     func testSideThreadRunsEveryJobOnce() {
         let side = SideThread()
         defer { side.stop() }
-        let runs = UnsafeMutableBufferPointer<Int>.allocate(capacity: 600), ranHere = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
+        let runs = UnsafeMutableBufferPointer<Int>.allocate(capacity: 600),
+            ranHere = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
         defer { runs.deallocate(); ranHere.deallocate() }
         runs.initialize(repeating: 0)
         var byCaller = 0
@@ -70,8 +73,10 @@ final class ConcurrencyTests: XCTestCase {
         for j in 0..<runs.count {
             if j % 3 == 0 { side.prepare() }
             ranHere.pointee = false
-            side.run { runs[j] += 1; ranHere.pointee = Thread.current == caller }
-            if j % 2 == 0 { usleep(50) }           // gives the side thread time to take it
+            side.run {
+                runs[j] += 1; ranHere.pointee = Thread.current == caller
+            }
+            if j % 2 == 0 { usleep(50) }  // gives the side thread time to take it
             side.wait()
             if ranHere.pointee { byCaller += 1 }
         }
@@ -96,13 +101,16 @@ final class ConcurrencyTests: XCTestCase {
     func testSharedPenaltiesAreTheSameBits() {
         var s = PenaltySettings(Set(PenaltyTerm.allCases))
         s.rangeTarget = 1.0; s.quantErrorBits = 3
-        let scales: [PenaltyTerm: Double] = [.kurtosis: 1, .skewness: 0.5, .range: 0.3, .quantError: 0.7, .l2: 0.01]
+        let scales: [PenaltyTerm: Double] = [
+            .kurtosis: 1, .skewness: 0.5, .range: 0.3, .quantError: 0.7, .l2: 0.01
+        ]
         let w = PenaltyTests.sample("skewed", 70_001, seed: 12)
         func run() -> (PenaltyState, [Float]) {
             var g = [Float](repeating: 0, count: w.count)
             let st = w.withUnsafeBufferPointer { wp in
                 g.withUnsafeMutableBufferPointer { gp in
-                    Penalties.addGradient(wp, gp, Penalties.evaluate(wp, s, quantisationSums: false), s, scales: scales)
+                    Penalties.addGradient(
+                        wp, gp, Penalties.evaluate(wp, s, quantisationSums: false), s, scales: scales)
                 }
             }
             return (st, g)
@@ -111,8 +119,15 @@ final class ConcurrencyTests: XCTestCase {
         let sharing = BlockSharing(), helper = Helper(sharing)
         for _ in 0..<20 {
             let (shared, gShared) = BlockSharing.$current.withValue(sharing) { run() }
-            XCTAssertEqual([shared.mean, shared.m2, shared.m3, shared.m4, shared.range, shared.rangeMeanS, shared.quantError, shared.quantCross],
-                           [alone.mean, alone.m2, alone.m3, alone.m4, alone.range, alone.rangeMeanS, alone.quantError, alone.quantCross])
+            XCTAssertEqual(
+                [
+                    shared.mean, shared.m2, shared.m3, shared.m4, shared.range, shared.rangeMeanS,
+                    shared.quantError, shared.quantCross
+                ],
+                [
+                    alone.mean, alone.m2, alone.m3, alone.m4, alone.range, alone.rangeMeanS, alone.quantError,
+                    alone.quantCross
+                ])
             XCTAssertEqual(shared.argMax, alone.argMax)
             XCTAssertEqual(gShared, gAlone)
         }
@@ -122,12 +137,16 @@ final class ConcurrencyTests: XCTestCase {
     /// Training with the penalties on two threads gives the weights of training with them on the
     /// main thread alone.
     func testParallelPenaltiesTrainTheSameWeights() throws {
-        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 784, outFeatures: 64, bias: true), .relu,
-                                  .dense(inFeatures: 64, outFeatures: 10, bias: true)]
+        let specs: [LayerSpec] = [
+            .flatten, .dense(inFeatures: 784, outFeatures: 64, bias: true), .relu,
+            .dense(inFeatures: 64, outFeatures: 10, bias: true)
+        ]
         var rng = SeededRandom(seed: 3)
         let count = 512
-        let data = Dataset(sampleShape: [1, 28, 28], storage: .bytes((0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
-                           labels: (0..<count).map { _ in Int32(rng.below(10)) })
+        let data = Dataset(
+            sampleShape: [1, 28, 28],
+            storage: .bytes((0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
+            labels: (0..<count).map { _ in Int32(rng.below(10)) })
         var config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
         config.terms[.range]?.target = 1.5
         func train(parallel: Bool) throws -> [[Float]] {

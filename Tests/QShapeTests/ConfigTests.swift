@@ -28,7 +28,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(mlp.data.validationSplit, 0)
         let cnn = try Config.load(path: Fixtures.example("fashion-cnn.yaml"))
         XCTAssertEqual(cnn.training.epochs, 5)
-        XCTAssertEqual(cnn.layers[0], .conv2d(inChannels: 1, outChannels: 16, kernel: 3, stride: 1, padding: 1, bias: true))
+        XCTAssertEqual(
+            cnn.layers[0],
+            .conv2d(inChannels: 1, outChannels: 16, kernel: 3, stride: 1, padding: 1, bias: true))
     }
 
     func testDefaultsAndNameFromFile() throws {
@@ -44,15 +46,26 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(m.contains("training.optimiser: unknown key; did you mean 'optimizer'?"), m)
         XCTAssertTrue(m.contains("c.yaml:6:"), "line number: \(m)")
         let t = message(minimal.replacingOccurrences(of: "dense", with: "dnese"))
-        XCTAssertTrue(t.contains("model.layers[1].type: unknown layer type 'dnese'; did you mean 'dense'?"), t)
+        XCTAssertTrue(
+            t.contains("model.layers[1].type: unknown layer type 'dnese'; did you mean 'dense'?"), t)
     }
 
     func testWrongTypesAndRangesNameTheKeyAndWhatIsAllowed() {
-        XCTAssertTrue(message(minimal + "training: {optimizer: {lr: -1}}").hasSuffix("training.optimizer.lr: expected a number > 0, got -1"))
-        XCTAssertTrue(message(minimal + "training: {epochs: ten}").hasSuffix("training.epochs: expected a whole number in [1, 100000], got 'ten'"))
-        XCTAssertTrue(message(minimal + "training: {optimizer: {name: rmsprop}}").contains("expected one of sgd, adam, adamw"))
-        XCTAssertTrue(message(minimal + "data: {validation_split: 1.5}").contains("data.validation_split: expected a number in [0, 1), got 1.5"))
-        XCTAssertTrue(message(minimal + "training: {optimizer: {name: adam, momentum: 0.9}}").contains("applies to sgd only"))
+        XCTAssertTrue(
+            message(minimal + "training: {optimizer: {lr: -1}}").hasSuffix(
+                "training.optimizer.lr: expected a number > 0, got -1"))
+        XCTAssertTrue(
+            message(minimal + "training: {epochs: ten}").hasSuffix(
+                "training.epochs: expected a whole number in [1, 100000], got 'ten'"))
+        XCTAssertTrue(
+            message(minimal + "training: {optimizer: {name: rmsprop}}").contains(
+                "expected one of sgd, adam, adamw"))
+        XCTAssertTrue(
+            message(minimal + "data: {validation_split: 1.5}").contains(
+                "data.validation_split: expected a number in [0, 1), got 1.5"))
+        XCTAssertTrue(
+            message(minimal + "training: {optimizer: {name: adam, momentum: 0.9}}").contains(
+                "applies to sgd only"))
         XCTAssertTrue(message("model: {layers: [{type: dense}]}").contains("model.layers[0].out: required"))
         XCTAssertTrue(message("training: {}").contains("model.layers: required"))
         XCTAssertTrue(message(minimal + "  bogus: 1\n").contains("model.bogus: unknown key"))
@@ -60,20 +73,30 @@ final class ConfigTests: XCTestCase {
     }
 
     func testSetOverridesAnyValue() throws {
-        let c = try load(minimal, overrides: ["training.epochs=3", "training.optimizer.lr=0.05", "training.optimizer.name=sgd",
-                                              "model.layers.1.out=12", "data.dir=/tmp/x"])
+        let c = try load(
+            minimal,
+            overrides: [
+                "training.epochs=3", "training.optimizer.lr=0.05", "training.optimizer.name=sgd",
+                "model.layers.1.out=12", "data.dir=/tmp/x"
+            ])
         XCTAssertEqual(c.training.epochs, 3)
         XCTAssertEqual(c.training.optimizer.kind, .sgd)
         XCTAssertEqual(c.training.optimizer.learningRate, 0.05)
         XCTAssertEqual(c.layers[1], .dense(inFeatures: nil, outFeatures: 12, bias: true))
         XCTAssertEqual(c.data.dir, "/tmp/x")
-        XCTAssertTrue(message(minimal, overrides: ["training.epochs=0"]).contains("training.epochs: expected a whole number in [1, 100000], got 0"))
-        XCTAssertTrue(message(minimal, overrides: ["model.layers.7.out=3"]).contains("not an index of this list"))
+        XCTAssertTrue(
+            message(minimal, overrides: ["training.epochs=0"]).contains(
+                "training.epochs: expected a whole number in [1, 100000], got 0"))
+        XCTAssertTrue(
+            message(minimal, overrides: ["model.layers.7.out=3"]).contains("not an index of this list"))
         XCTAssertTrue(message(minimal, overrides: ["nonsense"]).contains("is not key.path=value"))
     }
 
     func testResolvedConfigLoadsBackToTheSameValues() throws {
-        let c = try load(minimal + "training:\n  optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}\n  schedule: {name: cosine, warmup_epochs: 1, min_lr: 0.001}\n")
+        let c = try load(
+            minimal
+                + "training:\n  optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}\n  schedule: {name: cosine, warmup_epochs: 1, min_lr: 0.001}\n"
+        )
         let dir = temporaryDirectory(self)
         write(c.resolvedYAML, to: "\(dir)/c.yaml")
         let d = try Config.load(path: "\(dir)/c.yaml")
@@ -84,9 +107,13 @@ final class ConfigTests: XCTestCase {
     }
 
     func testModelShapeErrorsNameTheLayer() throws {
-        let c = try load("model:\n  layers:\n    - {type: conv2d, out: 4, kernel: 3}\n    - {type: dense, out: 10}\n")
+        let c = try load(
+            "model:\n  layers:\n    - {type: conv2d, out: 4, kernel: 3}\n    - {type: dense, out: 10}\n")
         XCTAssertThrowsError(try TrainWorkflow.makeModel(c, sampleShape: [1, 28, 28])) { e in
-            XCTAssertTrue("\(e)".contains("model.layers[1] (dense): dense expects a flat input (add a flatten layer first)"), "\(e)")
+            XCTAssertTrue(
+                "\(e)".contains(
+                    "model.layers[1] (dense): dense expects a flat input (add a flatten layer first)"), "\(e)"
+            )
         }
         let d = try load("model:\n  layers:\n    - {type: conv2d, in: 3, out: 4, kernel: 3}\n")
         XCTAssertThrowsError(try TrainWorkflow.makeModel(d, sampleShape: [1, 28, 28])) { e in

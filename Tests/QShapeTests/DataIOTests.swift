@@ -5,12 +5,13 @@ import DataIO
 
 final class DataIOTests: XCTestCase {
     func testFashionFixtureReadsAsIDXGzip() throws {
-        let d = try IDX.dataset(images: "\(Fixtures.fashion)/train-images-idx3-ubyte.gz",
-                                labels: "\(Fixtures.fashion)/train-labels-idx1-ubyte.gz")
+        let d = try IDX.dataset(
+            images: "\(Fixtures.fashion)/train-images-idx3-ubyte.gz",
+            labels: "\(Fixtures.fashion)/train-labels-idx1-ubyte.gz")
         XCTAssertEqual(d.count, 3000)
         XCTAssertEqual(d.sampleShape, [1, 28, 28])
         XCTAssertEqual(d.classCount, 10)
-        XCTAssertEqual(d.labels.prefix(5), [9, 0, 0, 3, 0])   // the first Fashion-MNIST labels
+        XCTAssertEqual(d.labels.prefix(5), [9, 0, 0, 3, 0])  // the first Fashion-MNIST labels
         let (x, y) = d.batch([0, 2], normalization: Normalization())
         XCTAssertEqual(x.shape, [2, 1, 28, 28])
         XCTAssertEqual(y, [9, 0])
@@ -31,7 +32,9 @@ final class DataIOTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("cut.idx") && "\(e)".contains("truncated"), "\(e)")
         }
         try writeAtomically([1, 2, 3, 4, 5], to: "\(dir)/junk.idx")
-        XCTAssertThrowsError(try IDX.read("\(dir)/junk.idx")) { e in XCTAssertTrue("\(e)".contains("not an IDX file")) }
+        XCTAssertThrowsError(try IDX.read("\(dir)/junk.idx")) { e in
+            XCTAssertTrue("\(e)".contains("not an IDX file"))
+        }
     }
 
     func testNPYReadsUInt8Float32AndInt64() throws {
@@ -41,7 +44,8 @@ final class DataIOTests: XCTestCase {
         let d = try NPY.dataset(images: "\(dir)/x.npy", labels: "\(dir)/y.npy")
         XCTAssertEqual(d.sampleShape, [2, 2])
         XCTAssertEqual(d.labels, [2, 0, 1])
-        try writeAtomically(NPY.encode(shape: [2, 3], values: .float32([0.5, -1, 2, 3, 4, 5])), to: "\(dir)/f.npy")
+        try writeAtomically(
+            NPY.encode(shape: [2, 3], values: .float32([0.5, -1, 2, 3, 4, 5])), to: "\(dir)/f.npy")
         let f = try NPY.read("\(dir)/f.npy")
         guard case .float32(let v) = f.values else { return XCTFail() }
         XCTAssertEqual(v, [0.5, -1, 2, 3, 4, 5])
@@ -68,10 +72,11 @@ final class DataIOTests: XCTestCase {
 
     func testSafetensorsRoundTripAndDamagedFiles() throws {
         let dir = temporaryDirectory(self)
-        let file = SafeTensors.File(entries: [
-            .init(name: "0.weight", floats: [1, -2, 3.5, 4, 5, 6], shape: [2, 3]),
-            .init(name: "1.num_batches_tracked", int64: [7], shape: []),
-        ], metadata: ["format": "pt"])
+        let file = SafeTensors.File(
+            entries: [
+                .init(name: "0.weight", floats: [1, -2, 3.5, 4, 5, 6], shape: [2, 3]),
+                .init(name: "1.num_batches_tracked", int64: [7], shape: [])
+            ], metadata: ["format": "pt"])
         try SafeTensors.write(file, to: "\(dir)/m.safetensors")
         let back = try SafeTensors.read("\(dir)/m.safetensors")
         XCTAssertEqual(back["0.weight"]?.floats, [1, -2, 3.5, 4, 5, 6])
@@ -80,7 +85,10 @@ final class DataIOTests: XCTestCase {
         XCTAssertEqual(back.metadata["format"], "pt")
         let raw = [UInt8](FileManager.default.contents(atPath: "\(dir)/m.safetensors")!)
         XCTAssertEqual(Int(raw[0]) % 8, 0, "header padded to 8 bytes")
-        for (name, bytes) in [("cut", Array(raw.dropLast(5))), ("tiny", [1, 2, 3]), ("text", Array("hello world, not tensors".utf8))] {
+        for (name, bytes) in [
+            ("cut", Array(raw.dropLast(5))), ("tiny", [1, 2, 3]),
+            ("text", Array("hello world, not tensors".utf8))
+        ] {
             try writeAtomically(bytes, to: "\(dir)/\(name).safetensors")
             XCTAssertThrowsError(try SafeTensors.read("\(dir)/\(name).safetensors")) { e in
                 XCTAssertTrue("\(e)".hasPrefix("\(dir)/\(name).safetensors: "), "\(e)")
@@ -89,7 +97,8 @@ final class DataIOTests: XCTestCase {
     }
 
     func testHalfAndBFloat16Conversions() {
-        let half = SafeTensors.Entry(name: "h", dtype: .F16, shape: [3], bytes: [0x00, 0x3C, 0x00, 0xC0, 0x01, 0x00])
+        let half = SafeTensors.Entry(
+            name: "h", dtype: .F16, shape: [3], bytes: [0x00, 0x3C, 0x00, 0xC0, 0x01, 0x00])
         XCTAssertEqual(half.floats[0], 1)
         XCTAssertEqual(half.floats[1], -2)
         XCTAssertEqual(half.floats[2], Float(1) / 16_777_216)

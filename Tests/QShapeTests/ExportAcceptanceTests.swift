@@ -10,9 +10,14 @@ import IntegerRuntime
 /// the Swift integer engine's logits on the whole test set in every configuration; it runs on an
 /// emulated Cortex-M0 without floating point; smaller widths really take less flash.
 final class ExportAcceptanceTests: XCTestCase {
-    static let networks = [("fashion-mlp.yaml", "pytorch-trained-mlp.safetensors"), ("fashion-cnn.yaml", "pytorch-trained-cnn.safetensors")]
+    static let networks = [
+        ("fashion-mlp.yaml", "pytorch-trained-mlp.safetensors"),
+        ("fashion-cnn.yaml", "pytorch-trained-cnn.safetensors")
+    ]
 
-    func load(_ example: String, _ weights: String, overrides: [String] = []) throws -> (Config, Sequential, DataSplit) {
+    func load(
+        _ example: String, _ weights: String, overrides: [String] = []
+    ) throws -> (Config, Sequential, DataSplit) {
         let c = try Config.load(path: Fixtures.example(example), overrides: overrides)
         let data = try c.data.load()
         let model = try TrainWorkflow.makeModel(c, sampleShape: data.test.sampleShape)
@@ -20,8 +25,10 @@ final class ExportAcceptanceTests: XCTestCase {
         return (c, model, data)
     }
 
-    func export(_ example: String, model: Sequential, data: DataSplit, settings: [String], bits: Int,
-                target: ExportWorkflow.Target, images: Int) throws -> ExportWorkflow.Result {
+    func export(
+        _ example: String, model: Sequential, data: DataSplit, settings: [String], bits: Int,
+        target: ExportWorkflow.Target, images: Int
+    ) throws -> ExportWorkflow.Result {
         let c = try Config.load(path: Fixtures.example(example), overrides: settings)
         var o = ExportWorkflow.Options(weights: example, out: temporaryDirectory(self) + "/c")
         o.target = target
@@ -30,31 +37,46 @@ final class ExportAcceptanceTests: XCTestCase {
     }
 
     func testEveryConfigurationMatchesTheEngineOnTheWholeTestSet() throws {
-        guard FileManager.default.fileExists(atPath: "\(DataConfig.fashionMNISTDirectory)/t10k-images-idx3-ubyte.gz") else {
+        guard
+            FileManager.default.fileExists(
+                atPath: "\(DataConfig.fashionMNISTDirectory)/t10k-images-idx3-ubyte.gz")
+        else {
             throw XCTSkip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
         }
         _ = try requireTool("gcc")
         for (example, weights) in ExportAcceptanceTests.networks {
             let (_, model, data) = try load(example, weights)
             XCTAssertEqual(data.test.count, 10_000)
-            for bits in [8, 4, 3, 2] { for act in [8, 16] { for scale in ["fixed_point", "power_of_two"] {
-                for granularity in ["tensor", "channel"] {
-                    let settings = ["quantize.activation_bits=\(act)", "quantize.scale=\(scale)",
-                                    "quantize.granularity=\(granularity)", "quantize.accumulator=int64"]
-                    let r = try export(example, model: model, data: data, settings: settings, bits: bits, target: .host, images: 10_000)
-                    let v = try XCTUnwrap(r.verification)
-                    XCTAssertEqual(v.images, 10_000)
-                    XCTAssertEqual(v.mismatchingImages, 0, "\(example) W\(bits) A\(act) \(scale) \(granularity)")
-                    XCTAssertEqual(v.cAccuracy, v.swiftAccuracy)
+            for bits in [8, 4, 3, 2] {
+                for act in [8, 16] {
+                    for scale in ["fixed_point", "power_of_two"] {
+                        for granularity in ["tensor", "channel"] {
+                            let settings = [
+                                "quantize.activation_bits=\(act)", "quantize.scale=\(scale)",
+                                "quantize.granularity=\(granularity)", "quantize.accumulator=int64"
+                            ]
+                            let r = try export(
+                                example, model: model, data: data, settings: settings, bits: bits,
+                                target: .host, images: 10_000)
+                            let v = try XCTUnwrap(r.verification)
+                            XCTAssertEqual(v.images, 10_000)
+                            XCTAssertEqual(
+                                v.mismatchingImages, 0, "\(example) W\(bits) A\(act) \(scale) \(granularity)")
+                            XCTAssertEqual(v.cAccuracy, v.swiftAccuracy)
+                        }
+                    }
                 }
-            } } }
+            }
         }
     }
 
     /// The 4-bit MLP on the micro:bit (256 KB flash, 16 KB RAM) over the whole test set, with the
     /// accuracy `qshape quantize` reports.
     func testFourBitMLPRunsOnTheMicrobitWithTheAccuracyQuantizeReports() throws {
-        guard FileManager.default.fileExists(atPath: "\(DataConfig.fashionMNISTDirectory)/t10k-images-idx3-ubyte.gz") else {
+        guard
+            FileManager.default.fileExists(
+                atPath: "\(DataConfig.fashionMNISTDirectory)/t10k-images-idx3-ubyte.gz")
+        else {
             throw XCTSkip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
         }
         _ = try requireTool("arm-none-eabi-gcc")
@@ -62,8 +84,11 @@ final class ExportAcceptanceTests: XCTestCase {
         let (c, model, data) = try load("fashion-mlp.yaml", "pytorch-trained-mlp.safetensors")
         var s = QuantizeConfig()
         s.bits = [4]
-        let (q, _) = try QuantizeWorkflow.run(c, model: model, data: data, settings: s, weightsLabel: "fixture")
-        let r = try export("fashion-mlp.yaml", model: model, data: data, settings: [], bits: 4, target: .cortexM0, images: 10_000)
+        let (q, _) = try QuantizeWorkflow.run(
+            c, model: model, data: data, settings: s, weightsLabel: "fixture")
+        let r = try export(
+            "fashion-mlp.yaml", model: model, data: data, settings: [], bits: 4, target: .cortexM0,
+            images: 10_000)
         let v = try XCTUnwrap(r.verification)
         XCTAssertEqual(v.board, "microbit")
         XCTAssertEqual(v.mismatchingImages, 0)
@@ -82,11 +107,20 @@ final class ExportAcceptanceTests: XCTestCase {
         var weightBytes: [String: [Int: Int]] = [:]
         for (example, weights) in ExportAcceptanceTests.networks {
             let (_, model, data) = try load(example, weights, overrides: ["data.dir=\(Fixtures.fashion)"])
-            let cases: [(Int, [String])] = [(8, []), (4, []), (3, []), (2, ["quantize.scale=power_of_two"]),
-                                            (8, ["quantize.activation_bits=16", "quantize.accumulator=int64", "quantize.granularity=channel"])]
+            let cases: [(Int, [String])] = [
+                (8, []), (4, []), (3, []), (2, ["quantize.scale=power_of_two"]),
+                (
+                    8,
+                    [
+                        "quantize.activation_bits=16", "quantize.accumulator=int64",
+                        "quantize.granularity=channel"
+                    ]
+                )
+            ]
             for (bits, settings) in cases where example.contains("mlp") || bits >= 4 {
-                let r = try export(example, model: model, data: data, settings: ["data.dir=\(Fixtures.fashion)"] + settings,
-                                   bits: bits, target: .cortexM0, images: 1000)
+                let r = try export(
+                    example, model: model, data: data, settings: ["data.dir=\(Fixtures.fashion)"] + settings,
+                    bits: bits, target: .cortexM0, images: 1000)
                 let v = try XCTUnwrap(r.verification)
                 XCTAssertEqual(v.mismatchingImages, 0, "\(example) \(bits) \(settings)")
                 XCTAssertEqual(v.images, 1000)
@@ -104,8 +138,11 @@ final class ExportAcceptanceTests: XCTestCase {
     /// Packing makes 2-bit weights a quarter of 8-bit ones (the 2-bit model exported at power-of-two
     /// scales above; here at the default fixed-point scales, generated only).
     func testTwoBitWeightsTakeAQuarterOfTheFlash() throws {
-        let (c, model, data) = try load("fashion-mlp.yaml", "pytorch-trained-mlp.safetensors", overrides: ["data.dir=\(Fixtures.fashion)"])
-        let convert = try QuantizeWorkflow.integerConverter(c, model: model, data: data, settings: QuantizeConfig())
+        let (c, model, data) = try load(
+            "fashion-mlp.yaml", "pytorch-trained-mlp.safetensors", overrides: ["data.dir=\(Fixtures.fashion)"]
+        )
+        let convert = try QuantizeWorkflow.integerConverter(
+            c, model: model, data: data, settings: QuantizeConfig())
         let w8 = try ExportWorkflow.generate(try convert(8), bits: 8, config: c).summary.weightBytes
         let w2 = try ExportWorkflow.generate(try convert(2), bits: 2, config: c).summary.weightBytes
         XCTAssertLessThanOrEqual(Double(w2), 0.27 * Double(w8))

@@ -6,9 +6,11 @@ import NeuralNet
 /// against central finite differences of that reference (relative error < 1e-3).
 final class GradientCheckTests: XCTestCase {
     /// `ref(x, params)` is the layer's definition in Double; params in `layer.state` order (trainable only).
-    func check(_ layer: Layer, input: Tensor, training: Bool = true, seed: UInt64 = 9,
-               file: StaticString = #filePath, line: UInt = #line,
-               ref: @escaping (_ x: [Double], _ params: [[Double]]) -> [Double]) {
+    func check(
+        _ layer: Layer, input: Tensor, training: Bool = true, seed: UInt64 = 9,
+        file: StaticString = #filePath, line: UInt = #line,
+        ref: @escaping (_ x: [Double], _ params: [[Double]]) -> [Double]
+    ) {
         let params = layer.state.filter(\.isTrainable)
         let y = layer.forward(input, training: training)
         let x = input.data.doubles
@@ -21,7 +23,9 @@ final class GradientCheckTests: XCTestCase {
 
         let r = randomTensor(y.shape, seed: seed)
         for q in params { q.grad.zero() }
-        guard let dx = layer.backward(r, needInputGradient: true) else { return XCTFail("no input gradient", file: file, line: line) }
+        guard let dx = layer.backward(r, needInputGradient: true) else {
+            return XCTFail("no input gradient", file: file, line: line)
+        }
         XCTAssertEqual(dx.shape, input.shape, file: file, line: line)
         let rd = r.data.doubles
         let sample = { (n: Int) -> [Int] in n <= 300 ? Array(0..<n) : (0..<300).map { ($0 * 7919) % n } }
@@ -31,7 +35,8 @@ final class GradientCheckTests: XCTestCase {
             let np = numericGradient(p[j], indices: sample(p[j].count)) { v in
                 var pp = p; pp[j] = v; return dot(ref(x, pp), rd)
             }
-            XCTAssertLessThan(relativeError(q.grad.data, np), 1e-3, "gradient of \(q.name)", file: file, line: line)
+            XCTAssertLessThan(
+                relativeError(q.grad.data, np), 1e-3, "gradient of \(q.name)", file: file, line: line)
         }
     }
 
@@ -48,17 +53,21 @@ final class GradientCheckTests: XCTestCase {
     func testConvolutionWithStrideAndPadding() {
         var rng = SeededRandom(seed: 3)
         // (batch, channels, height, width, out, kernel, stride, padding)
-        let cases = [(2, 3, 7, 6, 4, 3, 2, 1), (1, 2, 5, 5, 3, 2, 1, 0), (2, 1, 6, 5, 3, 3, 1, 2),
-                     (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2),
-                     (2, 2, 5, 4, 9, 3, 1, 1)]   // nine output channels: eight bias sums side by side, one alone
+        let cases = [
+            (2, 3, 7, 6, 4, 3, 2, 1), (1, 2, 5, 5, 3, 2, 1, 0), (2, 1, 6, 5, 3, 3, 1, 2),
+            (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2),
+            (2, 2, 5, 4, 9, 3, 1, 1)
+        ]  // nine output channels: eight bias sums side by side, one alone
         // The input gradient in one part and one image at a time (backwardChunkValues 1).
-        for (n, c, h, w, o, k, s, p) in cases { for chunkValues in [1 << 18, 1] {
-            let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
-            layer.backwardChunkValues = chunkValues
-            check(layer, input: randomTensor([n, c, h, w], seed: 4)) { x, q in
-                Ref.conv(x, n: n, c: c, h: h, wd: w, w: q[0], b: q[1], o: o, k: k, stride: s, pad: p)
+        for (n, c, h, w, o, k, s, p) in cases {
+            for chunkValues in [1 << 18, 1] {
+                let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
+                layer.backwardChunkValues = chunkValues
+                check(layer, input: randomTensor([n, c, h, w], seed: 4)) { x, q in
+                    Ref.conv(x, n: n, c: c, h: h, wd: w, w: q[0], b: q[1], o: o, k: k, stride: s, pad: p)
+                }
             }
-        } }
+        }
         let noBias = Conv2D(inChannels: 2, outChannels: 2, kernel: 3, padding: 1, bias: false, rng: &rng)
         check(noBias, input: randomTensor([2, 2, 4, 4], seed: 5)) { x, q in
             Ref.conv(x, n: 2, c: 2, h: 4, wd: 4, w: q[0], b: nil, o: 2, k: 3, stride: 1, pad: 1)
@@ -67,7 +76,8 @@ final class GradientCheckTests: XCTestCase {
 
     func testPooling() {
         for (h, w, k, s, p) in [(5, 7, 2, 2, 0), (6, 6, 3, 2, 1), (4, 5, 2, 1, 0), (7, 7, 3, 3, 0)] {
-            check(MaxPool2D(kernel: k, stride: s, padding: p), input: randomTensor([2, 3, h, w], seed: 6)) { x, _ in
+            check(MaxPool2D(kernel: k, stride: s, padding: p), input: randomTensor([2, 3, h, w], seed: 6)) {
+                x, _ in
                 Ref.pool(x, planes: 6, h: h, w: w, k: k, stride: s, pad: p, max: true)
             }
         }
@@ -115,7 +125,7 @@ final class GradientCheckTests: XCTestCase {
 
     func testBatchNormRunningStatisticsFollowPyTorch() {
         let bn = BatchNorm(channels: 1, spatial: false, momentum: 0.1)
-        let x = Tensor(shape: [4, 1], data: [1, 2, 3, 6])   // mean 3, unbiased variance 14/3
+        let x = Tensor(shape: [4, 1], data: [1, 2, 3, 6])  // mean 3, unbiased variance 14/3
         _ = bn.forward(x, training: true)
         XCTAssertEqual(bn.runningMean.value.data[0], 0.3, accuracy: 1e-6)
         XCTAssertEqual(bn.runningVar.value.data[0], 0.9 + 0.1 * 14 / 3, accuracy: 1e-6)
@@ -132,7 +142,9 @@ final class GradientCheckTests: XCTestCase {
         for m in mask where m != 0 { XCTAssertEqual(m, 1 / 0.7, accuracy: 1e-5) }
         let r = randomTensor(y.shape, seed: 19)
         let dx = d.backward(r, needInputGradient: true)!
-        for i in 0..<dx.count { XCTAssertEqual(Double(dx.data[i]), Double(r.data[i]) * mask[i], accuracy: 1e-5) }
+        for i in 0..<dx.count {
+            XCTAssertEqual(Double(dx.data[i]), Double(r.data[i]) * mask[i], accuracy: 1e-5)
+        }
         XCTAssertEqual(d.forward(x, training: false), x)
     }
 
@@ -151,9 +163,11 @@ final class GradientCheckTests: XCTestCase {
 
     /// The whole network, loss included: Sequential wiring, state order and every parameter.
     func testSequentialNetworkGradients() throws {
-        let specs: [LayerSpec] = [.conv2d(inChannels: 1, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
-                                  .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
-                                  .dense(inFeatures: nil, outFeatures: 3, bias: true)]
+        let specs: [LayerSpec] = [
+            .conv2d(inChannels: 1, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+            .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
+            .dense(inFeatures: nil, outFeatures: 3, bias: true)
+        ]
         let model = try Sequential(specs: specs, inputShape: [1, 5, 5], seed: 3)
         XCTAssertEqual(model.namedState.map(\.name), ["0.weight", "0.bias", "4.weight", "4.bias"])
         let x = randomTensor([2, 1, 5, 5], seed: 21)
@@ -164,7 +178,8 @@ final class GradientCheckTests: XCTestCase {
         let params = model.trainableParameters
         let values = params.map { $0.value.data.doubles }
         func loss(_ p: [[Double]]) -> Double {
-            var h = Ref.conv(x.data.doubles, n: 2, c: 1, h: 5, wd: 5, w: p[0], b: p[1], o: 2, k: 3, stride: 1, pad: 1)
+            var h = Ref.conv(
+                x.data.doubles, n: 2, c: 1, h: 5, wd: 5, w: p[0], b: p[1], o: 2, k: 3, stride: 1, pad: 1)
             h = Ref.clamp(h, cap: .infinity)
             h = Ref.pool(h, planes: 4, h: 5, w: 5, k: 2, stride: 2, pad: 0, max: true)
             h = Ref.dense(h, n: 2, w: p[2], b: p[3], inF: 8, outF: 3)
@@ -172,7 +187,9 @@ final class GradientCheckTests: XCTestCase {
         }
         XCTAssertEqual(r.loss, loss(values), accuracy: 1e-5)
         for (j, p) in params.enumerated() {
-            let n = numericGradient(values[j]) { v in var q = values; q[j] = v; return loss(q) }
+            let n = numericGradient(values[j]) { v in
+                var q = values; q[j] = v; return loss(q)
+            }
             XCTAssertLessThan(relativeError(p.grad.data, n), 1e-3, "parameter \(j)")
         }
     }

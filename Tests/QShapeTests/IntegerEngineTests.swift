@@ -11,7 +11,7 @@ import IntegerRuntime
 final class IntegerEngineTests: XCTestCase {
     /// The oracle: exact rational rounding of acc·m/2^s, half toward +∞, in 128-bit arithmetic.
     func oracle(_ acc: Int64, _ m: Int64, _ s: Int64) -> Int64 {
-        let p = acc.multipliedFullWidth(by: m)          // exact 128-bit product
+        let p = acc.multipliedFullWidth(by: m)  // exact 128-bit product
         guard s > 0 else { return Int64(truncatingIfNeeded: p.low) }
         // floor((p + 2^(s−1)) / 2^s) on the 128-bit value
         let half = UInt64(1) << UInt64(s - 1)
@@ -29,7 +29,8 @@ final class IntegerEngineTests: XCTestCase {
         for m: Int64 in [1, 3, 1 << 30, (1 << 31) - 1, 1_518_500_250] {
             for s: Int64 in [0, 1, 2, 7, 15, 30, 31] {
                 for acc in Int64(-2048)...2048 {
-                    XCTAssertEqual(requantize(acc, multiplier: m, shift: s, accumulatorLimit: limit), oracle(acc, m, s))
+                    XCTAssertEqual(
+                        requantize(acc, multiplier: m, shift: s, accumulatorLimit: limit), oracle(acc, m, s))
                 }
             }
         }
@@ -37,7 +38,9 @@ final class IntegerEngineTests: XCTestCase {
         for acc: Int64 in [Int64(Int32.min), Int64(Int32.max), -1, 0, 1] {
             for s: Int64 in [0, 31, 62] where !(s == 0 && abs(acc) > 1) {
                 let m: Int64 = (1 << 31) - 1
-                XCTAssertEqual(requantize(acc, multiplier: m, shift: s, accumulatorLimit: 1 << 31), oracle(acc, m, s), "acc \(acc) shift \(s)")
+                XCTAssertEqual(
+                    requantize(acc, multiplier: m, shift: s, accumulatorLimit: 1 << 31), oracle(acc, m, s),
+                    "acc \(acc) shift \(s)")
             }
         }
         // Ties: 5·(1/2) = 2.5 → 3, −5·(1/2) = −2.5 → −2 (half toward +∞), −7/4 = −1.75 → −2.
@@ -81,43 +84,71 @@ final class IntegerEngineTests: XCTestCase {
         func r(_ lo: Int, _ hi: Int) -> Int { lo + rng.below(hi - lo + 1) }
         for trial in 0..<20 {
             let wide = trial % 2 == 0
-            let extreme = trial % 5 == 0      // weights and inputs at ±32767
+            let extreme = trial % 5 == 0  // weights and inputs at ±32767
             let c = r(1, 3), h = r(3, 7), w = r(3, 7), o = r(1, 4), k = r(1, 3), s = r(1, 2), p = r(0, 1)
-            let wv = (0..<(o * c * k * k)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127)) }
-            let x = (0..<(c * h * w)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
+            let wv = (0..<(o * c * k * k)).map { _ in
+                Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127))
+            }
+            let x = (0..<(c * h * w)).map { _ in
+                Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255))
+            }
             let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
-            let mult = (0..<o).map { _ in Int64(r(1 << 14, (1 << 15) - 1)) }, shift = (0..<o).map { _ in Int64(r(10, 40)) }
-            let req = Requantization(multiplier: mult, shift: shift, outMin: -32767, outMax: 32767, accumulatorBits: wide ? 64 : 32)
-            let conv = IntegerConv(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, weight: wv,
-                                   weightBits: BitWidth(extreme ? 16 : 8)!, bias: bias, requant: req)
+            let mult = (0..<o).map { _ in Int64(r(1 << 14, (1 << 15) - 1)) },
+                shift = (0..<o).map { _ in Int64(r(10, 40)) }
+            let req = Requantization(
+                multiplier: mult, shift: shift, outMin: -32767, outMax: 32767, accumulatorBits: wide ? 64 : 32
+            )
+            let conv = IntegerConv(
+                inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, weight: wv,
+                weightBits: BitWidth(extreme ? 16 : 8)!, bias: bias, requant: req)
             let model = IntegerModel(inputShape: [c, h, w], layers: [.conv(conv)])
             let y = IntegerEngine(model).run(x)
             let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
             XCTAssertEqual(y.count, o * oh * ow)
             let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
-            for oc in 0..<o { for yy in 0..<oh { for xx in 0..<ow {
-                var acc = bias[oc]
-                for ic in 0..<c { for ky in 0..<k { for kx in 0..<k {
-                    let iy = yy * s - p + ky, ix = xx * s - p + kx
-                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
-                    acc += Int64(wv[((oc * c + ic) * k + ky) * k + kx]) * Int64(x[(ic * h + iy) * w + ix])
-                } } }
-                if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // the device would wrap; the converter refuses such layers
-                let clamped = min(max(acc, -accLimit), accLimit)
-                let expected = min(max(oracle(clamped, mult[oc], shift[oc]), -32767), 32767)
-                XCTAssertEqual(Int64(y[(oc * oh + yy) * ow + xx]), expected, "trial \(trial)")
-            } } }
+            for oc in 0..<o {
+                for yy in 0..<oh {
+                    for xx in 0..<ow {
+                        var acc = bias[oc]
+                        for ic in 0..<c {
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let iy = yy * s - p + ky, ix = xx * s - p + kx
+                                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                    acc +=
+                                        Int64(wv[((oc * c + ic) * k + ky) * k + kx])
+                                        * Int64(x[(ic * h + iy) * w + ix])
+                                }
+                            }
+                        }
+                        if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // the device would wrap; the converter refuses such layers
+                        let clamped = min(max(acc, -accLimit), accLimit)
+                        let expected = min(max(oracle(clamped, mult[oc], shift[oc]), -32767), 32767)
+                        XCTAssertEqual(Int64(y[(oc * oh + yy) * ow + xx]), expected, "trial \(trial)")
+                    }
+                }
+            }
         }
     }
 
     func testPoolingAndClampKernels() {
-        let x: [Int16] = [1, -3, 5, 7, 2, 2, -8, 0, 9, 4, -1, -1, 3, 3, 3, 4]   // 1×4×4
-        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 2, stride: 2, padding: 0)])).run(x), [2, 7, 9, 4])
+        let x: [Int16] = [1, -3, 5, 7, 2, 2, -8, 0, 9, 4, -1, -1, 3, 3, 3, 4]  // 1×4×4
+        XCTAssertEqual(
+            IntegerEngine(
+                IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 2, stride: 2, padding: 0)])
+            ).run(x), [2, 7, 9, 4])
         // (1 − 3 + 2 + 2)/4 = 0.5 → 1; (5 + 7 − 8 + 0)/4 = 1; (9 + 4 + 3 + 3)/4 = 4.75 → 5; (−1 − 1 + 3 + 4)/4 = 1.25 → 1
-        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.avgPool(kernel: 2, stride: 2)])).run(x), [1, 1, 5, 1])
-        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.globalAvgPool])).run(x), [2])   // 30/16 = 1.875
-        XCTAssertEqual(IntegerEngine(IntegerModel(inputShape: [16], layers: [.clamp(lo: 0, hi: 6)])).run(x).prefix(4), [1, 0, 5, 6])
-        let padded = IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 3, stride: 2, padding: 1)])).run(x)
+        XCTAssertEqual(
+            IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.avgPool(kernel: 2, stride: 2)])).run(
+                x), [1, 1, 5, 1])
+        XCTAssertEqual(
+            IntegerEngine(IntegerModel(inputShape: [1, 4, 4], layers: [.globalAvgPool])).run(x), [2])  // 30/16 = 1.875
+        XCTAssertEqual(
+            IntegerEngine(IntegerModel(inputShape: [16], layers: [.clamp(lo: 0, hi: 6)])).run(x).prefix(4),
+            [1, 0, 5, 6])
+        let padded = IntegerEngine(
+            IntegerModel(inputShape: [1, 4, 4], layers: [.maxPool(kernel: 3, stride: 2, padding: 1)])
+        ).run(x)
         XCTAssertEqual(padded, [2, 7, 9, 4])
     }
 
@@ -126,9 +157,11 @@ final class IntegerEngineTests: XCTestCase {
     /// floating-point type, and it imports nothing. The same scan finds an inferred literal.
     func testIntegerRuntimeContainsNoFloatingPoint() throws {
         let dir = "\(Fixtures.repository)/Sources/IntegerRuntime"
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }
+            .sorted()
         XCTAssertFalse(files.isEmpty)
-        let floating = try NSRegularExpression(pattern: #"\b(Float|Double|Float16|Float32|Float64|Float80|CGFloat)\b"#)
+        let floating = try NSRegularExpression(
+            pattern: #"\b(Float|Double|Float16|Float32|Float64|Float80|CGFloat)\b"#)
         func typeCheckedTree(_ paths: [String]) throws -> String {
             let swiftc = try Tool.require("swiftc", package: "the Swift toolchain")
             let p = Process()
@@ -143,7 +176,10 @@ final class IntegerEngineTests: XCTestCase {
             return String(decoding: data, as: UTF8.self)
         }
         func floatingTypes(_ tree: String) -> Set<String> {
-            Set(floating.matches(in: tree, range: NSRange(tree.startIndex..., in: tree)).map { (tree as NSString).substring(with: $0.range) })
+            Set(
+                floating.matches(in: tree, range: NSRange(tree.startIndex..., in: tree)).map {
+                    (tree as NSString).substring(with: $0.range)
+                })
         }
         let tree = try typeCheckedTree(files.map { "\(dir)/\($0)" })
         XCTAssertGreaterThan(tree.count, 10_000, "the dump holds the module")
@@ -151,11 +187,15 @@ final class IntegerEngineTests: XCTestCase {
         let imports = try NSRegularExpression(pattern: #"^\s*import\s+\w+"#, options: [.anchorsMatchLines])
         for f in files {
             let text = try String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)
-            XCTAssertEqual(imports.numberOfMatches(in: text, range: NSRange(text.startIndex..., in: text)), 0, "\(f) imports a module")
+            XCTAssertEqual(
+                imports.numberOfMatches(in: text, range: NSRange(text.startIndex..., in: text)), 0,
+                "\(f) imports a module")
         }
         // The control: a literal whose type is only inferred is found.
-        let probe = FileManager.default.temporaryDirectory.appendingPathComponent("qshape-float-probe-\(UUID().uuidString).swift")
-        try "public func scaled(_ x: Int) -> Int { let half = 0.5; return x + Int(half * 2) }\n".write(to: probe, atomically: true, encoding: .utf8)
+        let probe = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "qshape-float-probe-\(UUID().uuidString).swift")
+        try "public func scaled(_ x: Int) -> Int { let half = 0.5; return x + Int(half * 2) }\n".write(
+            to: probe, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: probe) }
         XCTAssertTrue(floatingTypes(try typeCheckedTree([probe.path])).contains("Double"))
     }
@@ -169,22 +209,28 @@ final class IntegerEngineTests: XCTestCase {
             let wide = trial % 2 == 0, extreme = trial % 5 == 0, relu = trial % 3 == 0
             let n = r(1, 70), o = r(1, 9), bits = extreme ? 16 : [2, 3, 4, 8][trial % 4]
             let qmax = (1 << (bits - 1)) - 1
-            let wv = (0..<(n * o)).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -qmax : qmax) : r(-qmax, qmax)) }
+            let wv = (0..<(n * o)).map { _ in
+                Int16(extreme ? (rng.below(2) == 0 ? -qmax : qmax) : r(-qmax, qmax))
+            }
             let x = (0..<n).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
             let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
             // The converter keeps |accumulator|·multiplier within 63 bits (the C checks it too).
             let mult = (0..<o).map { _ in Int64(r(1 << 14, extreme ? (1 << 15) - 1 : (1 << 31) - 1)) }
             let shift = (0..<o).map { _ in Int64(r(10, 50)) }
             let (lo, hi): (Int64, Int64) = relu ? (0, 255) : (-32767, 32767)
-            let req = Requantization(multiplier: mult, shift: shift, outMin: lo, outMax: hi, accumulatorBits: wide ? 64 : 32)
-            let dense = IntegerDense(inFeatures: n, outFeatures: o, weight: wv, weightBits: BitWidth(bits)!, bias: bias, requant: req)
+            let req = Requantization(
+                multiplier: mult, shift: shift, outMin: lo, outMax: hi, accumulatorBits: wide ? 64 : 32)
+            let dense = IntegerDense(
+                inFeatures: n, outFeatures: o, weight: wv, weightBits: BitWidth(bits)!, bias: bias,
+                requant: req)
             let y = IntegerEngine(IntegerModel(inputShape: [n], layers: [.dense(dense)])).run(x)
             XCTAssertEqual(y.count, o)
             let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
             for oc in 0..<o {
                 let acc = (0..<n).reduce(bias[oc]) { $0 + Int64(wv[oc * n + $1]) * Int64(x[$1]) }
                 if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // refused by the converter
-                let expected = min(max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
+                let expected = min(
+                    max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
                 XCTAssertEqual(Int64(y[oc]), expected, "trial \(trial), output \(oc)")
             }
         }

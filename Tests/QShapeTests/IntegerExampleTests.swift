@@ -14,7 +14,9 @@ final class IntegerExampleTests: XCTestCase {
         let sW = 1 / Double(q.factors[0])
         let bq = [0.1, -0.05].map { Int64(($0 / (sIn * sW)).rounded()) }
         XCTAssertEqual(bq, [6747, -3373])
-        let acc = (0..<2).map { o in bq[o] + (0..<3).reduce(Int64(0)) { $0 + Int64(q.values[o * 3 + $1]) * xq[$1] } }
+        let acc = (0..<2).map { o in
+            bq[o] + (0..<3).reduce(Int64(0)) { $0 + Int64(q.values[o * 3 + $1]) * xq[$1] }
+        }
         XCTAssertEqual(acc, [7127, 20638])
         let worst = bq[0] + Int64(95 + 38 + 16) * 255
         XCTAssertEqual(bitsNeeded(worst), 17)
@@ -22,7 +24,9 @@ final class IntegerExampleTests: XCTestCase {
         let (m0, shift) = Converter.fixedPoint(sIn * sW / sOut, bits: 31)
         XCTAssertEqual(m0, 1_731_514_374)
         XCTAssertEqual(shift, 38)
-        let out = acc.map { saturate(requantize($0, multiplier: m0, shift: shift, accumulatorLimit: Int64(Int32.max)), 0, 255) }
+        let out = acc.map {
+            saturate(requantize($0, multiplier: m0, shift: shift, accumulatorLimit: Int64(Int32.max)), 0, 255)
+        }
         XCTAssertEqual(out, [45, 130])
     }
 }

@@ -5,31 +5,44 @@ import Tensors
 final class KernelTests: XCTestCase {
     func testGemmMatchesNaiveTwinForEveryTransposeAndAwkwardShapes() {
         for (m, n, k) in [(1, 1, 1), (1, 7, 3), (5, 1, 9), (13, 17, 19), (64, 3, 128), (2, 33, 1)] {
-            for ta in [false, true] { for tb in [false, true] { for (alpha, beta) in [(Float(1), Float(0)), (0.5, 2)] {
-                let a = randomTensor([m * k], seed: 1).data, b = randomTensor([k * n], seed: 2).data
-                let c0 = randomTensor([m * n], seed: 3).data
-                var fast = c0, slow = c0
-                let lda = ta ? m : k, ldb = tb ? k : n
-                fast.withUnsafeMutableBufferPointer { c in
-                    gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                         beta: beta, c: c.baseAddress!, ldc: n)
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    for (alpha, beta) in [(Float(1), Float(0)), (0.5, 2)] {
+                        let a = randomTensor([m * k], seed: 1).data, b = randomTensor([k * n], seed: 2).data
+                        let c0 = randomTensor([m * n], seed: 3).data
+                        var fast = c0, slow = c0
+                        let lda = ta ? m : k, ldb = tb ? k : n
+                        fast.withUnsafeMutableBufferPointer { c in
+                            gemm(
+                                transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b,
+                                ldb: ldb,
+                                beta: beta, c: c.baseAddress!, ldc: n)
+                        }
+                        slow.withUnsafeMutableBufferPointer { c in
+                            gemmNaive(
+                                transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b,
+                                ldb: ldb,
+                                beta: beta, c: c.baseAddress!, ldc: n)
+                        }
+                        for i in 0..<(m * n) {
+                            XCTAssertEqual(
+                                fast[i], slow[i], accuracy: 1e-4 * Float(k),
+                                "m\(m) n\(n) k\(k) tA \(ta) tB \(tb)")
+                        }
+                    }
                 }
-                slow.withUnsafeMutableBufferPointer { c in
-                    gemmNaive(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                              beta: beta, c: c.baseAddress!, ldc: n)
-                }
-                for i in 0..<(m * n) {
-                    XCTAssertEqual(fast[i], slow[i], accuracy: 1e-4 * Float(k), "m\(m) n\(n) k\(k) tA \(ta) tB \(tb)")
-                }
-            } } }
+            }
         }
     }
 
     func testIm2colMatchesNaiveTwinAndCol2imIsItsAdjoint() {
-        let cases = [(2, 3, 7, 6, 3, 2, 1), (1, 1, 5, 5, 1, 1, 0), (2, 2, 4, 9, 3, 1, 2), (1, 2, 8, 8, 2, 2, 0),
-                     (1, 1, 3, 3, 3, 3, 1), (2, 1, 6, 5, 5, 3, 2)]
+        let cases = [
+            (2, 3, 7, 6, 3, 2, 1), (1, 1, 5, 5, 1, 1, 0), (2, 2, 4, 9, 3, 1, 2), (1, 2, 8, 8, 2, 2, 0),
+            (1, 1, 3, 3, 3, 3, 1), (2, 1, 6, 5, 5, 3, 2)
+        ]
         for (n, c, h, w, k, s, p) in cases {
-            let g = ConvGeometry(batch: n, channels: c, height: h, width: w, kernelH: k, kernelW: k, stride: s, padding: p)
+            let g = ConvGeometry(
+                batch: n, channels: c, height: h, width: w, kernelH: k, kernelW: k, stride: s, padding: p)
             let x = randomTensor([n * c * h * w], seed: 4).data
             var fast = [Float](repeating: .nan, count: g.patchSize * g.columns), slow = fast
             fast.withUnsafeMutableBufferPointer { im2col(g, input: x, cols: $0.baseAddress!) }

@@ -16,8 +16,11 @@ final class PenaltyTests: XCTestCase {
         switch kind {
         case "normal": return (0..<n).map { _ in 0.05 * rng.normal() }
         case "uniform": return (0..<n).map { _ in rng.uniform(-0.08, 0.08) }
-        case "laplace": return (0..<n).map { _ in
-            let u = rng.uniform(-0.5, 0.5); return Float(-0.03 * (u < 0 ? -1 : 1) * _log(1 - 2 * Double(abs(u)))) }
+        case "laplace":
+            return (0..<n).map { _ in
+                let u = rng.uniform(-0.5, 0.5);
+                return Float(-0.03 * (u < 0 ? -1 : 1) * _log(1 - 2 * Double(abs(u))))
+            }
         case "skewed": return (0..<n).map { _ in Float(0.02 * _exp(Double(rng.normal()))) - 0.03 }
         default:  // one outlier
             var w = (0..<n).map { _ in 0.05 * rng.normal() }
@@ -30,17 +33,23 @@ final class PenaltyTests: XCTestCase {
 
     /// The fast passes against the Double reference (`PenaltyReference`): the same values, and
     /// the same gradient; the reference's gradient against central finite differences of its values.
-    func checkGradient(_ w: [Float], _ scales: [PenaltyTerm: Double], _ configure: (inout PenaltySettings) -> Void = { _ in },
-                       label: String, file: StaticString = #filePath, line: UInt = #line) {
+    func checkGradient(
+        _ w: [Float], _ scales: [PenaltyTerm: Double],
+        _ configure: (inout PenaltySettings) -> Void = { _ in },
+        label: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
         var s = PenaltySettings(Set(scales.keys))
         configure(&s)
         let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
         let value = st.values(s).reduce(0.0) { $0 + (scales[$1.key] ?? 0) * $1.value }
         let wd = w.doubles
-        XCTAssertEqual(value, PenaltyReference.total(wd, s, scales: scales), accuracy: 1e-5 * max(1, abs(value)),
-                       "\(label) value", file: file, line: line)
+        XCTAssertEqual(
+            value, PenaltyReference.total(wd, s, scales: scales), accuracy: 1e-5 * max(1, abs(value)),
+            "\(label) value", file: file, line: line)
         var g = [Float](repeating: 0, count: w.count)
-        w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in Penalties.addGradient(wp, gp, st, s, scales: scales) } }
+        w.withUnsafeBufferPointer { wp in
+            g.withUnsafeMutableBufferPointer { gp in Penalties.addGradient(wp, gp, st, s, scales: scales) }
+        }
         let reference = PenaltyReference.gradient(wd, s, scales: scales)
         // Where u = w·qmax/M is within 10⁻³ of a rounding tie, Float and Double may round it apart.
         let qk = Double(BitWidth.qmax(s.quantErrorBits)) / (wd.map(abs).max() ?? 1)
@@ -51,29 +60,49 @@ final class PenaltyTests: XCTestCase {
         // The residuals of u up to qmax = 127 lose 7 of Float's 24 bits: the maximum's push, from
         // mean((u − r)·u) over the group, is then good to a few 10⁻⁴.
         let tolerance = s.has(.quantError) ? 5e-4 : 1e-4
-        XCTAssertLessThan(relativeError(g, all), tolerance, "\(label): fast against reference", file: file, line: line)
-        let indices = w.count <= 400 ? Array(0..<w.count) : (0..<400).map { ($0 * 7919) % w.count } + [w.count / 3]
+        XCTAssertLessThan(
+            relativeError(g, all), tolerance, "\(label): fast against reference", file: file, line: line)
+        let indices =
+            w.count <= 400 ? Array(0..<w.count) : (0..<400).map { ($0 * 7919) % w.count } + [w.count / 3]
         let h = 1e-7 * (w.map { Double(abs($0)) }.max() ?? 1)
-        let numeric = numericGradient(wd, indices: indices, h: h) { PenaltyReference.total($0, s, scales: scales) }
-        XCTAssertLessThan(relativeError(reference.map(Float.init), numeric), 1e-4, "\(label): reference against finite differences",
-                          file: file, line: line)
+        let numeric = numericGradient(wd, indices: indices, h: h) {
+            PenaltyReference.total($0, s, scales: scales)
+        }
+        XCTAssertLessThan(
+            relativeError(reference.map(Float.init), numeric), 1e-4,
+            "\(label): reference against finite differences",
+            file: file, line: line)
     }
 
     func testKurtosisAndSkewnessGradients() {
-        for kind in Self.distributions { for n in [7, 64, 1001] {
-            checkGradient(Self.sample(kind, n, seed: 1), [.kurtosis: 1], { $0.kurtosisTarget = 1.8 }, label: "kurtosis \(kind) n=\(n)")
-            checkGradient(Self.sample(kind, n, seed: 2), [.skewness: 0.7], { $0.skewnessTarget = 0.2 }, label: "skewness \(kind) n=\(n)")
-        } }
+        for kind in Self.distributions {
+            for n in [7, 64, 1001] {
+                checkGradient(
+                    Self.sample(kind, n, seed: 1), [.kurtosis: 1], { $0.kurtosisTarget = 1.8 },
+                    label: "kurtosis \(kind) n=\(n)")
+                checkGradient(
+                    Self.sample(kind, n, seed: 2), [.skewness: 0.7], { $0.skewnessTarget = 0.2 },
+                    label: "skewness \(kind) n=\(n)")
+            }
+        }
     }
 
     func testRangeGradient() {
-        for kind in Self.distributions { for n in [9, 100, 2003] {
-            checkGradient(Self.sample(kind, n, seed: 3), [.range: 0.5], { $0.rangeTarget = 1.2; $0.rangeSharpness = 20 },
-                          label: "range \(kind) n=\(n)")
-            // At the default target some groups are within it by the bound max s + ln(n)/β alone
-            // (uniform), others not (outlier): both agree with the reference.
-            checkGradient(Self.sample(kind, n, seed: 3), [.range: 0.5], { $0.rangeTarget = 3 }, label: "range, target 3, \(kind) n=\(n)")
-        } }
+        for kind in Self.distributions {
+            for n in [9, 100, 2003] {
+                checkGradient(
+                    Self.sample(kind, n, seed: 3), [.range: 0.5],
+                    {
+                        $0.rangeTarget = 1.2; $0.rangeSharpness = 20
+                    },
+                    label: "range \(kind) n=\(n)")
+                // At the default target some groups are within it by the bound max s + ln(n)/β alone
+                // (uniform), others not (outlier): both agree with the reference.
+                checkGradient(
+                    Self.sample(kind, n, seed: 3), [.range: 0.5], { $0.rangeTarget = 3 },
+                    label: "range, target 3, \(kind) n=\(n)")
+            }
+        }
         var s = PenaltySettings([.range])
         s.rangeTarget = 3
         let uniform = Self.sample("uniform", 2003, seed: 3)
@@ -91,30 +120,42 @@ final class PenaltyTests: XCTestCase {
             let m = wd.map(abs).max()! / PenaltyReference.moments(wd).m2.squareRoot()
             var s = PenaltySettings([.kurtosis, .range])
             s.rangeTarget = r + 0.1
-            XCTAssertGreaterThan(m + _log(2003) / 20, s.rangeTarget, "\(kind): the first bound does not decide")
+            XCTAssertGreaterThan(
+                m + _log(2003) / 20, s.rangeTarget, "\(kind): the first bound does not decide")
             let within = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
             XCTAssertLessThanOrEqual(within.range, s.rangeTarget, kind)
-            XCTAssertGreaterThan(within.range, r + 1e-6, "\(kind): the bound, not R itself: no exponentials over the whole group")
+            XCTAssertGreaterThan(
+                within.range, r + 1e-6,
+                "\(kind): the bound, not R itself: no exponentials over the whole group")
             XCTAssertEqual(within.values(s)[.range], 0)
-            checkGradient(w, [.kurtosis: 1, .range: 1], { $0.rangeTarget = r + 0.1 }, label: "range within its target, \(kind)")
+            checkGradient(
+                w, [.kurtosis: 1, .range: 1], { $0.rangeTarget = r + 0.1 },
+                label: "range within its target, \(kind)")
             s.rangeTarget = r - 0.02
             let beyond = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
             XCTAssertEqual(beyond.range, r, accuracy: 1e-5, kind)
-            checkGradient(w, [.kurtosis: 1, .range: 1], { $0.rangeTarget = r - 0.02 }, label: "range beyond its target, \(kind)")
+            checkGradient(
+                w, [.kurtosis: 1, .range: 1], { $0.rangeTarget = r - 0.02 },
+                label: "range beyond its target, \(kind)")
         }
     }
 
     func testQuantisationErrorGradient() {
-        for kind in Self.distributions { for bits in [3, 4, 8] {
-            checkGradient(Self.sample(kind, 515, seed: 4), [.quantError: 2], { $0.quantErrorBits = bits },
-                          label: "quant_error \(kind) \(bits) bits")
-        } }
+        for kind in Self.distributions {
+            for bits in [3, 4, 8] {
+                checkGradient(
+                    Self.sample(kind, 515, seed: 4), [.quantError: 2], { $0.quantErrorBits = bits },
+                    label: "quant_error \(kind) \(bits) bits")
+            }
+        }
     }
 
     func testAllTermsTogetherAndL2() {
         for kind in Self.distributions {
-            checkGradient(Self.sample(kind, 777, seed: 5), [.kurtosis: 1, .skewness: 0.5, .range: 0.3, .quantError: 0.2, .l2: 0.01],
-                          { $0.rangeTarget = 1.5 }, label: "all \(kind)")
+            checkGradient(
+                Self.sample(kind, 777, seed: 5),
+                [.kurtosis: 1, .skewness: 0.5, .range: 0.3, .quantError: 0.2, .l2: 0.01],
+                { $0.rangeTarget = 1.5 }, label: "all \(kind)")
         }
     }
 
@@ -122,14 +163,20 @@ final class PenaltyTests: XCTestCase {
     /// zero): u = 0.5 → −0.5, u = −2.5 → +0.5, in the vector lanes and in the scalar tail alike.
     func testQuantisationResidualAtTiesFollowsHalfAwayRounding() {
         var s = PenaltySettings([.quantError])
-        s.quantErrorBits = 3                         // qmax = 3
-        let u: [Float] = [0.5, -0.5, 1.5, -2.5, 0.25, -1.75, 2.5, 0.1, -1.5, 3, 0.5, -0.5, 2.5, -2.5, 1.2, -0.9, 0.5]
-        let w = u.map { $0 / 3 }, us = w.map { $0 * 3 }                      // max|w| = 1: u = 3w
-        XCTAssertGreaterThanOrEqual(us.filter { $0 - $0.rounded(.down) == 0.5 }.count, 8, "the fixture has ties")
+        s.quantErrorBits = 3  // qmax = 3
+        let u: [Float] = [
+            0.5, -0.5, 1.5, -2.5, 0.25, -1.75, 2.5, 0.1, -1.5, 3, 0.5, -0.5, 2.5, -2.5, 1.2, -0.9, 0.5
+        ]
+        let w = u.map { $0 / 3 }, us = w.map { $0 * 3 }  // max|w| = 1: u = 3w
+        XCTAssertGreaterThanOrEqual(
+            us.filter { $0 - $0.rounded(.down) == 0.5 }.count, 8, "the fixture has ties")
         let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
         var g = [Float](repeating: 0, count: w.count)
-        w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in
-            Penalties.addGradient(wp, gp, st, s, scales: [.quantError: 1]) } }
+        w.withUnsafeBufferPointer { wp in
+            g.withUnsafeMutableBufferPointer { gp in
+                Penalties.addGradient(wp, gp, st, s, scales: [.quantError: 1])
+            }
+        }
         for (j, x) in us.enumerated() where j != st.argMax {
             let residual = x - x.rounded(.toNearestOrAwayFromZero)
             XCTAssertEqual(g[j], 2 / Float(w.count) * 3 * residual, accuracy: 1e-6, "u = \(x)")
@@ -140,9 +187,12 @@ final class PenaltyTests: XCTestCase {
     /// `qshape bench`'s per-term cost: every term, the forced range term and both "all" cases,
     /// each a real (positive) time on the example network's weight count.
     func testBenchPenaltyCostsCoverEveryTerm() throws {
-        let costs = try BenchWorkflow.penaltyCosts(network: "fashion-mlp", layers: try BenchWorkflow.networks()[0].layers)
-        XCTAssertEqual(costs.map(\.term), PenaltyTerm.allCases.map(\.rawValue)
-                       + ["range on every weight", "all", "all, range on every weight"])
+        let costs = try BenchWorkflow.penaltyCosts(
+            network: "fashion-mlp", layers: try BenchWorkflow.networks()[0].layers)
+        XCTAssertEqual(
+            costs.map(\.term),
+            PenaltyTerm.allCases.map(\.rawValue)
+                + ["range on every weight", "all", "all, range on every weight"])
         for c in costs {
             XCTAssertEqual(c.weights, 784 * 256 + 256 * 128 + 128 * 10)
             XCTAssertGreaterThan(c.millisecondsPerStep, 0, c.term)
@@ -153,8 +203,10 @@ final class PenaltyTests: XCTestCase {
     func testTimedLossTermIsTransparent() throws {
         let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 20, outFeatures: 7, bias: true)]
         let config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
-        let a = try Sequential(specs: specs, inputShape: [20], seed: 3), b = try Sequential(specs: specs, inputShape: [20], seed: 3)
-        let plain = ShapingLossTerm(config, model: a), timed = TimedLossTerm(ShapingLossTerm(config, model: b))
+        let a = try Sequential(specs: specs, inputShape: [20], seed: 3),
+            b = try Sequential(specs: specs, inputShape: [20], seed: 3)
+        let plain = ShapingLossTerm(config, model: a),
+            timed = TimedLossTerm(ShapingLossTerm(config, model: b))
         XCTAssertEqual(timed.millisecondsPerCall, 0)
         for _ in 0..<3 {
             a.zeroGradients(); b.zeroGradients()
@@ -170,8 +222,12 @@ final class PenaltyTests: XCTestCase {
             let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
             for v in st.values(s).values { XCTAssertTrue(v.isFinite) }
             var g = [Float](repeating: 0, count: w.count)
-            w.withUnsafeBufferPointer { wp in g.withUnsafeMutableBufferPointer { gp in
-                Penalties.addGradient(wp, gp, st, s, scales: [.kurtosis: 1, .skewness: 1, .range: 1, .quantError: 1]) } }
+            w.withUnsafeBufferPointer { wp in
+                g.withUnsafeMutableBufferPointer { gp in
+                    Penalties.addGradient(
+                        wp, gp, st, s, scales: [.kurtosis: 1, .skewness: 1, .range: 1, .quantError: 1])
+                }
+            }
             XCTAssertEqual(g, [Float](repeating: 0, count: w.count))
         }
     }
@@ -180,7 +236,7 @@ final class PenaltyTests: XCTestCase {
         let s = PenaltySettings([.kurtosis])
         let w = Self.sample("skewed", 3000, seed: 6)
         let exact = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
-        for hint: Float in [0, 0.05, -0.01] {   // the previous step's mean is close; 0 is the worst fallback
+        for hint: Float in [0, 0.05, -0.01] {  // the previous step's mean is close; 0 is the worst fallback
             let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s, meanHint: hint) }
             XCTAssertEqual(st.kurtosis, exact.kurtosis, accuracy: 1e-3 * exact.kurtosis)
             XCTAssertEqual(st.mean, exact.mean, accuracy: 1e-7)
@@ -189,8 +245,11 @@ final class PenaltyTests: XCTestCase {
 
     /// The whole loss term: per-channel scope, aggregation over layers and λ, against the reference.
     func testLossTermAggregatesChannelsAndLayers() throws {
-        let model = try Sequential(specs: [.flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
-                                           .dense(inFeatures: nil, outFeatures: 3, bias: true)], inputShape: [12], seed: 4)
+        let model = try Sequential(
+            specs: [
+                .flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
+                .dense(inFeatures: nil, outFeatures: 3, bias: true)
+            ], inputShape: [12], seed: 4)
         for aggregate in ShapingConfig.Aggregate.allCases {
             var c = ShapingConfig()
             c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .channel, aggregate: aggregate)
@@ -204,26 +263,41 @@ final class PenaltyTests: XCTestCase {
             let w1 = model.namedState[0].parameter, w3 = model.namedState[2].parameter
             func layerKurt(_ w: [Double], rows: Int) -> Double {
                 let size = w.count / rows
-                return (0..<rows).map { r in let k = PenaltyReference.kurtosis(Array(w[(r * size)..<((r + 1) * size)])); return (k - 2) * (k - 2) }
-                    .reduce(0, +) / Double(rows)
+                return (0..<rows).map { r in
+                    let k = PenaltyReference.kurtosis(Array(w[(r * size)..<((r + 1) * size)]));
+                    return (k - 2) * (k - 2)
+                }
+                .reduce(0, +) / Double(rows)
             }
             func layerSkew(_ w: [Double]) -> Double { let s = PenaltyReference.skewness(w); return s * s }
             func layerQuant(_ w: [Double], rows: Int) -> Double {
                 let size = w.count / rows
-                return (0..<rows).map { r in PenaltyReference.quantError(Array(w[(r * size)..<((r + 1) * size)]), bits: 3) }
-                    .reduce(0, +) / Double(rows)
+                return (0..<rows).map { r in
+                    PenaltyReference.quantError(Array(w[(r * size)..<((r + 1) * size)]), bits: 3)
+                }
+                .reduce(0, +) / Double(rows)
             }
             func agg(_ a: Double, _ b: Double) -> Double {
-                switch aggregate { case .mean: (a + b) / 2; case .sum: a + b; case .max: max(a, b) }
+                switch aggregate {
+                case .mean: (a + b) / 2;
+                case .sum: a + b;
+                case .max: max(a, b)
+                }
             }
             func total(_ a: [Double], _ b: [Double]) -> Double {
-                0.8 * agg(layerKurt(a, rows: 5), layerKurt(b, rows: 3)) + 0.3 * agg(layerSkew(a), layerSkew(b))
+                0.8 * agg(layerKurt(a, rows: 5), layerKurt(b, rows: 3)) + 0.3
+                    * agg(layerSkew(a), layerSkew(b))
                     + 0.5 * agg(layerQuant(a, rows: 5), layerQuant(b, rows: 3))
             }
             let a = w1.value.data.doubles, b = w3.value.data.doubles
-            XCTAssertEqual((values["kurtosis"] ?? 0) + (values["skewness"] ?? 0) + (values["quant_error"] ?? 0), total(a, b), accuracy: 1e-6)
-            XCTAssertEqual(values["quant_error"] ?? 0, 0.5 * agg(layerQuant(a, rows: 5), layerQuant(b, rows: 3)), accuracy: 1e-7)
-            let na = numericGradient(a, h: 1e-7) { total($0, b) }, nb = numericGradient(b, h: 1e-7) { total(a, $0) }
+            XCTAssertEqual(
+                (values["kurtosis"] ?? 0) + (values["skewness"] ?? 0) + (values["quant_error"] ?? 0),
+                total(a, b), accuracy: 1e-6)
+            XCTAssertEqual(
+                values["quant_error"] ?? 0, 0.5 * agg(layerQuant(a, rows: 5), layerQuant(b, rows: 3)),
+                accuracy: 1e-7)
+            let na = numericGradient(a, h: 1e-7) { total($0, b) },
+                nb = numericGradient(b, h: 1e-7) { total(a, $0) }
             XCTAssertLessThan(relativeError(w1.grad.data, na), 1e-4, "\(aggregate) layer 1")
             XCTAssertLessThan(relativeError(w3.grad.data, nb), 1e-4, "\(aggregate) layer 3")
         }
@@ -232,13 +306,16 @@ final class PenaltyTests: XCTestCase {
     /// The loss term adds to its layers' gradients (the trainer zeroes them first): over earlier
     /// contents, with two scopes on a layer, and nothing while the warm-up has not begun.
     func testLossTermAddsToTheGradients() throws {
-        let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
-                                  .dense(inFeatures: nil, outFeatures: 3, bias: true)]
+        let specs: [LayerSpec] = [
+            .flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
+            .dense(inFeatures: nil, outFeatures: 3, bias: true)
+        ]
         var c = ShapingConfig()
         c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .tensor, aggregate: .mean)
         c.terms[.skewness] = .init(weight: 0.3, target: 0, scope: .channel, aggregate: .mean)
         c.terms[.quantError] = .init(weight: 0.5, target: nil, scope: .channel, aggregate: .mean)
-        let a = try Sequential(specs: specs, inputShape: [12], seed: 4), b = try Sequential(specs: specs, inputShape: [12], seed: 4)
+        let a = try Sequential(specs: specs, inputShape: [12], seed: 4),
+            b = try Sequential(specs: specs, inputShape: [12], seed: 4)
         let ta = ShapingLossTerm(c, model: a), tb = ShapingLossTerm(c, model: b)
         for epoch in [1.0, 2.0] {
             a.zeroGradients()
@@ -247,14 +324,18 @@ final class PenaltyTests: XCTestCase {
             XCTAssertEqual(ta.addGradients(model: a, epoch: epoch), tb.addGradients(model: b, epoch: epoch))
             for (pa, (pb, g)) in zip(a.trainableParameters, zip(b.trainableParameters, before)) {
                 // Two scopes add in turn, so only the rounding of the sum may differ.
-                for (x, y) in zip(pb.grad.data, zip(g, pa.grad.data).map { $0 + $1 }) { XCTAssertEqual(x, y, accuracy: 1e-6, pa.name) }
+                for (x, y) in zip(pb.grad.data, zip(g, pa.grad.data).map { $0 + $1 }) {
+                    XCTAssertEqual(x, y, accuracy: 1e-6, pa.name)
+                }
             }
         }
         c.warmupEpochs = 2; c.startEpoch = 1
         let late = ShapingLossTerm(c, model: b)
         b.zeroGradients()
         XCTAssertEqual(late.addGradients(model: b, epoch: 0.5), [:])
-        for p in b.trainableParameters { XCTAssertEqual(p.grad.data, [Float](repeating: 0, count: p.grad.count)) }
+        for p in b.trainableParameters {
+            XCTAssertEqual(p.grad.data, [Float](repeating: 0, count: p.grad.count))
+        }
     }
 
     func testWarmUpAndStartEpoch() {

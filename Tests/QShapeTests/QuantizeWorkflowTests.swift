@@ -16,7 +16,9 @@ final class QuantizeWorkflowTests: XCTestCase {
     /// A briefly trained example network on the fixture (trained once per test class run).
     func trained(_ example: String, steps: Int = 40, extra: [String] = []) throws -> (Config, String) {
         let dir = temporaryDirectory(self)
-        let c = try Config.load(path: Fixtures.example(example), overrides: fixture + ["training.epochs=1", "training.max_steps_per_epoch=\(steps)"] + extra)
+        let c = try Config.load(
+            path: Fixtures.example(example),
+            overrides: fixture + ["training.epochs=1", "training.max_steps_per_epoch=\(steps)"] + extra)
         _ = try TrainWorkflow.run(c, outDir: "\(dir)/run", force: false, observer: nil)
         return (c, "\(dir)/run/model.safetensors")
     }
@@ -93,11 +95,14 @@ final class QuantizeWorkflowTests: XCTestCase {
     }
 
     func testBatchNormIsFoldedExactly() throws {
-        let model = try Sequential(specs: [.conv2d(inChannels: 1, outChannels: 3, kernel: 3, stride: 1, padding: 1, bias: false),
-                                           .batchnorm2d(eps: 1e-5, momentum: 0.1), .relu, .dropout(p: 0.3), .flatten,
-                                           .dense(inFeatures: nil, outFeatures: 4, bias: true), .batchnorm1d(eps: 1e-5, momentum: 0.1)],
-                                   inputShape: [1, 5, 5], seed: 3)
-        for _ in 0..<3 { _ = model.forward(randomTensor([8, 1, 5, 5], seed: 9), training: true) }   // running statistics
+        let model = try Sequential(
+            specs: [
+                .conv2d(inChannels: 1, outChannels: 3, kernel: 3, stride: 1, padding: 1, bias: false),
+                .batchnorm2d(eps: 1e-5, momentum: 0.1), .relu, .dropout(p: 0.3), .flatten,
+                .dense(inFeatures: nil, outFeatures: 4, bias: true), .batchnorm1d(eps: 1e-5, momentum: 0.1)
+            ],
+            inputShape: [1, 5, 5], seed: 3)
+        for _ in 0..<3 { _ = model.forward(randomTensor([8, 1, 5, 5], seed: 9), training: true) }  // running statistics
         let folded = try Converter.fold(model)
         XCTAssertEqual(folded.specs.count, 4)
         let x = randomTensor([4, 1, 5, 5], seed: 10)
@@ -108,9 +113,12 @@ final class QuantizeWorkflowTests: XCTestCase {
 
     func testQATFineTunesTowardTheQuantisedModel() throws {
         let dir = temporaryDirectory(self)
-        let c = try Config.load(path: Fixtures.example("fashion-mlp.yaml"),
-                                overrides: fixture + ["training.epochs=1", "training.max_steps_per_epoch=30",
-                                                      "quantize.bits=[3]", "quantize.qat.epochs=1", "quantize.qat.activations=true"])
+        let c = try Config.load(
+            path: Fixtures.example("fashion-mlp.yaml"),
+            overrides: fixture + [
+                "training.epochs=1", "training.max_steps_per_epoch=30",
+                "quantize.bits=[3]", "quantize.qat.epochs=1", "quantize.qat.activations=true"
+            ])
         let s = try TrainWorkflow.run(c, outDir: "\(dir)/run", force: false, observer: nil)
         XCTAssertEqual(s.metrics.map(\.phase), [nil, "qat"])
         let q = try XCTUnwrap(s.quantization)
@@ -124,17 +132,27 @@ final class QuantizeWorkflowTests: XCTestCase {
     func testQuantizeCommandJSON() throws {
         let (_, weights) = try trained("fashion-mlp.yaml", steps: 10)
         let dir = temporaryDirectory(self)
-        let r = try qshape(["quantize", Fixtures.example("fashion-mlp.yaml"), "--weights", weights, "--bits", "8", "4",
-                            "--json", "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
+        let r = try qshape(
+            [
+                "quantize", Fixtures.example("fashion-mlp.yaml"), "--weights", weights, "--bits", "8", "4",
+                "--json", "--set", "data.dir=\(Fixtures.fashion)"
+            ], in: dir)
         XCTAssertEqual(r.status, 0, r.stderr)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         XCTAssertNotNil(obj["float_accuracy"] as? Double)
         let results = obj["results"] as! [[String: Any]]
         XCTAssertEqual(results.count, 2)
-        for key in ["simulated_accuracy", "integer_accuracy", "agreement", "layers"] { XCTAssertNotNil(results[0][key], key) }
-        let w = try qshape(["quantize", Fixtures.example("fashion-mlp.yaml"), "--weights", weights, "--bits", "3",
-                            "--weights-only", "--json", "--set", "data.dir=\(Fixtures.fashion)"], in: dir)
-        let wo = (try JSONSerialization.jsonObject(with: Data(w.stdout.utf8)) as! [String: Any])["results"] as! [[String: Any]]
+        for key in ["simulated_accuracy", "integer_accuracy", "agreement", "layers"] {
+            XCTAssertNotNil(results[0][key], key)
+        }
+        let w = try qshape(
+            [
+                "quantize", Fixtures.example("fashion-mlp.yaml"), "--weights", weights, "--bits", "3",
+                "--weights-only", "--json", "--set", "data.dir=\(Fixtures.fashion)"
+            ], in: dir)
+        let wo =
+            (try JSONSerialization.jsonObject(with: Data(w.stdout.utf8)) as! [String: Any])["results"]
+            as! [[String: Any]]
         XCTAssertNotNil(wo[0]["simulated_accuracy"])
         XCTAssertNil(wo[0]["integer_accuracy"])
     }
@@ -142,10 +160,13 @@ final class QuantizeWorkflowTests: XCTestCase {
 
 extension QuantizeWorkflowTests {
     func testEqualizationKeepsTheFunctionAndBalancesRanges() throws {
-        let model = try Sequential(specs: [.conv2d(inChannels: 1, outChannels: 4, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
-                                           .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
-                                           .dense(inFeatures: nil, outFeatures: 5, bias: true), .relu,
-                                           .dense(inFeatures: nil, outFeatures: 3, bias: true)], inputShape: [1, 6, 6], seed: 2)
+        let model = try Sequential(
+            specs: [
+                .conv2d(inChannels: 1, outChannels: 4, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                .maxpool2d(kernel: 2, stride: nil, padding: 0), .flatten,
+                .dense(inFeatures: nil, outFeatures: 5, bias: true), .relu,
+                .dense(inFeatures: nil, outFeatures: 3, bias: true)
+            ], inputShape: [1, 6, 6], seed: 2)
         // Make channel 0 of the conv ten times wider than the rest.
         let w = model.layers[0].state[0]
         for j in 0..<9 { w.value.data[j] *= 10 }

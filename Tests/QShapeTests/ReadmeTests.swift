@@ -9,7 +9,8 @@ final class ReadmeTests: XCTestCase {
     static func useCommands() throws -> [[String]] {
         let readme = try String(contentsOfFile: "\(Fixtures.repository)/README.md", encoding: .utf8)
         let use = try XCTUnwrap(readme.components(separatedBy: "\n## Use\n").dropFirst().first)
-        let block = try XCTUnwrap(use.components(separatedBy: "```sh\n").dropFirst().first?.components(separatedBy: "\n```").first)
+        let block = try XCTUnwrap(
+            use.components(separatedBy: "```sh\n").dropFirst().first?.components(separatedBy: "\n```").first)
         return block.replacingOccurrences(of: "\\\n", with: " ").split(separator: "\n").map { line in
             let code = line.components(separatedBy: " #").first ?? String(line)
             return code.split(separator: " ").map(String.init)
@@ -18,7 +19,8 @@ final class ReadmeTests: XCTestCase {
 
     func testUseSectionRunsAsWritten() throws {
         let dir = temporaryDirectory(self)
-        try FileManager.default.createSymbolicLink(atPath: "\(dir)/Examples", withDestinationPath: "\(Fixtures.repository)/Examples")
+        try FileManager.default.createSymbolicLink(
+            atPath: "\(dir)/Examples", withDestinationPath: "\(Fixtures.repository)/Examples")
         let data = ["--set", "data.dir=\(Fixtures.fashion)"]
         let short = data + ["--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=3"]
         // What `make demo` leaves: the two example MLPs' run folders.
@@ -50,7 +52,9 @@ final class ReadmeTests: XCTestCase {
         let exe = try qshapeExecutable()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/make")
-        p.arguments = ["-s", "-C", Fixtures.repository, "-o", "build", "install", "PREFIX=\(dir)", "QSHAPE=\(exe.path)"]
+        p.arguments = [
+            "-s", "-C", Fixtures.repository, "-o", "build", "install", "PREFIX=\(dir)", "QSHAPE=\(exe.path)"
+        ]
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         p.waitUntilExit()

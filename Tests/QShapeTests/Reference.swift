@@ -7,51 +7,77 @@ enum Ref {
     /// y[n, o] = b[o] + Σᵢ W[o, i]·x[n, i]
     static func dense(_ x: [Double], n: Int, w: [Double], b: [Double]?, inF: Int, outF: Int) -> [Double] {
         var y = [Double](repeating: 0, count: n * outF)
-        for s in 0..<n { for o in 0..<outF {
-            var acc = b?[o] ?? 0
-            for i in 0..<inF { acc += w[o * inF + i] * x[s * inF + i] }
-            y[s * outF + o] = acc
-        } }
+        for s in 0..<n {
+            for o in 0..<outF {
+                var acc = b?[o] ?? 0
+                for i in 0..<inF { acc += w[o * inF + i] * x[s * inF + i] }
+                y[s * outF + o] = acc
+            }
+        }
         return y
     }
 
     /// Cross-correlation with zero padding.
-    static func conv(_ x: [Double], n: Int, c: Int, h: Int, wd: Int, w: [Double], b: [Double]?,
-                     o: Int, k: Int, stride: Int, pad: Int) -> [Double] {
+    static func conv(
+        _ x: [Double], n: Int, c: Int, h: Int, wd: Int, w: [Double], b: [Double]?,
+        o: Int, k: Int, stride: Int, pad: Int
+    ) -> [Double] {
         let oh = (h + 2 * pad - k) / stride + 1, ow = (wd + 2 * pad - k) / stride + 1
         var y = [Double](repeating: 0, count: n * o * oh * ow)
-        for s in 0..<n { for oc in 0..<o { for yy in 0..<oh { for xx in 0..<ow {
-            var acc = b?[oc] ?? 0
-            for ic in 0..<c { for ky in 0..<k { for kx in 0..<k {
-                let iy = yy * stride - pad + ky, ix = xx * stride - pad + kx
-                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
-                acc += w[((oc * c + ic) * k + ky) * k + kx] * x[((s * c + ic) * h + iy) * wd + ix]
-            } } }
-            y[((s * o + oc) * oh + yy) * ow + xx] = acc
-        } } } }
+        for s in 0..<n {
+            for oc in 0..<o {
+                for yy in 0..<oh {
+                    for xx in 0..<ow {
+                        var acc = b?[oc] ?? 0
+                        for ic in 0..<c {
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let iy = yy * stride - pad + ky, ix = xx * stride - pad + kx
+                                    guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                                    acc +=
+                                        w[((oc * c + ic) * k + ky) * k + kx]
+                                        * x[((s * c + ic) * h + iy) * wd + ix]
+                                }
+                            }
+                        }
+                        y[((s * o + oc) * oh + yy) * ow + xx] = acc
+                    }
+                }
+            }
+        }
         return y
     }
 
-    static func pool(_ x: [Double], planes: Int, h: Int, w: Int, k: Int, stride: Int, pad: Int, max: Bool) -> [Double] {
+    static func pool(
+        _ x: [Double], planes: Int, h: Int, w: Int, k: Int, stride: Int, pad: Int, max: Bool
+    ) -> [Double] {
         let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
         var y = [Double](repeating: 0, count: planes * oh * ow)
-        for p in 0..<planes { for yy in 0..<oh { for xx in 0..<ow {
-            var best = -Double.infinity, sum = 0.0
-            for ky in 0..<k { for kx in 0..<k {
-                let iy = yy * stride - pad + ky, ix = xx * stride - pad + kx
-                guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
-                let v = x[(p * h + iy) * w + ix]
-                best = Swift.max(best, v); sum += v
-            } }
-            y[(p * oh + yy) * ow + xx] = max ? best : sum / Double(k * k)
-        } } }
+        for p in 0..<planes {
+            for yy in 0..<oh {
+                for xx in 0..<ow {
+                    var best = -Double.infinity, sum = 0.0
+                    for ky in 0..<k {
+                        for kx in 0..<k {
+                            let iy = yy * stride - pad + ky, ix = xx * stride - pad + kx
+                            guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                            let v = x[(p * h + iy) * w + ix]
+                            best = Swift.max(best, v); sum += v
+                        }
+                    }
+                    y[(p * oh + yy) * ow + xx] = max ? best : sum / Double(k * k)
+                }
+            }
+        }
         return y
     }
 
     static func clamp(_ x: [Double], cap: Double) -> [Double] { x.map { Swift.min(Swift.max($0, 0), cap) } }
 
     /// Training-mode batch norm on (N, C, S).
-    static func batchNorm(_ x: [Double], n: Int, c: Int, s: Int, gamma: [Double], beta: [Double], eps: Double) -> [Double] {
+    static func batchNorm(
+        _ x: [Double], n: Int, c: Int, s: Int, gamma: [Double], beta: [Double], eps: Double
+    ) -> [Double] {
         var y = x
         let m = Double(n * s)
         for ch in 0..<c {
@@ -61,10 +87,12 @@ enum Ref {
             var v = 0.0
             for i in 0..<n { for j in 0..<s { let d = x[(i * c + ch) * s + j] - mean; v += d * d } }
             v /= m
-            for i in 0..<n { for j in 0..<s {
-                let k = (i * c + ch) * s + j
-                y[k] = gamma[ch] * (x[k] - mean) / (v + eps).squareRoot() + beta[ch]
-            } }
+            for i in 0..<n {
+                for j in 0..<s {
+                    let k = (i * c + ch) * s + j
+                    y[k] = gamma[ch] * (x[k] - mean) / (v + eps).squareRoot() + beta[ch]
+                }
+            }
         }
         return y
     }
@@ -83,7 +111,9 @@ enum Ref {
 }
 
 /// Central finite differences in Double: ∂f/∂xᵢ ≈ (f(x + h·eᵢ) − f(x − h·eᵢ)) / 2h.
-func numericGradient(_ x: [Double], indices: [Int]? = nil, h: Double = 1e-6, _ f: ([Double]) -> Double) -> [Int: Double] {
+func numericGradient(
+    _ x: [Double], indices: [Int]? = nil, h: Double = 1e-6, _ f: ([Double]) -> Double
+) -> [Int: Double] {
     var out: [Int: Double] = [:]
     var xp = x
     for i in indices ?? Array(0..<x.count) {

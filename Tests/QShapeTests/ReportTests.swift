@@ -1,7 +1,7 @@
 import XCTest
 import Foundation
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 import Reports
 @testable import Workflows
@@ -10,15 +10,19 @@ import Reports
 /// Reports from real (tiny) runs on the fixture: every format carries the numbers of report.json.
 final class ReportTests: XCTestCase {
     func train(_ example: String, into dir: String, extra: [String] = []) throws -> TrainSummary {
-        let c = try Config.load(path: Fixtures.example(example),
-                                overrides: ["data.dir=\(Fixtures.fashion)", "training.epochs=2", "training.max_steps_per_epoch=15"] + extra)
+        let c = try Config.load(
+            path: Fixtures.example(example),
+            overrides: [
+                "data.dir=\(Fixtures.fashion)", "training.epochs=2", "training.max_steps_per_epoch=15"
+            ] + extra)
         return try TrainWorkflow.run(c, outDir: dir, force: false, observer: nil)
     }
 
     func testReportFormatsAgreeWithReportJSON() throws {
         let dir = temporaryDirectory(self)
         _ = try train("fashion-mlp-kurtosis.yaml", into: "\(dir)/run")
-        let json = try Report.decode(FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
+        let json = try Report.decode(
+            FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
         let md = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
         let html = try String(contentsOfFile: "\(dir)/run/report.html", encoding: .utf8)
         XCTAssertEqual(json.run, "fashion-mlp-kurtosis")
@@ -27,7 +31,9 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(accuracy.rows.map(\.bits), [8, 4, 3])
         for text in [md, html] {
             XCTAssertTrue(text.contains(Format.pct(accuracy.float)))
-            for r in accuracy.rows { XCTAssertTrue(text.contains(Format.pct(r.simulated)), "\(r.bits)-bit accuracy") }
+            for r in accuracy.rows {
+                XCTAssertTrue(text.contains(Format.pct(r.simulated)), "\(r.bits)-bit accuracy")
+            }
             for l in json.layers {
                 XCTAssertTrue(text.contains(Format.num(l.kurtosis)), "\(l.name) kurtosis")
                 XCTAssertTrue(text.contains(Format.num(l.skewness)), "\(l.name) skewness")
@@ -37,7 +43,9 @@ final class ReportTests: XCTestCase {
         }
         // The layer statistics are those of the saved weights.
         let stats = try StatsWorkflow.run(path: "\(dir)/run/model.safetensors", bits: 3, channels: false)
-        for (a, b) in zip(json.layers, stats.tensors) { XCTAssertEqual(a.kurtosis, b.kurtosis, accuracy: 1e-12) }
+        for (a, b) in zip(json.layers, stats.tensors) {
+            XCTAssertEqual(a.kurtosis, b.kurtosis, accuracy: 1e-12)
+        }
         // Histograms count every weight, initial and final.
         for l in json.layers {
             XCTAssertEqual(l.histogram.final.reduce(0, +), l.shape.reduce(1, *))
@@ -51,16 +59,22 @@ final class ReportTests: XCTestCase {
     func testReportsShowTheExportedCsFlashAndRAM() throws {
         let dir = temporaryDirectory(self)
         _ = try train("fashion-mlp.yaml", into: "\(dir)/run", extra: ["quantize.bits=[8, 4, 2]"])
-        let json = try Report.decode(FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
+        let json = try Report.decode(
+            FileManager.default.contents(atPath: "\(dir)/run/report.json")!, path: "report.json")
         let rows = try XCTUnwrap(json.accuracy?.rows)
-        XCTAssertEqual(rows.map(\.flashBytes), [8, 4, 2].map { b in (234_752 * b + 7) / 8 + (256 + 128 + 10) * 4 + 3 * 5 })
+        XCTAssertEqual(
+            rows.map(\.flashBytes),
+            [8, 4, 2].map { b in (234_752 * b + 7) / 8 + (256 + 128 + 10) * 4 + 3 * 5 })
         XCTAssertEqual(rows.map(\.ramBytes), [384, 384, 384])
         let md = try String(contentsOfFile: "\(dir)/run/report.md", encoding: .utf8)
         let html = try String(contentsOfFile: "\(dir)/run/report.html", encoding: .utf8)
-        for text in [md, html] { for r in rows { XCTAssertTrue(text.contains(Format.kib(r.flashBytes)), "\(r.bits)-bit flash") } }
+        for text in [md, html] {
+            for r in rows { XCTAssertTrue(text.contains(Format.kib(r.flashBytes)), "\(r.bits)-bit flash") }
+        }
         let c = try qshape(["compare", "\(dir)/run", "\(dir)/run", "--format", "md"])
         XCTAssertTrue(c.stdout.contains("## Deployment (exported C)"), c.stdout)
-        XCTAssertTrue(c.stdout.contains("| integer W4/A8 | \(Format.kib(rows[1].flashBytes)) / 0.4 KiB |"), c.stdout)
+        XCTAssertTrue(
+            c.stdout.contains("| integer W4/A8 | \(Format.kib(rows[1].flashBytes)) / 0.4 KiB |"), c.stdout)
     }
 
     /// Valid XML, self-contained (nothing fetched: no http, no script, no external font or image).
@@ -70,9 +84,9 @@ final class ReportTests: XCTestCase {
         XCTAssertFalse(html.contains("src="), file: file, line: line)
         XCTAssertTrue(html.contains("<svg"), file: file, line: line)
         #if canImport(FoundationXML) || os(macOS)
-        let doc = try XMLDocument(xmlString: html, options: [])
-        XCTAssertEqual(doc.rootElement()?.name, "html", file: file, line: line)
-        XCTAssertGreaterThanOrEqual(try doc.nodes(forXPath: "//svg").count, 4, file: file, line: line)
+            let doc = try XMLDocument(xmlString: html, options: [])
+            XCTAssertEqual(doc.rootElement()?.name, "html", file: file, line: line)
+            XCTAssertGreaterThanOrEqual(try doc.nodes(forXPath: "//svg").count, 4, file: file, line: line)
         #endif
     }
 
@@ -103,7 +117,8 @@ final class ReportTests: XCTestCase {
         XCTAssertNil(c.configDifferences["training.epochs"], "equal keys are not listed")
         // Keys with no effect (the shaping section's defaults beside a run without one) are not listed.
         let effect = Comparison(reports, defaults: ReportWorkflow.effectiveDefaults)
-        XCTAssertEqual(effect.configDifferences.keys.sorted(), ["name", "shaping.kurtosis", "shaping.skewness"])
+        XCTAssertEqual(
+            effect.configDifferences.keys.sorted(), ["name", "shaping.kurtosis", "shaping.skewness"])
         XCTAssertEqual(effect.configDifferences["shaping.kurtosis"]?.first, "–")
         XCTAssertNotNil(c.configDifferences["shaping.start_epoch"])
         // Without a quantize section every run ends with the integer engine at W8/W4/W3, A8.
@@ -111,7 +126,9 @@ final class ReportTests: XCTestCase {
         let three = try XCTUnwrap(c.accuracy.first { $0.bits == 3 })
         XCTAssertEqual(three.runs[1].delta!, three.runs[1].integer! - three.runs[0].integer!, accuracy: 1e-9)
         for f in ["md", "html", "json"] {
-            let r = try qshape(["compare", "\(dir)/plain", "\(dir)/shaped", "--format", f, "--out", "\(dir)/c.\(f)"])
+            let r = try qshape([
+                "compare", "\(dir)/plain", "\(dir)/shaped", "--format", f, "--out", "\(dir)/c.\(f)"
+            ])
             XCTAssertEqual(r.status, 0, r.stderr)
         }
         let md = try String(contentsOfFile: "\(dir)/c.md", encoding: .utf8)
@@ -128,27 +145,42 @@ final class ReportTests: XCTestCase {
         XCTAssertNil(w3.runs[0].value)
         XCTAssertEqual(w3.runs[1].value, reports[1].accuracy?.rows.first { $0.bits == 3 }?.simulated)
         XCTAssertNil(try XCTUnwrap(mixed.accuracy.first { $0.kind == "integer W3/A8" }).runs[1].value)
-        XCTAssertTrue(mixed.headline().contains("simulated W3, weights only: fashion-mlp –, weights-only "), mixed.headline())
+        XCTAssertTrue(
+            mixed.headline().contains("simulated W3, weights only: fashion-mlp –, weights-only "),
+            mixed.headline())
     }
 
     /// A 2 × 2 sweep split into two shards, then compared, equals the same sweep run whole; a
     /// restarted sweep skips what is finished.
     func testShardedSweepEqualsUnshardedAndResumes() throws {
         let dir = temporaryDirectory(self)
-        let overrides = ["data.dir=\(Fixtures.fashion)", "training.epochs=1", "training.max_steps_per_epoch=4", "data.test_limit=200"]
-        let axes = [try SweepWorkflow.parseAxis("shaping.kurtosis.weight=0,1"), try SweepWorkflow.parseAxis("training.seed=1,2")]
+        let overrides = [
+            "data.dir=\(Fixtures.fashion)", "training.epochs=1", "training.max_steps_per_epoch=4",
+            "data.test_limit=200"
+        ]
+        let axes = [
+            try SweepWorkflow.parseAxis("shaping.kurtosis.weight=0,1"),
+            try SweepWorkflow.parseAxis("training.seed=1,2")
+        ]
         let config = Fixtures.example("fashion-mlp.yaml")
-        let whole = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 1),
-                                          outDir: "\(dir)/whole", observer: nil)
+        let whole = try SweepWorkflow.run(
+            configPath: config, overrides: overrides, axes: axes, shard: (1, 1),
+            outDir: "\(dir)/whole", observer: nil)
         XCTAssertEqual(whole.trained.count, 4)
-        let s1 = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 2), outDir: "\(dir)/split", observer: nil)
-        let s2 = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (2, 2), outDir: "\(dir)/split", observer: nil)
+        let s1 = try SweepWorkflow.run(
+            configPath: config, overrides: overrides, axes: axes, shard: (1, 2), outDir: "\(dir)/split",
+            observer: nil)
+        let s2 = try SweepWorkflow.run(
+            configPath: config, overrides: overrides, axes: axes, shard: (2, 2), outDir: "\(dir)/split",
+            observer: nil)
         XCTAssertEqual(s1.trained.count + s2.trained.count, 4)
         XCTAssertEqual(Set(s1.trained).intersection(s2.trained), [])
         let merged = try CompareWorkflow.render(["\(dir)/split"], format: "json")
         let single = try CompareWorkflow.render(["\(dir)/whole"], format: "json")
         XCTAssertEqual(merged, single)
-        let again = try SweepWorkflow.run(configPath: config, overrides: overrides, axes: axes, shard: (1, 1), outDir: "\(dir)/split", observer: nil)
+        let again = try SweepWorkflow.run(
+            configPath: config, overrides: overrides, axes: axes, shard: (1, 1), outDir: "\(dir)/split",
+            observer: nil)
         XCTAssertEqual(again.trained, [])
         XCTAssertEqual(again.skipped.count, 4)
         XCTAssertThrowsError(try SweepWorkflow.parseShard("3/2"))

@@ -63,12 +63,13 @@ final class ResumeTests: XCTestCase {
             _ = try trainer.trainEpoch(epoch, train: data.train) { snapshot in
                 let folder = "\(dir)/\(epoch)-\(snapshot.step)"
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-                try Checkpoint.write(to: folder, model: model, phase: .train, trainer: snapshot, metrics: [], qatBase: nil)
+                try Checkpoint.write(
+                    to: folder, model: model, phase: .train, trainer: snapshot, metrics: [], qatBase: nil)
                 checkpoints.append(folder)
             }
         }
         let final = model.namedState.map(\.parameter.value.data)
-        XCTAssertEqual(checkpoints.count, 9)            // steps 5, 10, 15 of three 16-step epochs
+        XCTAssertEqual(checkpoints.count, 9)  // steps 5, 10, 15 of three 16-step epochs
         for folder in [checkpoints[1], checkpoints[5]] {
             let c = try Checkpoint.read("\(folder)/\(Checkpoint.fileName)")
             let (m2, t2) = try fresh()
@@ -98,11 +99,14 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(c.trainer.epoch, 1)
         XCTAssertEqual(c.trainer.step, 2)
         var file = try SafeTensors.read(path)
-        for (key, value) in [("epoch", "-1"), ("phase", "qat"), ("metrics", "{"), ("loss_sum", "nan"), ("loss_terms", "100000")] {
+        for (key, value) in [
+            ("epoch", "-1"), ("phase", "qat"), ("metrics", "{"), ("loss_sum", "nan"), ("loss_terms", "100000")
+        ] {
             var damaged = file
             damaged.metadata[key] = value
             XCTAssertThrowsError(try Checkpoint.decode(damaged, path: "c.safetensors")) {
-                XCTAssertTrue("\($0)".hasPrefix("c.safetensors: not a usable QShape checkpoint ("), "\(key): \($0)")
+                XCTAssertTrue(
+                    "\($0)".hasPrefix("c.safetensors: not a usable QShape checkpoint ("), "\(key): \($0)")
             }
         }
         file.entries.removeAll { $0.name == "optimizer.second.1" }
@@ -138,13 +142,19 @@ final class ResumeTests: XCTestCase {
                     if p.isRunning { kill(p.processIdentifier, SIGKILL); kills += 1 }
                 }
                 p.waitUntilExit()
-                let visible = try FileManager.default.contentsOfDirectory(atPath: parent).filter { !$0.hasPrefix(".") }
+                let visible = try FileManager.default.contentsOfDirectory(atPath: parent).filter {
+                    !$0.hasPrefix(".")
+                }
                 XCTAssertTrue(visible.isEmpty || visible == ["run"], "trial \(trial): \(visible)")
                 let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(parent)/run")) ?? []
                 if files.contains("model.safetensors") { break }
                 XCTAssertEqual(files, [], "trial \(trial): a half-written run folder")
-                let staged = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(".run.partial-") }
-                let resumable = staged.contains { FileManager.default.fileExists(atPath: "\(parent)/\($0)/\(Checkpoint.fileName)") }
+                let staged = try FileManager.default.contentsOfDirectory(atPath: parent).filter {
+                    $0.hasPrefix(".run.partial-")
+                }
+                let resumable = staged.contains {
+                    FileManager.default.fileExists(atPath: "\(parent)/\($0)/\(Checkpoint.fileName)")
+                }
                 mode = resumable ? ["--resume"] : ["--force"]
                 if resumable { resumes += 1 }
             }
@@ -159,28 +169,42 @@ final class ResumeTests: XCTestCase {
     /// different config but takes a lower learning rate; --force starts over.
     func testResumeChecksTheConfigAndForceStartsOver() throws {
         let dir = temporaryDirectory(self)
-        let base = ["train", Fixtures.example("fashion-mlp.yaml"), "--out", "\(dir)/run", "--set", "data.dir=\(Fixtures.fashion)",
-                    "--set", "training.epochs=3", "--set", "training.checkpoint_steps=1"]
+        let base = [
+            "train", Fixtures.example("fashion-mlp.yaml"), "--out", "\(dir)/run", "--set",
+            "data.dir=\(Fixtures.fashion)",
+            "--set", "training.epochs=3", "--set", "training.checkpoint_steps=1"
+        ]
         // A diverging run keeps its last good checkpoint and says how to continue.
         let diverged = try qshape(base + ["--set", "training.optimizer={name: sgd, lr: 10000}"])
         XCTAssertEqual(diverged.status, 1)
-        XCTAssertTrue(diverged.stderr.contains("then add --resume to continue from the last checkpoint (epoch 1, step "), diverged.stderr)
+        XCTAssertTrue(
+            diverged.stderr.contains(
+                "then add --resume to continue from the last checkpoint (epoch 1, step "), diverged.stderr)
         XCTAssertEqual(diverged.stderr.split(separator: "\n").count, 1)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(dir)/run"), [])
 
         let plain = try qshape(base)
         XCTAssertEqual(plain.status, 1)
         XCTAssertTrue(plain.stderr.contains("a killed run left a checkpoint (epoch 1, step "), plain.stderr)
-        XCTAssertTrue(plain.stderr.contains("pass --resume to continue it, or --force to start over"), plain.stderr)
+        XCTAssertTrue(
+            plain.stderr.contains("pass --resume to continue it, or --force to start over"), plain.stderr)
 
-        let changed = try qshape(base + ["--resume", "--set", "training.optimizer={name: sgd, lr: 0.01}", "--set", "training.seed=4"])
+        let changed = try qshape(
+            base + [
+                "--resume", "--set", "training.optimizer={name: sgd, lr: 0.01}", "--set", "training.seed=4"
+            ])
         XCTAssertEqual(changed.status, 2)
-        XCTAssertTrue(changed.stderr.contains("is not the config of the run to resume: it has 'seed: 4' where that run had 'seed: 0'"), changed.stderr)
+        XCTAssertTrue(
+            changed.stderr.contains(
+                "is not the config of the run to resume: it has 'seed: 4' where that run had 'seed: 0'"),
+            changed.stderr)
 
         // A lower learning rate is accepted (whether these weights, already blown up by lr 10000,
         // recover is another matter: a diverging resume keeps its checkpoint again).
         let resumed = try qshape(base + ["--resume", "--set", "training.optimizer={name: sgd, lr: 1e-9}"])
-        XCTAssertTrue(resumed.stdout.contains("resuming from the checkpoint: epoch 1, step "), resumed.stdout + resumed.stderr)
+        XCTAssertTrue(
+            resumed.stdout.contains("resuming from the checkpoint: epoch 1, step "),
+            resumed.stdout + resumed.stderr)
         XCTAssertNotEqual(resumed.status, 2, resumed.stderr)
         let again = try qshape(base + ["--force", "--set", "training.optimizer={name: sgd, lr: 0.01}"])
         XCTAssertEqual(again.status, 0, again.stderr)

@@ -23,7 +23,8 @@ final class StatisticsTests: XCTestCase {
             let e = expected[name]!["tensor"] as! [String: Double]
             let st = WeightStatistics(w)
             close(st.mean, e["mean"]!, "\(name) mean"); close(st.std, e["std"]!, "\(name) std")
-            close(st.skewness, e["skewness"]!, "\(name) skewness"); close(st.kurtosis, e["kurtosis"]!, "\(name) kurtosis")
+            close(st.skewness, e["skewness"]!, "\(name) skewness");
+            close(st.kurtosis, e["kurtosis"]!, "\(name) kurtosis")
             close(st.maxAbsOverStd, e["max_abs_over_std"]!, "\(name) max/σ")
             let channels = expected[name]!["channels"] as! [[String: Double]]
             let size = w.count / rows
@@ -37,32 +38,45 @@ final class StatisticsTests: XCTestCase {
 
     func testSeedQuantiserAgreesExactlyWithNumPy() throws {
         let file = try SafeTensors.read("\(Fixtures.dir)/weight-fixtures.safetensors")
-        for name in names { for bits in [2, 3, 4, 8, 16] { for rounding in Rounding.allCases {
-            let e = file[name]!
-            let q = WeightQuantizer(bits: bits, rounding: rounding).quantize(e.floats, shape: e.shape)
-            let ref = file["\(name).q\(bits).\(rounding.rawValue)"]!.integers.map { Int32($0) }
-            XCTAssertEqual(q.values, ref, "\(name) \(bits) bits \(rounding.rawValue)")
-        } } }
+        for name in names {
+            for bits in [2, 3, 4, 8, 16] {
+                for rounding in Rounding.allCases {
+                    let e = file[name]!
+                    let q = WeightQuantizer(bits: bits, rounding: rounding).quantize(e.floats, shape: e.shape)
+                    let ref = file["\(name).q\(bits).\(rounding.rawValue)"]!.integers.map { Int32($0) }
+                    XCTAssertEqual(q.values, ref, "\(name) \(bits) bits \(rounding.rawValue)")
+                }
+            }
+        }
         // The ties fixture has exact halves: the three roundings differ there.
         let ties = WeightQuantizer(bits: 3).quantize([3, 0.5, 1.5, -2.5], shape: [4])
         XCTAssertEqual(ties.values, [3, 1, 2, -3])
-        XCTAssertEqual(WeightQuantizer(bits: 3, rounding: .nearestEven).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values, [3, 0, 2, -2])
-        XCTAssertEqual(WeightQuantizer(bits: 3, rounding: .truncate).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values, [3, 0, 1, -2])
+        XCTAssertEqual(
+            WeightQuantizer(bits: 3, rounding: .nearestEven).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values,
+            [3, 0, 2, -2])
+        XCTAssertEqual(
+            WeightQuantizer(bits: 3, rounding: .truncate).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values,
+            [3, 0, 1, -2])
     }
 
     func testStatsCommandOnPyTorchFile() throws {
-        let r = try StatsWorkflow.run(path: "\(Fixtures.dir)/pytorch-mlp.safetensors", bits: 4, channels: true)
+        let r = try StatsWorkflow.run(
+            path: "\(Fixtures.dir)/pytorch-mlp.safetensors", bits: 4, channels: true)
         XCTAssertEqual(r.tensors.map { $0.name ?? "" }, ["1.weight", "3.weight", "5.weight"])
         XCTAssertEqual(r.tensors[0].channels?.count, 256)
         let t = r.tensors[2]
         XCTAssertEqual(t.kurtosis, 1.8, accuracy: 0.15, "uniform initial weights")
         XCTAssertLessThanOrEqual(t.levelsUsed, 15)
         let dir = temporaryDirectory(self)
-        let out = try qshape(["stats", "\(Fixtures.dir)/pytorch-mlp.safetensors", "--json", "--bits", "3"], in: dir)
+        let out = try qshape(
+            ["stats", "\(Fixtures.dir)/pytorch-mlp.safetensors", "--json", "--bits", "3"], in: dir)
         XCTAssertEqual(out.status, 0)
         let obj = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as! [String: Any]
         let first = (obj["tensors"] as! [[String: Any]])[0]
-        for key in ["name", "shape", "mean", "std", "skewness", "kurtosis", "max_abs_over_std", "sqnr_db", "levels_used"] {
+        for key in [
+            "name", "shape", "mean", "std", "skewness", "kurtosis", "max_abs_over_std", "sqnr_db",
+            "levels_used"
+        ] {
             XCTAssertNotNil(first[key], key)
         }
     }

@@ -2,7 +2,9 @@ import Foundation
 import XCTest
 
 enum Fixtures {
-    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures"
+    ).path
     static let fashion = "\(dir)/fashion-mnist-mini"
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
@@ -25,8 +27,12 @@ func write(_ text: String, to path: String) {
 struct CommandResult { var status: Int32; var stdout: String; var stderr: String }
 
 func qshapeExecutable() throws -> URL {
-    let candidates = [Bundle.main.bundleURL, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-        .flatMap { [$0.appendingPathComponent("qshape"), $0.deletingLastPathComponent().appendingPathComponent("qshape")] }
+    let candidates = [
+        Bundle.main.bundleURL, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    ]
+    .flatMap {
+        [$0.appendingPathComponent("qshape"), $0.deletingLastPathComponent().appendingPathComponent("qshape")]
+    }
     guard let exe = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
         throw XCTSkip("qshape executable not found beside the tests")
     }
@@ -44,6 +50,7 @@ func qshape(_ arguments: [String], in directory: String? = nil) throws -> Comman
     try p.run()
     let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                         stderr: String(decoding: e, as: UTF8.self))
+    return CommandResult(
+        status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+        stderr: String(decoding: e, as: UTF8.self))
 }
