@@ -223,7 +223,14 @@ public struct Config: Sendable {
         t.overlapSteps = try r.bool("overlap", default: true)
         t.validationSplit = data.validationSplit
         t.normalization = data.normalization
+        t.optimizer = try readOptimizer(r)
 
+        t.schedule = try readSchedule(r, epochs: t.epochs, learningRate: t.optimizer.learningRate)
+        return (t, threads)
+    }
+
+    /// `training.optimizer`.
+    private static func readOptimizer(_ r: ConfigReader) throws -> OptimizerConfig {
         let o = try r.child(
             "optimizer", allowed: ["name", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay"])
         var opt = OptimizerConfig()
@@ -252,8 +259,13 @@ public struct Config: Sendable {
         }
         opt.eps = try o.number("eps", default: 1e-8, min: 0, exclusiveMin: true)
         opt.weightDecay = try o.number("weight_decay", default: opt.kind == .adamw ? 0.01 : 0, min: 0)
-        t.optimizer = opt
+        return opt
+    }
 
+    /// `training.schedule`, checked against the epochs and the base learning rate.
+    private static func readSchedule(
+        _ r: ConfigReader, epochs: Int, learningRate: Double
+    ) throws -> LearningRateSchedule {
         let s = try r.child("schedule", allowed: ["name", "step_epochs", "gamma", "warmup_epochs", "min_lr"])
         var sched = LearningRateSchedule()
         sched.kind = LearningRateSchedule.Kind(
@@ -263,13 +275,12 @@ public struct Config: Sendable {
         sched.gamma = try s.number("gamma", default: 0.1, min: 0, max: 1, exclusiveMin: true)
         sched.warmupEpochs = try s.number("warmup_epochs", default: 0, min: 0)
         sched.minLearningRate = try s.number("min_lr", default: 0, min: 0)
-        if sched.warmupEpochs >= Double(t.epochs) && sched.kind == .cosine {
-            throw s.error("warmup_epochs", "must be less than training.epochs (\(t.epochs))")
+        if sched.warmupEpochs >= Double(epochs) && sched.kind == .cosine {
+            throw s.error("warmup_epochs", "must be less than training.epochs (\(epochs))")
         }
-        if sched.minLearningRate > opt.learningRate {
-            throw s.error("min_lr", "must not exceed training.optimizer.lr (\(opt.learningRate))")
+        if sched.minLearningRate > learningRate {
+            throw s.error("min_lr", "must not exceed training.optimizer.lr (\(learningRate))")
         }
-        t.schedule = sched
-        return (t, threads)
+        return sched
     }
 }

@@ -43,31 +43,40 @@ extension Config {
             if let bits = extra.bits { s.quantErrorBits = bits }
         }
         if r.has("overrides") {
-            let o = r.node["overrides"]!
-            guard let entries = o.entries else {
-                throw r.error(
-                    "overrides",
-                    "expected a mapping of layer index → terms, e.g. {\"5\": {kurtosis: {weight: 0}}}")
-            }
-            for e in entries {
-                guard let index = Int(e.key), index >= 0 else {
-                    throw ConfigError(
-                        file: r.file, path: "shaping.overrides.\(e.key)", line: e.value.line,
-                        "expected a layer index (0, 1, 2, …)")
-                }
-                let lr = try ConfigReader(
-                    file: r.file, path: "shaping.overrides.\(e.key)", node: e.value,
-                    allowed: PenaltyTerm.allCases.map(\.rawValue))
-                var terms: [PenaltyTerm: ShapingConfig.Term] = [:]
-                for t in PenaltyTerm.allCases where lr.has(t.rawValue) {
-                    terms[t] = try readTerm(
-                        lr, key: t.rawValue, term: t, scope: scope, aggregate: aggregate, base: s.terms[t]
-                    ).0
-                }
-                s.overrides[index] = terms
-            }
+            s.overrides = try readOverrides(r, s, scope: scope, aggregate: aggregate)
         }
         return s
+    }
+
+    /// `shaping.overrides`: per layer index, terms whose unset keys come from the section's.
+    private static func readOverrides(
+        _ r: ConfigReader, _ s: ShapingConfig, scope: ShapingConfig.Scope, aggregate: ShapingConfig.Aggregate
+    ) throws -> [Int: [PenaltyTerm: ShapingConfig.Term]] {
+        var overrides: [Int: [PenaltyTerm: ShapingConfig.Term]] = [:]
+        let o = r.node["overrides"]!
+        guard let entries = o.entries else {
+            throw r.error(
+                "overrides",
+                "expected a mapping of layer index → terms, e.g. {\"5\": {kurtosis: {weight: 0}}}")
+        }
+        for e in entries {
+            guard let index = Int(e.key), index >= 0 else {
+                throw ConfigError(
+                    file: r.file, path: "shaping.overrides.\(e.key)", line: e.value.line,
+                    "expected a layer index (0, 1, 2, …)")
+            }
+            let lr = try ConfigReader(
+                file: r.file, path: "shaping.overrides.\(e.key)", node: e.value,
+                allowed: PenaltyTerm.allCases.map(\.rawValue))
+            var terms: [PenaltyTerm: ShapingConfig.Term] = [:]
+            for t in PenaltyTerm.allCases where lr.has(t.rawValue) {
+                terms[t] = try readTerm(
+                    lr, key: t.rawValue, term: t, scope: scope, aggregate: aggregate, base: s.terms[t]
+                ).0
+            }
+            overrides[index] = terms
+        }
+        return overrides
     }
 
     private static func readTerm(

@@ -13,24 +13,7 @@ public enum NPY {
 
     public static func read(_ path: String) throws -> Array {
         let raw = try readMaybeGzip(path, limit: 12 + maxHeader)
-        let magic: [UInt8] = [0x93] + Swift.Array("NUMPY".utf8)
-        guard raw.count >= 10, Swift.Array(raw[0..<6]) == magic else {
-            throw DataError("\(path): not a .npy file (bad magic)")
-        }
-        let major = raw[6]
-        let headerLength: Int, start: Int
-        if major == 1 {
-            headerLength = Int(raw[8]) | Int(raw[9]) << 8; start = 10
-        } else if major == 2 || major == 3 {
-            guard raw.count >= 12 else { throw DataError("\(path): truncated .npy header") }
-            headerLength = Int(raw[8]) | Int(raw[9]) << 8 | Int(raw[10]) << 16 | Int(raw[11]) << 24;
-            start = 12
-        } else {
-            throw DataError("\(path): .npy format version \(major) is not supported (1, 2 or 3)")
-        }
-        guard headerLength <= maxHeader, raw.count >= start + headerLength else {
-            throw DataError("\(path): truncated .npy header (or longer than \(maxHeader) bytes)")
-        }
+        let (start, headerLength) = try headerSpan(raw, path: path)
         let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
         guard let descr = field(header, "descr"), let fortran = field(header, "fortran_order"),
             let shapeText = field(header, "shape")
@@ -66,27 +49,53 @@ public enum NPY {
                 "\(path): shape \(shape) needs \(bytesNeeded) bytes of data, file holds \(body.count > bytesNeeded ? "more" : "\(body.count)")"
             )
         }
-        let bytes = Swift.Array(body)
-        let values: Values
+        let values = decode(Swift.Array(body), dtype: dtype)
+        return Array(shape: shape, values: values)
+    }
+
+    /// Where the header starts and how long it is, from the magic and the version's length field.
+    static func headerSpan(_ raw: [UInt8], path: String) throws -> (start: Int, length: Int) {
+        let magic: [UInt8] = [0x93] + Swift.Array("NUMPY".utf8)
+        guard raw.count >= 10, Swift.Array(raw[0..<6]) == magic else {
+            throw DataError("\(path): not a .npy file (bad magic)")
+        }
+        let major = raw[6]
+        let headerLength: Int, start: Int
+        if major == 1 {
+            headerLength = Int(raw[8]) | Int(raw[9]) << 8; start = 10
+        } else if major == 2 || major == 3 {
+            guard raw.count >= 12 else { throw DataError("\(path): truncated .npy header") }
+            headerLength = Int(raw[8]) | Int(raw[9]) << 8 | Int(raw[10]) << 16 | Int(raw[11]) << 24;
+            start = 12
+        } else {
+            throw DataError("\(path): .npy format version \(major) is not supported (1, 2 or 3)")
+        }
+        guard headerLength <= maxHeader, raw.count >= start + headerLength else {
+            throw DataError("\(path): truncated .npy header (or longer than \(maxHeader) bytes)")
+        }
+        return (start, headerLength)
+    }
+
+    /// Little-endian array data as the dtype's values (uint8 for `|u1`).
+    static func decode(_ bytes: [UInt8], dtype: String) -> Values {
         switch dtype {
         case "<i8":
-            values = .int64(
+            return .int64(
                 bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int64.self)) }.map {
                     Int64(littleEndian: $0)
                 })
         case "<i4":
-            values = .int32(
+            return .int32(
                 bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: Int32.self)) }.map {
                     Int32(littleEndian: $0)
                 })
         case "<f4":
-            values = .float32(
+            return .float32(
                 bytes.withUnsafeBytes { Swift.Array($0.bindMemory(to: UInt32.self)) }.map {
                     Float(bitPattern: UInt32(littleEndian: $0))
                 })
-        default: values = .uint8(bytes)
+        default: return .uint8(bytes)
         }
-        return Array(shape: shape, values: values)
     }
 
     /// The longest header QShape reads (NumPy writes a few hundred bytes).

@@ -2,72 +2,6 @@ import Tensors
 import NeuralNet
 import IntegerRuntime
 
-/// Everything that decides how a float model becomes integers.
-public struct QuantizeOptions: Equatable, Sendable {
-    public enum ScaleMode: String, CaseIterable, Sendable {
-        /// multiplier + shift (gemmlowp / TFLite / CMSIS-NN s8)
-        case fixedPoint = "fixed_point"
-        /// a pure right shift (CMSIS-NN q7/q15, NNoM)
-        case powerOfTwo = "power_of_two"
-    }
-    public var weightBits = 8
-    public var activationBits = 8
-    public var rounding: Rounding = .nearest
-    public var perChannel = false
-    public var scale: ScaleMode = .fixedPoint
-    public var weightRange: RangeMethod = .max
-    public var activationRange: RangeMethod = .max
-    /// Allow a layer whose worst case does not fit a 32-bit accumulator to use 64 bits.
-    public var allowInt64Accumulator = false
-    /// Data-free cross-layer equalisation before quantising.
-    public var equalize = false
-    /// Correct each layer's bias for the mean output error its weight quantisation causes on the
-    /// calibration data.
-    public var biasCorrection = false
-    public init() {}
-}
-
-/// A conversion the options cannot express safely (the message names the layer).
-public struct ConversionError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-/// One conv/dense of the folded network with what the conversion chose for it.
-public struct ConvertedLayer: Sendable {
-    /// State-dict name of the weight, e.g. "3.weight".
-    public var name: String
-    /// Index of the float layer whose output this integer layer produces (after a fused activation).
-    public var outputLayer: Int
-    public var inputScale: Double
-    /// Per output channel (one value when per tensor).
-    public var weightScales: [Double]
-    public var outputScale: Double
-    public var outMin: Int64, outMax: Int64
-    public var accumulatorBitsNeeded: Int
-    public var accumulatorBits: Int
-    public var multiplier: [Int64], shift: [Int64]
-    public var weightSQNR: Double
-    public var levelsUsed: Int
-}
-
-/// The result of converting: the integer model, and the float model folded (BatchNorm into the
-/// preceding layer, Dropout removed) with the information to simulate it.
-public struct Conversion {
-    public var integerModel: IntegerModel
-    /// The folded float network (same outputs as the original in evaluation mode).
-    public var folded: Sequential
-    /// Float layer index (in `folded`) → the activation grid after it: scale and integer clamp.
-    public var activationGrid: [Int: (scale: Double, lo: Int64, hi: Int64)]
-    public var layers: [ConvertedLayer]
-    /// For each integer layer, the index of the folded float layer whose output it reproduces.
-    public var floatLayerOf: [Int]
-    public var inputScale: Double
-    /// Dequantised weights and biases for the simulation, by state-dict name in `folded`.
-    public var dequantized: [String: Tensor]
-}
-
 public enum Converter {
     /// Folds BatchNorm into the conv/dense before it and drops Dropout:
     ///     W' = W·γ/√(σ²+ε) (per output channel),  b' = (b − μ)·γ/√(σ²+ε) + β
@@ -154,9 +88,6 @@ public enum Converter {
         let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
         let inputs =
             o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
-        let actSigned = BitWidth.qmax(o.activationBits)
-        // Post-ReLU activations are unsigned: 0…255 at 8 bits; 0…32767 at 16 bits (they travel as int16).
-        let actUnsigned = o.activationBits == 8 ? 255 : 32_767
         var layers: [IntegerLayer] = []
         var converted: [ConvertedLayer] = []
         var grid: [Int: (scale: Double, lo: Int64, hi: Int64)] = [:]
@@ -168,16 +99,9 @@ public enum Converter {
             let spec = folded.specs[i], layer = folded.layers[i]
             switch spec {
             case .dense, .conv2d:
-                let end = groupEnd[i]!, act = activation[i]
-                let unsigned = act != nil
-                let outQmax = unsigned ? actUnsigned : actSigned
-                let clip = Double(
-                    RangeSetting.clip(
-                        samples[end] ?? [1], bits: o.activationBits, method: o.activationRange,
-                        unsigned: unsigned))
-                let outScale = clip / Double(outQmax)
-                var hi = Int64(outQmax), lo = unsigned ? 0 : -Int64(outQmax)
-                if act == .relu6 { hi = min(hi, Int64((6 / outScale).rounded())) }
+                let end = groupEnd[i]!
+                let (outScale, lo, hi) = outputGrid(
+                    samples[end] ?? [1], activation: activation[i], options: o)
                 if let x = inputs[i] { correctBias(layer, inputs: x, options: o) }
                 let (c, intLayer, deq) = try quantizeWeighted(
                     i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
@@ -210,6 +134,42 @@ public enum Converter {
             integerModel: IntegerModel(inputShape: folded.inputShape, layers: layers), folded: folded,
             activationGrid: grid, layers: converted, floatLayerOf: floatLayerOf, inputScale: inputScale,
             dequantized: dequantized)
+    }
+
+    /// The integer form of a conv/dense layer of weight shape `shape`.
+    static func integerLayer(
+        _ spec: LayerSpec, shape: [Int], weight q: [Int32], bits: Int, bias: [Int64], requant: Requantization
+    ) -> IntegerLayer {
+        let weight = q.map { Int16($0) }, width = BitWidth(bits)!  // within ±qmax ≤ 32767
+        if case let .conv2d(_, out, k, s, p, _) = spec {
+            return .conv(
+                IntegerConv(
+                    inChannels: shape[1], outChannels: out, kernel: k, stride: s, padding: p,
+                    weight: weight, weightBits: width, bias: bias, requant: requant))
+        }
+        return .dense(
+            IntegerDense(
+                inFeatures: q.count / shape[0], outFeatures: shape[0], weight: weight, weightBits: width,
+                bias: bias,
+                requant: requant))
+    }
+
+    /// The grid of a conv/dense output from its calibration samples: scale and integer clamp,
+    /// unsigned after a fused ReLU (0…255 at 8 bits; 0…32767 at 16, as they travel as int16),
+    /// capped at 6 after a ReLU6.
+    static func outputGrid(
+        _ samples: [Float], activation: LayerSpec?, options o: QuantizeOptions
+    )
+        -> (scale: Double, lo: Int64, hi: Int64)
+    {
+        let unsigned = activation != nil
+        let outQmax = unsigned ? (o.activationBits == 8 ? 255 : 32_767) : BitWidth.qmax(o.activationBits)
+        let clip = Double(
+            RangeSetting.clip(samples, bits: o.activationBits, method: o.activationRange, unsigned: unsigned))
+        let outScale = clip / Double(outQmax)
+        var hi = Int64(outQmax)
+        if activation == .relu6 { hi = min(hi, Int64((6 / outScale).rounded())) }
+        return (outScale, unsigned ? 0 : -Int64(outQmax), hi)
     }
 
     /// The layer each conv/dense's output is taken after: itself, or the ReLU/ReLU6 that follows
@@ -297,7 +257,7 @@ public enum Converter {
         throws -> (ConvertedLayer, IntegerLayer, [String: Tensor])
     {
         let wp = layer.state.first { $0.role == .weight }!
-        let w = wp.value.data, shape = wp.value.shape, rows = shape[0], size = w.count / rows
+        let w = wp.value.data, shape = wp.value.shape, rows = shape[0]
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
         let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
             .quantize(w, shape: shape, range: o.weightRange)
@@ -326,20 +286,8 @@ public enum Converter {
             bits: min(31, 62 - needed), options: o)
         let requant = Requantization(
             multiplier: mult, shift: shifts, outMin: lo, outMax: hi, accumulatorBits: accBits)
-        let intLayer: IntegerLayer
-        let weight = q.values.map { Int16($0) }, width = BitWidth(o.weightBits)!  // within ±qmax ≤ 32767
-        switch spec {
-        case let .conv2d(_, out, k, s, p, _):
-            intLayer = .conv(
-                IntegerConv(
-                    inChannels: shape[1], outChannels: out, kernel: k, stride: s, padding: p,
-                    weight: weight, weightBits: width, bias: qbias, requant: requant))
-        default:
-            intLayer = .dense(
-                IntegerDense(
-                    inFeatures: size, outFeatures: rows, weight: weight, weightBits: width, bias: qbias,
-                    requant: requant))
-        }
+        let intLayer = integerLayer(
+            spec, shape: shape, weight: q.values, bits: o.weightBits, bias: qbias, requant: requant)
         let deqW = q.dequantized()
         let deqB = (0..<rows).map { Float(Double(qbias[$0]) * inputScale * scaleOf($0)) }
         let db = sqnr(w, deqW)
@@ -352,93 +300,5 @@ public enum Converter {
             info, intLayer,
             [name: Tensor(shape: shape, data: deqW), "\(index).bias": Tensor(shape: [rows], data: deqB)]
         )
-    }
-
-    /// The bits the worst case of an accumulator needs, |bias| + Σ|w_q|·max|x_q| over each output
-    /// row, and the accumulator that holds it: 32 bits, or 64 when allowed (up to 48 needed).
-    static func accumulator(
-        _ layer: String, bias: [Int64], weights: [Int32], maxInput: Int64,
-        options o: QuantizeOptions
-    ) throws -> (needed: Int, bits: Int) {
-        let rows = bias.count, size = weights.count / rows
-        var worst: Int64 = 0
-        for c in 0..<rows {
-            var s = abs(bias[c])
-            for j in 0..<size { s += Int64(abs(weights[c * size + j])) * maxInput }
-            worst = max(worst, s)
-        }
-        let needed = bitsNeeded(worst)
-        guard needed > 32 else { return (needed, 32) }
-        guard o.allowInt64Accumulator else {
-            throw ConversionError(
-                "\(layer): the worst-case accumulator needs \(needed) bits (|acc| ≤ \(worst)), more than int32; lower quantize.activation_bits or quantize.bits, or set quantize.accumulator: int64"
-            )
-        }
-        guard needed <= 48 else {
-            throw ConversionError(
-                "\(layer): the worst-case accumulator needs \(needed) bits, more than QShape's 48-bit limit for a 64-bit accumulator"
-            )
-        }
-        return (needed, 64)
-    }
-
-    /// Each row's requantisation multiplier M = s_in·s_w/s_out as M0·2^(−shift).
-    static func multipliers(
-        _ layer: String, rows: Int, scale: (Int) -> Double, bits: Int,
-        options o: QuantizeOptions
-    ) throws -> (multiplier: [Int64], shift: [Int64]) {
-        var mult: [Int64] = [], shifts: [Int64] = []
-        for c in 0..<rows {
-            let m = scale(c)
-            guard m.isFinite, m > 0, m < 65_536 else {
-                throw ConversionError(
-                    "\(layer): the requantisation multiplier s_in·s_w/s_out is \(m), outside (0, 65536); the layer's weights or activations are out of range"
-                )
-            }
-            let (m0, sh) = o.scale == .powerOfTwo ? powerOfTwo(m) : fixedPoint(m, bits: bits)
-            mult.append(m0); shifts.append(sh)
-        }
-        return (mult, shifts)
-    }
-
-    /// M = M0·2^(−shift) with M0 in [2^(bits−1), 2^bits) (frexp, round, renormalise on overflow).
-    public static func fixedPoint(_ m: Double, bits: Int) -> (Int64, Int64) {
-        guard m > 0 else { return (0, 0) }
-        var e = 0, f = m
-        while f >= 1 { f /= 2; e += 1 }
-        while f < 0.5 { f *= 2; e -= 1 }
-        var m0 = Int64((f * Double(Int64(1) << Int64(bits))).rounded())
-        var shift = Int64(bits - e)
-        if m0 == Int64(1) << Int64(bits) { m0 /= 2; shift -= 1 }
-        // Very small multipliers: drop low bits until the shift is representable.
-        while shift > 62 { m0 = (m0 + 1) / 2; shift -= 1 }
-        // Multipliers ≥ 2^(bits−1)… with a negative shift: fold it into M0 (rare: M ≥ 1).
-        while shift < 0 { m0 *= 2; shift += 1 }
-        return (m0, shift)
-    }
-
-    /// M ≈ 2^(−shift): the nearest power of two (shift ≥ 0).
-    public static func powerOfTwo(_ m: Double) -> (Int64, Int64) {
-        guard m > 0 else { return (0, 0) }
-        let shift = max(0, Int64((-_log(m) / _log(2)).rounded()))
-        return (1, shift)
-    }
-}
-
-extension Conversion {
-    /// A forward hook that rounds each activation at a grid point to its integer grid (half away
-    /// from zero), clamps it and scales it back: the fake quantisation of the simulation and of
-    /// QAT. `layerIndex` maps the folded model's layer indices to the indices of the model the
-    /// hook runs in (identity for `folded` itself).
-    public func activationFakeQuantizer(layerIndex: (Int) -> Int = { $0 }) -> (Int, inout Tensor) -> Void {
-        var grid: [Int: (scale: Float, lo: Float, hi: Float)] = [:]
-        for (f, g) in activationGrid { grid[layerIndex(f)] = (Float(g.scale), Float(g.lo), Float(g.hi)) }
-        return { i, h in
-            guard let g = grid[i] else { return }
-            let inv = 1 / g.scale
-            h.withUnsafeMutableBufferPointer { p in
-                for j in 0..<p.count { p[j] = min(max((p[j] * inv).rounded(), g.lo), g.hi) * g.scale }
-            }
-        }
     }
 }

@@ -225,6 +225,13 @@ public struct Comparison: Codable, Sendable {
                 "<h2>Deployment (exported C)</h2><p>Flash of the weights, biases, multipliers and shifts / RAM of the activation buffers.</p>"
             b += table([""] + runs, accuracy.map { row in [escape(row.kind)] + row.runs.map(deploymentCell) })
         }
+        b += layersSection(reports)
+        return page(title: "QShape comparison", body: b)
+    }
+
+    /// Each layer's statistics in every run, and its histograms side by side.
+    func layersSection(_ reports: [Report]) -> String {
+        var b = ""
         b += "<h2>Layers</h2>"
         b += table(
             ["layer", "run", "skewness", "kurtosis", "max|w|/σ", "SQNR (dB)"],
@@ -247,7 +254,7 @@ public struct Comparison: Codable, Sendable {
             }
             b += "</div>"
         }
-        return page(title: "QShape comparison", body: b)
+        return b
     }
 
     func accuracyChart() -> String? {

@@ -155,6 +155,13 @@ extension Report {
             training.epochs.isEmpty
             ? "<p>Float test accuracy <b>\(Format.pct(training.testAccuracy))%</b>; not trained here: <code>qshape quantize</code> converted the weights in model.safetensors.</p>"
             : "<p>Final test accuracy <b>\(Format.pct(training.testAccuracy))%</b> after \(training.epochs.count) epochs (\(String(format: "%.1f", training.totalSeconds)) s).</p>"
+        b += accuracySection() + layersSection() + trainingSection() + configSection()
+        return page(title: "QShape report: \(run)", body: b)
+    }
+
+    /// Accuracy by bit width: the table and the chart.
+    func accuracySection() -> String {
+        var b = ""
         if let a = accuracy {
             b +=
                 "<h2>Accuracy by bit width</h2><p>\(a.weightsOnly ? "Weights quantised, everything else float." : "Weights and activations quantised; integer = the integer engine.")</p>"
@@ -169,6 +176,12 @@ extension Report {
                 })
             if let chart = accuracyChart() { b += "<figure>\(chart)</figure>" }
         }
+        return b
+    }
+
+    /// The layers' table, each layer's histogram and the SQNR chart.
+    func layersSection() -> String {
+        var b = ""
         b += "<h2>Layers</h2>"
         b += table(
             [
@@ -190,6 +203,12 @@ extension Report {
                 "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>"
             }.joined()
         b += "<figure>\(sqnrChart())</figure></div>"
+        return b
+    }
+
+    /// The training curves and the table of epochs (empty for a run not trained here).
+    func trainingSection() -> String {
+        var b = ""
         if !training.epochs.isEmpty {
             b +=
                 "<h2>Training</h2><div class=\"grid\">"
@@ -204,6 +223,12 @@ extension Report {
                     ]
                 })
         }
+        return b
+    }
+
+    /// The resolved config and the machine.
+    func configSection() -> String {
+        var b = ""
         b +=
             "<h2>Config</h2>"
             + table(
@@ -216,6 +241,6 @@ extension Report {
                 "<h2>Machine</h2>"
                 + table(["", ""], machine.filter { $0.count == 2 }.map { $0.map(escape) }, leftColumns: 2)
         }
-        return page(title: "QShape report: \(run)", body: b)
+        return b
     }
 }

@@ -74,73 +74,48 @@ enum Checkpoint {
     }
 
     static func decode(_ file: SafeTensors.File, path: String) throws -> Contents {
-        let m = file.metadata
-        func bad(_ what: String) -> DataError {
-            DataError("\(path): not a usable QShape checkpoint (\(what))")
-        }
-        func int(_ key: String) throws -> Int {
-            guard let v = m[key].flatMap({ Int($0) }), v >= 0 else { throw bad("metadata '\(key)'") }
-            return v
-        }
+        let r = CheckpointReader(file: file, path: path), m = file.metadata
         guard m["qshape.checkpoint"] == "1", let phase = m["phase"].flatMap(Phase.init) else {
-            throw bad("no checkpoint metadata")
+            throw r.bad("no checkpoint metadata")
         }
         guard let lossSum = m["loss_sum"].flatMap(Double.init), lossSum.isFinite,
             let penalties = try? JSONDecoder().decode(
                 [String: Double].self, from: Data((m["penalty_sums"] ?? "").utf8))
         else {
-            throw bad("metadata 'loss_sum' or 'penalty_sums'")
+            throw r.bad("metadata 'loss_sum' or 'penalty_sums'")
         }
         let metrics = try (m["metrics"] ?? "").split(separator: "\n").map { line in
             do { return try JSONDecoder().decode(EpochMetrics.self, from: Data(line.utf8)) } catch {
-                throw bad("metadata 'metrics'")
+                throw r.bad("metadata 'metrics'")
             }
-        }
-        func group(_ prefix: String) -> [SafeTensors.Entry] {
-            file.entries.filter { $0.name.hasPrefix(prefix) }.map {
-                renamed($0, String($0.name.dropFirst(prefix.count)))
-            }
-        }
-        func numbered(_ prefix: String) throws -> [[Float]] {
-            let found = group(prefix)
-            return try found.indices.map { i in
-                guard let e = found.first(where: { $0.name == "\(i)" }), e.dtype == .F32 else {
-                    throw bad("tensor \(prefix)\(i)")
-                }
-                return e.floats
-            }
-        }
-        func randomWords(_ e: SafeTensors.Entry?) throws -> [UInt64] {
-            guard let e, e.dtype == .I64, e.shape == [4] else { throw bad("random generator state") }
-            return e.integers.map { UInt64(bitPattern: $0) }
         }
         var dropout: [Int: [UInt64]] = [:]
-        for e in group("random.dropout.") {
-            guard let layer = Int(e.name) else { throw bad("tensor random.dropout.\(e.name)") }
-            dropout[layer] = try randomWords(e)
+        for e in r.group("random.dropout.") {
+            guard let layer = Int(e.name) else { throw r.bad("tensor random.dropout.\(e.name)") }
+            dropout[layer] = try r.randomWords(e)
         }
-        let terms = try int("loss_terms")
-        guard terms <= 64 else { throw bad("metadata 'loss_terms'") }
+        let terms = try r.int("loss_terms")
+        guard terms <= 64 else { throw r.bad("metadata 'loss_terms'") }
         let lossTerms = (0..<terms).map { t in
-            Dictionary(uniqueKeysWithValues: group("loss.\(t).").map { ($0.name, $0.floats) })
+            Dictionary(uniqueKeysWithValues: r.group("loss.\(t).").map { ($0.name, $0.floats) })
         }
         let optimizer = Optimizer.State(
-            step: try int("optimizer.step"), first: try numbered("optimizer.first."),
-            second: try numbered("optimizer.second."))
+            step: try r.int("optimizer.step"), first: try r.numbered("optimizer.first."),
+            second: try r.numbered("optimizer.second."))
         var sums = EpochSums()
         sums.lossSum = lossSum
-        sums.correct = try int("correct")
-        sums.seen = try int("seen")
+        sums.correct = try r.int("correct")
+        sums.seen = try r.int("seen")
         sums.penaltySums = penalties
         let snapshot = TrainerSnapshot(
-            epoch: try int("epoch"), step: try int("step"),
-            epochRandom: try randomWords(file["random.epoch"]), sums: sums,
+            epoch: try r.int("epoch"), step: try r.int("step"),
+            epochRandom: try r.randomWords(file["random.epoch"]), sums: sums,
             optimizer: optimizer, dropout: dropout, lossTerms: lossTerms)
-        let base = group("qat_base.")
-        guard (phase == .qat) == !base.isEmpty else { throw bad("the QAT phase's starting weights") }
+        let base = r.group("qat_base.")
+        guard (phase == .qat) == !base.isEmpty else { throw r.bad("the QAT phase's starting weights") }
         return Contents(
             phase: phase, trainer: snapshot, metrics: metrics,
-            model: SafeTensors.File(entries: group("model.")),
+            model: SafeTensors.File(entries: r.group("model.")),
             qatBase: base.isEmpty ? nil : SafeTensors.File(entries: base))
     }
 
@@ -149,11 +124,51 @@ enum Checkpoint {
         (try? read("\(folder)/\(fileName)"))?.position ?? "unreadable"
     }
 
-    private static func renamed(_ e: SafeTensors.Entry, _ name: String) -> SafeTensors.Entry {
+    static func renamed(_ e: SafeTensors.Entry, _ name: String) -> SafeTensors.Entry {
         SafeTensors.Entry(name: name, dtype: e.dtype, shape: e.shape, bytes: e.bytes)
     }
 
     private static func words(_ name: String, _ w: [UInt64]) -> SafeTensors.Entry {
         SafeTensors.Entry(name: name, int64: w.map { Int64(bitPattern: $0) }, shape: [w.count])
+    }
+}
+
+/// Typed reads of a checkpoint file's metadata and tensor groups; every failure names the file.
+private struct CheckpointReader {
+    let file: SafeTensors.File
+    let path: String
+
+    func bad(_ what: String) -> DataError {
+        DataError("\(path): not a usable QShape checkpoint (\(what))")
+    }
+
+    /// A whole number ≥ 0 from the metadata.
+    func int(_ key: String) throws -> Int {
+        guard let v = file.metadata[key].flatMap({ Int($0) }), v >= 0 else { throw bad("metadata '\(key)'") }
+        return v
+    }
+
+    /// The tensors named `prefix…`, renamed without the prefix.
+    func group(_ prefix: String) -> [SafeTensors.Entry] {
+        file.entries.filter { $0.name.hasPrefix(prefix) }.map {
+            Checkpoint.renamed($0, String($0.name.dropFirst(prefix.count)))
+        }
+    }
+
+    /// `prefix0`, `prefix1`, …: Float tensors numbered without gaps.
+    func numbered(_ prefix: String) throws -> [[Float]] {
+        let found = group(prefix)
+        return try found.indices.map { i in
+            guard let e = found.first(where: { $0.name == "\(i)" }), e.dtype == .F32 else {
+                throw bad("tensor \(prefix)\(i)")
+            }
+            return e.floats
+        }
+    }
+
+    /// A random generator's four words.
+    func randomWords(_ e: SafeTensors.Entry?) throws -> [UInt64] {
+        guard let e, e.dtype == .I64, e.shape == [4] else { throw bad("random generator state") }
+        return e.integers.map { UInt64(bitPattern: $0) }
     }
 }

@@ -201,10 +201,8 @@ public enum ExportVerifier {
 
     // MARK: - Cortex-M
 
-    static func runCortexM(
-        _ c: CModel, dir: String, images: Int, target: ExportWorkflow.Target,
-        progress: (String) -> Void
-    ) throws -> (Report, String) {
+    /// arm-none-eabi-gcc (with picolibc), -nm and -size, and qemu-system-arm.
+    static func armTools(_ dir: String) throws -> (gcc: String, nm: String, size: String, qemu: String) {
         let gcc = try Tool.require("arm-none-eabi-gcc", package: "gcc-arm-none-eabi")
         let nm = try Tool.require("arm-none-eabi-nm", package: "binutils-arm-none-eabi")
         let size = try Tool.require("arm-none-eabi-size", package: "binutils-arm-none-eabi")
@@ -216,6 +214,29 @@ public enum ExportVerifier {
             throw RunError(
                 "picolibc for arm-none-eabi-gcc not found: install the Debian package picolibc-arm-none-eabi")
         }
+        return (gcc, nm, size, qemu)
+    }
+
+    /// The proof that the Cortex-M build computes without floating point: no soft-float routine
+    /// among the linked ELF's symbols.
+    static func checkFloatFree(nm: String, dir: String) throws {
+        let symbols = try Tool.run(nm, ["model.elf"], in: dir).split(separator: "\n").compactMap {
+            $0.split(separator: " ").last.map(String.init)
+        }
+        let soft = symbols.filter {
+            softFloat.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil
+        }
+        guard soft.isEmpty else {
+            throw RunError(
+                "the Cortex-M build links soft-float routines: \(soft.prefix(5).joined(separator: ", "))")
+        }
+    }
+
+    static func runCortexM(
+        _ c: CModel, dir: String, images: Int, target: ExportWorkflow.Target,
+        progress: (String) -> Void
+    ) throws -> (Report, String) {
+        let (gcc, nm, size, qemu) = try armTools(dir)
         var board: CortexMTarget = target == .cortexM3 ? .m3 : .m0
         let flags = armFlags(board.cpu)
         progress("compiling for \(board.cpu) with arm-none-eabi-gcc \(flags.joined(separator: " "))")
@@ -242,16 +263,7 @@ public enum ExportVerifier {
             board = .m0Large
             try link(board)
         }
-        let symbols = try Tool.run(nm, ["model.elf"], in: dir).split(separator: "\n").compactMap {
-            $0.split(separator: " ").last.map(String.init)
-        }
-        let soft = symbols.filter {
-            softFloat.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil
-        }
-        guard soft.isEmpty else {
-            throw RunError(
-                "the Cortex-M build links soft-float routines: \(soft.prefix(5).joined(separator: ", "))")
-        }
+        try checkFloatFree(nm: nm, dir: dir)
         let elf = try Sections.read(size, ["model.elf"], in: dir)
         progress("running on QEMU \(board.machine) (\(board.cpu) code), \(images) images")
         var args = ["-M", board.machine]
