@@ -1,3 +1,5 @@
+// `qshape bench`: its result types, the example networks read from Examples/*.yaml, and the
+// SGEMM, training and inference measurements.
 import Config
 import Workflows
 import Foundation

@@ -1,3 +1,5 @@
+// The config file's schema: the `data`, `model` and `training` sections, and loading a YAML file
+// with `--set` overrides into a validated `Config`.
 import Foundation
 import Shaping
 import NeuralNet

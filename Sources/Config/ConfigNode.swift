@@ -1,3 +1,5 @@
+// A YAML document as a tree of nodes with line numbers (Yams parses; QShape checks), and the
+// one-line `ConfigError`.
 import Yams
 
 /// A config problem: the file, the key path and what is allowed, in one line.

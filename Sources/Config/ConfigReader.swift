@@ -1,3 +1,5 @@
+// Typed, validated reads of one config mapping: unknown keys with the nearest valid one, ranges,
+// choices, and the line each error points at.
 /// Reads one mapping of a config, checking every key: unknown keys (with the nearest valid key
 /// suggested), wrong types and out-of-range values become a `ConfigError` naming the key path.
 struct ConfigReader {

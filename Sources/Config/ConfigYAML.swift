@@ -1,3 +1,4 @@
+// The resolved config written back as YAML: every key with the value used (the run's config.yaml).
 import Foundation
 import NeuralNet
 import Shaping

@@ -1,3 +1,4 @@
+// The `quantize:` section: bit widths, the converter's options, QAT, and reading them.
 import Quantization
 import IntegerRuntime
 

@@ -1,3 +1,4 @@
+// CSV data sets: a label column and feature columns per line.
 /// CSV data sets: one sample per line, the label in `labelColumn` and the features in the other
 /// columns, comma separated. A first line that is not numeric is taken as a header and skipped.
 public enum CSV {

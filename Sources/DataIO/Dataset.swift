@@ -1,3 +1,4 @@
+// A labelled data set in memory (bytes or floats) and its normalised batches.
 import Tensors
 
 /// A data-set problem a user can fix: the message names the file and what is wrong.

@@ -1,3 +1,4 @@
+// Reading files (gzip or plain, with a size limit) and writing them atomically.
 import Foundation
 import CZlib
 

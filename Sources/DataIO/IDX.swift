@@ -1,3 +1,4 @@
+// IDX files (MNIST, Fashion-MNIST), plain or gzip, with checked headers.
 /// IDX files (MNIST / Fashion-MNIST), plain or gzip: a 4-byte magic `0x00 0x00 type rank`, `rank`
 /// big-endian UInt32 dimensions, then the values. QShape reads type 0x08 (unsigned byte).
 public enum IDX {

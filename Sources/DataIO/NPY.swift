@@ -1,3 +1,4 @@
+// NumPy .npy arrays (versions 1–3, C order) with checked headers.
 /// NumPy `.npy` arrays (format versions 1–3, C order): a magic string, a header length, a
 /// Python-dict header `{'descr': '<f4', 'fortran_order': False, 'shape': (N, …)}`, then the data.
 /// Supported element types: uint8 (`|u1`), int64 (`<i8`), int32 (`<i4`), float32 (`<f4`).

@@ -1,3 +1,4 @@
+// The safetensors format: reading with every offset and size checked, and writing.
 import Foundation
 
 /// The safetensors format: an 8-byte little-endian header length N, N bytes of JSON

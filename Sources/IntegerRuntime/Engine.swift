@@ -1,3 +1,5 @@
+// The integer engine: an IntegerModel run on integer inputs with integer arithmetic only, exactly
+// as the exported C runs it.
 /// Runs an `IntegerModel` on integer inputs with integer arithmetic only.
 ///
 /// Activations travel as Int16 (uint8 pixels, int8/uint8 or int16 activations all fit), weights

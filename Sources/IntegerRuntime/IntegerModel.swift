@@ -1,3 +1,5 @@
+// A converted network as the device holds it: integer layers with their weights, widths, biases
+// and requantisation.
 /// A converted network as the device holds it: integer weights, biases, multipliers and shifts.
 /// Activations are integers with zero point 0: unsigned after a ReLU, signed otherwise.
 public struct IntegerModel: Equatable, Sendable {

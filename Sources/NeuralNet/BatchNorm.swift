@@ -1,3 +1,4 @@
+// Batch normalisation (BatchNorm1d/2d): forward in training and evaluation, and backward.
 import Tensors
 
 /// Batch normalisation over the channel axis (PyTorch `nn.BatchNorm1d` on (N, C) and

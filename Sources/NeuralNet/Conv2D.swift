@@ -1,3 +1,4 @@
+// 2-D convolution: forward as im2col + SGEMM, backward for weights, bias and input.
 import Tensors
 
 /// 2-D convolution (PyTorch `nn.Conv2d`, cross-correlation), computed as one SGEMM per batch

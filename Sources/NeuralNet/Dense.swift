@@ -1,3 +1,4 @@
+// The fully connected layer: forward and backward as SGEMMs.
 import Tensors
 
 /// Fully connected layer (PyTorch `nn.Linear`): `y = x·Wᵀ + b`.

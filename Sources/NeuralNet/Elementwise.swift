@@ -1,3 +1,4 @@
+// ReLU, ReLU6, flatten and dropout: forward and backward.
 import Tensors
 
 /// `y = min(max(x, 0), cap)`: ReLU with `cap = ∞`, ReLU6 with `cap = 6`.

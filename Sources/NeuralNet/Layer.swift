@@ -1,3 +1,4 @@
+// The layer protocol: forward, backward and named state (weights, biases, running statistics).
 import Tensors
 
 /// One named tensor of a layer's state, as it appears in a PyTorch `state_dict`.

@@ -1,3 +1,4 @@
+// Softmax cross-entropy: the loss, its gradient and the correct count of a batch.
 import Tensors
 
 /// Softmax cross-entropy averaged over the batch (PyTorch `nn.CrossEntropyLoss`):

@@ -1,3 +1,4 @@
+// Max, average and global average pooling: forward and backward.
 import Tensors
 
 /// Max pooling (PyTorch `nn.MaxPool2d`, padding counts as −∞).

@@ -1,3 +1,5 @@
+// Layer specs (a config's model section) and the Sequential model built from them, with PyTorch's
+// initialisation and state-dict names.
 import Tensors
 
 /// What a layer is, independent of its weights: the model section of a config.

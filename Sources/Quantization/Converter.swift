@@ -1,3 +1,5 @@
+// Float model → integer model: BatchNorm folding, calibration of each output grid, and each
+// conv/dense layer's integer weights, biases and requantisation.
 import Tensors
 import NeuralNet
 import IntegerRuntime

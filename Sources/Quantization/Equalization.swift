@@ -1,3 +1,4 @@
+// Data-free cross-layer equalisation (Nagel et al. 2019) before quantising.
 import Tensors
 import NeuralNet
 

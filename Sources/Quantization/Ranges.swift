@@ -1,3 +1,4 @@
+// Choosing a tensor's clipping range: max, percentile, MSE and ACIQ.
 import Tensors
 import IntegerRuntime
 

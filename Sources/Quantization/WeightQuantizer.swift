@@ -1,3 +1,4 @@
+// The seed quantiser and its variants (rounding, per channel, clipped ranges), SQNR and levels used.
 import Tensors
 import IntegerRuntime
 

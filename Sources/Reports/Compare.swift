@@ -1,3 +1,5 @@
+// Several runs side by side: config differences, accuracy by bit width with deltas, layers, as
+// JSON, Markdown and HTML.
 import Foundation
 
 /// Two or more runs side by side: what differs in their configs, accuracy by bit width with deltas

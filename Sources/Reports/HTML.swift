@@ -1,3 +1,4 @@
+// report.html and the comparison page: self-contained HTML with inline SVG charts.
 import Foundation
 
 /// A self-contained HTML page: inline CSS and SVG, no scripts, fonts or links; well-formed XML.

@@ -1,3 +1,4 @@
+// report.md: the report as Markdown tables.
 import Foundation
 
 extension Report {

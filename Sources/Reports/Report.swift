@@ -1,3 +1,4 @@
+// A run's report (report.json) and the number formats every rendering shares.
 import Foundation
 
 /// Everything a run's report shows; `report.json` is this value, and report.md and report.html

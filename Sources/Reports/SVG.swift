@@ -1,3 +1,4 @@
+// Small inline-SVG charts: axes with ticks, lines, step histograms and bars.
 import Foundation
 
 /// Small inline-SVG charts: axes with labelled ticks, line series, step histograms and bars.

@@ -1,3 +1,5 @@
+// Which shaping terms act on which layers, how strongly and when: the `shaping:` section as the
+// loss term uses it.
 /// The `shaping:` section: which penalties act on which layers, how strongly, and when.
 public struct ShapingConfig: Equatable, Sendable {
     public enum Scope: String, CaseIterable, Sendable { case tensor, channel }

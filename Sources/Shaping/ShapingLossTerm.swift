@@ -1,3 +1,5 @@
+// The shaping penalties as a training loss term: per layer and scope, aggregated over layers,
+// weighted by λ and the warm-up ramp, with per-layer statistics for the logs.
 import Tensors
 import NeuralNet
 import Training

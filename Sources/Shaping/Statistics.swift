@@ -1,3 +1,4 @@
+// Population moments of a set of weights in Double (what `qshape stats` and the logs report).
 /// Population moments of a set of weights, computed in Double with two passes (the reference
 /// numbers that `qshape stats` and the run logs report).
 ///

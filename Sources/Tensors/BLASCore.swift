@@ -1,3 +1,4 @@
+// Which OpenBLAS kernels this processor can run, which the library chose, and the choice to make.
 import CBLAS
 import CProcessor
 

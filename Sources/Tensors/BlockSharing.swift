@@ -1,3 +1,4 @@
+// Threads sharing the blocks of one loop, their sums kept in block order (same result on 1 or 2).
 import Synchronization
 #if canImport(Glibc)
     import Glibc

@@ -1,3 +1,4 @@
+// Row-major SGEMM through OpenBLAS, and the BLAS thread count.
 import CBLAS
 
 /// Row-major single-precision matrix multiply through OpenBLAS:

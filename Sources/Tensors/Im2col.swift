@@ -1,3 +1,4 @@
+// Convolution geometry, and im2col/col2im between images and patch matrices.
 /// Geometry of a 2-D convolution or pooling window over an NCHW batch.
 public struct ConvGeometry: Equatable, Sendable {
     public var batch, channels, height, width: Int

@@ -1,3 +1,4 @@
+// The 16-lane Float vector of the elementwise passes, with loads and stores.
 /// The vector width of the elementwise passes over weights (Adam, the shaping penalties): 16 Float
 /// lanes, one AVX-512 register (two AVX2 ones, four SSE ones on the x86-64 baseline). On the Zen 4
 /// development machine 16 lanes ran the penalty passes 15–20% faster than 8, built for it or for

@@ -1,3 +1,4 @@
+// libm functions under stable names, and the allocator tuning for training loops.
 #if canImport(Glibc)
     import Glibc
     import CMalloc

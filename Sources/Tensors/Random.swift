@@ -1,3 +1,4 @@
+// The seeded random generator (xoshiro256**): the same stream on every machine.
 /// xoshiro256** seeded through SplitMix64: fast, small state, and the same stream on every
 /// platform for the same seed, which is what makes QShape runs bit-reproducible.
 public struct SeededRandom: RandomNumberGenerator, Sendable {

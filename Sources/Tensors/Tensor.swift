@@ -1,3 +1,4 @@
+// Tensor: a dense row-major Float array with a shape.
 /// A dense array of Float32 values in row-major order with an explicit shape.
 ///
 /// Images are NCHW: `(batch, channels, height, width)`. A `Tensor` is a value; layers keep

@@ -1,3 +1,4 @@
+// SGD (momentum, Nesterov), Adam and AdamW with PyTorch's semantics, and gradient clipping.
 import Tensors
 import NeuralNet
 import CVectorMath

@@ -1,3 +1,4 @@
+// Which steps run on two threads: a few steps of each kind timed every window, the faster kept.
 /// Whether a step runs on two threads (the side thread gathers the batch while the main thread
 /// runs the loss terms, then joins them) or on the main thread alone, chosen by timing steps of
 /// each as training goes. On a quiet machine two threads win; when other work holds the second

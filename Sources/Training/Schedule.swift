@@ -1,3 +1,4 @@
+// Learning-rate schedules: constant, step and cosine with warm-up.
 import Tensors
 
 /// Learning rate as a function of training progress (in epochs, fractional within an epoch).

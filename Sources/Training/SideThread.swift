@@ -1,3 +1,4 @@
+// A second thread that runs one job at a time beside the caller (the step overlap's helper).
 import Foundation
 import Synchronization
 import CThreads

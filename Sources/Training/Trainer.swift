@@ -1,3 +1,5 @@
+// The training loop: options, one step (loss terms, forward, backward, clipping, update), an epoch
+// and its metrics.
 import Foundation
 import Tensors
 import NeuralNet

@@ -1,3 +1,4 @@
+// `qshape compare`: the comparison of finished runs written as compare.json, .md and .html.
 import Foundation
 import DataIO
 import Reports

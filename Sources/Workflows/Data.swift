@@ -1,3 +1,4 @@
+// Loading the data sets a config names (IDX, NPY or CSV) with the checks a user can act on.
 import Config
 import Foundation
 import DataIO

@@ -1,3 +1,4 @@
+// `qshape eval`: a weights file's accuracy and loss on the config's test set.
 import Config
 import Foundation
 import Training

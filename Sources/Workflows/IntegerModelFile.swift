@@ -1,3 +1,5 @@
+// The integer model as safetensors (model-int<b>.safetensors): writing it, and reading it back
+// with every width and value checked.
 import Config
 import Foundation
 import DataIO

@@ -1,3 +1,4 @@
+// Quantisation-aware fine-tuning: the trainer with the deployed quantiser in its forward pass.
 import Config
 import Foundation
 import Tensors

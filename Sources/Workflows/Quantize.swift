@@ -1,3 +1,5 @@
+// `qshape quantize`: convert at each bit width, then float, simulated and integer-engine accuracy
+// side by side with each layer's numbers.
 import Config
 import Foundation
 import Tensors

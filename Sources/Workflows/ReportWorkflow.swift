@@ -1,3 +1,4 @@
+// `qshape report`: a run's report built from the files in its folder.
 import Config
 import Foundation
 import DataIO

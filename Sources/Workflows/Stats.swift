@@ -1,3 +1,4 @@
+// `qshape stats`: each weight tensor's distribution and what the seed quantiser makes of it.
 import Config
 import Foundation
 import DataIO

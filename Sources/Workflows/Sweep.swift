@@ -1,3 +1,4 @@
+// `qshape sweep`: every combination of a grid of config values trained, then compared.
 import Config
 import Foundation
 import Reports

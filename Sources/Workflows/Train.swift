@@ -1,3 +1,4 @@
+// `qshape train`: the run folder claimed (or resumed), the training run, the summary.
 import Shaping
 import Config
 import Foundation

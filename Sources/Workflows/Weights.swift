@@ -1,3 +1,4 @@
+// Model weights as safetensors, named as PyTorch's nn.Sequential state dict (QShape's or PyTorch's).
 import Config
 import Foundation
 import Tensors

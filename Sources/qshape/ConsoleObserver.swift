@@ -1,3 +1,4 @@
+// What `qshape train` prints: a live progress line on a terminal, epoch lines otherwise.
 import Foundation
 import Workflows
 import Training

@@ -1,3 +1,4 @@
+// The live progress line, fitted to the terminal's width.
 import Config
 import Training
 

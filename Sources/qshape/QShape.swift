@@ -1,3 +1,4 @@
+// The `qshape` command: its subcommands (swift-argument-parser), each calling a workflow.
 import Benchmarks
 import ArgumentParser
 import Foundation

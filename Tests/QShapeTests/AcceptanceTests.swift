@@ -1,3 +1,4 @@
+// Tests: the example networks on the full Fashion-MNIST against PyTorch's numbers.
 import XCTest
 import Foundation
 import Quantization

@@ -1,3 +1,4 @@
+// Tests: the choice of OpenBLAS kernels per processor, and the start-up self-check.
 import XCTest
 import Foundation
 import Tensors

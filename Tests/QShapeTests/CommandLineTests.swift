@@ -1,3 +1,4 @@
+// Tests: the `qshape` executable as a user runs it (exit codes, one-line errors, files).
 import XCTest
 import Foundation
 @testable import Benchmarks

@@ -1,3 +1,4 @@
+// Tests: the shaping passes shared between threads give the one-thread result bit for bit.
 import Foundation
 import XCTest
 import Tensors

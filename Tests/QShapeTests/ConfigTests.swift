@@ -1,3 +1,4 @@
+// Tests: config reading, validation messages, --set and the resolved YAML.
 import XCTest
 import NeuralNet
 import Training

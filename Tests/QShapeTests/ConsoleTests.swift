@@ -1,3 +1,4 @@
+// Tests: the live progress line at every terminal width.
 import XCTest
 import Foundation
 @testable import Training

@@ -1,3 +1,4 @@
+// Tests: the IDX, NPY, CSV and safetensors readers and writers.
 import XCTest
 import Foundation
 import Tensors

@@ -1,3 +1,4 @@
+// Tests: the exported C of the example networks on the host and an emulated Cortex-M0.
 import XCTest
 import Foundation
 import DataIO

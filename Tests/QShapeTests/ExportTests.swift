@@ -1,3 +1,4 @@
+// Tests: C export of hand-made integer models against the integer engine, and its refusals.
 import XCTest
 import Foundation
 import Tensors

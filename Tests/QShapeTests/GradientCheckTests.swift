@@ -1,3 +1,4 @@
+// Tests: every layer's forward and backward against Double references and finite differences.
 import XCTest
 import Tensors
 import NeuralNet

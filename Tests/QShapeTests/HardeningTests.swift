@@ -1,3 +1,4 @@
+// Tests: hostile and clumsy inputs, one regression test each, and the fuzz corpus replayed.
 import XCTest
 import Foundation
 import DataIO

@@ -1,3 +1,4 @@
+// Tests: the integer kernels against wide-integer oracles; the integer module is float-free.
 import XCTest
 import Foundation
 import Tensors

@@ -1,3 +1,4 @@
+// Tests: the worked example of Docs/Integer.md.
 import XCTest
 import Quantization
 import IntegerRuntime

@@ -1,3 +1,4 @@
+// Tests: the BLAS-backed kernels against their naive twins.
 import XCTest
 import Tensors
 

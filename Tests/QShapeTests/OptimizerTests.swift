@@ -1,3 +1,4 @@
+// Tests: optimiser updates against PyTorch's formulas worked by hand.
 import XCTest
 import Tensors
 import NeuralNet

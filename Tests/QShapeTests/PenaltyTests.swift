@@ -1,3 +1,4 @@
+// Tests: the shaping passes against PenaltyReference, and the reference against finite differences.
 import XCTest
 import Tensors
 import NeuralNet

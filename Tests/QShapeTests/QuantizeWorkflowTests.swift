@@ -1,3 +1,4 @@
+// Tests: conversion and comparison end to end on the fixture.
 import XCTest
 import Foundation
 import Tensors

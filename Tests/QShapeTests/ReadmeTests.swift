@@ -1,3 +1,4 @@
+// Tests: the README's Use section runs as written.
 import XCTest
 import Foundation
 

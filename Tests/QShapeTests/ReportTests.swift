@@ -1,3 +1,4 @@
+// Tests: every report format carries report.json's numbers.
 import XCTest
 import Foundation
 #if canImport(FoundationXML)

@@ -1,3 +1,4 @@
+// Tests: killed runs resume to byte-identical weights; concurrent runs to one folder.
 import XCTest
 import Foundation
 import DataIO

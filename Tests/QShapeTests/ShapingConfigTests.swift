@@ -1,3 +1,4 @@
+// Tests: the shaping section's keys, defaults, overrides and refusals.
 import XCTest
 import Foundation
 @testable import Workflows

@@ -1,3 +1,4 @@
+// Tests: statistics and the seed quantiser against SciPy and NumPy fixtures.
 import XCTest
 import Foundation
 import DataIO

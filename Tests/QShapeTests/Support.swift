@@ -1,3 +1,4 @@
+// Test helpers: temporary folders, the fixtures' paths, running the executable.
 import Foundation
 import XCTest
 

@@ -1,3 +1,4 @@
+// Tests: end-to-end runs on the committed Fashion-MNIST subset.
 import XCTest
 import Foundation
 import Tensors
