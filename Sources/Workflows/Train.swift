@@ -93,7 +93,7 @@ public enum TrainWorkflow {
     }
 
     /// A killed run's checkpoint, if the config is the one it ran (the learning rate, clipping,
-    /// checkpoint interval and thread count may change).
+    /// checkpoint interval, thread count and step overlap may change).
     static func resumePoint(_ config: Config, dir: String) throws -> Checkpoint.Contents {
         let path = "\(dir)/\(Checkpoint.fileName)"
         let c = try Checkpoint.read(path)
@@ -103,6 +103,7 @@ public enum TrainWorkflow {
         mine.training.gradientClip = previous.training.gradientClip
         mine.training.checkpointSteps = previous.training.checkpointSteps
         mine.threads = previous.threads
+        mine.training.overlapSteps = previous.training.overlapSteps
         let now = mine.resolvedYAML.split(separator: "\n"),
             then = previous.resolvedYAML.split(separator: "\n")
         if let i = (0..<max(now.count, then.count)).first(where: {
@@ -113,7 +114,7 @@ public enum TrainWorkflow {
             }
             throw ConfigError(
                 file: config.file, path: "",
-                "is not the config of the run to resume: it has \(line(now)) where that run had \(line(then)) (only training.optimizer.lr, grad_clip, checkpoint_steps and threads may change)"
+                "is not the config of the run to resume: it has \(line(now)) where that run had \(line(then)) (only training.optimizer.lr, grad_clip, checkpoint_steps, threads and overlap may change)"
             )
         }
         let epochs = c.phase == .train ? config.training.epochs : config.quantize?.qat.epochs ?? 0
