@@ -58,8 +58,16 @@ extension BenchWorkflow {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        // The child writes its own peak (VmHWM) when it exits: wait4's ru_maxrss would also count
+        // this process's resident memory, which a spawned child's record inherits at exec.
+        let report = NSTemporaryDirectory() + "qshape-peak-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: report) }
+        let environment = ProcessInfo.processInfo.environment.filter { $0.key != peakMemoryVariable }
+            .map { "\($0.key)=\($0.value)" } + ["\(peakMemoryVariable)=\(report)"]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for e in envp { free(e) } }
         var pid = pid_t()
-        let spawned = posix_spawn(&pid, exe, &actions, nil, argv, environ)
+        let spawned = posix_spawn(&pid, exe, &actions, nil, argv, envp)
         guard spawned == 0 else {
             throw RunError("bench memory: cannot start \(exe) (\(String(cString: strerror(spawned))))")
         }
@@ -71,6 +79,27 @@ extension BenchWorkflow {
             }
         }
         let exited = (status & 0x7f) == 0
-        return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), usage.ru_maxrss)
+        let own = (try? String(contentsOfFile: report, encoding: .utf8)).flatMap {
+            Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), own ?? usage.ru_maxrss)
+    }
+
+    /// The environment variable naming the file a `qshape` process writes its peak resident memory
+    /// to (kilobytes) when it exits.
+    static let peakMemoryVariable = "QSHAPE_PEAK_RSS_FILE"
+
+    /// Called first by the executable: with `QSHAPE_PEAK_RSS_FILE` set, the process writes its own
+    /// peak resident memory (VmHWM of /proc/self/status) there at exit.
+    public static func reportPeakMemoryAtExit() {
+        guard ProcessInfo.processInfo.environment[peakMemoryVariable] != nil else { return }
+        atexit {
+            guard let path = getenv(BenchWorkflow.peakMemoryVariable).map({ String(cString: $0) }),
+                let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+                let kilobytes = line.split(separator: " ").compactMap({ Int($0) }).first
+            else { return }
+            try? "\(kilobytes)\n".write(toFile: path, atomically: false, encoding: .utf8)
+        }
     }
 }

@@ -21,6 +21,7 @@ struct QShape: ParsableCommand {
     /// ArgumentParser's own entry point, except that a mistake on the command line is one line
     /// `error: …` with exit status 2, like every other bad input (help and --version unchanged).
     static func main() {
+        BenchWorkflow.reportPeakMemoryAtExit()
         BLASSetup.atStartup()
         // Line-buffered even into a pipe or file, so a killed command loses no finished line.
         setvbuf(stdout, nil, _IOLBF, 0)
