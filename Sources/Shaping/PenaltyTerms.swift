@@ -108,25 +108,23 @@ struct GradientCoefficients {
     init(_ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
         let n = Double(st.n)
         let scales = scales.filter { s.has($0.key) }
-        guard st.m2 > varianceFloor else {
-            if let k = scales[.l2] { c += k; e += k * st.mean }  // as below: the same bits
-            return
-        }
-        if let k = scales[.kurtosis], k != 0 {
+        // A constant group (no variance) has no shape: only L2 pushes it.
+        let shaped = st.m2 > varianceFloor
+        if shaped, let k = scales[.kurtosis], k != 0 {
             // ∂K/∂wᵢ = 4/(n·m₂²)·(dᵢ³ − m₃) − 4·m₄/(n·m₂³)·dᵢ
             let coef = k * 2 * (st.kurtosis - s.kurtosisTarget), m2sq = st.m2 * st.m2
             a += coef * 4 / (n * m2sq)
             e -= coef * 4 * st.m3 / (n * m2sq)
             c -= coef * 4 * st.m4 / (n * m2sq * st.m2)
         }
-        if let k = scales[.skewness], k != 0 {
+        if shaped, let k = scales[.skewness], k != 0 {
             // ∂S/∂wᵢ = 3/(n·m₂^1.5)·(dᵢ² − m₂) − 3·m₃/(n·m₂^2.5)·dᵢ
             let coef = k * 2 * (st.skewness - s.skewnessTarget), m15 = st.m2 * st.m2.squareRoot()
             b += coef * 3 / (n * m15)
             e -= coef * 3 * st.m2 / (n * m15)
             c -= coef * 3 * st.m3 / (n * m15 * st.m2)
         }
-        if let k = scales[.range], k != 0, st.range > s.rangeTarget {
+        if shaped, let k = scales[.range], k != 0, st.range > s.rangeTarget {
             // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m))/Z, kept from the sums
             precondition(st.rangeExponentials.count == st.n, "the range term's state comes from evaluate")
             let coef = k * 2 * (st.range - s.rangeTarget), sigma = st.m2.squareRoot()
@@ -139,7 +137,7 @@ struct GradientCoefficients {
             c += k
             e += k * st.mean
         }
-        if let k = scales[.quantError], k != 0, st.maxAbs > 0 {
+        if shaped, let k = scales[.quantError], k != 0, st.maxAbs > 0 {
             // ∂E/∂wⱼ = 2(uⱼ − rⱼ)·qmax/(n·M) with u = w·qmax/M (j ≠ argmax);
             // the maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u).
             quantFactor = k * 2 / n
