@@ -62,7 +62,8 @@ extension BenchWorkflow {
         // this process's resident memory, which a spawned child's record inherits at exec.
         let report = NSTemporaryDirectory() + "qshape-peak-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: report) }
-        let environment = ProcessInfo.processInfo.environment.filter { $0.key != peakMemoryVariable }
+        let environment =
+            ProcessInfo.processInfo.environment.filter { $0.key != peakMemoryVariable }
             .map { "\($0.key)=\($0.value)" } + ["\(peakMemoryVariable)=\(report)"]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
         defer { for e in envp { free(e) } }

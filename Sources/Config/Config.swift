@@ -80,7 +80,7 @@ public struct Config: Sendable {
         (training, threads) = try Config.readTraining(top, data: data)
         shaping = try Config.readShaping(top, epochs: training.epochs)
         try validateShapingLayers()
-        quantize = try Config.readQuantize(top)
+        quantize = try Config.readQuantize(top, layers: layers)
     }
 
     private static func readData(_ top: ConfigReader) throws -> DataConfig {

@@ -115,12 +115,7 @@ extension Config {
 
     /// Indices of the layers with weights (dense, conv2d), known from the layer list alone.
     public var weightLayerIndices: [Int] {
-        layers.indices.filter { i in
-            switch layers[i] {
-            case .dense, .conv2d: true;
-            default: false
-            }
-        }
+        layers.indices.filter { layers[$0].hasWeights }
     }
 
     /// Checks that every selected or overridden layer index names a weight layer.

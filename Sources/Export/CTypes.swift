@@ -38,10 +38,10 @@ enum WeightFormat: String, Equatable {
 
     /// The format for weights quantised to `bits` (1…16).
     static func forBits(_ bits: Int) -> WeightFormat {
-        switch bits {
-        case ...2: .p2
-        case ...4: .p4
-        case ...8: .i8
+        switch BitWidth(max(bits, BitWidth.allowed.lowerBound))!.storageBits {
+        case 2: .p2
+        case 4: .p4
+        case 8: .i8
         default: .i16
         }
     }

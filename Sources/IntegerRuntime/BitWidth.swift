@@ -24,6 +24,20 @@ public struct BitWidth: Hashable, Comparable, Sendable, CustomStringConvertible 
     @inlinable
     public static func qmax(_ bits: Int) -> Int { (1 << (bits - 1)) - 1 }
 
+    /// The bits a weight of this width takes in the exported C: packed 2 or 4 to a field (4 or 2
+    /// per byte) up to 4 bits, a byte up to 8, two bytes above.
+    public var storageBits: Int {
+        switch bits {
+        case ...2: 2
+        case ...4: 4
+        case ...8: 8
+        default: 16
+        }
+    }
+
+    /// The flash bytes of `count` weights of this width, packed as the C export stores them.
+    public func storageBytes(_ count: Int) -> Int { (count * storageBits + 7) / 8 }
+
     public static func < (a: BitWidth, b: BitWidth) -> Bool { a.bits < b.bits }
     public var description: String { "\(bits)-bit" }
 }

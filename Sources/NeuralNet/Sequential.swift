@@ -15,6 +15,14 @@ public enum LayerSpec: Equatable, Sendable {
     case dropout(p: Float)
 
     /// The config's `type` name.
+    /// True for the layers with a weight (dense, conv2d): the ones a config's per-layer keys name.
+    public var hasWeights: Bool {
+        switch self {
+        case .dense, .conv2d: true
+        default: false
+        }
+    }
+
     public var typeName: String {
         switch self {
         case .dense: "dense"
@@ -159,11 +167,14 @@ public final class Sequential {
     }
 
     /// Forward pass with a hook after every layer that sees (and may change) its output:
-    /// used to capture activations and to fake-quantise them.
-    public func forward(_ x: Tensor, training: Bool, after: (Int, inout Tensor) -> Void) -> Tensor {
+    /// used to capture activations and to fake-quantise them. With `from: k`, `x` is the input of
+    /// layer k (the output of layer k − 1) and layers 0..<k are skipped.
+    public func forward(
+        _ x: Tensor, from start: Int = 0, training: Bool, after: (Int, inout Tensor) -> Void
+    ) -> Tensor {
         var h = x
-        for (i, layer) in layers.enumerated() {
-            h = layer.forward(h, training: training)
+        for i in start..<layers.count {
+            h = layers[i].forward(h, training: training)
             after(i, &h)
         }
         return h

@@ -26,7 +26,27 @@ public struct QuantizeOptions: Equatable, Sendable {
     /// Correct each layer's bias for the mean output error its weight quantisation causes on the
     /// calibration data.
     public var biasCorrection = false
+    /// Per-layer weight widths, by the layer's index in the model's layer list; the others get
+    /// `weightBits` (mixed precision: `quantize.bits: {default: 4, 0: 8}`).
+    public var layerWeightBits: [Int: Int] = [:]
+    /// Per-layer activation widths (8 or 16) of a conv/dense output, by layer index as above.
+    public var layerActivationBits: [Int: Int] = [:]
     public init() {}
+
+    /// The options as they apply to the conv/dense at `layer` of the model's layer list: its own
+    /// weight and activation widths in `weightBits` and `activationBits`.
+    public func at(layer: Int) -> QuantizeOptions {
+        var o = self
+        o.weightBits = layerWeightBits[layer] ?? weightBits
+        o.activationBits = layerActivationBits[layer] ?? activationBits
+        return o
+    }
+
+    /// True when some layer's width differs from the default.
+    public var isMixed: Bool {
+        layerWeightBits.values.contains { $0 != weightBits }
+            || layerActivationBits.values.contains { $0 != activationBits }
+    }
 }
 
 /// A conversion the options cannot express safely (the message names the layer).
@@ -52,6 +72,7 @@ public struct ConvertedLayer: Sendable {
     public var multiplier: [Int64], shift: [Int64]
     public var weightSQNR: Double
     public var levelsUsed: Int
+    public var weightBits: Int
 }
 
 /// The result of converting: the integer model, and the float model folded (BatchNorm into the

@@ -68,6 +68,21 @@ public enum Converter {
         return map
     }
 
+    /// For each conv/dense of `fold(model)`, the index in `model` of that conv/dense itself (the
+    /// index a config names it by).
+    public static func weightedOriginalIndex(of model: Sequential) -> [Int: Int] {
+        var map: [Int: Int] = [:], folded = 0
+        for (i, spec) in model.specs.enumerated() {
+            switch spec {
+            case .dropout, .batchnorm1d, .batchnorm2d: continue
+            case .dense, .conv2d: map[folded] = i
+            default: break
+            }
+            folded += 1
+        }
+        return map
+    }
+
     private static func withBias(_ spec: LayerSpec) -> LayerSpec {
         switch spec {
         case let .dense(i, o, _): .dense(inFeatures: i, outFeatures: o, bias: true)
@@ -87,6 +102,7 @@ public enum Converter {
         if o.equalize { Equalization.apply(folded) }
         let n = folded.layers.count
         let (groupEnd, activation) = groups(folded)
+        let original = weightedOriginalIndex(of: model)
         let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
         let inputs =
             o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
@@ -101,20 +117,20 @@ public enum Converter {
             let spec = folded.specs[i], layer = folded.layers[i]
             switch spec {
             case .dense, .conv2d:
-                let end = groupEnd[i]!
-                let (outScale, lo, hi) = outputGrid(
-                    samples[end] ?? [1], activation: activation[i], options: o)
-                if let x = inputs[i] { correctBias(layer, inputs: x, options: o) }
+                let end = groupEnd[i]!, lo = o.at(layer: original[i]!)
+                let (outScale, low, hi) = outputGrid(
+                    samples[end] ?? [1], activation: activation[i], options: lo)
+                if let x = inputs[i] { correctBias(layer, inputs: x, options: lo) }
                 let (c, intLayer, deq) = try quantizeWeighted(
                     i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
-                    outScale: outScale, lo: lo, hi: hi, end: end, options: o)
+                    outScale: outScale, lo: low, hi: hi, end: end, options: lo)
                 converted.append(c)
                 layers.append(intLayer)
                 floatLayerOf.append(end)
                 for (k, v) in deq { dequantized[k] = v }
-                grid[end] = (outScale, lo, hi)
+                grid[end] = (outScale, low, hi)
                 scale = outScale
-                maxInput = max(abs(lo), hi)
+                maxInput = max(abs(low), hi)
                 i = end + 1
                 continue
             case let .maxpool2d(k, s, p): layers.append(.maxPool(kernel: k, stride: s ?? k, padding: p))
@@ -297,7 +313,7 @@ public enum Converter {
             name: name, outputLayer: end, inputScale: inputScale, weightScales: weightScales,
             outputScale: outScale, outMin: lo, outMax: hi, accumulatorBitsNeeded: needed,
             accumulatorBits: accBits, multiplier: mult, shift: shifts,
-            weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
+            weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q), weightBits: o.weightBits)
         return (
             info, intLayer,
             [name: Tensor(shape: shape, data: deqW), "\(index).bias": Tensor(shape: [rows], data: deqB)]

@@ -66,7 +66,7 @@ public struct Comparison: Codable, Sendable {
         for r in reports {
             guard let a = r.accuracy else { continue }
             for row in a.rows {
-                let key = RowKey(bits: row.bits, kind: a.kind(bits: row.bits))
+                let key = RowKey(bits: row.bits, kind: a.kind(row))
                 if !rowKeys.contains(key) { rowKeys.append(key) }
             }
         }
@@ -92,8 +92,8 @@ public struct Comparison: Codable, Sendable {
     /// The runs' figures of one kind at one width; a run measured otherwise gets an empty cell.
     static func row(_ key: RowKey, _ reports: [Report]) -> BitsRow {
         var cells: [RunAccuracy] = reports.map { r in
-            guard let a = r.accuracy, a.kind(bits: key.bits) == key.kind,
-                let row = a.rows.first(where: { $0.bits == key.bits })
+            guard let a = r.accuracy,
+                let row = a.rows.first(where: { $0.bits == key.bits && a.kind($0) == key.kind })
             else { return RunAccuracy(run: r.run) }
             return RunAccuracy(
                 run: r.run, simulated: row.simulated, integer: row.integer, flashBytes: row.flashBytes,

@@ -170,7 +170,7 @@ extension Report {
                 ["quantised", "float", "simulated", "integer", "agreement with float", "C flash", "C RAM"],
                 a.rows.map {
                     [
-                        escape(a.kind(bits: $0.bits)), Format.pct(a.float), Format.pct($0.simulated),
+                        escape(a.kind($0)), Format.pct(a.float), Format.pct($0.simulated),
                         Format.pct($0.integer), Format.pct($0.agreement),
                         Format.kib($0.flashBytes), Format.kib($0.ramBytes)
                     ]

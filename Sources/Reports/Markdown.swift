@@ -35,7 +35,7 @@ extension Report {
                 "| quantised | float | simulated | integer | agreement with float | C flash | C RAM |\n|---|---|---|---|---|---|---|\n"
             for r in a.rows {
                 out +=
-                    "| \(a.kind(bits: r.bits)) | \(Format.pct(a.float)) | \(Format.pct(r.simulated)) | \(Format.pct(r.integer)) | \(Format.pct(r.agreement)) "
+                    "| \(a.kind(r)) | \(Format.pct(a.float)) | \(Format.pct(r.simulated)) | \(Format.pct(r.integer)) | \(Format.pct(r.agreement)) "
                     + "| \(Format.kib(r.flashBytes)) | \(Format.kib(r.ramBytes)) |\n"
             }
         }

@@ -64,12 +64,15 @@ public struct Report: Codable, Equatable, Sendable {
         /// and shifts, and RAM of its activation buffers (the stack and the code come on top).
         public var flashBytes: Int?
         public var ramBytes: Int?
+        /// Mixed precision: each conv/dense's weight width in layer order, e.g. "W8·4·4" (nil when
+        /// every layer has `bits`).
+        public var weights: String?
         public init(
             bits: Int, simulated: Double, integer: Double?, agreement: Double?,
-            flashBytes: Int? = nil, ramBytes: Int? = nil
+            flashBytes: Int? = nil, ramBytes: Int? = nil, weights: String? = nil
         ) {
             self.bits = bits; self.simulated = simulated; self.integer = integer; self.agreement = agreement
-            self.flashBytes = flashBytes; self.ramBytes = ramBytes
+            self.flashBytes = flashBytes; self.ramBytes = ramBytes; self.weights = weights
         }
     }
 
@@ -84,12 +87,14 @@ public struct Report: Codable, Equatable, Sendable {
             self.rows = rows
         }
 
-        /// What the figure at `bits` is: "integer W4/A8" (the integer engine) or "simulated W4,
-        /// weights only" (fake quantisation of the weights, everything else float).
-        public func kind(bits: Int) -> String {
-            weightsOnly
-                ? "simulated W\(bits), weights only"
-                : "integer W\(bits)/A\(activationBits.map(String.init) ?? "?")"
+        /// What the figure of `row` is: "integer W4/A8" (the integer engine) or "simulated W4,
+        /// weights only" (fake quantisation of the weights, everything else float); a mixed-precision
+        /// row names each layer's width ("integer W8·4·4/A8").
+        public func kind(_ row: AccuracyRow) -> String {
+            let w = row.weights ?? "W\(row.bits)"
+            return weightsOnly
+                ? "simulated \(w), weights only"
+                : "integer \(w)/A\(activationBits.map(String.init) ?? "?")"
         }
 
         /// The figure of that kind: the integer engine's, or the simulation's for weights only.

@@ -76,6 +76,23 @@ struct Chart {
             "<path d=\"\(d)\" fill=\"\(color)\" fill-opacity=\"\(opacity)\" stroke=\"\(color)\" stroke-width=\"1\"/>"
     }
 
+    /// Dots (a scatter), each with a tooltip; `label` also writes it beside the dot.
+    mutating func dots(
+        _ points: [(x: Double, y: Double, tip: String)], color: String, radius: Double = 3,
+        label: Bool = false
+    ) {
+        for p in points {
+            body += String(
+                format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%@\"><title>%@</title></circle>",
+                px(p.x), py(p.y), radius, color, escape(p.tip) as NSString)
+            if label {
+                body += String(
+                    format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%@\">%@</text>",
+                    px(p.x) + radius + 2, py(p.y) + 3, color, escape(p.tip) as NSString)
+            }
+        }
+    }
+
     mutating func verticalMarks(_ xs: [Double], color: String) {
         for x in xs where x >= xRange.0 && x <= xRange.1 {
             body += String(

@@ -25,8 +25,11 @@ public enum QuantizeWorkflow {
         public var outputScale: Double?
         public var multiplier: Int64?, shift: Int64?
         public var accumulatorBitsNeeded: Int?, accumulatorBits: Int?
+        /// This layer's weight width (differs from the row's `bits` under mixed precision).
+        public var weightBits: Int?
         enum CodingKeys: String, CodingKey {
             case name, multiplier, shift
+            case weightBits = "weight_bits"
             case weightSQNR = "weight_sqnr_db", levelsUsed = "levels_used", activationSQNR =
                 "activation_sqnr_db"
             case clippedFraction = "clipped_fraction", inputScale = "input_scale"
@@ -47,8 +50,10 @@ public enum QuantizeWorkflow {
         public var layers: [LayerRow]
         /// The sizes of this integer model exported as C (`qshape export`).
         public var deployment: CModelSummary?
+        /// Mixed precision: each conv/dense's weight width in layer order, "W8·4·4" (nil: all `bits`).
+        public var weights: String?
         enum CodingKeys: String, CodingKey {
-            case bits, layers, agreement, deployment
+            case bits, layers, agreement, deployment, weights
             case simulatedAccuracy = "simulated_accuracy", integerAccuracy = "integer_accuracy"
             case simulationAgreement = "simulation_agreement"
         }
@@ -95,13 +100,15 @@ public enum QuantizeWorkflow {
         if q.weightsOnly {
             let folded = try Converter.fold(model)
             let originals = folded.namedState.map { $0.parameter.value }
+            let index = Converter.weightedOriginalIndex(of: model)
             for b in q.bits {
                 progress?("\(b)-bit weights: quantising and evaluating")
                 var o = q.options
                 o.weightBits = b
-                let rows = weightsOnlyQuantize(folded, o)
+                let rows = weightsOnlyQuantize(folded, o, original: index)
                 let acc = accuracy(predictions(folded, data.test, norm, hook: nil), data.test.labels)
-                results.append(BitsResult(bits: b, simulatedAccuracy: acc, layers: rows))
+                results.append(
+                    BitsResult(bits: b, simulatedAccuracy: acc, layers: rows, weights: mixedLabel(o, rows)))
                 for (p, v) in zip(folded.namedState.map(\.parameter), originals) { p.value = v }
             }
             return (
@@ -121,6 +128,9 @@ public enum QuantizeWorkflow {
                 conversion, data: data, norm: norm, floatClasses: floatClasses, bits: b,
                 compareImages: q.compareImages)
             row.deployment = try? CGenerator.generate(conversion.integerModel).summary
+            var o = q.options
+            o.weightBits = b
+            row.weights = mixedLabel(o, row.layers)
             results.append(row)
         }
         return (
@@ -176,16 +186,29 @@ public enum QuantizeWorkflow {
         }
     }
 
-    /// The seed quantiser on every weight (of the folded model), everything else float.
-    static func weightsOnlyQuantize(_ model: Sequential, _ o: QuantizeOptions) -> [LayerRow] {
+    /// "W8·4·4" when some layer's weight width differs from the default, else nil.
+    static func mixedLabel(_ o: QuantizeOptions, _ rows: [LayerRow]) -> String? {
+        guard o.layerWeightBits.values.contains(where: { $0 != o.weightBits }) else { return nil }
+        return "W" + rows.map { String($0.weightBits ?? o.weightBits) }.joined(separator: "·")
+    }
+
+    /// The seed quantiser on every weight (of the folded model), everything else float; `original`
+    /// maps a folded layer index to the config's (for per-layer widths).
+    static func weightsOnlyQuantize(
+        _ model: Sequential, _ options: QuantizeOptions, original: [Int: Int]
+    ) -> [LayerRow] {
         model.namedState.filter { $0.parameter.role == .weight }.map { name, p in
             let w = p.value.data, shape = p.value.shape
+            let folded = Int(name.prefix { $0 != "." }) ?? 0
+            let o = options.at(layer: original[folded] ?? folded)
             let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
                 .quantize(w, shape: shape, range: o.weightRange)
             let deq = q.dequantized()
             p.value = Tensor(shape: shape, data: deq)
             let db = sqnr(w, deq)
-            return LayerRow(name: name, weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q))
+            return LayerRow(
+                name: name, weightSQNR: db.isFinite ? db : 999, levelsUsed: levelsUsed(q),
+                weightBits: o.weightBits)
         }
     }
 
@@ -253,7 +276,8 @@ public enum QuantizeWorkflow {
             activationSQNR: activationSQNR, clippedFraction: clipped, inputScale: l.inputScale,
             weightScaleMin: l.weightScales.min(), weightScaleMax: l.weightScales.max(),
             outputScale: l.outputScale, multiplier: l.multiplier.first, shift: l.shift.first,
-            accumulatorBitsNeeded: l.accumulatorBitsNeeded, accumulatorBits: l.accumulatorBits)
+            accumulatorBitsNeeded: l.accumulatorBitsNeeded, accumulatorBits: l.accumulatorBits,
+            weightBits: l.weightBits)
     }
 
     static func compare(

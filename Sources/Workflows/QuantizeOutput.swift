@@ -18,15 +18,17 @@ extension QuantizeWorkflow {
                 format: "float accuracy %.2f%%  (%d test images%@)", r.floatAccuracy, r.images,
                 (r.weightsOnly ? ", weights only" : ", \(r.activationBits ?? 8)-bit activations") as NSString)
         ]
+        let width = max(6, (r.results.compactMap { $0.weights?.count }.max() ?? 0) + 2)
         out.append(
-            pad("bits", 6) + pad("simulated", 11, right: true)
+            pad("bits", width) + pad("simulated", 11, right: true)
                 + (r.weightsOnly
                     ? ""
                     : pad("integer", 10, right: true) + pad("agree float", 13, right: true)
                         + pad("agree sim", 11, right: true)))
         for b in r.results {
             var line =
-                pad("\(b.bits)", 6) + pad(String(format: "%.2f%%", b.simulatedAccuracy), 11, right: true)
+                pad(b.weights ?? "\(b.bits)", width)
+                + pad(String(format: "%.2f%%", b.simulatedAccuracy), 11, right: true)
             if let i = b.integerAccuracy, let a = b.agreement, let s = b.simulationAgreement {
                 line +=
                     pad(String(format: "%.2f%%", i), 10, right: true)
@@ -37,7 +39,9 @@ extension QuantizeWorkflow {
         }
         for b in r.results {
             out.append("")
-            out.append("layers at \(b.bits)-bit weights:")
+            out.append(
+                b.weights.map { "layers at mixed weight widths \($0):" } ?? "layers at \(b.bits)-bit weights:"
+            )
             out.append(
                 pad("layer", 10) + pad("w SQNR", 9, right: true) + pad("levels", 8, right: true)
                     + (r.weightsOnly
@@ -48,7 +52,8 @@ extension QuantizeWorkflow {
                             + pad("acc bits", 10, right: true)))
             for l in b.layers {
                 var line =
-                    pad(l.name, 10) + pad(String(format: "%.1f dB", l.weightSQNR), 9, right: true)
+                    pad(b.weights == nil ? l.name : "\(l.name)@\(l.weightBits ?? b.bits)", 10)
+                    + pad(String(format: "%.1f dB", l.weightSQNR), 9, right: true)
                     + pad("\(l.levelsUsed)", 8, right: true)
                 if let a = l.activationSQNR {
                     line +=

@@ -32,13 +32,14 @@ public enum ReportWorkflow {
         let rows = quantization?.results.first { $0.bits == reportBits }?.layers ?? []
         let layers = final.entries.filter { $0.shape.count >= 2 }.map { e -> Report.Layer in
             let w = e.floats, w0 = initial?[e.name]?.floats
-            let st = StatsWorkflow.row(w, bits: reportBits), qmax = BitWidth.qmax(reportBits)
+            let row = rows.first { $0.name == e.name }
+            let bits = row?.weightBits ?? reportBits
+            let st = StatsWorkflow.row(w, bits: bits), qmax = BitWidth.qmax(bits)
             let span = max(w.map(abs).max() ?? 1, w0?.map(abs).max() ?? 0, 1e-12)
             let edges = (0...60).map { -Double(span) + 2 * Double(span) * Double($0) / 60 }
-            let row = rows.first { $0.name == e.name }
             return Report.Layer(
                 name: e.name, shape: e.shape, mean: st.mean, std: st.std, skewness: st.skewness,
-                kurtosis: st.kurtosis, maxAbsOverStd: st.maxAbsOverStd, bits: reportBits,
+                kurtosis: st.kurtosis, maxAbsOverStd: st.maxAbsOverStd, bits: bits,
                 sqnrDb: st.sqnrDB, levelsUsed: st.levelsUsed, activationSqnr: row?.activationSQNR,
                 accumulatorBits: row?.accumulatorBits, accumulatorBitsNeeded: row?.accumulatorBitsNeeded,
                 histogram: .init(
@@ -54,7 +55,8 @@ public enum ReportWorkflow {
                     .init(
                         bits: $0.bits, simulated: $0.simulatedAccuracy, integer: $0.integerAccuracy,
                         agreement: $0.agreement,
-                        flashBytes: $0.deployment?.parameterBytes, ramBytes: $0.deployment?.activationBytes)
+                        flashBytes: $0.deployment?.parameterBytes, ramBytes: $0.deployment?.activationBytes,
+                        weights: $0.weights)
                 })
         }
         let training = Report.Training(

@@ -15,7 +15,7 @@ struct QShape: ParsableCommand {
         version: Provenance.versionLine,
         subcommands: [
             Train.self, Eval.self, Quantize.self, Stats.self, Report.self, Compare.self, Sweep.self,
-            Export.self, Bench.self
+            Export.self, Advise.self, Bench.self
         ])
 
     /// ArgumentParser's own entry point, except that a mistake on the command line is one line
