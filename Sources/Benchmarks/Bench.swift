@@ -97,12 +97,13 @@ public enum BenchWorkflow {
         public var export: [ExportSpeed] = []
         public var memory: [MemoryUse] = []
         public var profile: [LayerProfile] = []
+        public var advise: [AdviseSpeed] = []
         /// What the training and shaping parts trained on.
         public var trainingData = ""
         /// The machine, QShape and the BLAS the numbers were measured with.
         public var machine: Provenance?
         enum CodingKeys: String, CodingKey {
-            case sgemm, training, profile, shaping, inference, export, memory, machine
+            case sgemm, training, profile, shaping, inference, export, memory, machine, advise
             case trainingData = "training_data"
             case sgemmPeakGFLOPS = "sgemm_peak_gflops"
             case penaltyCosts = "penalty_costs"
@@ -111,7 +112,7 @@ public enum BenchWorkflow {
 
     /// The parts of `qshape bench`; training's share of the SGEMM peak needs the SGEMM part.
     public enum Section: String, CaseIterable, Sendable {
-        case sgemm, training, profile, shaping, inference, export, memory
+        case sgemm, training, profile, shaping, inference, export, memory, advise
     }
 
     /// `count` random 28×28 images, the network with seed-1 weights, and its 8-bit conversion
@@ -290,6 +291,7 @@ public enum BenchWorkflow {
         if sections.contains(.profile) { try runProfile(&r, log: log) }
         if sections.contains(.export) { try runExport(&r, log: log) }
         if sections.contains(.memory) { try runMemory(&r, log: log) }
+        if sections.contains(.advise) { try runAdvise(&r, log: log) }
         return r
     }
 

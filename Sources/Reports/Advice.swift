@@ -18,6 +18,8 @@ public struct Advice: Codable, Sendable {
     /// The uniform widths that fit the budget (or the recommendation's bytes), verified alike.
     public var uniform: [Verified]
     public var seconds: Double
+    /// `--shaping`: brief fine-tunes with shaping terms, against the same fine-tune without.
+    public var shaping: ShapingAdvice?
     public init(
         weights: String, images: Int, testImages: Int, activationBits: Int, floatAccuracy: Double,
         reference: Double, flashBudget: Int?, maxDrop: Double?, layers: [Layer], front: [Point],
@@ -38,7 +40,7 @@ public struct Advice: Codable, Sendable {
         self.seconds = seconds
     }
     enum CodingKeys: String, CodingKey {
-        case weights, images, layers, front, recommendation, uniform, seconds, reference
+        case weights, images, layers, front, recommendation, uniform, seconds, reference, shaping
         case testImages = "test_images", activationBits = "activation_bits"
         case floatAccuracy = "float_accuracy", flashBudget = "flash_budget_bytes", maxDrop = "max_drop"
     }
@@ -161,5 +163,87 @@ extension Advice {
         let d = counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key }!.key
         let others = zip(layers, bits).filter { $0.1 != d }.map { ", \($0.0.index): \($0.1)" }.joined()
         return "quantize:\n  bits: {default: \(d)\(others)}\n  activation_bits: \(activationBits)\n"
+    }
+}
+
+extension Advice {
+    /// One fine-tune of the shaping probe and what the search then found for it.
+    public struct Probe: Codable, Sendable {
+        /// "none" (the control: the same fine-tune without shaping), "kurtosis" or "kurtosis+skewness".
+        public var terms: String
+        public var lambda: Double
+        /// Float weights, activations on their grids, on the analysis images.
+        public var reference: Double
+        /// The search's choice for this model and its accuracy on the full test set (simulation).
+        public var bits: [Int]
+        public var weightBytes: Int
+        public var simulated: Double
+        /// The mean kurtosis of the shaped layers after the fine-tune.
+        public var kurtosis: Double
+        public init(
+            terms: String, lambda: Double, reference: Double, bits: [Int], weightBytes: Int,
+            simulated: Double,
+            kurtosis: Double
+        ) {
+            self.terms = terms; self.lambda = lambda; self.reference = reference; self.bits = bits
+            self.weightBytes = weightBytes; self.simulated = simulated; self.kurtosis = kurtosis
+        }
+        enum CodingKeys: String, CodingKey {
+            case terms, lambda, reference, bits, simulated, kurtosis
+            case weightBytes = "weight_bytes"
+        }
+    }
+
+    /// The shaping probe: every fine-tune, the best one and the control verified on the integer
+    /// engine, and the verdict.
+    public struct ShapingAdvice: Codable, Sendable {
+        public var steps: Int
+        /// Config indices of the layers shaped (those the sensitivity analysis flags).
+        public var layers: [Int]
+        public var probes: [Probe]
+        public var control: Verified
+        public var best: Verified
+        public var bestProbe: Int
+        /// Whether the best shaped fine-tune beats the control by more than `margin` points.
+        public var worthIt: Bool
+        public var margin: Double
+        public init(
+            steps: Int, layers: [Int], probes: [Probe], control: Verified, best: Verified, bestProbe: Int,
+            worthIt: Bool, margin: Double
+        ) {
+            self.steps = steps; self.layers = layers; self.probes = probes; self.control = control
+            self.best = best; self.bestProbe = bestProbe; self.worthIt = worthIt; self.margin = margin
+        }
+        enum CodingKeys: String, CodingKey {
+            case steps, layers, probes, control, best, margin
+            case bestProbe = "best_probe", worthIt = "worth_it"
+        }
+    }
+}
+
+extension Advice.ShapingAdvice {
+    /// The verdict in one sentence.
+    public var verdict: String {
+        let p = probes[bestProbe]
+        let gain = best.integer - control.integer
+        return worthIt
+            ? String(
+                format:
+                    "worth it: %@ at λ=%g gains %+.2f points on the integer engine over the same fine-tune without shaping",
+                p.terms, p.lambda, gain)
+            : String(
+                format:
+                    "not worth it here: the best probe (%@ at λ=%g) is %+.2f points from the same fine-tune without shaping, within the %.1f-point margin",
+                p.terms, p.lambda, gain, margin)
+    }
+
+    /// The best probe as a `shaping:` section (for a full training run), when it is worth it.
+    public var fragment: String? {
+        guard worthIt else { return nil }
+        let p = probes[bestProbe]
+        var s = "shaping:\n  layers: [\(layers.map(String.init).joined(separator: ", "))]\n"
+        s += "  kurtosis: {weight: \(p.lambda), target: 1.8}\n"
+        if p.terms.contains("skewness") { s += "  skewness: {weight: \(p.lambda), target: 0.0}\n" }
+        return s
     }
 }

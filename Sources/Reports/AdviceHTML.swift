@@ -155,6 +155,17 @@ extension Advice {
                 Format.pct($0.simulated)
             ])
         }.joined()
+        if let p = shaping {
+            s +=
+                "\n## Shaping probe\n\n\(p.steps) fine-tuning steps each at a tenth of the learning rate on layers "
+            s += p.layers.map(String.init).joined(separator: ", ") + "; each result searched again.\n\n"
+            s += header(Advice.probeHeader) + probeRows(p).map(row).joined()
+            s += "\nInteger engine, all \(testImages) test images: control \(Advice.label(p.control.bits)) "
+            s +=
+                "\(Format.pct(p.control.integer))%, best probe \(Advice.label(p.best.bits)) \(Format.pct(p.best.integer))%: "
+            s += p.verdict + ".\n"
+            if let f = p.fragment { s += "\n```yaml\n\(f)```\n" }
+        }
         return s
     }
 
@@ -180,6 +191,31 @@ extension Advice {
                     Format.pct($0.simulated)
                 ]
             })
+        if let p = shaping {
+            body +=
+                "<h2>Shaping probe</h2><p>\(p.steps) fine-tuning steps each at a tenth of the learning rate on layers \(p.layers.map(String.init).joined(separator: ", ")); each result searched again.</p>"
+            body += table(Advice.probeHeader, probeRows(p).map { $0.map(escape) })
+            body +=
+                "<p>Integer engine, all \(testImages) test images: control \(Advice.label(p.control.bits)) \(Format.pct(p.control.integer))%, best probe \(Advice.label(p.best.bits)) \(Format.pct(p.best.integer))%: \(escape(p.verdict)).</p>"
+            if let f = p.fragment { body += "<pre>\(escape(f))</pre>" }
+        }
         return page(title: "qshape advise", body: body)
+    }
+}
+
+extension Advice {
+    static let probeHeader = [
+        "terms", "λ", "kurtosis after", "float weights", "widths", "accuracy (simulation)"
+    ]
+
+    func probeRows(_ p: ShapingAdvice) -> [[String]] {
+        p.probes.map {
+            [
+                $0.terms == "none" ? "none (control)" : $0.terms,
+                $0.terms == "none" ? "–" : String(format: "%g", $0.lambda),
+                Format.num($0.kurtosis, 2), Format.pct($0.reference), Advice.label($0.bits),
+                Format.pct($0.simulated)
+            ]
+        }
     }
 }

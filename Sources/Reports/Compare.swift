@@ -260,6 +260,8 @@ public struct Comparison: Codable, Sendable {
     }
 
     func accuracyChart() -> String? {
+        // Mixed-precision rows ("W8·4·4") have no place on a bits axis; the table shows them.
+        let accuracy = self.accuracy.filter { !$0.kind.contains("·") }
         guard !accuracy.isEmpty else { return nil }
         let bits = accuracy.map { Double($0.bits) }
         let values = accuracy.flatMap { $0.runs.compactMap(\.value) } + floatAccuracy

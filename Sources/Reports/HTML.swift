@@ -40,7 +40,10 @@ func table(_ header: [String], _ rows: [[String]], leftColumns: Int = 1) -> Stri
 extension Report {
     /// The accuracy-by-bits chart: float as a dashed line, simulated and integer by bit width.
     func accuracyChart() -> String? {
-        guard let a = accuracy, !a.rows.isEmpty else { return nil }
+        // One width for every layer only: a mixed-precision row has no place on a bits axis.
+        guard var a = accuracy else { return nil }
+        a.rows = a.rows.filter { $0.weights == nil }
+        guard !a.rows.isEmpty else { return nil }
         let bits = a.rows.map { Double($0.bits) }
         let values = a.rows.flatMap { [$0.simulated, $0.integer ?? $0.simulated] } + [a.float]
         var c = Chart(

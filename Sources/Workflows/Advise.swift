@@ -28,6 +28,10 @@ public enum AdviseWorkflow {
         public var maxDrop = 0.5
         /// Front points evaluated as a whole (beyond the additive prediction).
         public var candidates = 24
+        /// Fine-tuning steps of each shaping probe (0: no probe).
+        public var probeSteps = 0
+        /// The penalty weights λ the probe tries for each term.
+        public var probeLambdas = [0.01, 0.1, 1]
         public init(weights: String) { self.weights = weights }
     }
 
@@ -36,4 +40,6 @@ public enum AdviseWorkflow {
     public typealias Point = Advice.Point
     public typealias Verified = Advice.Verified
     public typealias Result = Advice
+    public typealias Probe = Advice.Probe
+    public typealias ShapingAdvice = Advice.ShapingAdvice
 }

@@ -59,7 +59,34 @@ extension AdviseWorkflow {
                     Advice.label(u.bits), u.weightBytes, u.simulated, u.integer))
         }
         out += ["", "as a config section:", r.fragment]
+        if let p = r.shaping { out += shapingLines(p, r) }
         return out.joined(separator: "\n")
+    }
+
+    static func shapingLines(_ p: Advice.ShapingAdvice, _ r: Result) -> [String] {
+        var out = [
+            "shaping probe: \(p.steps) fine-tuning steps each at a tenth of the learning rate, on layers \(p.layers.map(String.init).joined(separator: ", "))",
+            pad("terms", 20) + pad("λ", 7, right: true) + pad("kurtosis", 10, right: true)
+                + pad("float w.", 10, right: true) + "  " + pad("widths", 14)
+                + pad("accuracy", 10, right: true)
+        ]
+        for q in p.probes {
+            out.append(
+                pad(q.terms == "none" ? "none (control)" : q.terms, 20)
+                    + pad(q.terms == "none" ? "–" : String(format: "%g", q.lambda), 7, right: true)
+                    + pad(String(format: "%.2f", q.kurtosis), 10, right: true)
+                    + pad(String(format: "%.2f%%", q.reference), 10, right: true) + "  "
+                    + pad(Advice.label(q.bits), 14)
+                    + pad(String(format: "%.2f%%", q.simulated), 10, right: true))
+        }
+        out.append(
+            String(
+                format: "integer engine on all %d test images: control %@ %.2f%%, best probe %@ %.2f%%",
+                r.testImages, Advice.label(p.control.bits), p.control.integer, Advice.label(p.best.bits),
+                p.best.integer))
+        out.append("→ \(p.verdict)")
+        if let f = p.fragment { out += ["train with:", f] }
+        return out
     }
 }
 

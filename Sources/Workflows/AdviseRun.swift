@@ -21,6 +21,50 @@ extension AdviseWorkflow {
         TrainWorkflow.configureThreads(config.threads)
         var settings = config.quantize ?? QuantizeConfig()
         settings.options.layerWeightBits = [:]
+        let a = try analyse(model, config: config, data: data, settings: settings, o, progress: progress)
+        progress(
+            "verifying on the integer engine: \(a.images == data.test.count ? "" : "all ")\(data.test.count) test images"
+        )
+        let floatClasses = QuantizeWorkflow.predictions(
+            model, data.test, config.training.normalization, hook: nil)
+        let verify = { (bits: [Int]) throws -> Verified in
+            try verified(
+                bits, layers: a.layers, config: config, model: model, data: data, settings: settings,
+                floatClasses: floatClasses)
+        }
+        let recommendation = try verify(a.choice.bits)
+        let limit = o.flashBudget ?? a.choice.weightBytes
+        let uniform = try o.widths.sorted(by: >).map { b in Array(repeating: b, count: a.layers.count) }
+            .filter { bytes(a.layers, $0) <= limit && $0 != a.choice.bits }.map(verify)
+        var result = Result(
+            weights: o.weights, images: a.images, testImages: data.test.count,
+            activationBits: settings.options.activationBits,
+            floatAccuracy: QuantizeWorkflow.accuracy(floatClasses, data.test.labels), reference: a.reference,
+            flashBudget: o.flashBudget, maxDrop: o.flashBudget == nil ? o.maxDrop : nil, layers: a.layers,
+            front: a.front, recommendation: recommendation, uniform: uniform, seconds: 0)
+        if o.probeSteps > 0 {
+            result.shaping = try probe(
+                a, config: config, data: data, settings: settings, o, progress: progress)
+        }
+        result.seconds = Date().timeIntervalSince(start)
+        return result
+    }
+
+    /// What one model's analysis found: the sensitivity, the simulated front and the choice.
+    struct Analysis {
+        var images: Int
+        var reference: Double
+        var layers: [Layer]
+        var front: [Point]
+        var choice: Point
+    }
+
+    /// Converts `model` at every width, measures each layer's sensitivity on the analysis images,
+    /// searches and simulates the front and picks the point the options ask for.
+    static func analyse(
+        _ model: Sequential, config: Config, data: DataSplit, settings: QuantizeConfig, _ o: Options,
+        progress: (String) -> Void
+    ) throws -> Analysis {
         let norm = config.training.normalization
         progress("converting at \(o.widths.map(String.init).joined(separator: ", ")) bits")
         let convert = try QuantizeWorkflow.integerConverter(
@@ -45,26 +89,7 @@ extension AdviseWorkflow {
                     conversions: conversions, data: data.test, indices: Array(0..<data.test.count),
                     normalization: norm)
         }
-        progress(
-            "verifying on the integer engine: \(n == data.test.count ? "" : "all ")\(data.test.count) test images"
-        )
-        let floatClasses = QuantizeWorkflow.predictions(model, data.test, norm, hook: nil)
-        let verify = { (bits: [Int]) throws -> Verified in
-            try verified(
-                bits, layers: layers, config: config, model: model, data: data, settings: settings,
-                floatClasses: floatClasses)
-        }
-        let recommendation = try verify(choice.bits)
-        let limit = o.flashBudget ?? choice.weightBytes
-        let uniform = try o.widths.sorted(by: >).map { b in Array(repeating: b, count: layers.count) }
-            .filter { bytes(layers, $0) <= limit && $0 != choice.bits }.map(verify)
-        return Result(
-            weights: o.weights, images: n, testImages: data.test.count,
-            activationBits: settings.options.activationBits,
-            floatAccuracy: QuantizeWorkflow.accuracy(floatClasses, data.test.labels), reference: reference,
-            flashBudget: o.flashBudget, maxDrop: o.flashBudget == nil ? o.maxDrop : nil, layers: layers,
-            front: front, recommendation: recommendation, uniform: uniform,
-            seconds: Date().timeIntervalSince(start))
+        return Analysis(images: n, reference: reference, layers: layers, front: front, choice: choice)
     }
 
     /// Per-layer widths converted and run on the full test set: simulation and integer engine.
@@ -197,13 +222,13 @@ extension AdviseWorkflow {
     }
 
     /// The recommendation: the shortlist's first few re-evaluated on every test image when the
-    /// analysis used fewer (a 2,000-image accuracy has a spread of about ±0.7 points, enough to
+    /// analysis used fewer (so the returned point's `simulated` is always a full-test figure) (a 2,000-image accuracy has a spread of about ±0.7 points, enough to
     /// misorder close candidates), then the best of those.
     static func recommend(
         _ points: [Point], reference: Double, _ o: Options, full: () -> LayerMixSimulator?
     ) throws -> Point {
         let short = Array(try shortlist(points, reference: reference, o).prefix(4))
-        guard short.count > 1, let sim = full() else { return short[0] }
+        guard let sim = full() else { return short[0] }
         let acc = sim.accuracies(
             [Array(repeating: nil, count: short[0].bits.count)] + short.map { $0.bits.map { Optional($0) } })
         let rescored = zip(short, acc.dropFirst()).map { p, a in

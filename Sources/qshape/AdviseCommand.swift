@@ -26,6 +26,17 @@ struct Advise: ParsableCommand {
     var widths: [Int] = [8, 7, 6, 5, 4, 3, 2]
     @Option(help: "Test images of the sensitivity analysis and the search, evenly spread over the test set.")
     var images = 2000
+    @Flag(
+        help:
+            "Also probe shaping: brief fine-tunes with kurtosis (and skewness) penalties on the sensitive layers, each searched again, against the same fine-tune without."
+    )
+    var shaping = false
+    @Option(help: "Fine-tuning steps of each shaping probe (at most one epoch).")
+    var probeSteps = 300
+    @Option(
+        name: .customLong("probe-lambdas"), parsing: .upToNextOption,
+        help: "The penalty weights λ each probed term is tried with.")
+    var probeLambdas: [Double] = [0.01, 0.1, 1]
     @Option(help: "Also write advice.json, advice.md and advice.html into this folder.")
     var out: String?
     @Flag(help: "Replace a non-empty --out folder.")
@@ -40,6 +51,12 @@ struct Advise: ParsableCommand {
         if widths.isEmpty { throw ValidationError("--widths needs at least one width") }
         if images < 1 { throw ValidationError("--images takes a number of test images, 1 or more") }
         if !(maxDrop >= 0 && maxDrop <= 100) { throw ValidationError("--max-drop takes points in [0, 100]") }
+        if probeSteps < 1 || probeSteps > 100_000 {
+            throw ValidationError("--probe-steps takes 1…100000 steps")
+        }
+        if probeLambdas.isEmpty || probeLambdas.contains(where: { !($0 > 0 && $0 <= 1e6) }) {
+            throw ValidationError("--probe-lambdas takes penalty weights in (0, 1e6]")
+        }
     }
 
     func run() throws {
@@ -50,6 +67,8 @@ struct Advise: ParsableCommand {
             o.images = images
             o.flashBudget = flashBudget?.bytes
             o.maxDrop = maxDrop
+            o.probeSteps = shaping ? probeSteps : 0
+            o.probeLambdas = probeLambdas
             if let out { try AdviseWorkflow.checkOutput(out, force: force) }
             let json = self.json
             let r = try AdviseWorkflow.run(config, o) { line in

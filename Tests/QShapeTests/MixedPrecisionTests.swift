@@ -197,6 +197,29 @@ final class MixedPrecisionTests: XCTestCase {
         XCTAssertThrowsError(try AdviseWorkflow.checkOutput("\(dir)/out", force: false))
     }
 
+    /// The shaping probe: a control without shaping and each term × λ, the shaped layers' kurtosis
+    /// pulled toward 1.8, both finalists verified on the integer engine, and a verdict.
+    func testShapingProbeComparesAgainstTheSameFineTuneWithout() throws {
+        // Weights trained by PyTorch on all of Fashion-MNIST: kurtosis about 6, far from 1.8.
+        let c = try Config.load(path: Fixtures.example("fashion-mlp.yaml"), overrides: fixture)
+        var o = AdviseWorkflow.Options(weights: "\(Fixtures.dir)/pytorch-trained-mlp.safetensors")
+        o.widths = [8, 4]
+        o.images = 200
+        o.probeSteps = 20
+        o.probeLambdas = [10]
+        let r = try AdviseWorkflow.run(c, o)
+        let p = try XCTUnwrap(r.shaping)
+        XCTAssertEqual(p.probes.map(\.terms), ["none", "kurtosis", "kurtosis+skewness"])
+        XCTAssertFalse(p.layers.isEmpty)
+        XCTAssertGreaterThan(p.probes[0].kurtosis, 4)
+        XCTAssertLessThan(p.probes[1].kurtosis, p.probes[0].kurtosis - 0.1)
+        XCTAssertTrue([1, 2].contains(p.bestProbe))
+        XCTAssertEqual(p.best.integer, p.best.simulated, accuracy: 0.5)
+        XCTAssertEqual(p.worthIt, p.best.integer > p.control.integer + p.margin)
+        XCTAssertEqual(p.fragment != nil, p.worthIt)
+        XCTAssertTrue(AdviseWorkflow.table(r).contains(p.verdict))
+    }
+
     /// The command line: sizes with units, and bad input as one line with status 2.
     func testAdviseCommandLine() throws {
         let (_, weights) = try trainedMLP(steps: 10)
