@@ -36,7 +36,7 @@ final class ReadmeTests: XCTestCase {
             var arguments = Array(command.dropFirst())
             switch arguments.first {
             case "train", "sweep": arguments += short
-            case "eval", "quantize", "export": arguments += data
+            case "eval", "quantize", "export", "advise": arguments += data
             default: break
             }
             let r = try qshape(arguments, in: dir)
@@ -45,6 +45,7 @@ final class ReadmeTests: XCTestCase {
         }
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/deploy/mlp4/model.c"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/runs/compare.html"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/runs/advice/advice.html"))
     }
 
     /// `make install` puts the executable under PREFIX/bin.
