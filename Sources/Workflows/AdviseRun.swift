@@ -34,7 +34,7 @@ extension AdviseWorkflow {
         }
         let recommendation = try verify(a.choice.bits)
         let limit = o.flashBudget ?? a.choice.weightBytes
-        let uniform = try o.widths.sorted(by: >).map { b in Array(repeating: b, count: a.layers.count) }
+        let uniform = try a.widths.sorted(by: >).map { b in Array(repeating: b, count: a.layers.count) }
             .filter { bytes(a.layers, $0) <= limit && $0 != a.choice.bits }.map(verify)
         var result = Result(
             weights: o.weights, images: a.images, testImages: data.test.count,
@@ -57,20 +57,31 @@ extension AdviseWorkflow {
         var layers: [Layer]
         var front: [Point]
         var choice: Point
+        /// The widths analysed (those the model converts at).
+        var widths: [Int]
     }
 
     /// Converts `model` at every width, measures each layer's sensitivity on the analysis images,
     /// searches and simulates the front and picks the point the options ask for.
+    /// A width the model cannot be converted at (16-bit weights whose worst case needs more than a
+    /// 32-bit accumulator, unless `quantize.accumulator: int64`) is left out with a note.
     static func analyse(
-        _ model: Sequential, config: Config, data: DataSplit, settings: QuantizeConfig, _ o: Options,
+        _ model: Sequential, config: Config, data: DataSplit, settings: QuantizeConfig, _ options: Options,
         progress: (String) -> Void
     ) throws -> Analysis {
         let norm = config.training.normalization
-        progress("converting at \(o.widths.map(String.init).joined(separator: ", ")) bits")
+        progress("converting at \(options.widths.map(String.init).joined(separator: ", ")) bits")
         let convert = try QuantizeWorkflow.integerConverter(
             config, model: model, data: data, settings: settings)
-        var conversions: [Int: Conversion] = [:]
-        for b in o.widths { conversions[b] = try convert(b) }
+        var conversions: [Int: Conversion] = [:], o = options, failure: Error?
+        for b in o.widths {
+            do { conversions[b] = try convert(b) } catch let e as ConfigError {
+                progress("\(b)-bit weights left out: \(e.message)")
+                failure = e
+            }
+        }
+        if conversions.isEmpty, let failure { throw failure }
+        o.widths = options.widths.filter { conversions[$0] != nil }
         let n = min(o.images, data.test.count)
         let indices = (0..<n).map { $0 * data.test.count / n }
         let sim = LayerMixSimulator(
@@ -89,7 +100,8 @@ extension AdviseWorkflow {
                     conversions: conversions, data: data.test, indices: Array(0..<data.test.count),
                     normalization: norm)
         }
-        return Analysis(images: n, reference: reference, layers: layers, front: front, choice: choice)
+        return Analysis(
+            images: n, reference: reference, layers: layers, front: front, choice: choice, widths: o.widths)
     }
 
     /// Per-layer widths converted and run on the full test set: simulation and integer engine.
