@@ -1,11 +1,13 @@
 # QShape — two commands do everything on a fresh Debian machine:
 #   make demo   installs what is missing, builds in release mode, trains the example MLP
-#   make test   installs what is missing and runs the whole test suite (release mode)
+#   make test   installs what is missing (with Chromium and GNU parallel, which only the tests use)
+#               and runs the whole test suite (release mode)
 # The test suite builds the exported C with gcc and arm-none-eabi-gcc (picolibc) and runs it under
 # qemu-system-arm, so those are installed too.
 
 APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist \
                 gcc gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
+APT_TEST_PACKAGES := chromium parallel
 SWIFT        ?= swift
 QSHAPE       := .build/release/qshape
 # Code generation for this machine's processor (AVX2, AVX-512 where it has them), as -march=native
@@ -15,14 +17,21 @@ CPU          ?= native
 # QSHAPE_NATIVE_CPU records the choice in every run's provenance.json.
 SWIFTFLAGS   := -c release -Xswiftc -target-cpu -Xswiftc $(CPU) $(if $(filter native,$(CPU)),-Xswiftc -DQSHAPE_NATIVE_CPU,)
 
-.PHONY: all deps build demo test bench fuzz install clean
+.PHONY: all deps test-deps install-missing build demo test bench fuzz install clean
 PREFIX       ?= /usr/local
 
 all: build
 
 # Installs only the apt packages that are missing (sudo when not root).
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) -s install-missing PACKAGES="$(APT_PACKAGES)"
+
+# What only the tests use: headless Chromium renders the reports, GNU parallel runs the sweep recipe.
+test-deps:
+	@$(MAKE) -s install-missing PACKAGES="$(APT_TEST_PACKAGES)"
+
+install-missing:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
@@ -43,7 +52,7 @@ demo: build
 	@echo "Accuracy kept by the integer engine, 8-bit activations (runs/compare.html, runs/compare.md):"
 	@$(QSHAPE) compare runs/fashion-mlp runs/fashion-mlp-kurtosis --headline
 
-test: deps
+test: deps test-deps
 	$(SWIFT) test $(SWIFTFLAGS) -Xswiftc -enable-testing --disable-swift-testing
 
 bench: build

@@ -83,7 +83,7 @@ let package = Package(
             dependencies: [
                 "Tensors", "NeuralNet", "Training", "DataIO", "Quantization", "Shaping", "IntegerRuntime",
                 "Reports",
-                "Export", "Config", "Workflows", "Benchmarks", "qshape"
+                "Export", "Config", "Workflows", "Benchmarks", "qshape", "CZlib"
             ],
             exclude: ["Fixtures"])
     ]

@@ -249,10 +249,13 @@ public struct Comparison: Codable, Sendable {
             b += "<div class=\"grid\">"
             for l in first.layers {
                 let runs = reports.compactMap { r in
-                    r.layers.first { $0.name == l.name }.map { (r.run, $0.histogram) }
+                    r.layers.first { $0.name == l.name }.map { (name: r.run, layer: $0) }
+                }
+                let levels = runs.map {
+                    "\(escape($0.name)) \($0.layer.levelsUsed) of \(2 * $0.layer.gridLevels + 1)"
                 }
                 b +=
-                    "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run.</figcaption></figure>"
+                    "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run on a log count axis, solid lines at each run's ±max|w|, which sets its \(l.bits)-bit grid; levels used: \(levels.joined(separator: ", ")).</figcaption></figure>"
             }
             b += "</div>"
         }

@@ -64,27 +64,42 @@ extension Report {
         return c.render(legend: legend)
     }
 
-    /// One layer's weights: the initial and the final distribution, the integer grid marked.
-    func histogramChart(_ l: Layer, runs: [(String, Histogram)]? = nil) -> String {
+    /// One layer's weights: the initial and the final distribution on a log count axis (so the few
+    /// weights at the extremes, which set the seed quantiser's step, show), ±max|w| and the integer
+    /// grid marked. With `runs`, each run's final weights and its ±max|w| in its colour.
+    func histogramChart(_ l: Layer, runs: [(name: String, layer: Layer)]? = nil) -> String {
         let h = l.histogram
-        let series: [(String, [Int])] =
-            runs.map { $0.map { ($0.0, $0.1.final) } }
-            ?? ([h.initial.map { ("initial", $0) }, ("final", h.final)].compactMap { $0 })
+        let series: [(String, [Int], [Double])] =
+            runs.map { $0.map { ($0.name, $0.layer.histogram.final, $0.layer.histogram.edges) } }
+            ?? ([h.initial.map { ("initial", $0, h.edges) }, ("final", h.final, h.edges)].compactMap { $0 })
         let peak = Double(series.flatMap(\.1).max() ?? 1)
+        let span = series.flatMap(\.2).map(abs).max() ?? 1
         var c = Chart(
-            title: "\(l.name) weights", xLabel: "weight value", yLabel: "count",
-            x: (h.edges.first!, h.edges.last!), y: (0, peak * 1.05))
+            title: "\(l.name) weights", xLabel: "weight value", yLabel: "count (log scale)",
+            x: (-span * 1.04, span * 1.04), y: (0, peak * 1.5))
+        c.logY = true
         var legend: [(String, String)] = []
-        for (i, (name, counts)) in series.enumerated() {
+        for (i, (name, counts, edges)) in series.enumerated() {
             let color =
                 runs == nil
                 ? (name == "initial" ? "#999999" : Chart.palette[0]) : Chart.palette[i % Chart.palette.count]
-            c.histogram(edges: runs?[i].1.edges ?? h.edges, counts: counts, color: color, opacity: 0.35)
+            c.histogram(edges: edges, counts: counts, color: color, opacity: 0.35)
             legend.append((name, color))
         }
-        if runs == nil && l.gridLevels <= 64 {
-            c.verticalMarks((-l.gridLevels...l.gridLevels).map { Double($0) * l.gridStep }, color: "#d62728")
-            legend.append(("\(l.bits)-bit grid", "#d62728"))
+        if let runs {
+            for (i, r) in runs.enumerated() {
+                let m = r.layer.maxAbs
+                c.verticalMarks([-m, m], color: Chart.palette[i % Chart.palette.count], dashed: false)
+            }
+            legend.append(("±max|w| of each run", "#555"))
+        } else {
+            if l.gridLevels <= 64 {
+                c.verticalMarks(
+                    (-l.gridLevels...l.gridLevels).map { Double($0) * l.gridStep }, color: "#d62728")
+                legend.append(("\(l.bits)-bit grid", "#d62728"))
+            }
+            c.verticalMarks([-l.maxAbs, l.maxAbs], color: "#222", dashed: false)
+            legend.append(("±max|w|", "#222"))
         }
         return c.render(legend: legend)
     }
@@ -204,7 +219,7 @@ extension Report {
         b +=
             "<div class=\"grid\">"
             + layers.map {
-                "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights; dashed red lines: the \($0.bits)-bit grid.</figcaption></figure>"
+                "<figure>\(histogramChart($0))<figcaption>\(escape($0.name)): initial (grey) and final (blue) weights on a log count axis; solid black lines: ±max|w|, which sets the step; dashed red lines: the \($0.bits)-bit grid (\($0.levelsUsed) of its \(2 * $0.gridLevels + 1) levels used).</figcaption></figure>"
             }.joined()
         b += "<figure>\(sqnrChart())</figure></div>"
         return b

@@ -127,6 +127,8 @@ public struct Report: Codable, Equatable, Sendable {
         /// The integer grid of `bits` over the final weights: the level step (max|W|/qmax) and qmax.
         public var gridStep: Double
         public var gridLevels: Int
+        /// max|w| of the final weights: what sets the seed quantiser's step.
+        public var maxAbs: Double { gridStep * Double(gridLevels) }
         /// "18/32": the bits the worst case needs, of the accumulator's.
         public var accumulatorText: String {
             guard let a = accumulatorBits else { return "–" }

@@ -25,8 +25,13 @@ struct Chart {
 
     func px(_ x: Double) -> Double { left + (x - xRange.0) / (xRange.1 - xRange.0) * (width - left - right) }
     func py(_ y: Double) -> Double {
-        height - bottom - (y - yRange.0) / (yRange.1 - yRange.0) * (height - top - bottom)
+        let (lo, hi, v) = logY ? (ly(yRange.0), ly(yRange.1), ly(y)) : (yRange.0, yRange.1, y)
+        return height - bottom - (v - lo) / (hi - lo) * (height - top - bottom)
     }
+
+    /// The y axis as log₁₀(1 + y) (counts: a single weight still shows), ticked at 0, 1, 10, 100…
+    var logY = false
+    private func ly(_ y: Double) -> Double { log10(1 + max(0, y)) }
 
     mutating func line(
         _ points: [(Double, Double)], color: String, dashed: Bool = false, label: String? = nil
@@ -93,12 +98,13 @@ struct Chart {
         }
     }
 
-    mutating func verticalMarks(_ xs: [Double], color: String) {
+    mutating func verticalMarks(_ xs: [Double], color: String, dashed: Bool = true) {
         for x in xs where x >= xRange.0 && x <= xRange.1 {
             body += String(
                 format:
-                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"0.8\" stroke-dasharray=\"2,2\"/>",
-                px(x), px(x), top, height - bottom, color)
+                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"%@\"%@/>",
+                px(x), px(x), top, height - bottom, color, dashed ? "0.8" : "1.4",
+                dashed ? " stroke-dasharray=\"2,2\"" : "")
         }
     }
 
@@ -125,16 +131,37 @@ struct Chart {
         }
     }
 
-    func legend(_ items: [(String, String)]) -> String {
-        var s = "", x = left + 8
+    /// The legend's items in rows that fit the plot's width (a long run name gets a row of its own
+    /// rather than being cut), each item's x position.
+    func legendRows(_ items: [(String, String)]) -> [[(x: Double, label: String, color: String)]] {
+        var rows: [[(x: Double, label: String, color: String)]] = [[]], x = left + 8
         for (label, color) in items {
-            s += String(
-                format:
-                    "<rect x=\"%.1f\" y=\"8\" width=\"12\" height=\"4\" fill=\"%@\"/><text x=\"%.1f\" y=\"14\" font-size=\"11\">%@</text>",
-                x, color, x + 16, escape(label) as NSString)
-            x += 24 + Double(label.count) * 6.5
+            let w = 24 + Double(label.count) * 6.5
+            if x + w > width - right, !rows[rows.count - 1].isEmpty {
+                rows.append([])
+                x = left + 8
+            }
+            rows[rows.count - 1].append((x, label, color))
+            x += w
         }
-        return s
+        return rows
+    }
+
+    /// One row above the plot; more rows below the axis label (the SVG grows by `extra`).
+    func legend(_ items: [(String, String)]) -> (svg: String, extra: Double) {
+        let rows = legendRows(items)
+        let below = rows.count > 1
+        var s = ""
+        for (r, row) in rows.enumerated() {
+            let y = below ? height + 6 + 16 * Double(r) : 8
+            for item in row {
+                s += String(
+                    format:
+                        "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"4\" fill=\"%@\"/><text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%@</text>",
+                    item.x, y, item.color, item.x + 16, y + 6, escape(item.label) as NSString)
+            }
+        }
+        return (s, below ? 16 * Double(rows.count) + 6 : 0)
     }
 
     /// Round-numbered ticks; `integer` keeps them on whole numbers (epochs, bit widths).
@@ -149,14 +176,18 @@ struct Chart {
     }
 
     func render(legend items: [(String, String)] = [], xTicks: Bool = true) -> String {
+        let (legendSVG, extra) = legend(items)
         var s =
-            "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"100%\" role=\"img\" font-family=\"system-ui, sans-serif\">"
+            "<svg viewBox=\"0 0 \(Int(width)) \(Int(height + extra))\" width=\"100%\" role=\"img\" font-family=\"system-ui, sans-serif\">"
         s += "<title>\(escape(title))</title>"
         s += String(
             format:
                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#999\"/>",
             left, top, width - left - right, height - top - bottom)
-        for t in ticks(yRange.0, yRange.1) {
+        let yTicks =
+            logY
+            ? [0] + (0...9).map { pow(10, Double($0)) }.filter { $0 <= yRange.1 } : ticks(yRange.0, yRange.1)
+        for t in yTicks {
             s += String(
                 format:
                     "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%@</text>",
@@ -176,12 +207,16 @@ struct Chart {
             format:
                 "<text transform=\"translate(14,%.1f) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">%@</text>",
             top + (height - top - bottom) / 2, escape(yLabel) as NSString)
-        s += body + legend(items) + "</svg>"
+        s += body + legendSVG + "</svg>"
         return s
     }
 
     func label(_ v: Double) -> String {
         if v == 0 { return "0" }
+        for (unit, suffix) in [(1e6, "M"), (1e3, "k")]
+        where abs(v) >= unit && v.truncatingRemainder(dividingBy: unit) == 0 {
+            return "\(Int(v / unit))\(suffix)"
+        }
         if abs(v) >= 1000 || abs(v) < 0.01 { return String(format: "%.2g", v) }
         return v == v.rounded() ? String(Int(v)) : String(format: "%.3g", v)
     }
