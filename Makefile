@@ -1,13 +1,13 @@
 # QShape — two commands do everything on a fresh Debian machine:
 #   make demo   installs what is missing, builds in release mode, trains the example MLP
-#   make test   installs what is missing (with Chromium and GNU parallel, which only the tests use)
+#   make test   installs what is missing (with Chromium, GNU parallel and Slurm, which only the tests use)
 #               and runs the whole test suite (release mode)
 # The test suite builds the exported C with gcc and arm-none-eabi-gcc (picolibc) and runs it under
 # qemu-system-arm, so those are installed too.
 
 APT_PACKAGES := libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist \
                 gcc gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
-APT_TEST_PACKAGES := chromium parallel
+APT_TEST_PACKAGES := chromium parallel slurm-wlm munge
 SWIFT        ?= swift
 QSHAPE       := .build/release/qshape
 # Code generation for this machine's processor (AVX2, AVX-512 where it has them), as -march=native
@@ -26,7 +26,8 @@ all: build
 deps:
 	@$(MAKE) -s install-missing PACKAGES="$(APT_PACKAGES)"
 
-# What only the tests use: headless Chromium renders the reports, GNU parallel runs the sweep recipe.
+# What only the tests use: headless Chromium renders the reports; GNU parallel and a one-node Slurm
+# (slurm-wlm, munge) run the sweep recipes of Docs/Reports.md.
 test-deps:
 	@$(MAKE) -s install-missing PACKAGES="$(APT_TEST_PACKAGES)"
 

@@ -4,20 +4,21 @@ import XCTest
 import Foundation
 import CZlib
 
-final class BrowserAndSchedulerTests: XCTestCase {
-    let data = ["--set", "data.dir=\(Fixtures.fashion)"]
-    let short = ["--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=3"]
+/// What the recipe tests share: the docs' `sh` blocks, a shell with `qshape` on its PATH, and the
+/// comparison of two sweeps' runs.
+enum Recipes {
+    static let data = ["--set", "data.dir=\(Fixtures.fashion)"]
+    static let short = ["--set", "training.epochs=1", "--set", "training.max_steps_per_epoch=3"]
 
-    /// A folder with `Examples` linked in, where the README's and the docs' commands run as written.
-    func workspace() throws -> String {
-        let dir = temporaryDirectory(self)
+    /// `dir` with `Examples` linked in, where the README's and the docs' commands run as written.
+    static func workspace(_ dir: String) throws -> String {
         try FileManager.default.createSymbolicLink(
             atPath: "\(dir)/Examples", withDestinationPath: "\(Fixtures.repository)/Examples")
         return dir
     }
 
     /// The `sh` block of Docs/Reports.md that follows `heading`.
-    func recipe(after heading: String) throws -> String {
+    static func recipe(after heading: String) throws -> String {
         let text = try String(contentsOfFile: "\(Fixtures.repository)/Docs/Reports.md", encoding: .utf8)
         let after = try XCTUnwrap(text.components(separatedBy: heading).dropFirst().first, heading)
         return try XCTUnwrap(
@@ -25,7 +26,7 @@ final class BrowserAndSchedulerTests: XCTestCase {
         )
     }
 
-    func bash(_ script: String, in dir: String) throws -> (status: Int32, output: String) {
+    static func bash(_ script: String, in dir: String) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
         p.arguments = ["-c", script]
@@ -40,6 +41,38 @@ final class BrowserAndSchedulerTests: XCTestCase {
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         return (p.terminationStatus, text)
+    }
+
+    /// A report's trained weights and accuracies (what sharding must not change).
+    static func accuracy(of path: String) throws -> String {
+        let obj =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
+            as! [String: Any]
+        let keep = ["accuracy": obj["accuracy"] ?? NSNull(), "layers": obj["layers"] ?? NSNull()]
+        return String(
+            decoding: try JSONSerialization.data(withJSONObject: keep, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    /// Both sweep folders hold `count` runs, each with the same report figures.
+    static func assertSameRuns(_ a: String, _ b: String, count: Int) throws {
+        let runs = try FileManager.default.contentsOfDirectory(atPath: b).filter {
+            FileManager.default.fileExists(atPath: "\(b)/\($0)/report.json")
+        }
+        XCTAssertEqual(runs.count, count)
+        for run in runs {
+            XCTAssertEqual(
+                try accuracy(of: "\(a)/\(run)/report.json"), try accuracy(of: "\(b)/\(run)/report.json"), run)
+        }
+    }
+}
+
+final class BrowserAndSchedulerTests: XCTestCase {
+    let data = Recipes.data, short = Recipes.short
+
+    func workspace() throws -> String { try Recipes.workspace(temporaryDirectory(self)) }
+    func recipe(after heading: String) throws -> String { try Recipes.recipe(after: heading) }
+    func bash(_ script: String, in dir: String) throws -> (status: Int32, output: String) {
+        try Recipes.bash(script, in: dir)
     }
 
     /// The GNU-parallel recipe, as written but for the data and a shorter training, shards a 3×2
@@ -60,26 +93,8 @@ final class BrowserAndSchedulerTests: XCTestCase {
                 "runs/whole"
             ] + data + short, in: dir)
         XCTAssertEqual(unsharded.status, 0, unsharded.stderr)
-        let runs = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/runs/whole").filter {
-            FileManager.default.fileExists(atPath: "\(dir)/runs/whole/\($0)/report.json")
-        }
-        XCTAssertEqual(runs.count, 6)
-        for run in runs {
-            let a = try accuracy(of: "\(dir)/runs/kurtosis-sweep/\(run)/report.json")
-            let b = try accuracy(of: "\(dir)/runs/whole/\(run)/report.json")
-            XCTAssertEqual(a, b, run)
-        }
+        try Recipes.assertSameRuns("\(dir)/runs/kurtosis-sweep", "\(dir)/runs/whole", count: 6)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/runs/kurtosis-sweep/compare.html"))
-    }
-
-    /// A report's trained weights and accuracies (what sharding must not change).
-    func accuracy(of path: String) throws -> String {
-        let obj =
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
-            as! [String: Any]
-        let keep = ["accuracy": obj["accuracy"] ?? NSNull(), "layers": obj["layers"] ?? NSNull()]
-        return String(
-            decoding: try JSONSerialization.data(withJSONObject: keep, options: [.sortedKeys]), as: UTF8.self)
     }
 
     /// report.html, a sweep's compare.html with long run names, and advice.html, screenshotted by
