@@ -280,18 +280,23 @@ public enum BenchWorkflow {
         var r = Result()
         r.machine = Provenance.current
         for (label, value) in r.machine!.lines { log("\(label): \(value)") }
+        let (seconds, speed) = estimate(sections)
+        log(
+            "estimated duration: \(duration(seconds)) (\(sections.count) part\(sections.count == 1 ? "" : "s"); from the reference machine's times, this one's single-thread SGEMM at \(String(format: "%.2f", speed))× its speed)"
+        )
         if sections.contains(.sgemm) || sections.contains(.training) { runSGEMM(&r, log: log) }
         if sections.contains(.training) || sections.contains(.shaping) {
             r.trainingData = trainingData.source
             log("training on \(trainingData.source)")
         }
-        if sections.contains(.training) { try runTraining(&r, log: log) }
-        if sections.contains(.shaping) { try runShaping(&r, log: log) }
-        if sections.contains(.inference) { try runInference(&r, log: log) }
-        if sections.contains(.profile) { try runProfile(&r, log: log) }
-        if sections.contains(.export) { try runExport(&r, log: log) }
-        if sections.contains(.memory) { try runMemory(&r, log: log) }
-        if sections.contains(.advise) { try runAdvise(&r, log: log) }
+        let parts: [(Section, (inout Result, (String) -> Void) throws -> Void)] = [
+            (.training, runTraining), (.shaping, runShaping), (.inference, runInference),
+            (.profile, runProfile), (.export, runExport), (.memory, runMemory), (.advise, runAdvise)
+        ]
+        for (section, body) in parts where sections.contains(section) {
+            log("\(section.rawValue): \(duration((referenceSeconds[section] ?? 0) / speed))…")
+            try body(&r, log)
+        }
         return r
     }
 

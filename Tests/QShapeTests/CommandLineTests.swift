@@ -86,7 +86,12 @@ final class CommandLineTests: XCTestCase {
             XCTAssertGreaterThan(row["float_images_per_second"] as? Double ?? 0, 0)
             XCTAssertGreaterThan(row["integer_images_per_second"] as? Double ?? 0, 0)
         }
-        for part in ["sgemm", "training", "shaping", "penalty_costs", "memory", "profile"] {
+        // The estimate comes first, then the part announced with its own.
+        let estimate = try XCTUnwrap(
+            r.stderr.split(separator: "\n").first { $0.hasPrefix("estimated duration: about ") })
+        XCTAssertTrue(estimate.contains("(1 part;"), String(estimate))
+        XCTAssertTrue(r.stderr.contains("\ninference: about "), r.stderr)
+        for part in ["sgemm", "training", "shaping", "penalty_costs", "memory", "profile", "advise"] {
             XCTAssertEqual((obj[part] as? [Any])?.count, 0, part)
         }
         let machine = try XCTUnwrap(obj["machine"] as? [String: Any])
