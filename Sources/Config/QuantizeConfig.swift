@@ -56,10 +56,10 @@ extension Config {
         let wp = try r.number("weight_percentile", default: 99.99, min: 50, max: 100)
         q.options.weightRange = try rangeMethod(
             r, "weight_range", percentile: wp,
-            allowed: ["max", "percentile", "mse", "aciq_laplace", "aciq_gaussian"])
+            allowed: ["max", "percentile", "mse", "aciq_laplace", "aciq_gaussian", "octav"])
         let ap = try r.number("activation_percentile", default: 99.99, min: 50, max: 100)
         q.options.activationRange = try rangeMethod(
-            r, "activation_range", percentile: ap, allowed: ["max", "percentile", "mse"])
+            r, "activation_range", percentile: ap, allowed: ["max", "percentile", "mse", "octav"])
         q.calibrationBatches = try r.integer("calibration_batches", default: 8, min: 1, max: 10_000)
         q.options.allowInt64Accumulator =
             try r.choice("accumulator", default: "int32", ["int32", "int64"]) == "int64"
@@ -143,6 +143,7 @@ extension Config {
         case "mse": return .mse
         case "aciq_laplace": return .aciqLaplace
         case "aciq_gaussian": return .aciqGaussian
+        case "octav": return .octav
         default: return .max
         }
     }

@@ -1,4 +1,4 @@
-// Choosing a tensor's clipping range: max, percentile, MSE and ACIQ.
+// Choosing a tensor's clipping range: max, percentile, MSE, ACIQ and OCTAV.
 import Tensors
 import IntegerRuntime
 
@@ -14,6 +14,9 @@ public enum RangeMethod: Equatable, Sendable {
     case aciqLaplace
     /// ACIQ's analytic clip for a Gaussian(σ) fit: 1.71σ, 2.15σ, 2.55σ, 3.92σ at 2, 3, 4, 8 bits.
     case aciqGaussian
+    /// OCTAV (Sakr et al. 2022): the clip that minimises rounding noise plus clipping error on the
+    /// tensor's own values, by Newton's fixed-point iteration; data-free for weights.
+    case octav
 
     public var name: String {
         switch self {
@@ -22,6 +25,7 @@ public enum RangeMethod: Equatable, Sendable {
         case .mse: "mse"
         case .aciqLaplace: "aciq_laplace"
         case .aciqGaussian: "aciq_gaussian"
+        case .octav: "octav"
         }
     }
 }
@@ -58,6 +62,10 @@ public enum RangeSetting {
                 if e < bestError { bestError = e; best = clip }
             }
             return best
+        case .octav:
+            return octav(
+                values, levels: Double(unsigned ? BitWidth.qmax(bits + 1) : BitWidth.qmax(bits)),
+                maxAbs: maxAbs)
         case .aciqLaplace, .aciqGaussian:
             let n = Double(values.count)
             let mean = values.reduce(0.0) { $0 + Double($1) } / n
@@ -78,5 +86,29 @@ public enum RangeSetting {
             }
             return Swift.max(Swift.min(maxAbs, Float(c)), 1e-8)
         }
+    }
+
+    /// OCTAV's clip s for a grid of `levels` steps on each side of zero (step Δ = s/levels). With
+    /// rounding noise Δ²/12 inside the range and the clipping error outside, the mean squared error
+    ///     J(s) = s²/(12·levels²) · P(|x| ≤ s) + E[(|x| − s)² · 1{|x| > s}]
+    /// has dJ/ds = 0 where s · (P(|x| ≤ s)/(12·levels²) + P(|x| > s)) = E[|x| · 1{|x| > s}], so
+    ///     s ← E[|x| · 1{|x| > s}] / (P(|x| ≤ s)/(12·levels²) + P(|x| > s)),
+    /// iterated from s = E|x| until it settles (a few dozen steps at most).
+    static func octav(_ values: [Float], levels: Double, maxAbs: Float) -> Float {
+        let a = values.map { Double(abs($0)) }, n = Double(a.count), c = 1 / (12 * levels * levels)
+        var s = a.reduce(0, +) / n
+        for _ in 0..<100 {
+            var above = 0.0, sumAbove = 0.0
+            for x in a where x > s {
+                above += 1
+                sumAbove += x
+            }
+            let next = (sumAbove / n) / (c * (n - above) / n + above / n)
+            if !(next > 0) { break }
+            let settled = abs(next - s) <= 1e-7 * s
+            s = next
+            if settled { break }
+        }
+        return Swift.max(Swift.min(maxAbs, Float(s)), 1e-8)
     }
 }
