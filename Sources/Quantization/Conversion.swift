@@ -41,12 +41,6 @@ public struct QuantizeOptions: Equatable, Sendable {
         o.activationBits = layerActivationBits[layer] ?? activationBits
         return o
     }
-
-    /// True when some layer's width differs from the default.
-    public var isMixed: Bool {
-        layerWeightBits.values.contains { $0 != weightBits }
-            || layerActivationBits.values.contains { $0 != activationBits }
-    }
 }
 
 /// A conversion the options cannot express safely (the message names the layer).

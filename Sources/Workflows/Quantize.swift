@@ -9,6 +9,7 @@ import DataIO
 import Quantization
 import IntegerRuntime
 import Export
+import Reports
 
 /// `qshape quantize` (and the end of `qshape train` with a `quantize:` section): float accuracy,
 /// simulated (fake-quant) accuracy and integer-engine accuracy side by side, by weight bit width,
@@ -189,7 +190,7 @@ public enum QuantizeWorkflow {
     /// "W8·4·4" when some layer's weight width differs from the default, else nil.
     static func mixedLabel(_ o: QuantizeOptions, _ rows: [LayerRow]) -> String? {
         guard o.layerWeightBits.values.contains(where: { $0 != o.weightBits }) else { return nil }
-        return "W" + rows.map { String($0.weightBits ?? o.weightBits) }.joined(separator: "·")
+        return Advice.label(rows.map { $0.weightBits ?? o.weightBits })
     }
 
     /// The seed quantiser on every weight (of the folded model), everything else float; `original`
