@@ -88,7 +88,7 @@ extension Config {
         var allowed = ["weight", "scope", "aggregate"]
         if term.defaultTarget != nil { allowed.append("target") }
         if term == .range { allowed.append("sharpness") }
-        if term == .quantError { allowed.append("bits") }
+        if term == .quantError || term == .kurtosis { allowed.append("bits") }
         let t = try r.child(key, allowed: allowed)
         var out = base ?? ShapingConfig.Term()
         out.weight = try t.number("weight", default: base?.weight ?? 0, min: 0)
@@ -102,7 +102,14 @@ extension Config {
                 ShapingConfig.Aggregate.allCases.map(\.rawValue)))!
         if let d = term.defaultTarget {
             switch term {
-            case .kurtosis: out.target = try t.number("target", default: base?.target ?? d, min: 1)
+            case .kurtosis:
+                // `bits: b` asks for the shape of the b-bit grid instead of a number.
+                if let b = try t.optionalInteger("bits", min: 2, max: 16) {
+                    if t.has("target") { throw t.error("bits", "give either target or bits, not both") }
+                    out.target = PenaltyTerm.gridKurtosis(bits: b)
+                } else {
+                    out.target = try t.number("target", default: base?.target ?? d, min: 1)
+                }
             case .skewness: out.target = try t.number("target", default: base?.target ?? d)
             default:
                 out.target = try t.number("target", default: base?.target ?? d, min: 0, exclusiveMin: true)

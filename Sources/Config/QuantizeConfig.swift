@@ -37,7 +37,7 @@ extension Config {
         "bits", "activation_bits", "rounding", "granularity", "scale", "weight_range",
         "weight_percentile", "activation_range", "activation_percentile",
         "calibration_batches", "accumulator", "weights_only", "compare_images", "qat",
-        "equalize", "bias_correction"
+        "equalize", "bias_correction", "calibration"
     ]
 
     static func readQuantize(_ top: ConfigReader, layers: [LayerSpec]) throws -> QuantizeConfig? {
@@ -73,6 +73,11 @@ extension Config {
             "bits", min: BitWidth.allowed.lowerBound, max: BitWidth.allowed.upperBound)
         q.qat.learningRate = try t.optionalNumber("lr", min: 0, exclusiveMin: true)
         q.qat.activations = try t.bool("activations", default: false)
+        // A QAT-trained network is deployed with its weights on the grid it was trained on.
+        q.options.calibrateQuantized =
+            try r.choice(
+                "calibration", default: q.qat.epochs > 0 ? "quantized" : "float", ["float", "quantized"])
+            == "quantized"
         return q
     }
 
@@ -175,6 +180,7 @@ func quantizeYAML(_ q: QuantizeConfig) -> String {
             ("accumulator", o.allowInt64Accumulator ? "int64" : "int32"),
             ("weights_only", "\(q.weightsOnly)"), ("compare_images", "\(q.compareImages)"),
             ("equalize", "\(o.equalize)"), ("bias_correction", "\(o.biasCorrection)"),
+            ("calibration", o.calibrateQuantized ? "quantized" : "float"),
             (
                 "qat",
                 "{epochs: \(q.qat.epochs)" + (q.qat.bits.map { ", bits: \($0)" } ?? "")

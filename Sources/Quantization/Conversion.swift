@@ -26,6 +26,9 @@ public struct QuantizeOptions: Equatable, Sendable {
     /// Correct each layer's bias for the mean output error its weight quantisation causes on the
     /// calibration data.
     public var biasCorrection = false
+    /// Calibrate the activation grids on the network with its weights already quantised (as the
+    /// device runs it) instead of the float network: what a QAT-trained model needs.
+    public var calibrateQuantized = false
     /// Per-layer weight widths, by the layer's index in the model's layer list; the others get
     /// `weightBits` (mixed precision: `quantize.bits: {default: 4, 0: 8}`).
     public var layerWeightBits: [Int: Int] = [:]

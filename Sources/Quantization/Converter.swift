@@ -103,9 +103,12 @@ public enum Converter {
         let n = folded.layers.count
         let (groupEnd, activation) = groups(folded)
         let original = weightedOriginalIndex(of: model)
+        // Calibrate the network as deployed (its weights on their grids) or as trained.
+        let masters = o.calibrateQuantized ? quantizeWeights(folded, original: original, options: o) : nil
         let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
         let inputs =
             o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
+        if let masters { restoreWeights(folded, masters) }
         var layers: [IntegerLayer] = []
         var converted: [ConvertedLayer] = []
         var grid: [Int: (scale: Double, lo: Int64, hi: Int64)] = [:]
@@ -207,6 +210,29 @@ public enum Converter {
             }
         }
         return (groupEnd, activation)
+    }
+
+    /// Replaces every conv/dense weight of `folded` by its quantised-dequantised copy at that
+    /// layer's options and returns the float weights, for `restoreWeights`.
+    static func quantizeWeights(
+        _ folded: Sequential, original: [Int: Int], options o: QuantizeOptions
+    ) -> [Int: Tensor] {
+        var masters: [Int: Tensor] = [:]
+        for (i, layer) in folded.layers.enumerated() {
+            guard let wp = layer.state.first(where: { $0.role == .weight }), let at = original[i] else {
+                continue
+            }
+            let lo = o.at(layer: at)
+            masters[i] = wp.value
+            let deq = WeightQuantizer(bits: lo.weightBits, rounding: lo.rounding, perChannel: lo.perChannel)
+                .quantize(wp.value.data, shape: wp.value.shape, range: lo.weightRange).dequantized()
+            wp.value = Tensor(shape: wp.value.shape, data: deq)
+        }
+        return masters
+    }
+
+    static func restoreWeights(_ folded: Sequential, _ masters: [Int: Tensor]) {
+        for (i, w) in masters { folded.layers[i].state.first { $0.role == .weight }!.value = w }
     }
 
     /// Calibration: every activation value at each group end, over the calibration batches.

@@ -14,8 +14,11 @@ public struct Comparison: Codable, Sendable {
         /// The exported C's parameter flash and activation RAM at this width.
         public var flashBytes: Int?
         public var ramBytes: Int?
-        /// The row's figure for this run: the integer engine's, or the weights-only simulation's.
+        /// The row's figure for this run: the integer engine's, or the weights-only simulation's
+        /// (for a column of several seeds, their mean).
         public var value: Double?
+        /// Over a column's runs: the figure's mean, standard deviation and count.
+        public var spread: Spread?
         public init(
             run: String, simulated: Double? = nil, integer: Double? = nil, delta: Double? = nil,
             flashBytes: Int? = nil, ramBytes: Int? = nil, value: Double? = nil
@@ -42,8 +45,12 @@ public struct Comparison: Codable, Sendable {
         public var runs: [LayerStats]
     }
 
+    /// One column per run, or per group of runs that differ only in their seed.
     public var runs: [String]
+    /// Each column's runs.
+    public var groups: [[String]]
     public var floatAccuracy: [Double]
+    public var floatSpread: [Spread]
     /// Keys whose values differ between runs (a missing key is "–").
     public var configDifferences: [String: [String]]
     public var accuracy: [BitsRow]
@@ -53,12 +60,18 @@ public struct Comparison: Codable, Sendable {
     /// `shaping:` section has `shaping.start_epoch` 0 in effect): such keys differ only when the
     /// values in effect do.
     public init(_ reports: [Report], defaults: [String: String] = [:]) {
-        runs = reports.map(\.run)
-        floatAccuracy = reports.map { $0.accuracy?.float ?? $0.training.testAccuracy }
+        let grouped = Comparison.seedGroups(reports)
+        runs = grouped.map(Comparison.groupName)
+        groups = grouped.map { $0.map(\.run) }
+        floatSpread = grouped.map { g in Spread(g.map { $0.accuracy?.float ?? $0.training.testAccuracy })! }
+        floatAccuracy = floatSpread.map(\.mean)
         let keys = Set(reports.flatMap(\.config.keys))
+        // Within a column the seeds differ; between columns the first run of each stands for it.
+        let firsts = grouped.map { $0[0] }, seeded = grouped.contains { $0.count > 1 }
         var diff: [String: [String]] = [:]
-        for k in keys where Set(reports.map { $0.config[k] ?? defaults[k] ?? "–" }).count > 1 {
-            diff[k] = reports.map { $0.config[k] ?? "–" }
+        for k in keys where Set(firsts.map { $0.config[k] ?? defaults[k] ?? "–" }).count > 1 {
+            if seeded && Comparison.seedKeys.contains(k) { continue }
+            diff[k] = firsts.map { $0.config[k] ?? "–" }
         }
         configDifferences = diff
         // One row per (width, kind), widest first, integer before weights-only.
@@ -71,33 +84,39 @@ public struct Comparison: Codable, Sendable {
             }
         }
         rowKeys.sort { $0.bits != $1.bits ? $0.bits > $1.bits : $0.kind < $1.kind }
-        accuracy = rowKeys.map { Comparison.row($0, reports) }
-        let names = reports.first?.layers.map(\.name) ?? []
+        accuracy = rowKeys.map { Comparison.row($0, grouped) }
+        let names = reports.first?.layers.map(\.name) ?? [], columns = runs
         layers = names.map { n in
             LayerRow(
                 name: n,
-                runs: reports.compactMap { r in
-                    r.layers.first { $0.name == n }.map {
-                        LayerStats(
-                            run: r.run, skewness: $0.skewness, kurtosis: $0.kurtosis,
-                            maxAbsOverStd: $0.maxAbsOverStd,
-                            sqnrDb: $0.sqnrDb, bits: $0.bits)
-                    }
+                runs: zip(grouped, columns).compactMap { g, column in
+                    Comparison.layerStats(n, g, column: column)
                 })
         }
     }
 
     struct RowKey: Equatable { var bits: Int, kind: String }
 
-    /// The runs' figures of one kind at one width; a run measured otherwise gets an empty cell.
-    static func row(_ key: RowKey, _ reports: [Report]) -> BitsRow {
-        var cells: [RunAccuracy] = reports.map { r in
-            guard let a = r.accuracy,
-                let row = a.rows.first(where: { $0.bits == key.bits && a.kind($0) == key.kind })
-            else { return RunAccuracy(run: r.run) }
-            return RunAccuracy(
-                run: r.run, simulated: row.simulated, integer: row.integer, flashBytes: row.flashBytes,
-                ramBytes: row.ramBytes, value: a.value(row))
+    /// The columns' figures of one kind at one width (means over a column's seeds); a column
+    /// measured otherwise gets an empty cell.
+    static func row(_ key: RowKey, _ groups: [[Report]]) -> BitsRow {
+        var cells: [RunAccuracy] = groups.map { g in
+            let found = g.compactMap { r -> (Report.Accuracy, Report.AccuracyRow)? in
+                guard let a = r.accuracy,
+                    let row = a.rows.first(where: { $0.bits == key.bits && a.kind($0) == key.kind })
+                else { return nil }
+                return (a, row)
+            }
+            let name = groupName(g)
+            guard let (a, row) = found.first else { return RunAccuracy(run: name) }
+            func mean(_ f: (Report.AccuracyRow) -> Double?) -> Double? {
+                Spread(found.compactMap { f($0.1) })?.mean
+            }
+            var cell = RunAccuracy(
+                run: name, simulated: mean(\.simulated), integer: mean(\.integer), flashBytes: row.flashBytes,
+                ramBytes: row.ramBytes, value: mean(a.value))
+            cell.spread = Spread(found.compactMap { $0.0.value($0.1) })
+            return cell
         }
         if let base = cells.compactMap(\.value).first {
             for i in cells.indices { cells[i].delta = cells[i].value.map { $0 - base } }
@@ -116,11 +135,22 @@ public struct Comparison: Codable, Sendable {
         return String(decoding: try e.encode(self), as: UTF8.self) + "\n"
     }
 
-    /// "88.42 (+0.31)" style cells: the row's figure and its change from the first run that has it.
+    /// "88.42 (+0.31)" style cells: the row's figure and its change from the first run that has it;
+    /// "88.42 ± 0.15 (+0.31†)" for a column of seeds whose change is within the spread.
     func cell(_ index: Int, in row: BitsRow) -> String {
         guard let v = row.runs[index].value else { return "–" }
+        let text = row.runs[index].spread?.text ?? Format.pct(v)
         let isBase = row.runs.firstIndex { $0.value != nil } == index
-        return isBase ? Format.pct(v) : "\(Format.pct(v)) (\(Format.signed(row.runs[index].delta ?? 0)))"
+        return isBase
+            ? text : "\(text) (\(Format.signed(row.runs[index].delta ?? 0))\(spreadMark(index, in: row)))"
+    }
+
+    /// The float row's cells, as `cell` writes the others.
+    func floatCells() -> [String] {
+        floatSpread.enumerated().map { i, s in
+            let mark = i > 0 && floatSpread[0].overlaps(s) ? "†" : ""
+            return i == 0 ? s.text : "\(s.text) (\(Format.signed(s.mean - floatSpread[0].mean))\(mark))"
+        }
     }
 
     /// Whether any run has deployment figures.
@@ -157,13 +187,9 @@ public struct Comparison: Codable, Sendable {
             }
         }
         out +=
-            "\n## Accuracy by bit width\n\n\(Comparison.accuracyNote) In brackets the change from the first run with that figure.\n\n"
+            "\n## Accuracy by bit width\n\n\(Comparison.accuracyNote) In brackets the change from the first run with that figure.\(spreadNote)\n\n"
         out += "| | " + runs.joined(separator: " | ") + " |\n|---|" + runs.map { _ in "---|" }.joined() + "\n"
-        out +=
-            "| float | "
-            + floatAccuracy.enumerated().map { i, f in
-                i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))"
-            }.joined(separator: " | ") + " |\n"
+        out += "| float | " + floatCells().joined(separator: " | ") + " |\n"
         for row in accuracy {
             out +=
                 "| \(row.kind) | " + row.runs.indices.map { cell($0, in: row) }.joined(separator: " | ")
@@ -204,15 +230,10 @@ public struct Comparison: Codable, Sendable {
                     ["<code>\(escape(k))</code>"] + configDifferences[k]!.map { "<code>\(escape($0))</code>" }
                 })
         b +=
-            "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.</p>"
+            "<h2>Accuracy by bit width</h2><p>\(escape(Comparison.accuracyNote)) In brackets the change from the first run with that figure.\(escape(spreadNote))</p>"
         b += table(
             [""] + runs,
-            [
-                ["float"]
-                    + floatAccuracy.enumerated().map { i, f in
-                        i == 0 ? Format.pct(f) : "\(Format.pct(f)) (\(Format.signed(f - floatAccuracy[0])))"
-                    }
-            ]
+            [["float"] + floatCells()]
                 + accuracy.map { row in
                     [escape(row.kind)]
                         + row.runs.indices.map { i in
@@ -245,17 +266,22 @@ public struct Comparison: Codable, Sendable {
                     ]
                 }
             }, leftColumns: 2)
-        if let first = reports.first {
+        // One histogram per column: a column of seeds shows its first run's weights.
+        let shown = zip(groups, runs).compactMap { g, column in
+            reports.first { $0.run == g[0] }.map { (column: column, report: $0) }
+        }
+        let seeded = groups.contains { $0.count > 1 } ? " (of a column of seeds, its first run)" : ""
+        if let first = shown.first?.report {
             b += "<div class=\"grid\">"
             for l in first.layers {
-                let runs = reports.compactMap { r in
-                    r.layers.first { $0.name == l.name }.map { (name: r.run, layer: $0) }
+                let runs = shown.compactMap { c in
+                    c.report.layers.first { $0.name == l.name }.map { (name: c.column, layer: $0) }
                 }
                 let levels = runs.map {
                     "\(escape($0.name)) \($0.layer.levelsUsed) of \(2 * $0.layer.gridLevels + 1)"
                 }
                 b +=
-                    "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run on a log count axis, solid lines at each run's ±max|w|, which sets its \(l.bits)-bit grid; levels used: \(levels.joined(separator: ", ")).</figcaption></figure>"
+                    "<figure>\(first.histogramChart(l, runs: runs))<figcaption>\(escape(l.name)): final weights of each run\(seeded) on a log count axis, solid lines at each run's ±max|w|, which sets its \(l.bits)-bit grid; levels used: \(levels.joined(separator: ", ")).</figcaption></figure>"
             }
             b += "</div>"
         }

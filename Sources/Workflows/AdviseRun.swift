@@ -21,6 +21,8 @@ extension AdviseWorkflow {
         TrainWorkflow.configureThreads(config.threads)
         var settings = config.quantize ?? QuantizeConfig()
         settings.options.layerWeightBits = [:]
+        // Grids from the float network, the same at every width: what makes mixtures exact.
+        settings.options.calibrateQuantized = false
         let a = try analyse(model, config: config, data: data, settings: settings, o, progress: progress)
         progress(
             "verifying on the integer engine: \(a.images == data.test.count ? "" : "all ")\(data.test.count) test images"

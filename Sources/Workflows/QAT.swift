@@ -15,8 +15,11 @@ public enum QATWorkflow {
     ) throws -> Trainer {
         var options = config.training
         options.epochs = q.qat.epochs
-        options.optimizer.learningRate = q.qat.learningRate ?? config.training.optimizer.learningRate / 10
+        options.optimizer.learningRate = q.qat.learningRate ?? config.training.optimizer.learningRate
+        // A half cosine down to 0: large steps first to leave the float optimum for the grid's,
+        // small ones last so the weights settle on one side of each rounding boundary.
         options.schedule = LearningRateSchedule()
+        options.schedule.kind = .cosine
         options.seed = config.training.seed &+ 1
         var o = q.options
         o.weightBits = q.qatBits

@@ -28,6 +28,19 @@ public enum SweepWorkflow {
         return Axis(key: String(text[..<eq]), values: values)
     }
 
+    /// `--seeds 0,1,2`: the last axis, `training.seed`, so each grid point's seeds sit together.
+    public static func parseSeeds(_ text: String, besides axes: [Axis]) throws -> Axis {
+        let axis = try parseAxis("training.seed=\(text)")
+        guard axis.values.allSatisfy({ UInt64($0) != nil }), Set(axis.values).count == axis.values.count
+        else {
+            throw RunError("--seeds '\(text)': expected distinct whole numbers ≥ 0, e.g. 0,1,2")
+        }
+        if axes.contains(where: { $0.key == "training.seed" }) {
+            throw RunError("--seeds and --grid training.seed=… both set the seed; give one")
+        }
+        return axis
+    }
+
     /// Parses `I/N` with 1 ≤ I ≤ N.
     public static func parseShard(_ text: String) throws -> (index: Int, count: Int) {
         let parts = text.split(separator: "/").map { Int($0) }

@@ -317,6 +317,11 @@ struct Sweep: ParsableCommand {
         name: .customLong("grid"),
         help: ArgumentHelp("A config key and its values (repeatable).", valueName: "key.path=v1,v2,..."))
     var grid: [String] = []
+    @Option(
+        help: ArgumentHelp(
+            "Train every grid point with each of these seeds; the comparison shows mean ± sd over them.",
+            valueName: "s1,s2,..."))
+    var seeds: String?
     @Option(help: "Run only slice I of N (1-based), e.g. --shard 2/4; finished runs are skipped.")
     var shard = "1/1"
     @Option(help: "The sweep folder (default: runs/<config name>-sweep).")
@@ -324,8 +329,9 @@ struct Sweep: ParsableCommand {
 
     func run() throws {
         try guarded {
-            let axes = try grid.map(SweepWorkflow.parseAxis)
-            guard !axes.isEmpty else { throw RunError("give at least one --grid key=v1,v2,…") }
+            var axes = try grid.map(SweepWorkflow.parseAxis)
+            if let seeds { axes.append(try SweepWorkflow.parseSeeds(seeds, besides: axes)) }
+            guard !axes.isEmpty else { throw RunError("give at least one --grid key=v1,v2,… or --seeds") }
             let s = try SweepWorkflow.run(
                 configPath: options.config, overrides: options.overrides, axes: axes,
                 shard: try SweepWorkflow.parseShard(shard), outDir: out,

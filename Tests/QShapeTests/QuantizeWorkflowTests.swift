@@ -112,6 +112,41 @@ final class QuantizeWorkflowTests: XCTestCase {
         XCTAssertEqual(Converter.originalIndex(of: model), [1, 2, 4, 6])
     }
 
+    func testCalibrationOnTheDeployedWeightsSeesTheirActivations() throws {
+        let model = try Sequential(
+            specs: [
+                .dense(inFeatures: 6, outFeatures: 5, bias: true), .relu,
+                .dense(inFeatures: 5, outFeatures: 3, bias: true)
+            ], inputShape: [6], seed: 4)
+        let x = randomTensor([16, 6], seed: 5)
+        var o = QuantizeOptions()
+        o.weightBits = 2
+        o.layerWeightBits = [2: 3]
+        // The largest ReLU output of each network sets the first layer's output grid (max range).
+        var folded: Sequential?
+        func firstGridMax(_ calibrateQuantized: Bool) throws -> Double {
+            o.calibrateQuantized = calibrateQuantized
+            let c = try Converter.convert(
+                model, calibration: [x], inputScale: 1, rawInputMax: 255, options: o)
+            folded = c.folded
+            return c.activationGrid[1]!.scale * 255
+        }
+        func largestHidden(_ w: [Float]) -> Float {
+            let layer = model.layers[0], wp = layer.state.first { $0.role == .weight }!
+            let saved = wp.value
+            wp.value = Tensor(shape: saved.shape, data: w)
+            defer { wp.value = saved }
+            return layer.forward(x, training: false).data.max()!
+        }
+        let w = model.layers[0].state.first { $0.role == .weight }!.value
+        let deployed = WeightQuantizer(bits: 2).quantize(w.data, shape: w.shape, range: .max).dequantized()
+        XCTAssertNotEqual(largestHidden(deployed), largestHidden(w.data))
+        XCTAssertEqual(try firstGridMax(false), Double(largestHidden(w.data)), accuracy: 1e-5)
+        XCTAssertEqual(try firstGridMax(true), Double(largestHidden(deployed)), accuracy: 1e-5)
+        // The float weights are back in place afterwards.
+        XCTAssertEqual(folded?.layers[0].state.first { $0.role == .weight }!.value.data, w.data)
+    }
+
     func testQATFineTunesTowardTheQuantisedModel() throws {
         let dir = temporaryDirectory(self)
         let c = try Config.load(

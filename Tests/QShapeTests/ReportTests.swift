@@ -4,7 +4,7 @@ import Foundation
 #if canImport(FoundationXML)
     import FoundationXML
 #endif
-import Reports
+@testable import Reports
 @testable import Workflows
 @testable import Config
 
@@ -151,6 +151,53 @@ final class ReportTests: XCTestCase {
             mixed.headline())
     }
 
+    func testRunsThatDifferOnlyInTheSeedAreOneColumnWithMeanAndSpread() throws {
+        let dir = temporaryDirectory(self)
+        _ = try train("fashion-mlp.yaml", into: "\(dir)/plain")
+        let base = try ReportWorkflow.collect(["\(dir)/plain"])[0]
+        // Three seeds of two configs, the integer figures shifted by known amounts.
+        func run(_ name: String, seed: Int, shift: Double, shaped: Bool) -> Report {
+            var r = base
+            r.run = "\(name)--training.seed=\(seed)"
+            r.config["name"] = r.run
+            r.config["training.seed"] = "\(seed)"
+            if shaped { r.config["shaping.kurtosis"] = "{weight: 1}" }
+            r.accuracy!.float = 80 + shift
+            for i in r.accuracy!.rows.indices { r.accuracy!.rows[i].integer = 70 + shift }
+            return r
+        }
+        let reports =
+            [0.0, 1, 2].enumerated().map { run("plain", seed: $0, shift: $1, shaped: false) }
+            + [0.5, 1.5, 2.5].enumerated().map { run("shaped", seed: $0, shift: 3 * $1, shaped: true) }
+        let c = Comparison(reports)
+        XCTAssertEqual(c.runs, ["plain (n=3)", "shaped (n=3)"])
+        XCTAssertEqual(c.groups.map(\.count), [3, 3])
+        XCTAssertEqual(
+            c.configDifferences.keys.sorted(), ["shaping.kurtosis"], "seeds and names are not differences")
+        XCTAssertEqual(c.floatSpread[0].mean, 81, accuracy: 1e-12)
+        XCTAssertEqual(c.floatSpread[0].sd!, 1, accuracy: 1e-12)
+        XCTAssertEqual(c.floatSpread[1].mean, 84.5, accuracy: 1e-12)
+        XCTAssertEqual(c.floatSpread[1].sd!, 3, accuracy: 1e-12)
+        let row = try XCTUnwrap(c.accuracy.first { $0.bits == 8 })
+        XCTAssertEqual(row.runs[1].value!, 74.5, accuracy: 1e-12)
+        XCTAssertEqual(row.runs[1].delta!, 3.5, accuracy: 1e-12)
+        // 3.5 < √(1² + 3²) = 3.16? No: 3.5 is beyond the spread, so it is not marked.
+        XCTAssertEqual(c.cell(1, in: row), "74.50 ± 3.00 (+3.50)")
+        XCTAssertEqual(c.cell(0, in: row), "71.00 ± 1.00")
+        // A smaller difference is within the spread and is marked.
+        let close = Comparison(
+            Array(reports.prefix(3))
+                + [0.2, 1.2, 2.2].enumerated().map { run("near", seed: $0, shift: $1, shaped: true) })
+        let r2 = try XCTUnwrap(close.accuracy.first { $0.bits == 8 })
+        XCTAssertEqual(close.cell(1, in: r2), "71.20 ± 1.00 (+0.20†)")
+        XCTAssertTrue(close.markdown().contains("| float | 81.00 ± 1.00 | 81.20 ± 1.00 (+0.20†) |"))
+        XCTAssertTrue(close.markdown().contains("† marks a difference"))
+        // Two runs with the same seed are two columns, never averaged.
+        XCTAssertEqual(Comparison([reports[0], reports[0]]).runs.count, 2)
+        XCTAssertNil(Spread([]))
+        XCTAssertNil(Spread([3])!.sd)
+    }
+
     /// A 2 × 2 sweep split into two shards, then compared, equals the same sweep run whole; a
     /// restarted sweep skips what is finished.
     func testShardedSweepEqualsUnshardedAndResumes() throws {
@@ -161,13 +208,16 @@ final class ReportTests: XCTestCase {
         ]
         let axes = [
             try SweepWorkflow.parseAxis("shaping.kurtosis.weight=0,1"),
-            try SweepWorkflow.parseAxis("training.seed=1,2")
+            try SweepWorkflow.parseSeeds("1,2", besides: [])
         ]
         let config = Fixtures.example("fashion-mlp.yaml")
         let whole = try SweepWorkflow.run(
             configPath: config, overrides: overrides, axes: axes, shard: (1, 1),
             outDir: "\(dir)/whole", observer: nil)
         XCTAssertEqual(whole.trained.count, 4)
+        // Each grid point's two seeds are one column.
+        XCTAssertEqual(whole.comparison?.groups.map(\.count), [2, 2])
+        XCTAssertEqual(whole.comparison?.configDifferences.keys.sorted(), ["shaping.kurtosis"])
         let s1 = try SweepWorkflow.run(
             configPath: config, overrides: overrides, axes: axes, shard: (1, 2), outDir: "\(dir)/split",
             observer: nil)
@@ -186,5 +236,8 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(again.skipped.count, 4)
         XCTAssertThrowsError(try SweepWorkflow.parseShard("3/2"))
         XCTAssertThrowsError(try SweepWorkflow.parseAxis("novalues="))
+        XCTAssertThrowsError(try SweepWorkflow.parseSeeds("1,1", besides: []))
+        XCTAssertThrowsError(try SweepWorkflow.parseSeeds("-1", besides: []))
+        XCTAssertThrowsError(try SweepWorkflow.parseSeeds("1", besides: axes))
     }
 }

@@ -3,6 +3,7 @@ import XCTest
 import Foundation
 @testable import Workflows
 @testable import Config
+import Shaping
 
 final class ShapingConfigTests: XCTestCase {
     let base =
@@ -34,6 +35,26 @@ final class ShapingConfigTests: XCTestCase {
         let dir = temporaryDirectory(self)
         write(c.resolvedYAML, to: "\(dir)/r.yaml")
         XCTAssertEqual(try Config.load(path: "\(dir)/r.yaml").shaping, s)
+    }
+
+    func testKurtosisForTheGridOfBBits() throws {
+        // Against the levels themselves: K of q uniform over −m…m, summed in wide integers.
+        for bits in 2...12 {
+            let m = (1 << (bits - 1)) - 1
+            var s2 = 0, s4 = 0
+            for q in -m...m { s2 += q * q; s4 += q * q * q * q }
+            let n = Double(2 * m + 1), k = (Double(s4) / n) / ((Double(s2) / n) * (Double(s2) / n))
+            XCTAssertEqual(PenaltyTerm.gridKurtosis(bits: bits), k, accuracy: 1e-12 * k, "\(bits)")
+        }
+        XCTAssertEqual(PenaltyTerm.gridKurtosis(bits: 2), 1.5)
+        XCTAssertEqual(PenaltyTerm.gridKurtosis(bits: 16), 1.8, accuracy: 1e-6)
+        let c = try load("shaping:\n  kurtosis: {weight: 1, bits: 3}\n")
+        XCTAssertEqual(c.shaping?.terms[.kurtosis]?.target, 1.75)
+        XCTAssertTrue(
+            message("shaping:\n  kurtosis: {weight: 1, bits: 3, target: 2}\n").contains(
+                "shaping.kurtosis.bits: give either target or bits"))
+        XCTAssertTrue(
+            message("shaping:\n  kurtosis: {weight: 1, bits: 1}\n").contains("shaping.kurtosis.bits"))
     }
 
     func testInvalidShapingIsRefusedBeforeTraining() {
