@@ -106,8 +106,11 @@ public enum Converter {
         // Calibrate the network as deployed (its weights on their grids) or as trained.
         let masters = o.calibrateQuantized ? quantizeWeights(folded, original: original, options: o) : nil
         let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
+        // Layer inputs: GPTQ's Hessians from every calibration batch, bias correction from two.
         let inputs =
-            o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
+            o.rounding == .gptq
+            ? layerInputs(folded, calibration[...], of: Set(groupEnd.keys))
+            : o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
         if let masters { restoreWeights(folded, masters) }
         var layers: [IntegerLayer] = []
         var converted: [ConvertedLayer] = []
@@ -123,10 +126,13 @@ public enum Converter {
                 let end = groupEnd[i]!, lo = o.at(layer: original[i]!)
                 let (outScale, low, hi) = outputGrid(
                     samples[end] ?? [1], activation: activation[i], options: lo)
-                if let x = inputs[i] { correctBias(layer, inputs: x, options: lo) }
+                let hessian = lo.rounding == .gptq ? inputs[i].map { GPTQ.hessian(spec, inputs: $0) } : nil
+                if lo.biasCorrection, let x = inputs[i] {
+                    correctBias(layer, inputs: x, options: lo, hessian: hessian)
+                }
                 let (c, intLayer, deq) = try quantizeWeighted(
                     i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
-                    outScale: outScale, lo: low, hi: hi, end: end, options: lo)
+                    outScale: outScale, lo: low, hi: hi, end: end, options: lo, hessian: hessian)
                 converted.append(c)
                 layers.append(intLayer)
                 floatLayerOf.append(end)
@@ -212,6 +218,20 @@ public enum Converter {
         return (groupEnd, activation)
     }
 
+    /// A layer's weights on their grid: the range method sets the scales, the rounding the
+    /// integers (GPTQ's with the layer's input Hessian when there is one).
+    static func quantize(_ w: Tensor, options o: QuantizeOptions, hessian: [Double]?) -> QuantizedTensor {
+        var q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+            .quantize(w.data, shape: w.shape, range: o.weightRange)
+        if let hessian,
+            let values = GPTQ.round(
+                w.data, rows: w.shape[0], hessian: hessian, factors: q.factors, qmax: q.qmaxValue)
+        {
+            q.values = values
+        }
+        return q
+    }
+
     /// Replaces every conv/dense weight of `folded` by its quantised-dequantised copy at that
     /// layer's options and returns the float weights, for `restoreWeights`.
     static func quantizeWeights(
@@ -265,13 +285,13 @@ public enum Converter {
 
     /// Bias correction: b ← b + mean over the data of (W·x − W_q·x) per output channel, so the
     /// quantised layer's outputs have the float layer's mean (Nagel et al. 2019, empirical form).
-    static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions) {
+    static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions, hessian: [Double]?)
+    {
         guard let wp = layer.state.first(where: { $0.role == .weight }),
             let bp = layer.state.first(where: { $0.name == "bias" })
         else { return }
         let w = wp.value, rows = w.shape[0]
-        let deq = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-            .quantize(w.data, shape: w.shape, range: o.weightRange).dequantized()
+        let deq = quantize(w, options: o, hessian: hessian).dequantized()
         var shift = [Double](repeating: 0, count: rows), count = 0
         for x in inputs {
             let exact = layer.forward(x, training: false)
@@ -296,15 +316,14 @@ public enum Converter {
     /// and the accumulator it needs.
     static func quantizeWeighted(
         _ index: Int, layer: Layer, spec: LayerSpec, inputScale: Double, maxInput: Int64,
-        outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions
+        outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions, hessian: [Double]?
     )
         throws -> (ConvertedLayer, IntegerLayer, [String: Tensor])
     {
         let wp = layer.state.first { $0.role == .weight }!
         let w = wp.value.data, shape = wp.value.shape, rows = shape[0]
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
-        let q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-            .quantize(w, shape: shape, range: o.weightRange)
+        let q = quantize(wp.value, options: o, hessian: hessian)
         // A tensor (or, per channel, a channel) whose weights are all zero has no grid of its own:
         // its scale is chosen so that the output multiplier is 1 and the bias is held in output steps.
         let groups = q.factors.count, groupSize = w.count / groups

@@ -10,11 +10,15 @@ public enum Rounding: String, CaseIterable, Sendable {
     case nearestEven = "nearest_even"
     /// Truncate toward zero: the literal "integer(value·qf)", biased by half a step toward zero.
     case truncate
+    /// GPTQ: with the layer's calibration inputs, each weight rounds the way that keeps the
+    /// layer's outputs closest (GPTQ.swift). Where no inputs are at hand (fake quantisation in
+    /// training, statistics) it is round half away from zero.
+    case gptq
 
     @inline(__always)
     public func apply(_ x: Float) -> Float {
         switch self {
-        case .nearest: x.rounded(.toNearestOrAwayFromZero)
+        case .nearest, .gptq: x.rounded(.toNearestOrAwayFromZero)
         case .nearestEven: x.rounded(.toNearestOrEven)
         case .truncate: x.rounded(.towardZero)
         }
