@@ -41,6 +41,7 @@ extension Config {
             s.terms[t] = term
             if let sharp = extra.sharpness { s.rangeSharpness = sharp }
             if let bits = extra.bits { s.quantErrorBits = bits }
+            if let relative = extra.relative { s.quantErrorRelative = relative }
         }
         if r.has("overrides") {
             s.overrides = try readOverrides(r, s, scope: scope, aggregate: aggregate)
@@ -83,12 +84,13 @@ extension Config {
         _ r: ConfigReader, key: String, term: PenaltyTerm, scope: ShapingConfig.Scope,
         aggregate: ShapingConfig.Aggregate, base: ShapingConfig.Term?
     )
-        throws -> (ShapingConfig.Term, (sharpness: Double?, bits: Int?))
+        throws -> (ShapingConfig.Term, (sharpness: Double?, bits: Int?, relative: Bool?))
     {
         var allowed = ["weight", "scope", "aggregate"]
         if term.defaultTarget != nil { allowed.append("target") }
         if term == .range { allowed.append("sharpness") }
         if term == .quantError || term == .kurtosis { allowed.append("bits") }
+        if term == .quantError { allowed.append("relative") }
         let t = try r.child(key, allowed: allowed)
         var out = base ?? ShapingConfig.Term()
         out.weight = try t.number("weight", default: base?.weight ?? 0, min: 0)
@@ -117,7 +119,8 @@ extension Config {
         }
         let sharp = term == .range ? try t.optionalNumber("sharpness", min: 0, exclusiveMin: true) : nil
         let bits = term == .quantError ? try t.optionalInteger("bits", min: 2, max: 16) : nil
-        return (out, (sharp, bits))
+        let relative = term == .quantError && t.has("relative") ? try t.bool("relative", default: true) : nil
+        return (out, (sharp, bits, relative))
     }
 
     /// Indices of the layers with weights (dense, conv2d), known from the layer list alone.

@@ -117,7 +117,10 @@ func shapingYAML(_ s: ShapingConfig) -> String {
         if let target = v.target { f.append("target: \(num(target))") }
         f += ["scope: \(v.scope.rawValue)", "aggregate: \(v.aggregate.rawValue)"]
         if extras && t == .range { f.append("sharpness: \(num(s.rangeSharpness))") }
-        if extras && t == .quantError { f.append("bits: \(s.quantErrorBits)") }
+        if extras && t == .quantError {
+            f.append("bits: \(s.quantErrorBits)")
+            f.append("relative: \(s.quantErrorRelative)")
+        }
         return "{\(f.joined(separator: ", "))}"
     }
     for t in PenaltyTerm.allCases {

@@ -48,7 +48,8 @@ public enum Penalties {
             range = st.range > s.rangeTarget
         }
         var quant = s.has(.quantError) && st.maxAbs > 0
-        if quant && !quantisationSums { st.quantSumsPending = true; quant = false }
+        // The relative error's gradient coefficients need E before the gradient pass.
+        if quant && !quantisationSums && !s.quantErrorRelative { st.quantSumsPending = true; quant = false }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
     }
@@ -215,7 +216,10 @@ public enum Penalties {
             }
             st.quantSumsPending = false
         }
-        if kernel.quant { grad[kernel.argMax] += kernel.argMaxCorrection(quantCross: st.quantCross) }
+        if kernel.quant {
+            grad[kernel.argMax] += kernel.argMaxCorrection(
+                quantCross: st.quantCross * kernel.crossScale - kernel.crossShift)
+        }
         return st
     }
 
@@ -286,6 +290,8 @@ struct PenaltyGradient {
     /// is that times mean((u − r)·u) (its own residual is 0).
     let argMax: Int
     let argMaxCoefficient: Double
+    /// What mean((u − r)·u) becomes in the maximum's push (`GradientCoefficients`).
+    let crossScale: Double, crossShift: Double
 
     init(
         _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings,
@@ -297,6 +303,7 @@ struct PenaltyGradient {
         range = rangeGain != 0
         exponentials = range ? st.rangeExponentials : []
         quant = k.quantWeight != 0
+        (crossScale, crossShift) = (k.crossScale, k.crossShift)
         if quant {
             quantScale = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
             quantGain = Float(k.quantFactor) * quantScale

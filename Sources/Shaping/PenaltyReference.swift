@@ -38,9 +38,18 @@ public enum PenaltyReference {
         return (u, u.map { $0 - $0.rounded(.toNearestOrAwayFromZero) }, mx)
     }
 
-    /// E = mean((u − round u)²).
-    public static func quantError(_ w: [Double], bits: Int) -> Double {
-        residuals(w, bits: bits).r.map { $0 * $0 }.reduce(0, +) / Double(w.count)
+    /// E = mean((u − round u)²); relative: Σ'(w − ŵ)²/Σ'w², ŵ = round(u)·M/qmax, Σ' over every
+    /// weight but the first maximum (0 when they have no energy).
+    public static func quantError(_ w: [Double], bits: Int, relative: Bool = false) -> Double {
+        let q = residuals(w, bits: bits), steps = q.r.map { $0 * $0 }.reduce(0, +) / Double(w.count)
+        guard relative else { return steps }
+        let qmax = Double(BitWidth.qmax(bits)), top = w.firstIndex { abs($0) == q.maxAbs }!
+        let others = w.indices.filter { $0 != top }
+        let noise = others.map {
+            let d = q.r[$0] * q.maxAbs / qmax; return d * d
+        }.reduce(0, +)
+        let energy = others.map { w[$0] * w[$0] }.reduce(0, +)
+        return energy > 0 ? noise / energy : 0
     }
 
     /// Each term's value with its target, unweighted: (K − K_T)², (S − S_T)², max(0, R − R_T)², E, ½Σw².
@@ -51,7 +60,7 @@ public enum PenaltyReference {
             case .kurtosis: v[t] = (kurtosis(w) - s.kurtosisTarget) * (kurtosis(w) - s.kurtosisTarget)
             case .skewness: v[t] = (skewness(w) - s.skewnessTarget) * (skewness(w) - s.skewnessTarget)
             case .range: let e = max(0, range(w, beta: s.rangeSharpness) - s.rangeTarget); v[t] = e * e
-            case .quantError: v[t] = quantError(w, bits: s.quantErrorBits)
+            case .quantError: v[t] = quantError(w, bits: s.quantErrorBits, relative: s.quantErrorRelative)
             case .l2: v[t] = 0.5 * w.map { $0 * $0 }.reduce(0, +)
             }
         }
@@ -101,12 +110,25 @@ public enum PenaltyReference {
                     g[j] += outer * (p[j] * (w[j] < 0 ? -1 : 1) / sigma - meanS * d[j] / (n * mo.m2))
                 }
             case .quantError:
-                // ∂E/∂wⱼ = 2rⱼ·qmax/(n·M); the first maximum also moves M: −2·sign(w)/M·mean(r·u)
                 let q = residuals(w, bits: s.quantErrorBits), qmax = Double(BitWidth.qmax(s.quantErrorBits))
-                for j in w.indices { g[j] += k * 2 * q.r[j] * qmax / (n * q.maxAbs) }
-                let top = w.firstIndex { abs($0) == q.maxAbs }!
-                let cross = zip(q.r, q.u).map { $0 * $1 }.reduce(0, +) / n
-                g[top] += k * -2 * (w[top] < 0 ? -1 : 1) / q.maxAbs * cross
+                let top = w.firstIndex { abs($0) == q.maxAbs }!, sign = w[top] < 0 ? -1.0 : 1.0
+                if s.quantErrorRelative {
+                    // E' = N/D, N = Σ'(wⱼ − ŵⱼ)², D = Σ'wⱼ² (all but the maximum, whose residual is 0):
+                    // ∂E'/∂wⱼ = 2(wⱼ − ŵⱼ)/D − 2E'·wⱼ/D for j ≠ max; the maximum moves M and with it
+                    // every ŵᵢ = round(uᵢ)·M/qmax: ∂E'/∂M = −2Σ'(wᵢ − ŵᵢ)·round(uᵢ)/(qmax·D).
+                    let dw = q.r.map { $0 * q.maxAbs / qmax }
+                    let d = w.indices.filter { $0 != top }.map { w[$0] * w[$0] }.reduce(0, +)
+                    guard d > 0 else { continue }
+                    let e = dw.map { $0 * $0 }.reduce(0, +) / d
+                    for j in w.indices where j != top { g[j] += k * (2 * dw[j] - 2 * e * w[j]) / d }
+                    let pull = w.indices.map { dw[$0] * (q.u[$0] - q.r[$0]) }.reduce(0, +)
+                    g[top] += k * sign * -2 * pull / (qmax * d)
+                } else {
+                    // ∂E/∂wⱼ = 2rⱼ·qmax/(n·M); the first maximum also moves M: −2·sign(w)/M·mean(r·u)
+                    for j in w.indices { g[j] += k * 2 * q.r[j] * qmax / (n * q.maxAbs) }
+                    let cross = zip(q.r, q.u).map { $0 * $1 }.reduce(0, +) / n
+                    g[top] += k * -2 * sign / q.maxAbs * cross
+                }
             case .l2:
                 for i in w.indices { g[i] += k * w[i] }
             }

@@ -3,13 +3,18 @@
 // and write the gradient are in PenaltyPasses.swift; a plain Double twin is PenaltyReference.swift.
 // Derivations: Docs/Shaping.md.
 import Tensors
+import IntegerRuntime
 
 /// The names of the terms, as in configs and logs.
 ///
 ///     kurtosis     (K − K_T)²
 ///     skewness     (S − S_T)²
 ///     range        max(0, R − R_T)²,  R = LSE_β(|w|/σ) = max|w|/σ + (1/β)·log Σ exp(β(|wᵢ|/σ − max|w|/σ))
-///     quant_error  mean((u − round(u))²),  u = w·qmax/max|w|  (the rounding held fixed: straight-through)
+///     quant_error  Σ'(w − ŵ)²/Σ'w²,  ŵ = round(u)·max|w|/qmax, u = w·qmax/max|w|, Σ' over every weight
+///                  but the (first) maximum, which sets the step and sits on the grid: the relative error
+///                  of the weights the grid must serve, 1 when they all round to 0 (the rounding held
+///                  fixed: straight-through). With `relative: false` mean((u − round u)²), the error in
+///                  steps, which a growing step satisfies (Docs/Shaping.md)
 ///     l2           ½·Σ w²
 ///
 /// Each is multiplied by its λ (with the aggregation over layers and the warm-up ramp) only where
@@ -52,6 +57,8 @@ public struct PenaltySettings: Equatable, Sendable {
     public var rangeSharpness = 20.0
     /// The deployed width whose rounding the quantisation error measures.
     public var quantErrorBits = 4
+    /// The quantisation error relative to the weights' energy (1/SQNR), not in units of the step.
+    public var quantErrorRelative = true
 
     public init(_ terms: Set<PenaltyTerm> = []) { self.terms = terms }
 
@@ -87,6 +94,20 @@ public struct PenaltyState: Sendable {
     public internal(set) var quantSumsPending = false
     public var sumSquares = 0.0
 
+    /// U' = (Σu² − qmax²)/n = (m₂ + μ²)·(qmax/M)² − qmax²/n: the energy of every weight but the
+    /// maximum, in steps of the grid (0 when there is none).
+    func servedEnergySteps(_ s: PenaltySettings) -> Double {
+        guard maxAbs > 0 else { return 0 }
+        let qmax = Double(BitWidth.qmax(s.quantErrorBits)), k = qmax / Double(maxAbs)
+        return max(0, (m2 + mean * mean) * k * k - qmax * qmax / Double(n))
+    }
+
+    /// The relative quantisation error E/U' (0 when no weight but the maximum has energy).
+    func relativeQuantError(_ s: PenaltySettings) -> Double {
+        let u = servedEnergySteps(s)
+        return u > 1e-300 ? quantError / u : 0
+    }
+
     /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
     public func values(_ s: PenaltySettings) -> [PenaltyTerm: Double] {
         var v: [PenaltyTerm: Double] = [:]
@@ -95,7 +116,7 @@ public struct PenaltyState: Sendable {
             case .kurtosis: v[t] = (kurtosis - s.kurtosisTarget) * (kurtosis - s.kurtosisTarget)
             case .skewness: v[t] = (skewness - s.skewnessTarget) * (skewness - s.skewnessTarget)
             case .range: let e = max(0, range - s.rangeTarget); v[t] = e * e
-            case .quantError: v[t] = quantError
+            case .quantError: v[t] = s.quantErrorRelative ? relativeQuantError(s) : quantError
             case .l2: v[t] = 0.5 * sumSquares
             }
         }
@@ -117,6 +138,9 @@ struct GradientCoefficients {
     var quantFactor = 0.0
     /// λ_q of the quantisation term when it is on (its push on the maximum needs it).
     var quantWeight = 0.0
+    /// The maximum's push is −2·λ_q·sign/M·(mean((u − r)·u)·crossScale − crossShift):
+    /// 1 and 0 for the error in steps; for the relative error see `init`.
+    var crossScale = 1.0, crossShift = 0.0
 
     init(_ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
         let n = Double(st.n)
@@ -155,6 +179,24 @@ struct GradientCoefficients {
             // the maximum moves M: ∂E/∂w_max = −2·sign(w_max)/M · mean((u − r)·u).
             quantFactor = k * 2 / n
             quantWeight = k
+            if s.quantErrorRelative {
+                // E' = E/U' (the maximum's own residual is 0). For j ≠ max, ∂U'/∂wⱼ = 2uⱼ·qmax/(n·M):
+                // ∂E'/∂wⱼ = (∂E/∂wⱼ − E'·∂U'/∂wⱼ)/U' — the residual's factor over U', and
+                // −K·wⱼ with K = 2E'/D', D' = Σ'w² — linear in w, so written for every weight and
+                // taken back at the maximum (+K·M·sign). Through M: ∂E'/∂M = −(2/M)·(cross/U' − E').
+                // Both at the maximum: −(2/M)·sign·(cross/U' − E'·(1 + qmax²/(n·U'))).
+                precondition(!st.quantSumsPending, "the relative error's gradient needs E first")
+                let served = st.servedEnergySteps(s)
+                guard served > 1e-300 else { quantFactor = 0; quantWeight = 0; return }
+                let relative = st.quantError / served, qmax = Double(BitWidth.qmax(s.quantErrorBits))
+                let steps = qmax / Double(st.maxAbs)
+                quantFactor /= served
+                let linear = k * 2 * relative * steps * steps / (n * served)
+                c -= linear
+                e -= linear * st.mean
+                crossScale = 1 / served
+                crossShift = relative * (1 + qmax * qmax / (n * served))
+            }
         }
     }
 

@@ -25,6 +25,8 @@ public struct ShapingConfig: Equatable, Sendable {
     public var terms: [PenaltyTerm: Term] = [:]
     public var rangeSharpness = 20.0
     public var quantErrorBits = 4
+    /// `quant_error.relative`: the error relative to the weights' energy (default) or in steps.
+    public var quantErrorRelative = true
     public var warmupEpochs = 0.0
     public var startEpoch = 0.0
     /// Layer index → term → (weight, target) replacing the section's values for that layer.
@@ -52,6 +54,7 @@ public struct ShapingConfig: Equatable, Sendable {
         var s = PenaltySettings()
         s.rangeSharpness = rangeSharpness
         s.quantErrorBits = quantErrorBits
+        s.quantErrorRelative = quantErrorRelative
         for t in PenaltyTerm.allCases {
             guard let term = term(t, layer: layer), term.scope == scope else { continue }
             if term.weight > 0 { s.terms.insert(t) }

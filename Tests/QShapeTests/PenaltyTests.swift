@@ -143,12 +143,59 @@ final class PenaltyTests: XCTestCase {
 
     func testQuantisationErrorGradient() {
         for kind in Self.distributions {
-            for bits in [3, 4, 8] {
-                checkGradient(
-                    Self.sample(kind, 515, seed: 4), [.quantError: 2], { $0.quantErrorBits = bits },
-                    label: "quant_error \(kind) \(bits) bits")
+            for bits in [2, 3, 4, 8] {
+                for relative in [true, false] {
+                    let w = Self.sample(kind, 515, seed: 4)
+                    if relative && abs(PenaltyReference.quantError(w.doubles, bits: bits, relative: true) - 1) < 1e-9 {
+                        // Every weight but the maximum rounds to 0: E' is 1, its worst, and flat there.
+                        var s = PenaltySettings([.quantError])
+                        s.quantErrorBits = bits
+                        let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+                        XCTAssertEqual(st.values(s)[.quantError]!, 1, accuracy: 1e-6)
+                        var g = [Float](repeating: 0, count: w.count)
+                        w.withUnsafeBufferPointer { wp in
+                            g.withUnsafeMutableBufferPointer {
+                                Penalties.addGradient(wp, $0, st, s, scales: [.quantError: 1])
+                            }
+                        }
+                        XCTAssertLessThan(g.map(abs).max()!, 1e-6, "\(kind) \(bits) bits")
+                        continue
+                    }
+                    checkGradient(
+                        Self.sample(kind, 515, seed: 4), [.quantError: 2],
+                        {
+                            $0.quantErrorBits = bits; $0.quantErrorRelative = relative
+                        },
+                        label: "quant_error \(kind) \(bits) bits, relative \(relative)")
+                }
             }
         }
+    }
+
+    /// The failure the relative form fixes: one weight grown until the step swallows the rest (all
+    /// of them round to 0) makes the error in steps smaller — the term rewards collapse — while
+    /// the relative error Σ(w − ŵ)²/Σw² grows toward 1, its worst.
+    func testRelativeQuantisationErrorDoesNotRewardCollapse() {
+        let w = Self.sample("normal", 1000, seed: 6).doubles
+        var collapsed = w
+        let top = w.indices.max { abs(w[$0]) < abs(w[$1]) }!
+        collapsed[top] *= 6
+        for bits in [2, 3] {
+            let steps = (
+                PenaltyReference.quantError(w, bits: bits), PenaltyReference.quantError(collapsed, bits: bits)
+            )
+            XCTAssertLessThan(steps.1, steps.0, "\(bits) bits: in steps, collapse scores better")
+            let relative = (
+                PenaltyReference.quantError(w, bits: bits, relative: true),
+                PenaltyReference.quantError(collapsed, bits: bits, relative: true)
+            )
+            XCTAssertGreaterThan(relative.1, relative.0, "\(bits) bits: relative, collapse scores worse")
+            XCTAssertLessThanOrEqual(relative.1, 1)
+        }
+        // Scale-free: the same shape at any size has the same relative error.
+        XCTAssertEqual(
+            PenaltyReference.quantError(w.map { $0 * 7 }, bits: 3, relative: true),
+            PenaltyReference.quantError(w, bits: 3, relative: true), accuracy: 1e-12)
     }
 
     func testAllTermsTogetherAndL2() {
@@ -165,6 +212,7 @@ final class PenaltyTests: XCTestCase {
     func testQuantisationResidualAtTiesFollowsHalfAwayRounding() {
         var s = PenaltySettings([.quantError])
         s.quantErrorBits = 3  // qmax = 3
+        s.quantErrorRelative = false  // the gradient is the residual's multiple checked below
         let u: [Float] = [
             0.5, -0.5, 1.5, -2.5, 0.25, -1.75, 2.5, 0.1, -1.5, 3, 0.5, -0.5, 2.5, -2.5, 1.2, -0.9, 0.5
         ]
@@ -255,7 +303,7 @@ final class PenaltyTests: XCTestCase {
             var c = ShapingConfig()
             c.terms[.kurtosis] = .init(weight: 0.8, target: 2.0, scope: .channel, aggregate: aggregate)
             c.terms[.skewness] = .init(weight: 0.3, target: 0, scope: .tensor, aggregate: aggregate)
-            // Its sums come from the gradient pass unless the aggregation (max) needs them first.
+            // Relative (the default): its sums come before the gradient pass, which needs E.
             c.terms[.quantError] = .init(weight: 0.5, target: nil, scope: .channel, aggregate: aggregate)
             c.quantErrorBits = 3
             let term = ShapingLossTerm(c, model: model)
@@ -274,7 +322,8 @@ final class PenaltyTests: XCTestCase {
             func layerQuant(_ w: [Double], rows: Int) -> Double {
                 let size = w.count / rows
                 return (0..<rows).map { r in
-                    PenaltyReference.quantError(Array(w[(r * size)..<((r + 1) * size)]), bits: 3)
+                    PenaltyReference.quantError(
+                        Array(w[(r * size)..<((r + 1) * size)]), bits: 3, relative: true)
                 }
                 .reduce(0, +) / Double(rows)
             }

@@ -21,7 +21,7 @@ final class ShapingConfigTests: XCTestCase {
 
     func testShapingSectionReadsEveryTermWithDefaults() throws {
         let c = try load(
-            "shaping:\n  layers: all_but_first_last\n  aggregate: sum\n  warmup_epochs: 2\n  kurtosis: {weight: 1}\n  range: {weight: 0.1, sharpness: 10, scope: channel}\n  quant_error: {weight: 0.5, bits: 3}\n  overrides: {\"3\": {kurtosis: {weight: 0.2, target: 3.0}}}\n"
+            "shaping:\n  layers: all_but_first_last\n  aggregate: sum\n  warmup_epochs: 2\n  kurtosis: {weight: 1}\n  range: {weight: 0.1, sharpness: 10, scope: channel}\n  quant_error: {weight: 0.5, bits: 3, relative: false}\n  overrides: {\"3\": {kurtosis: {weight: 0.2, target: 3.0}}}\n"
         )
         let s = try XCTUnwrap(c.shaping)
         XCTAssertEqual(s.layers, .allButFirstLast)
@@ -29,6 +29,7 @@ final class ShapingConfigTests: XCTestCase {
         XCTAssertEqual(s.terms[.range]?.scope, .channel)
         XCTAssertEqual(s.rangeSharpness, 10)
         XCTAssertEqual(s.quantErrorBits, 3)
+        XCTAssertFalse(s.quantErrorRelative)
         XCTAssertEqual(s.overrides[3]?[.kurtosis]?.target, 3.0)
         XCTAssertEqual(s.warmupEpochs, 2)
         // The resolved YAML carries it and loads back to the same values.
