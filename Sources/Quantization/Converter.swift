@@ -100,26 +100,17 @@ public enum Converter {
     ) throws -> Conversion {
         let folded = try fold(model)
         if o.equalize { Equalization.apply(folded) }
-        let n = folded.layers.count
         let (groupEnd, activation) = groups(folded)
         let original = weightedOriginalIndex(of: model)
-        // Calibrate the network as deployed (its weights on their grids) or as trained.
-        let masters = o.calibrateQuantized ? quantizeWeights(folded, original: original, options: o) : nil
-        let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
-        // Layer inputs: GPTQ's Hessians from every calibration batch, bias correction from two.
-        let inputs =
-            o.rounding == .gptq
-            ? layerInputs(folded, calibration[...], of: Set(groupEnd.keys))
-            : o.biasCorrection ? layerInputs(folded, calibration.prefix(2), of: Set(groupEnd.keys)) : [:]
-        if let masters { restoreWeights(folded, masters) }
-        var layers: [IntegerLayer] = []
-        var converted: [ConvertedLayer] = []
+        let (samples, inputs) = calibrate(
+            folded, calibration, groupEnd: groupEnd, original: original, options: o)
+        var layers: [IntegerLayer] = [], converted: [ConvertedLayer] = []
         var grid: [Int: (scale: Double, lo: Int64, hi: Int64)] = [:]
         var dequantized: [String: Tensor] = [:]
         var scale = inputScale, maxInput = rawInputMax
         var floatLayerOf: [Int] = []
         var i = 0
-        while i < n {
+        while i < folded.layers.count {
             let spec = folded.specs[i], layer = folded.layers[i]
             switch spec {
             case .dense, .conv2d:
@@ -218,6 +209,20 @@ public enum Converter {
         return (groupEnd, activation)
     }
 
+    /// The calibration samples at each group end, and the inputs of each conv/dense where GPTQ
+    /// (every calibration batch) or bias correction (two) needs them; from the network as deployed
+    /// (its weights on their grids) or as trained.
+    static func calibrate(
+        _ folded: Sequential, _ calibration: [Tensor], groupEnd: [Int: Int], original: [Int: Int],
+        options o: QuantizeOptions
+    ) -> (samples: [Int: [Float]], inputs: [Int: [Tensor]]) {
+        let masters = o.calibrateQuantized ? quantizeWeights(folded, original: original, options: o) : nil
+        defer { if let masters { restoreWeights(folded, masters) } }
+        let samples = calibrationSamples(folded, calibration, at: Set(groupEnd.values))
+        let batches = o.rounding == .gptq ? calibration[...] : o.biasCorrection ? calibration.prefix(2) : []
+        return (samples, batches.isEmpty ? [:] : layerInputs(folded, batches, of: Set(groupEnd.keys)))
+    }
+
     /// A layer's weights on their grid: the range method sets the scales, the rounding the
     /// integers (GPTQ's with the layer's input Hessian when there is one).
     static func quantize(_ w: Tensor, options o: QuantizeOptions, hessian: [Double]?) -> QuantizedTensor {
@@ -225,7 +230,8 @@ public enum Converter {
             .quantize(w.data, shape: w.shape, range: o.weightRange)
         if let hessian,
             let values = GPTQ.round(
-                w.data, rows: w.shape[0], hessian: hessian, factors: q.factors, qmax: q.qmaxValue)
+                w.data, rows: w.shape[0], hessian: hessian, factors: q.factors, qmax: q.qmaxValue,
+                binary: q.bits == 1)
         {
             q.values = values
         }

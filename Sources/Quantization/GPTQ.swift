@@ -63,7 +63,8 @@ public enum GPTQ {
     /// all) within ±qmax, rounded by GPTQ against `hessian` (K × K). Nil when H cannot be factorised
     /// even dampened (non-finite inputs).
     public static func round(
-        _ w: [Float], rows: Int, hessian h: [Double], factors: [Float], qmax: Int, damping: Double = 0.01
+        _ w: [Float], rows: Int, hessian h: [Double], factors: [Float], qmax: Int, binary: Bool = false,
+        damping: Double = 0.01
     ) -> [Int32]? {
         let k = w.count / rows
         precondition(h.count == k * k && (factors.count == 1 || factors.count == rows))
@@ -84,10 +85,16 @@ public enum GPTQ {
         let lim = Double(qmax)
         var row = [Double](repeating: 0, count: k)
         for r in 0..<rows {
+            // A row of zeros stays 0 on the binary grid too (the quantiser keeps such groups exact).
+            if binary && (0..<k).allSatisfy({ w[r * k + $0] == 0 }) { continue }
             let qf = Double(factors.count == 1 ? factors[0] : factors[r])
             for a in 0..<k { row[a] = Double(w[r * k + order[a]]) }
             for a in 0..<k {
-                let q = min(max((row[a] * qf).rounded(.toNearestOrAwayFromZero), -lim), lim)
+                // The binary grid (qmax 1, no zero) of one bit when `binary`.
+                let q =
+                    binary
+                    ? (row[a] < 0 ? -1 : 1)
+                    : min(max((row[a] * qf).rounded(.toNearestOrAwayFromZero), -lim), lim)
                 out[r * k + order[a]] = Int32(q)
                 let delta = (row[a] - q / qf) / u[a * k + a]
                 if delta == 0 { continue }

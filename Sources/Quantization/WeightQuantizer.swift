@@ -66,6 +66,7 @@ public struct WeightQuantizer: Equatable, Sendable {
 
     /// `shape[0]` is the output-channel axis for per-channel quantisation.
     public func quantize(_ w: [Float], shape: [Int], clip: [Float]? = nil) -> QuantizedTensor {
+        if bits == 1 { return binary(w, shape: shape) }
         let channels = perChannel ? max(1, shape.first ?? 1) : 1
         let size = w.count / channels
         var factors: [Float] = []
@@ -86,6 +87,23 @@ public struct WeightQuantizer: Equatable, Sendable {
 }
 
 extension WeightQuantizer {
+    /// One bit: q = sign(w) ∈ {−1, +1} (+1 at 0) with the scale α = mean|w| of each group, the α
+    /// that minimises Σ(w − α·sign w)² (XNOR-Net): qf = 1/α. No range method applies. A group of
+    /// zeros stays 0 (factor 1), exact, as at every other width.
+    func binary(_ w: [Float], shape: [Int]) -> QuantizedTensor {
+        let channels = perChannel ? max(1, shape.first ?? 1) : 1, size = w.count / channels
+        var factors: [Float] = [], q = [Int32](repeating: 0, count: w.count)
+        for c in 0..<channels {
+            let group = (c * size)..<((c + 1) * size)
+            let mean = w[group].reduce(0.0) { $0 + Double(abs($1)) } / Double(max(1, size))
+            let qf = Float(1 / mean)
+            guard mean > 0, qf.isFinite, qf > 0 else { factors.append(1); continue }
+            factors.append(qf)
+            for i in group { q[i] = w[i] < 0 ? -1 : 1 }
+        }
+        return QuantizedTensor(bits: 1, shape: shape, values: q, factors: factors)
+    }
+
     /// Quantises with the range of each group (the tensor, or each output channel) set by `method`.
     public func quantize(_ w: [Float], shape: [Int], range method: RangeMethod) -> QuantizedTensor {
         let groups = perChannel ? max(1, shape.first ?? 1) : 1, size = w.count / groups

@@ -110,29 +110,37 @@ public enum PenaltyReference {
                     g[j] += outer * (p[j] * (w[j] < 0 ? -1 : 1) / sigma - meanS * d[j] / (n * mo.m2))
                 }
             case .quantError:
-                let q = residuals(w, bits: s.quantErrorBits), qmax = Double(BitWidth.qmax(s.quantErrorBits))
-                let top = w.firstIndex { abs($0) == q.maxAbs }!, sign = w[top] < 0 ? -1.0 : 1.0
-                if s.quantErrorRelative {
-                    // E' = N/D, N = Σ'(wⱼ − ŵⱼ)², D = Σ'wⱼ² (all but the maximum, whose residual is 0):
-                    // ∂E'/∂wⱼ = 2(wⱼ − ŵⱼ)/D − 2E'·wⱼ/D for j ≠ max; the maximum moves M and with it
-                    // every ŵᵢ = round(uᵢ)·M/qmax: ∂E'/∂M = −2Σ'(wᵢ − ŵᵢ)·round(uᵢ)/(qmax·D).
-                    let dw = q.r.map { $0 * q.maxAbs / qmax }
-                    let d = w.indices.filter { $0 != top }.map { w[$0] * w[$0] }.reduce(0, +)
-                    guard d > 0 else { continue }
-                    let e = dw.map { $0 * $0 }.reduce(0, +) / d
-                    for j in w.indices where j != top { g[j] += k * (2 * dw[j] - 2 * e * w[j]) / d }
-                    let pull = w.indices.map { dw[$0] * (q.u[$0] - q.r[$0]) }.reduce(0, +)
-                    g[top] += k * sign * -2 * pull / (qmax * d)
-                } else {
-                    // ∂E/∂wⱼ = 2rⱼ·qmax/(n·M); the first maximum also moves M: −2·sign(w)/M·mean(r·u)
-                    for j in w.indices { g[j] += k * 2 * q.r[j] * qmax / (n * q.maxAbs) }
-                    let cross = zip(q.r, q.u).map { $0 * $1 }.reduce(0, +) / n
-                    g[top] += k * -2 * sign / q.maxAbs * cross
-                }
+                addQuantErrorGradient(w, s, k, into: &g)
             case .l2:
                 for i in w.indices { g[i] += k * w[i] }
             }
         }
         return g
+    }
+
+    /// The quantisation-error term's gradient, scaled by `k`, added to `g` (both forms).
+    static func addQuantErrorGradient(
+        _ w: [Double], _ s: PenaltySettings, _ k: Double, into g: inout [Double]
+    ) {
+        let n = Double(w.count)
+        let q = residuals(w, bits: s.quantErrorBits), qmax = Double(BitWidth.qmax(s.quantErrorBits))
+        let top = w.firstIndex { abs($0) == q.maxAbs }!, sign = w[top] < 0 ? -1.0 : 1.0
+        if s.quantErrorRelative {
+            // E' = N/D, N = Σ'(wⱼ − ŵⱼ)², D = Σ'wⱼ² (all but the maximum, whose residual is 0):
+            // ∂E'/∂wⱼ = 2(wⱼ − ŵⱼ)/D − 2E'·wⱼ/D for j ≠ max; the maximum moves M and with it
+            // every ŵᵢ = round(uᵢ)·M/qmax: ∂E'/∂M = −2Σ'(wᵢ − ŵᵢ)·round(uᵢ)/(qmax·D).
+            let dw = q.r.map { $0 * q.maxAbs / qmax }
+            let d = w.indices.filter { $0 != top }.map { w[$0] * w[$0] }.reduce(0, +)
+            guard d > 0 else { return }
+            let e = dw.map { $0 * $0 }.reduce(0, +) / d
+            for j in w.indices where j != top { g[j] += k * (2 * dw[j] - 2 * e * w[j]) / d }
+            let pull = w.indices.map { dw[$0] * (q.u[$0] - q.r[$0]) }.reduce(0, +)
+            g[top] += k * sign * -2 * pull / (qmax * d)
+        } else {
+            // ∂E/∂wⱼ = 2rⱼ·qmax/(n·M); the first maximum also moves M: −2·sign(w)/M·mean(r·u)
+            for j in w.indices { g[j] += k * 2 * q.r[j] * qmax / (n * q.maxAbs) }
+            let cross = zip(q.r, q.u).map { $0 * $1 }.reduce(0, +) / n
+            g[top] += k * -2 * sign / q.maxAbs * cross
+        }
     }
 }

@@ -131,7 +131,9 @@ struct Quantize: ParsableCommand {
     var weights: String
     @Option(
         name: .customLong("bits"), parsing: .upToNextOption,
-        help: "Weight bit widths (2…16), e.g. --bits 8 4 3 (default: quantize.bits of the config, or 8).")
+        help:
+            "Weight bit widths (1…16; 1 is binary), e.g. --bits 8 4 3 (default: quantize.bits of the config, or 8)."
+    )
     var bits: [Int] = []
     @Flag(
         help: "Quantise the weights only; everything else stays float (the numbers the literature reports).")
@@ -187,7 +189,7 @@ struct Export: ParsableCommand {
     @Option(help: "A safetensors file with the model's weights (QShape's or PyTorch's).")
     var weights: String
     @Option(
-        help: "Weight bit width, 2…16 (default: the config's quantize.bits when it names one width, else 8).")
+        help: "Weight bit width, 1…16 (default: the config's quantize.bits when it names one width, else 8).")
     var bits: Int?
     @Option(help: "The folder to write; it must be new or empty unless --force.")
     var out: String
@@ -243,7 +245,7 @@ struct Stats: ParsableCommand {
 
     @Argument(help: "A safetensors file.")
     var file: String
-    @Option(help: "Bit width for the seed quantiser's SQNR and levels used (2…16).")
+    @Option(help: "Bit width for the seed quantiser's SQNR and levels used (1…16).")
     var bits = 8
     @Flag(help: "Also show every output channel.")
     var channels = false

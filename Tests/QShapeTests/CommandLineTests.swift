@@ -27,7 +27,7 @@ final class CommandLineTests: XCTestCase {
     func testArgumentErrorsAreOneLineWithExitStatus2() throws {
         for args in [
             ["train"], ["quantize", "x.yaml"],
-            ["export", "x.yaml", "--weights", "w", "--out", "o", "--bits", "1"],
+            ["export", "x.yaml", "--weights", "w", "--out", "o", "--bits", "0"],
             ["stats", "f", "--bits", "99"], ["no-such-command"]
         ] {
             let r = try qshape(args)

@@ -99,7 +99,7 @@ final class ExportAcceptanceTests: XCTestCase {
         XCTAssertGreaterThan(v.instructionsPerInference ?? 0, r.model.macs)
     }
 
-    /// Both networks at every width on Cortex-M0 code (the micro:bit where the model fits, else the
+    /// Both networks at every width (binary weights too) on Cortex-M0 code (the micro:bit where the model fits, else the
     /// MPS2 board), 1,000 fixture images each: the same logits, no soft-float routine linked, kernel
     /// code under 8 KB; and 16-bit activations with 64-bit accumulators on the M0 too.
     func testCortexM0AtEveryWidthWithoutFloatingPoint() throws {
@@ -110,6 +110,7 @@ final class ExportAcceptanceTests: XCTestCase {
             let (_, model, data) = try load(example, weights, overrides: ["data.dir=\(Fixtures.fashion)"])
             let cases: [(Int, [String])] = [
                 (8, []), (4, []), (3, []), (2, ["quantize.scale=power_of_two"]),
+                (1, ["quantize.granularity=channel"]),  // binary weights in 2-bit fields
                 (
                     8,
                     [

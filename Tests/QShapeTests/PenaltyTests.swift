@@ -146,7 +146,9 @@ final class PenaltyTests: XCTestCase {
             for bits in [2, 3, 4, 8] {
                 for relative in [true, false] {
                     let w = Self.sample(kind, 515, seed: 4)
-                    if relative && abs(PenaltyReference.quantError(w.doubles, bits: bits, relative: true) - 1) < 1e-9 {
+                    if relative
+                        && abs(PenaltyReference.quantError(w.doubles, bits: bits, relative: true) - 1) < 1e-9
+                    {
                         // Every weight but the maximum rounds to 0: E' is 1, its worst, and flat there.
                         var s = PenaltySettings([.quantError])
                         s.quantErrorBits = bits

@@ -4,6 +4,7 @@ import Foundation
 import DataIO
 import Shaping
 @testable import Quantization
+import IntegerRuntime
 @testable import Workflows
 @testable import Config
 
@@ -37,11 +38,39 @@ final class StatisticsTests: XCTestCase {
         }
     }
 
+    /// One bit: sign(w) ∈ {−1, +1} (+1 at 0) times α = mean|w| per group, the least-squares scale.
+    func testBinaryWeightsAreSignTimesMeanMagnitude() {
+        let w: [Float] = [0.3, -0.1, 0, -0.6, 2, -1, 0.5, -0.5]
+        let perTensor = WeightQuantizer(bits: 1).quantize(w, shape: [2, 4])
+        XCTAssertEqual(perTensor.values, [1, -1, 1, -1, 1, -1, 1, -1])
+        XCTAssertEqual(perTensor.factors.count, 1)
+        XCTAssertEqual(Double(perTensor.factors[0]), 8 / 5.0, accuracy: 1e-6)  // α = 5/8
+        let perChannel = WeightQuantizer(bits: 1, perChannel: true).quantize(w, shape: [2, 4])
+        XCTAssertEqual(Double(perChannel.factors[0]), 1 / 0.25, accuracy: 1e-6)
+        XCTAssertEqual(Double(perChannel.factors[1]), 1 / 1.0, accuracy: 1e-6)
+        // α = mean|w| minimises Σ(w − α·sign w)²: any other α is worse.
+        func error(_ a: Double) -> Double {
+            w.map {
+                let d = Double($0) - a * ($0 < 0 ? -1 : 1); return d * d
+            }.reduce(0, +)
+        }
+        for other in [0.5, 0.6, 0.65, 0.7, 0.8] { XCTAssertLessThanOrEqual(error(0.625), error(other)) }
+        XCTAssertEqual(levelsUsed(perTensor), 2)
+        XCTAssertEqual(BitWidth(1)?.qmax, 1)
+        XCTAssertEqual(BitWidth(1)?.storageBits, 2)
+        XCTAssertNil(BitWidth(0))
+        // A group of zeros has no scale of its own: it stays 0, exact, with factor 1.
+        let zeros = WeightQuantizer(bits: 1, perChannel: true).quantize([0, 0, 1, -3], shape: [2, 2])
+        XCTAssertEqual(zeros.values, [0, 0, 1, -1])
+        XCTAssertEqual(zeros.factors, [1, 0.5])
+    }
+
     func testSeedQuantiserAgreesExactlyWithNumPy() throws {
         let file = try SafeTensors.read("\(Fixtures.dir)/weight-fixtures.safetensors")
         for name in names {
             for bits in [2, 3, 4, 8, 16] {
-                for rounding in Rounding.allCases {
+                // GPTQ needs a layer's inputs; on its own it is `nearest`, checked below.
+                for rounding in Rounding.allCases where rounding != .gptq {
                     let e = file[name]!
                     let q = WeightQuantizer(bits: bits, rounding: rounding).quantize(e.floats, shape: e.shape)
                     let ref = file["\(name).q\(bits).\(rounding.rawValue)"]!.integers.map { Int32($0) }
@@ -49,6 +78,9 @@ final class StatisticsTests: XCTestCase {
                 }
             }
         }
+        XCTAssertEqual(
+            WeightQuantizer(bits: 3, rounding: .gptq).quantize([3, 0.5, 1.5, -2.5], shape: [4]).values,
+            [3, 1, 2, -3])
         // The ties fixture has exact halves: the three roundings differ there.
         let ties = WeightQuantizer(bits: 3).quantize([3, 0.5, 1.5, -2.5], shape: [4])
         XCTAssertEqual(ties.values, [3, 1, 2, -3])

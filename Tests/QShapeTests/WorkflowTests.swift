@@ -18,13 +18,23 @@ final class WorkflowTests: XCTestCase {
             .filter { $0.hasSuffix(".yaml") }.sorted()
         XCTAssertGreaterThanOrEqual(examples.count, 2)
         for name in examples {
+            // A recipe with quantisation-aware fine-tuning runs one epoch of it.
+            let qat = try Config.load(path: Fixtures.example(name)).quantize?.qat.epochs ?? 0 > 0
             let config = try Config.load(
                 path: Fixtures.example(name),
-                overrides: fixture + ["training.epochs=2", "training.max_steps_per_epoch=6"])
+                overrides: fixture + ["training.epochs=2", "training.max_steps_per_epoch=6"]
+                    + (qat ? ["quantize.qat.epochs=1"] : []))
             let s = try TrainWorkflow.run(config, outDir: "\(dir)/\(name)", force: false, observer: nil)
-            XCTAssertEqual(s.metrics.count, 2, name)
+            XCTAssertEqual(s.metrics.count, qat ? 3 : 2, name)
             XCTAssertLessThan(s.metrics[1].loss, s.metrics[0].loss + 0.5, name)
-            XCTAssertGreaterThan(s.testAccuracy, 20, "\(name) learns something in 12 steps")
+            XCTAssertGreaterThan(s.metrics[1].testAccuracy!, 20, "\(name) learns something in 12 steps")
+            if qat {
+                // The QAT epoch's accuracy is the quantised network's; the integer engine runs it.
+                XCTAssertEqual(s.metrics.last?.phase, "qat")
+                let q = try XCTUnwrap(s.quantization?.results.last)
+                XCTAssertEqual(q.integerAccuracy!, s.metrics[2].testAccuracy!, accuracy: 5, name)
+                continue
+            }
             for f in ["model.safetensors", "config.yaml", "metrics.jsonl"] {
                 XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/\(name)/\(f)"), "\(name)/\(f)")
             }
