@@ -238,7 +238,10 @@ public struct Comparison: Codable, Sendable {
                     [escape(row.kind)]
                         + row.runs.indices.map { i in
                             let text = cell(i, in: row)
-                            guard text.contains("("), let d = row.runs[i].delta else { return text }
+                            // A change within the spread (†) is not coloured as a gain or a loss.
+                            guard text.contains("("), !text.contains("†"), let d = row.runs[i].delta else {
+                                return text
+                            }
                             return "<span class=\"\(d >= 0 ? "pos" : "neg")\">\(text)</span>"
                         }
                 })
