@@ -296,7 +296,12 @@ public struct Comparison: Codable, Sendable {
         let accuracy = self.accuracy.filter { !$0.kind.contains("·") }
         guard !accuracy.isEmpty else { return nil }
         let bits = accuracy.map { Double($0.bits) }
-        let values = accuracy.flatMap { $0.runs.compactMap(\.value) } + floatAccuracy
+        let values =
+            accuracy.flatMap { row in
+                row.runs.flatMap { r in
+                    r.value.map { [$0 - (r.spread?.sd ?? 0), $0 + (r.spread?.sd ?? 0)] } ?? []
+                }
+            } + floatAccuracy
         var c = Chart(
             title: "Accuracy by weight bit width", xLabel: "weight bits", yLabel: "test accuracy (%)",
             x: (bits.min()!, bits.max()!), y: (max(0, values.min()! - 2), min(100, values.max()! + 1)))
@@ -308,6 +313,11 @@ public struct Comparison: Codable, Sendable {
                 row.runs[i].value.map { (Double(row.bits), $0) }
             }
             c.measuredLine(pts, color: color, label: run)
+            // A column of seeds: ± one standard deviation at each width.
+            c.errorBars(
+                accuracy.compactMap { row in
+                    row.runs[i].spread.flatMap { s in s.sd.map { (Double(row.bits), s.mean, $0) } }
+                }, color: color)
             legend.append((run, color))
         }
         return c.render(legend: legend)

@@ -98,6 +98,17 @@ struct Chart {
         }
     }
 
+    /// Whiskers from y − e to y + e at each point (± one standard deviation), clipped to the axes.
+    mutating func errorBars(_ points: [(x: Double, y: Double, e: Double)], color: String) {
+        for p in points where p.e > 0 {
+            let lo = py(max(yRange.0, p.y - p.e)), hi = py(min(yRange.1, p.y + p.e)), x = px(p.x)
+            body += String(
+                format:
+                    "<path d=\"M%.1f,%.1f V%.1f M%.1f,%.1f H%.1f M%.1f,%.1f H%.1f\" stroke=\"%@\" stroke-width=\"1.2\" fill=\"none\"><title>± %.2f (1 sd)</title></path>",
+                x, lo, hi, x - 4, lo, x + 4, x - 4, hi, x + 4, color, p.e)
+        }
+    }
+
     mutating func verticalMarks(_ xs: [Double], color: String, dashed: Bool = true) {
         for x in xs where x >= xRange.0 && x <= xRange.1 {
             body += String(

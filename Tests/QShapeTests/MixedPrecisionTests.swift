@@ -118,7 +118,7 @@ final class MixedPrecisionTests: XCTestCase {
                 "{default: 3, 2: 8}",
                 "quantize.bits.2: keys are 'default' or the index of a dense/conv2d layer"
             ),
-            ("{default: 3, 1: 1}", "quantize.bits.1: expected a weight bit width"),
+            ("{default: 3, 1: 0}", "quantize.bits.1: expected a weight bit width"),
             ("{default: 3, 9: 4}", "quantize.bits.9: keys are")
         ] {
             XCTAssertThrowsError(

@@ -184,6 +184,10 @@ final class ReportTests: XCTestCase {
         // 3.5 < √(1² + 3²) = 3.16? No: 3.5 is beyond the spread, so it is not marked.
         XCTAssertEqual(c.cell(1, in: row), "74.50 ± 3.00 (+3.50)")
         XCTAssertEqual(c.cell(0, in: row), "71.00 ± 1.00")
+        // The chart's whiskers: ± one sd of each column.
+        let html = c.html(reports)
+        XCTAssertTrue(html.contains("<title>± 1.00 (1 sd)</title>"))
+        XCTAssertTrue(html.contains("<title>± 3.00 (1 sd)</title>"))
         // A smaller difference is within the spread and is marked.
         let close = Comparison(
             Array(reports.prefix(3))
