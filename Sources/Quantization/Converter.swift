@@ -117,13 +117,13 @@ public enum Converter {
                 let end = groupEnd[i]!, lo = o.at(layer: original[i]!)
                 let (outScale, low, hi) = outputGrid(
                     samples[end] ?? [1], activation: activation[i], options: lo)
-                let hessian = lo.rounding == .gptq ? inputs[i].map { GPTQ.hessian(spec, inputs: $0) } : nil
+                let q = quantizedWeights(layer, spec, inputs: inputs[i], options: lo)
                 if lo.biasCorrection, let x = inputs[i] {
-                    correctBias(layer, inputs: x, options: lo, hessian: hessian)
+                    correctBias(layer, inputs: x, deployed: q.dequantized())
                 }
                 let (c, intLayer, deq) = try quantizeWeighted(
                     i, layer: layer, spec: spec, inputScale: scale, maxInput: maxInput,
-                    outScale: outScale, lo: low, hi: hi, end: end, options: lo, hessian: hessian)
+                    outScale: outScale, lo: low, hi: hi, end: end, options: lo, quantized: q)
                 converted.append(c)
                 layers.append(intLayer)
                 floatLayerOf.append(end)
@@ -223,15 +223,19 @@ public enum Converter {
         return (samples, batches.isEmpty ? [:] : layerInputs(folded, batches, of: Set(groupEnd.keys)))
     }
 
-    /// A layer's weights on their grid: the range method sets the scales, the rounding the
-    /// integers (GPTQ's with the layer's input Hessian when there is one).
-    static func quantize(_ w: Tensor, options o: QuantizeOptions, hessian: [Double]?) -> QuantizedTensor {
-        var q = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
-            .quantize(w.data, shape: w.shape, range: o.weightRange)
-        if let hessian,
+    /// A conv/dense layer's weights on their grid, computed once for bias correction and the
+    /// integer layer: the range method sets the scales, the rounding the integers — GPTQ's from the
+    /// layer's calibration inputs when the rounding is `gptq` and there are inputs.
+    static func quantizedWeights(
+        _ layer: Layer, _ spec: LayerSpec, inputs: [Tensor]?, options o: QuantizeOptions
+    ) -> QuantizedTensor {
+        let w = layer.state.first { $0.role == .weight }!.value
+        let quantizer = WeightQuantizer(bits: o.weightBits, rounding: o.rounding, perChannel: o.perChannel)
+        var q = quantizer.quantize(w.data, shape: w.shape, range: o.weightRange)
+        if o.rounding == .gptq, let inputs,
             let values = GPTQ.round(
-                w.data, rows: w.shape[0], hessian: hessian, factors: q.factors, qmax: q.qmaxValue,
-                binary: q.bits == 1)
+                w.data, rows: w.shape[0], hessian: GPTQ.hessian(spec, inputs: inputs), factors: q.factors,
+                quantizer: quantizer)
         {
             q.values = values
         }
@@ -248,11 +252,10 @@ public enum Converter {
             guard let wp = layer.state.first(where: { $0.role == .weight }), let at = original[i] else {
                 continue
             }
-            let lo = o.at(layer: at)
             masters[i] = wp.value
-            let deq = WeightQuantizer(bits: lo.weightBits, rounding: lo.rounding, perChannel: lo.perChannel)
-                .quantize(wp.value.data, shape: wp.value.shape, range: lo.weightRange).dequantized()
-            wp.value = Tensor(shape: wp.value.shape, data: deq)
+            // No inputs yet (they come from this network): GPTQ's rounding falls back to nearest.
+            let deq = quantizedWeights(layer, folded.specs[i], inputs: nil, options: o.at(layer: at))
+            wp.value = Tensor(shape: wp.value.shape, data: deq.dequantized())
         }
         return masters
     }
@@ -291,13 +294,12 @@ public enum Converter {
 
     /// Bias correction: b ← b + mean over the data of (W·x − W_q·x) per output channel, so the
     /// quantised layer's outputs have the float layer's mean (Nagel et al. 2019, empirical form).
-    static func correctBias(_ layer: Layer, inputs: [Tensor], options o: QuantizeOptions, hessian: [Double]?)
-    {
+    /// `deployed`: the layer's weights as quantised and dequantised.
+    static func correctBias(_ layer: Layer, inputs: [Tensor], deployed deq: [Float]) {
         guard let wp = layer.state.first(where: { $0.role == .weight }),
             let bp = layer.state.first(where: { $0.name == "bias" })
         else { return }
         let w = wp.value, rows = w.shape[0]
-        let deq = quantize(w, options: o, hessian: hessian).dequantized()
         var shift = [Double](repeating: 0, count: rows), count = 0
         for x in inputs {
             let exact = layer.forward(x, training: false)
@@ -322,14 +324,14 @@ public enum Converter {
     /// and the accumulator it needs.
     static func quantizeWeighted(
         _ index: Int, layer: Layer, spec: LayerSpec, inputScale: Double, maxInput: Int64,
-        outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions, hessian: [Double]?
+        outScale: Double, lo: Int64, hi: Int64, end: Int, options o: QuantizeOptions,
+        quantized q: QuantizedTensor
     )
         throws -> (ConvertedLayer, IntegerLayer, [String: Tensor])
     {
         let wp = layer.state.first { $0.role == .weight }!
         let w = wp.value.data, shape = wp.value.shape, rows = shape[0]
         let bias = layer.state.first { $0.name == "bias" }?.value.data ?? [Float](repeating: 0, count: rows)
-        let q = quantize(wp.value, options: o, hessian: hessian)
         // A tensor (or, per channel, a channel) whose weights are all zero has no grid of its own:
         // its scale is chosen so that the output multiplier is 1 and the bias is held in output steps.
         let groups = q.factors.count, groupSize = w.count / groups

@@ -60,10 +60,10 @@ public enum GPTQ {
     }
 
     /// The integers of `w` (rows × K, row-major) on the grid `factors` (one per row, or one for
-    /// all) within ±qmax, rounded by GPTQ against `hessian` (K × K). Nil when H cannot be factorised
-    /// even dampened (non-finite inputs).
+    /// all), each column put on the grid by `quantizer.level`, rounded by GPTQ against `hessian`
+    /// (K × K). Nil when H cannot be factorised even dampened (non-finite inputs).
     public static func round(
-        _ w: [Float], rows: Int, hessian h: [Double], factors: [Float], qmax: Int, binary: Bool = false,
+        _ w: [Float], rows: Int, hessian h: [Double], factors: [Float], quantizer: WeightQuantizer,
         damping: Double = 0.01
     ) -> [Int32]? {
         let k = w.count / rows
@@ -82,19 +82,15 @@ public enum GPTQ {
         }
         guard let u = inverseCholeskyUpper(p, k) else { return nil }
         var out = [Int32](repeating: 0, count: w.count)
-        let lim = Double(qmax)
         var row = [Double](repeating: 0, count: k)
         for r in 0..<rows {
-            // A row of zeros stays 0 on the binary grid too (the quantiser keeps such groups exact).
-            if binary && (0..<k).allSatisfy({ w[r * k + $0] == 0 }) { continue }
+            // A row of zeros has nothing to round and stays 0, exact (the binary grid has no 0 level
+            // but keeps such groups at 0 too).
+            if (0..<k).allSatisfy({ w[r * k + $0] == 0 }) { continue }
             let qf = Double(factors.count == 1 ? factors[0] : factors[r])
             for a in 0..<k { row[a] = Double(w[r * k + order[a]]) }
             for a in 0..<k {
-                // The binary grid (qmax 1, no zero) of one bit when `binary`.
-                let q =
-                    binary
-                    ? (row[a] < 0 ? -1 : 1)
-                    : min(max((row[a] * qf).rounded(.toNearestOrAwayFromZero), -lim), lim)
+                let q = Double(quantizer.level(Float(row[a] * qf)))
                 out[r * k + order[a]] = Int32(q)
                 let delta = (row[a] - q / qf) / u[a * k + a]
                 if delta == 0 { continue }

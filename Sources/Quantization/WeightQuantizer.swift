@@ -64,6 +64,16 @@ public struct WeightQuantizer: Equatable, Sendable {
 
     public var qmax: Int { BitWidth.qmax(bits) }
 
+    /// The grid level of a weight already multiplied by its factor: rounded and clamped to
+    /// ±qmax, or its sign (+1 at 0) on the binary grid of one bit. The one rule every quantiser
+    /// (this one, GPTQ) puts a weight on the grid with.
+    @inline(__always)
+    public func level(_ scaled: Float) -> Float {
+        if bits == 1 { return scaled < 0 ? -1 : 1 }
+        let lim = Float(qmax)
+        return min(max(rounding.apply(scaled), -lim), lim)
+    }
+
     /// `shape[0]` is the output-channel axis for per-channel quantisation.
     public func quantize(_ w: [Float], shape: [Int], clip: [Float]? = nil) -> QuantizedTensor {
         if bits == 1 { return binary(w, shape: shape) }
@@ -78,9 +88,7 @@ public struct WeightQuantizer: Equatable, Sendable {
             // A zero (or subnormal) range has no finite factor: such weights are all zero on the grid.
             let qf: Float = range > 0 && (lim / range).isFinite ? lim / range : 1
             factors.append(qf)
-            for i in slice.indices {
-                q[i] = Int32(min(max(rounding.apply(w[i] * qf), -lim), lim))
-            }
+            for i in slice.indices { q[i] = Int32(level(w[i] * qf)) }
         }
         return QuantizedTensor(bits: bits, shape: shape, values: q, factors: factors)
     }
@@ -99,7 +107,7 @@ extension WeightQuantizer {
             let qf = Float(1 / mean)
             guard mean > 0, qf.isFinite, qf > 0 else { factors.append(1); continue }
             factors.append(qf)
-            for i in group { q[i] = w[i] < 0 ? -1 : 1 }
+            for i in group { q[i] = Int32(level(w[i])) }
         }
         return QuantizedTensor(bits: 1, shape: shape, values: q, factors: factors)
     }

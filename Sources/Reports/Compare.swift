@@ -84,8 +84,9 @@ public struct Comparison: Codable, Sendable {
             }
         }
         rowKeys.sort { $0.bits != $1.bits ? $0.bits > $1.bits : $0.kind < $1.kind }
-        accuracy = rowKeys.map { Comparison.row($0, grouped) }
-        let names = reports.first?.layers.map(\.name) ?? [], columns = runs
+        let columns = runs
+        accuracy = rowKeys.map { Comparison.row($0, grouped, names: columns) }
+        let names = reports.first?.layers.map(\.name) ?? []
         layers = names.map { n in
             LayerRow(
                 name: n,
@@ -99,15 +100,14 @@ public struct Comparison: Codable, Sendable {
 
     /// The columns' figures of one kind at one width (means over a column's seeds); a column
     /// measured otherwise gets an empty cell.
-    static func row(_ key: RowKey, _ groups: [[Report]]) -> BitsRow {
-        var cells: [RunAccuracy] = groups.map { g in
+    static func row(_ key: RowKey, _ groups: [[Report]], names: [String]) -> BitsRow {
+        var cells: [RunAccuracy] = zip(groups, names).map { g, name in
             let found = g.compactMap { r -> (Report.Accuracy, Report.AccuracyRow)? in
                 guard let a = r.accuracy,
                     let row = a.rows.first(where: { $0.bits == key.bits && a.kind($0) == key.kind })
                 else { return nil }
                 return (a, row)
             }
-            let name = groupName(g)
             guard let (a, row) = found.first else { return RunAccuracy(run: name) }
             func mean(_ f: (Report.AccuracyRow) -> Double?) -> Double? {
                 Spread(found.compactMap { f($0.1) })?.mean

@@ -36,16 +36,17 @@ extension Comparison {
     /// Groups the reports whose configs agree except for the seed (and name), in order of first
     /// appearance. A run's config differences from its group's first run decide; seeds alone apart.
     static func seedGroups(_ reports: [Report]) -> [[Report]] {
-        var groups: [[Report]] = []
+        var groups: [[Report]] = [], keys: [[String: String]] = []
         for r in reports {
             let key = r.config.filter { !seedKeys.contains($0.key) }
-            if let g = groups.firstIndex(where: {
-                $0[0].config.filter { !seedKeys.contains($0.key) } == key
-                    && !$0.contains { $0.config["training.seed"] == r.config["training.seed"] }
+            let seed = r.config["training.seed"]
+            if let g = keys.indices.first(where: {
+                keys[$0] == key && !groups[$0].contains { $0.config["training.seed"] == seed }
             }) {
                 groups[g].append(r)
             } else {
                 groups.append([r])
+                keys.append(key)
             }
         }
         return groups

@@ -41,7 +41,7 @@ public enum PenaltyTerm: String, CaseIterable, Sendable {
     ///
     /// 1.5 at 2 bits (ternary, a third at 0), 1.75 at 3, 1.79 at 4, toward the continuous 1.8.
     public static func gridKurtosis(bits: Int) -> Double {
-        let m = Double((1 << (bits - 1)) - 1)
+        let m = Double(BitWidth.qmax(bits))
         let s2 = m * (m + 1) * (2 * m + 1) / 6, s4 = m * (m + 1) * (2 * m + 1) * (3 * m * m + 3 * m - 1) / 30
         return (2 * m + 1) * s4 / (2 * s2 * s2)
     }

@@ -87,7 +87,8 @@ final class GPTQTests: XCTestCase {
             shape: [200, 2],
             data: (0..<400).map { x.data[($0 / 2) * 2] + ($0 % 2 == 1 ? 0.01 * x.data[$0] : 0) })
         let h = GPTQ.hessian(.dense(inFeatures: 2, outFeatures: 1, bias: false), inputs: [nearlySame])
-        let q = try XCTUnwrap(GPTQ.round([0.3, 0.3], rows: 1, hessian: h, factors: [1], qmax: 1))
+        let q = try XCTUnwrap(
+            GPTQ.round([0.3, 0.3], rows: 1, hessian: h, factors: [1], quantizer: WeightQuantizer(bits: 2)))
         XCTAssertEqual(q.reduce(0, +), 1, "one of the two rounds up to 1")
         let ex2 = h[0]
         XCTAssertEqual(outputError([0.3, 0.3], [0, 0], factors: [1], rows: 1, h) / ex2, 0.36, accuracy: 0.01)
@@ -103,9 +104,10 @@ final class GPTQTests: XCTestCase {
             let bits = t % 2 == 0 ? 2 : 3, x = correlatedInputs(n: 64, k: k, seed: UInt64(100 + t))
             let h = GPTQ.hessian(.dense(inFeatures: k, outFeatures: rows, bias: false), inputs: [x])
             let w = randomTensor([rows, k], seed: UInt64(200 + t), scale: 0.5).data
-            let nearest = WeightQuantizer(bits: bits, perChannel: t % 4 < 2).quantize(w, shape: [rows, k])
+            let quantizer = WeightQuantizer(bits: bits, perChannel: t % 4 < 2)
+            let nearest = quantizer.quantize(w, shape: [rows, k])
             let q = try XCTUnwrap(
-                GPTQ.round(w, rows: rows, hessian: h, factors: nearest.factors, qmax: nearest.qmaxValue))
+                GPTQ.round(w, rows: rows, hessian: h, factors: nearest.factors, quantizer: quantizer))
             XCTAssertTrue(q.allSatisfy { abs($0) <= Int32(nearest.qmaxValue) })
             let eNearest = outputError(w, nearest.values, factors: nearest.factors, rows: rows, h)
             let eGPTQ = outputError(w, q, factors: nearest.factors, rows: rows, h)
