@@ -32,7 +32,8 @@ let package = Package(
             name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath", "CThreads"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).
-        .target(name: "IntegerRuntime"),
+        .systemLibrary(name: "CIntegerKernels"),
+        .target(name: "IntegerRuntime", dependencies: ["CIntegerKernels"]),
         // Float model → integer model: ranges, weight quantisers, requantisation, conversion.
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
         // The shaping penalties (their maths, vector passes and Double reference) and their loss term.

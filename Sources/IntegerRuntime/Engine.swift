@@ -9,9 +9,14 @@
 /// guarantees that no accepted model actually wraps.
 public struct IntegerEngine: Sendable {
     public let model: IntegerModel
+    /// Each dense layer's weights as `runBatch`'s kernel reads them (empty for other layers).
+    let packedDense: [[Int16]]
 
     public init(_ model: IntegerModel) {
         self.model = model
+        packedDense = model.layers.map { layer in
+            if case .dense(let d) = layer { IntegerEngine.packDense(d) } else { [] }
+        }
     }
 
     /// Shape of one sample after each layer.
@@ -60,7 +65,7 @@ public struct IntegerEngine: Sendable {
         return best
     }
 
-    private func apply(_ index: Int, _ layer: IntegerLayer, _ x: [Int16], _ shape: [Int]) -> [Int16] {
+    func apply(_ index: Int, _ layer: IntegerLayer, _ x: [Int16], _ shape: [Int]) -> [Int16] {
         switch layer {
         case .dense(let d): return dense(d, d.weight, x)
         case .conv(let c): return conv(c, c.weight, x, shape)

@@ -100,18 +100,9 @@ public enum ExportVerifier {
         return report
     }
 
-    /// The Swift engine's outputs for the first `count` images, the halves on two threads.
+    /// The Swift engine's outputs for the first `count` images.
     static func referenceLogits(_ engine: IntegerEngine, _ test: Dataset, count: Int) -> [[Int64]] {
-        var out = [[Int64]](repeating: [], count: count)
-        out.withUnsafeMutableBufferPointer { buf in
-            let p = buf.baseAddress!
-            DispatchQueue.concurrentPerform(iterations: 2) { part in
-                for i in (part == 0 ? 0..<count / 2 : count / 2..<count) {
-                    (p + i).pointee = engine.run(test.rawBytes(i)!.map { Int16($0) }).map(Int64.init)
-                }
-            }
-        }
-        return out
+        QuantizeWorkflow.integerOutputs(engine, test, count: count).map { $0.map(Int64.init) }
     }
 
     /// The first `count` images and labels as uncompressed IDX files (the drivers' input).

@@ -256,18 +256,37 @@ public enum QuantizeWorkflow {
         return (c.folded, c.activationFakeQuantizer())
     }
 
-    /// Integer-engine classes for every test image, the two halves of the set on two threads.
+    /// Integer-engine classes for every image of `data`.
     public static func integerPredictions(_ engine: IntegerEngine, _ data: Dataset) -> [Int] {
-        var classes = [Int](repeating: 0, count: data.count)
-        let half = data.count / 2
-        classes.withUnsafeMutableBufferPointer { buf in
-            let out = buf.baseAddress!
+        integerOutputs(engine, data, count: data.count).map { y in
+            var best = 0
+            for j in y.indices where y[j] > y[best] { best = j }  // the first on ties, as `classify`
+            return best
+        }
+    }
+
+    /// The integer engine's outputs for the first `count` images of `data`: 64 images per
+    /// `runBatch`, the two halves on two threads.
+    static func integerOutputs(_ engine: IntegerEngine, _ data: Dataset, count: Int) -> [[Int16]] {
+        var out = [[Int16]](repeating: [], count: count)
+        let half = count / 2, size = data.sampleSize
+        out.withUnsafeMutableBufferPointer { buf in
+            let p = buf.baseAddress!
             DispatchQueue.concurrentPerform(iterations: 2) { part in
-                let range = part == 0 ? 0..<half : half..<data.count
-                for i in range { out[i] = engine.classify(data.rawBytes(i)!.map { Int16($0) }) }
+                let range = part == 0 ? 0..<half : half..<count
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: 64) {
+                    let images = start..<min(range.upperBound, start + 64)
+                    var x: [Int16] = []
+                    x.reserveCapacity(images.count * size)
+                    for i in images { x += data.rawBytes(i)!.lazy.map { Int16($0) } }
+                    let y = engine.runBatch(x, count: images.count), outSize = y.count / images.count
+                    for (j, i) in images.enumerated() {
+                        p[i] = Array(y[j * outSize..<(j + 1) * outSize])
+                    }
+                }
             }
         }
-        return classes
+        return out
     }
 
     /// A converted layer's row of the comparison, with its measured activation SQNR and clipping.

@@ -155,8 +155,11 @@ final class IntegerEngineTests: XCTestCase {
 
     /// The module that runs on the device does not compute in floating point: no type in its
     /// type-checked syntax tree (`swiftc -dump-ast`, where an inferred `0.5` is a Double) is a
-    /// floating-point type, and it imports nothing. The same scan finds an inferred literal.
+    /// floating-point type, and it imports only its C kernel header, whose clang syntax tree has
+    /// no floating-point type either and which GCC compiles with -mgeneral-regs-only. The same
+    /// scans find an inferred literal and a folded float constant.
     func testIntegerRuntimeContainsNoFloatingPoint() throws {
+        try checkKernelHeaderIsInteger()
         let dir = "\(Fixtures.repository)/Sources/IntegerRuntime"
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }
             .sorted()
@@ -167,7 +170,11 @@ final class IntegerEngineTests: XCTestCase {
             let swiftc = try Tool.require("swiftc", package: "the Swift toolchain")
             let p = Process()
             p.executableURL = URL(fileURLWithPath: swiftc)
-            p.arguments = ["-dump-ast", "-parse-as-library", "-module-name", "IntegerRuntime"] + paths
+            p.arguments =
+                [
+                    "-dump-ast", "-parse-as-library", "-module-name", "IntegerRuntime", "-I",
+                    "\(Fixtures.repository)/Sources/CIntegerKernels"
+                ] + paths
             let out = Pipe()
             p.standardOutput = out; p.standardError = out
             try p.run()
@@ -185,12 +192,13 @@ final class IntegerEngineTests: XCTestCase {
         let tree = try typeCheckedTree(files.map { "\(dir)/\($0)" })
         XCTAssertGreaterThan(tree.count, 10_000, "the dump holds the module")
         XCTAssertEqual(floatingTypes(tree), [], "floating-point types in Sources/IntegerRuntime")
-        let imports = try NSRegularExpression(pattern: #"^\s*import\s+\w+"#, options: [.anchorsMatchLines])
+        let imports = try NSRegularExpression(pattern: #"^\s*import\s+(\w+)"#, options: [.anchorsMatchLines])
         for f in files {
             let text = try String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)
-            XCTAssertEqual(
-                imports.numberOfMatches(in: text, range: NSRange(text.startIndex..., in: text)), 0,
-                "\(f) imports a module")
+            let modules = imports.matches(in: text, range: NSRange(text.startIndex..., in: text)).map {
+                (text as NSString).substring(with: $0.range(at: 1))
+            }
+            XCTAssertEqual(Set(modules).subtracting(["CIntegerKernels"]), [], "\(f) imports a module")
         }
         // The control: a literal whose type is only inferred is found.
         let probe = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -201,6 +209,48 @@ final class IntegerEngineTests: XCTestCase {
         XCTAssertTrue(floatingTypes(try typeCheckedTree([probe.path])).contains("Double"))
     }
 
+    /// The C header the engine imports: clang's syntax tree of it (system headers included) has
+    /// no floating-point type, and GCC compiles every function in it with only general registers.
+    /// Controls: a folded float constant, which GCC alone accepts, is found by the tree; a double
+    /// computation fails GCC.
+    func checkKernelHeaderIsInteger() throws {
+        let header = "\(Fixtures.repository)/Sources/CIntegerKernels/shim.h"
+        let clang = try Tool.require("clang", package: "the Swift toolchain")
+        let gcc = try Tool.require("gcc", package: "gcc")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "qshape-header-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let floating = try NSRegularExpression(pattern: #"'(float|double|long double|_Float16|__bf16)'"#)
+        func floatingTypeCount(_ path: String) throws -> Int {
+            let tree = try Tool.run(
+                clang, ["-fsyntax-only", "-Xclang", "-ast-dump", "-x", "c", path], in: dir.path)
+            XCTAssertGreaterThan(tree.count, 1000, "the dump holds \(path)")
+            return floating.numberOfMatches(in: tree, range: NSRange(tree.startIndex..., in: tree))
+        }
+        func compilesWithGeneralRegistersOnly(_ path: String) -> Bool {
+            let flags = [
+                "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-psabi", "-mgeneral-regs-only"
+            ]
+            return
+                (try? Tool.run(
+                    gcc, flags + ["-fkeep-inline-functions", "-c", "-x", "c", path, "-o", "h.o"], in: dir.path
+                ))
+                != nil
+        }
+        XCTAssertEqual(try floatingTypeCount(header), 0, "floating-point types in \(header)")
+        XCTAssertTrue(compilesWithGeneralRegistersOnly(header), "\(header) needs floating-point registers")
+        let folded = dir.appendingPathComponent("folded.h").path,
+            computed = dir.appendingPathComponent("computed.h").path
+        try
+            "#include <stdint.h>\nstatic inline int32_t f(int32_t x) { float h = 0.5f; return x + (int32_t)(h * 2); }\n"
+            .write(toFile: folded, atomically: true, encoding: .utf8)
+        try "#include <stdint.h>\nstatic inline int32_t f(int32_t x) { return (int32_t)((double)x * 2); }\n"
+            .write(toFile: computed, atomically: true, encoding: .utf8)
+        XCTAssertGreaterThan(try floatingTypeCount(folded), 0)
+        XCTAssertFalse(compilesWithGeneralRegistersOnly(computed))
+    }
+
     /// Random dense layers against the same sums in Int64, requantised by the 128-bit oracle:
     /// both accumulators, weights and inputs at ±32767, clamps of a fused ReLU and of int16.
     func testDenseAgainstWideIntegerOracle() {
@@ -208,12 +258,17 @@ final class IntegerEngineTests: XCTestCase {
         func r(_ lo: Int, _ hi: Int) -> Int { lo + rng.below(hi - lo + 1) }
         for trial in 0..<40 {
             let wide = trial % 2 == 0, extreme = trial % 5 == 0, relu = trial % 3 == 0
-            let n = r(1, 70), o = r(1, 9), bits = extreme ? 16 : [2, 3, 4, 8][trial % 4]
+            let n = r(1, 70), o = r(1, 40), bits = extreme ? 16 : [2, 3, 4, 8][trial % 4]
             let qmax = (1 << (bits - 1)) - 1
             let wv = (0..<(n * o)).map { _ in
                 Int16(extreme ? (rng.below(2) == 0 ? -qmax : qmax) : r(-qmax, qmax))
             }
-            let x = (0..<n).map { _ in Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255)) }
+            // A batch of samples: `run` on each and `runBatch` on all (its kernel's path, with
+            // padding for odd n and batches that are not a multiple of eight) must both match.
+            let count = r(1, 19)
+            let batch = (0..<(count * n)).map { _ in
+                Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-255, 255))
+            }
             let bias = (0..<o).map { _ in Int64(r(-100_000, 100_000)) }
             // The converter keeps |accumulator|·multiplier within 63 bits (the C checks it too).
             let mult = (0..<o).map { _ in Int64(r(1 << 14, extreme ? (1 << 15) - 1 : (1 << 31) - 1)) }
@@ -224,15 +279,20 @@ final class IntegerEngineTests: XCTestCase {
             let dense = IntegerDense(
                 inFeatures: n, outFeatures: o, weight: wv, weightBits: BitWidth(bits)!, bias: bias,
                 requant: req)
-            let y = IntegerEngine(IntegerModel(inputShape: [n], layers: [.dense(dense)])).run(x)
-            XCTAssertEqual(y.count, o)
+            let engine = IntegerEngine(IntegerModel(inputShape: [n], layers: [.dense(dense)]))
+            let batched = engine.runBatch(batch, count: count)
+            XCTAssertEqual(batched.count, count * o)
             let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
-            for oc in 0..<o {
-                let acc = (0..<n).reduce(bias[oc]) { $0 + Int64(wv[oc * n + $1]) * Int64(x[$1]) }
-                if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // refused by the converter
-                let expected = min(
-                    max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
-                XCTAssertEqual(Int64(y[oc]), expected, "trial \(trial), output \(oc)")
+            for s in 0..<count {
+                let x = Array(batch[s * n..<(s + 1) * n]), y = engine.run(x)
+                XCTAssertEqual(y, Array(batched[s * o..<(s + 1) * o]), "trial \(trial), sample \(s): batch")
+                for oc in 0..<o {
+                    let acc = (0..<n).reduce(bias[oc]) { $0 + Int64(wv[oc * n + $1]) * Int64(x[$1]) }
+                    if !wide && (acc > Int64(Int32.max) || acc < Int64(Int32.min)) { continue }  // refused by the converter
+                    let expected = min(
+                        max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
+                    XCTAssertEqual(Int64(y[oc]), expected, "trial \(trial), sample \(s), output \(oc)")
+                }
             }
         }
     }

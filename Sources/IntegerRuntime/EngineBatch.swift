@@ -1,0 +1,88 @@
+// The integer engine over a batch of samples: dense layers as one integer matrix product over
+// the batch (sixteen rows by eight samples per call of the C kernel), every other layer sample by
+// sample.
+import CIntegerKernels
+
+extension IntegerEngine {
+    /// `count` samples stored one after another (each `model.inputShape` long) through every
+    /// layer; the outputs one after another. Gives exactly what `run` gives for each sample.
+    public func runBatch(_ inputs: [Int16], count: Int) -> [Int16] {
+        precondition(count >= 0 && inputs.count == count * model.inputShape.reduce(1, *))
+        var x = inputs, shape = model.inputShape
+        for (i, layer) in model.layers.enumerated() {
+            let next = IntegerEngine.outputShape(layer, shape)
+            switch layer {
+            case .dense(let d) where d.requant.accumulatorBits <= 32:
+                x = IntegerEngine.denseBatch(d, packed: packedDense[i], x, count: count)
+            case .flatten: break
+            case .clamp: x = apply(i, layer, x, shape)  // element-wise: the whole batch at once
+            default:
+                let inSize = shape.reduce(1, *), outSize = next.reduce(1, *)
+                var y = [Int16](repeating: 0, count: count * outSize)
+                for s in 0..<count {
+                    let out = apply(i, layer, Array(x[s * inSize..<(s + 1) * inSize]), shape)
+                    y.replaceSubrange(s * outSize..<(s + 1) * outSize, with: out)
+                }
+                x = y
+            }
+            shape = next
+        }
+        return x
+    }
+
+    /// A dense layer's weights for `qs_dense16x4`: blocks of sixteen rows (the last padded with
+    /// zero rows), each as [pairs of inputs][16 rows][2], an odd input count padded with a zero.
+    static func packDense(_ d: IntegerDense) -> [Int16] {
+        let n = d.inFeatures, pairs = (n + 1) / 2, blocks = (d.outFeatures + 15) / 16
+        var packed = [Int16](repeating: 0, count: blocks * pairs * 32)
+        for o in 0..<d.outFeatures {
+            let base = (o / 16) * pairs * 32 + (o % 16) * 2
+            for k in 0..<n { packed[base + (k / 2) * 32 + k % 2] = d.weight[o * n + k] }
+        }
+        return packed
+    }
+
+    /// A dense layer with a 32-bit accumulator over `count` samples: y[s, o] = requant(bias[o] +
+    /// Σ_k W[o,k]·x[s,k]). Sixteen rows by eight samples per kernel call, their sums in vector
+    /// lanes (no horizontal sums); each block of rows (a few tens of KB) stays in the first-level
+    /// cache while every sample passes it.
+    static func denseBatch(_ d: IntegerDense, packed: [Int16], _ x: [Int16], count: Int) -> [Int16] {
+        let n = d.inFeatures, m = d.outFeatures, limit = d.requant.accumulatorLimit
+        let pairs = (n + 1) / 2, width = 2 * pairs, blocks = (m + 15) / 16, groups = (count + 7) / 8
+        let input = width == n && count == groups * 8 ? x : padded(x, count: count, n: n, width: width)
+        var y = [Int16](repeating: 0, count: count * m)
+        var sums = [Int32](repeating: 0, count: 128)
+        packed.withUnsafeBufferPointer { wp in
+            input.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    sums.withUnsafeMutableBufferPointer { sp in
+                        let acc = sp.baseAddress!
+                        for b in 0..<blocks {
+                            let rows = min(16, m - b * 16), w = wp.baseAddress! + b * pairs * 32
+                            for g in 0..<groups {
+                                qs_dense16x8(w, xp.baseAddress! + g * 8 * width, width, pairs, acc)
+                                for s in 0..<min(8, count - g * 8) {
+                                    let out = yp.baseAddress! + (g * 8 + s) * m + b * 16
+                                    for r in 0..<rows {
+                                        let o = b * 16 + r
+                                        out[r] = output(
+                                            d.bias[o] &+ Int64(acc[s * 16 + r]), d.requant, o, limit)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Samples of length `n` laid out `width` apart (zeros after each), and zero samples up to a
+    /// multiple of eight.
+    static func padded(_ x: [Int16], count: Int, n: Int, width: Int) -> [Int16] {
+        var out = [Int16](repeating: 0, count: (count + 7) / 8 * 8 * width)
+        for s in 0..<count { out.replaceSubrange(s * width..<s * width + n, with: x[s * n..<(s + 1) * n]) }
+        return out
+    }
+}
