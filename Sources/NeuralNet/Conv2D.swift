@@ -1,11 +1,11 @@
 // 2-D convolution: forward as im2col + SGEMM, backward for weights, bias and input.
 import Tensors
 
-/// 2-D convolution (PyTorch `nn.Conv2d`, cross-correlation), computed as one SGEMM per batch
-/// over an im2col matrix.
+/// 2-D convolution (PyTorch `nn.Conv2d`, cross-correlation), computed as SGEMMs over im2col
+/// matrices of a few images at a time.
 ///
 /// Shapes: input (N, C, H, W), weight (O, C, KH, KW), bias (O), output (N, O, OH, OW),
-/// cols (C·KH·KW, N·OH·OW), out2d (O, N·OH·OW).
+/// for a part of n images cols (C·KH·KW, n·OH·OW), out2d (O, n·OH·OW).
 public final class Conv2D: Layer {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
     public let weight: Parameter
@@ -13,9 +13,12 @@ public final class Conv2D: Layer {
     private var geometry: ConvGeometry?
     private var cols: [Float] = []
     private var out2d: [Float] = []
-    /// The input gradient's columns are made and scattered a few images at a time, about this
-    /// many values (1 MB) per part, so they stay in cache (tests set it small to cover the parts).
-    public var backwardChunkValues = 1 << 18
+    /// The input of the last forward pass: backward makes its columns again.
+    private var input: Tensor?
+    /// Forward and backward go through the batch a few images at a time, about this many
+    /// column-matrix values (1 MB) per part, so that the columns stay in cache (tests set it
+    /// small to cover the parts).
+    public var chunkValues = 1 << 18
 
     public var torchName: String { "Conv2d" }
     public var state: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
@@ -72,82 +75,119 @@ public final class Conv2D: Layer {
         return outChannels * g.patchSize * g.outH * g.outW
     }
 
+    /// Images per part: about `chunkValues` column-matrix values, at least one image.
+    private func imagesPerChunk(_ g: ConvGeometry) -> Int {
+        max(1, min(g.batch, chunkValues / max(1, g.patchSize * g.outH * g.outW)))
+    }
+
+    /// The columns of images n0..<n0+part.batch, into `cols`.
+    private func columns(_ part: ConvGeometry, of x: Tensor, from n0: Int) {
+        let image = part.channels * part.height * part.width
+        x.withUnsafeBufferPointer { xp in
+            cols.withUnsafeMutableBufferPointer { cp in
+                im2col(part, input: xp.baseAddress! + n0 * image, cols: cp.baseAddress!)
+            }
+        }
+    }
+
+    /// y = W · cols + b, a part of the batch at a time: out2d (O, n·L) = W (O, CKK) · cols
+    /// (CKK, n·L), then y[n, o, l] = out2d[o, n·L + l] + b[o] while the part is still in cache.
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         let g = geometry(batch: x.shape[0], Array(x.shape.dropFirst()))
         geometry = g
-        let plane = g.outH * g.outW
-        if cols.count != g.patchSize * g.columns {
-            cols = [Float](repeating: 0, count: g.patchSize * g.columns)
+        input = x
+        let plane = g.outH * g.outW, chunk = imagesPerChunk(g)
+        if cols.count != g.patchSize * chunk * plane {
+            cols = [Float](repeating: 0, count: g.patchSize * chunk * plane)
         }
-        if out2d.count != outChannels * g.columns {
-            out2d = [Float](repeating: 0, count: outChannels * g.columns)
+        if out2d.count != outChannels * chunk * plane {
+            out2d = [Float](repeating: 0, count: outChannels * chunk * plane)
         }
-        x.withUnsafeBufferPointer { xp in
-            cols.withUnsafeMutableBufferPointer { cp in
-                im2col(g, input: xp.baseAddress!, cols: cp.baseAddress!)
-            }
-        }
-        // out2d (O, N·L) = W (O, CKK) · cols (CKK, N·L)
-        weight.value.withUnsafeBufferPointer { wp in
-            cols.withUnsafeBufferPointer { cp in
-                out2d.withUnsafeMutableBufferPointer { op in
-                    gemm(
-                        m: outChannels, n: g.columns, k: g.patchSize,
-                        a: wp.baseAddress!, lda: g.patchSize, b: cp.baseAddress!, ldb: g.columns,
-                        c: op.baseAddress!, ldc: g.columns)
-                }
-            }
-        }
-        // y[n, o, l] = out2d[o, n·L + l] + b[o]
         let biasValues = bias?.value.data
-        return out2d.withUnsafeBufferPointer { op in
-            Tensor(shape: [g.batch, outChannels, g.outH, g.outW]) { yp in
-                for n in 0..<g.batch {
-                    for o in 0..<outChannels {
-                        let src = op.baseAddress! + o * g.columns + n * plane
-                        let dst = yp.baseAddress! + (n * outChannels + o) * plane
-                        let b = biasValues?[o] ?? 0
-                        for l in 0..<plane { dst[l] = src[l] + b }
+        return Tensor(shape: [g.batch, outChannels, g.outH, g.outW]) { yp in
+            for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
+                var part = g
+                part.batch = min(chunk, g.batch - n0)
+                columns(part, of: x, from: n0)
+                weight.value.withUnsafeBufferPointer { wp in
+                    cols.withUnsafeBufferPointer { cp in
+                        out2d.withUnsafeMutableBufferPointer { op in
+                            gemm(
+                                m: outChannels, n: part.columns, k: g.patchSize,
+                                a: wp.baseAddress!, lda: g.patchSize, b: cp.baseAddress!, ldb: part.columns,
+                                c: op.baseAddress!, ldc: part.columns)
+                            for n in 0..<part.batch {
+                                for o in 0..<outChannels {
+                                    let src = op.baseAddress! + o * part.columns + n * plane
+                                    let dst = yp.baseAddress! + ((n0 + n) * outChannels + o) * plane
+                                    let b = biasValues?[o] ?? 0
+                                    for l in 0..<plane { dst[l] = src[l] + b }
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// dW += dOut2d · colsᵀ,  db += Σ dY,  dX = col2im(Wᵀ · dOut2d)
+    /// Per part of the batch: dOut2d (O, n·L) gathered from dOut, db += Σ dOut2d,
+    /// dW += dOut2d · colsᵀ (the part's columns made again from the input: cheaper than keeping
+    /// the whole batch's, which did not fit any cache), and dX = col2im(Wᵀ · dOut2d).
     public func backward(_ dOut: Tensor, needInputGradient: Bool) -> Tensor? {
-        guard let g = geometry else { preconditionFailure("conv2d backward before forward") }
-        let plane = g.outH * g.outW
-        // Reuse out2d as dOut2d (O, N·L).
-        dOut.withUnsafeBufferPointer { dp in
-            out2d.withUnsafeMutableBufferPointer { op in
-                for n in 0..<g.batch {
-                    for o in 0..<outChannels {
-                        (op.baseAddress! + o * g.columns + n * plane)
-                            .update(from: dp.baseAddress! + (n * outChannels + o) * plane, count: plane)
+        guard let g = geometry, let x = input else { preconditionFailure("conv2d backward before forward") }
+        let plane = g.outH * g.outW, chunk = imagesPerChunk(g), image = g.channels * g.height * g.width
+        var dx = needInputGradient ? Tensor(shape: [g.batch, g.channels, g.height, g.width]) : nil
+        for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
+            var part = g
+            part.batch = min(chunk, g.batch - n0)
+            dOut.withUnsafeBufferPointer { dp in
+                out2d.withUnsafeMutableBufferPointer { op in
+                    for n in 0..<part.batch {
+                        for o in 0..<outChannels {
+                            let dst = op.baseAddress! + o * part.columns + n * plane
+                            let src = dp.baseAddress! + ((n0 + n) * outChannels + o) * plane
+                            for l in 0..<plane { dst[l] = src[l] }
+                        }
+                    }
+                }
+            }
+            columns(part, of: x, from: n0)
+            out2d.withUnsafeBufferPointer { op in
+                bias?.grad.withUnsafeMutableBufferPointer { gb in
+                    addBiasGradient(op.baseAddress!, columns: part.columns, into: gb)
+                }
+                cols.withUnsafeBufferPointer { cp in
+                    weight.grad.withUnsafeMutableBufferPointer { gw in
+                        gemm(
+                            transB: true, m: outChannels, n: g.patchSize, k: part.columns,
+                            a: op.baseAddress!, lda: part.columns, b: cp.baseAddress!, ldb: part.columns,
+                            beta: 1, c: gw.baseAddress!, ldc: g.patchSize)
+                    }
+                }
+            }
+            guard dx != nil else { continue }
+            // dCols (CKK, n·L) = Wᵀ · dOut2d over the part's columns (no longer needed), scattered.
+            weight.value.withUnsafeBufferPointer { wp in
+                out2d.withUnsafeBufferPointer { op in
+                    cols.withUnsafeMutableBufferPointer { cp in
+                        dx!.withUnsafeMutableBufferPointer { xp in
+                            gemm(
+                                transA: true, m: g.patchSize, n: part.columns, k: outChannels,
+                                a: wp.baseAddress!, lda: g.patchSize, b: op.baseAddress!, ldb: part.columns,
+                                c: cp.baseAddress!, ldc: part.columns)
+                            col2im(part, cols: cp.baseAddress!, dInput: xp.baseAddress! + n0 * image)
+                        }
                     }
                 }
             }
         }
-        out2d.withUnsafeBufferPointer { op in
-            bias?.grad.withUnsafeMutableBufferPointer { gb in
-                addBiasGradient(op.baseAddress!, columns: g.columns, into: gb)
-            }
-            cols.withUnsafeBufferPointer { cp in
-                weight.grad.withUnsafeMutableBufferPointer { gw in
-                    gemm(
-                        transB: true, m: outChannels, n: g.patchSize, k: g.columns,
-                        a: op.baseAddress!, lda: g.columns, b: cp.baseAddress!, ldb: g.columns,
-                        beta: 1, c: gw.baseAddress!, ldc: g.patchSize)
-                }
-            }
-        }
-        return needInputGradient ? inputGradient(g) : nil
+        return dx
     }
 
-    /// db += Σ over N·L of each channel's row of dOut2d, eight channels side by side (one per
-    /// lane): each sum keeps its own left-to-right order, so the result is that of the plain loop,
-    /// without waiting on one addition at a time.
+    /// db += Σ over n columns of each channel's row of dOut2d, eight channels side by side (one
+    /// per lane): each sum keeps its own left-to-right order, so the result is that of the plain
+    /// loop, without waiting on one addition at a time.
     private func addBiasGradient(
         _ rows: UnsafePointer<Float>, columns n: Int, into gb: UnsafeMutableBufferPointer<Float>
     ) {
@@ -169,34 +209,5 @@ public final class Conv2D: Layer {
             for j in 0..<n { s += row[j] }
             gb[o] += s
         }
-    }
-
-    /// dX: dCols (CKK, n·L) = Wᵀ · dOut2d for a few images at a time, written over the start of
-    /// cols (no longer needed) and scattered by col2im while it is still in cache: the whole
-    /// batch's dCols would be written to memory and read back.
-    private func inputGradient(_ g: ConvGeometry) -> Tensor {
-        let plane = g.outH * g.outW
-        let chunk = max(1, min(g.batch, backwardChunkValues / max(1, g.patchSize * plane)))
-        var dx = Tensor(shape: [g.batch, g.channels, g.height, g.width])
-        let image = g.channels * g.height * g.width
-        weight.value.withUnsafeBufferPointer { wp in
-            out2d.withUnsafeBufferPointer { op in
-                cols.withUnsafeMutableBufferPointer { cp in
-                    dx.withUnsafeMutableBufferPointer { xp in
-                        for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
-                            var part = g
-                            part.batch = min(chunk, g.batch - n0)
-                            gemm(
-                                transA: true, m: g.patchSize, n: part.columns, k: outChannels,
-                                a: wp.baseAddress!, lda: g.patchSize, b: op.baseAddress! + n0 * plane,
-                                ldb: g.columns,
-                                c: cp.baseAddress!, ldc: part.columns)
-                            col2im(part, cols: cp.baseAddress!, dInput: xp.baseAddress! + n0 * image)
-                        }
-                    }
-                }
-            }
-        }
-        return dx
     }
 }

@@ -29,6 +29,7 @@ public struct ConvGeometry: Equatable, Sendable {
 /// Out-of-image taps are zero (zero padding). With this layout `W (O, C·KH·KW) · cols` gives the
 /// output as `(O, N·OH·OW)` in one SGEMM over the whole batch.
 public func im2col(_ g: ConvGeometry, input: UnsafePointer<Float>, cols: UnsafeMutablePointer<Float>) {
+    if g.keepsSize { return samePlanes(g, input, cols) }
     let oh = g.outH, ow = g.outW, plane = g.height * g.width
     let rowLength = g.batch * oh * ow
     for c in 0..<g.channels {
@@ -44,17 +45,18 @@ public func im2col(_ g: ConvGeometry, input: UnsafePointer<Float>, cols: UnsafeM
                         let dst = row + (n * oh + y) * ow
                         let iy = y * g.stride - g.padding + kh
                         if iy < 0 || iy >= g.height {
-                            dst.update(repeating: 0, count: ow)
+                            for x in 0..<ow { dst[x] = 0 }
                             continue
                         }
+                        // Plain loops: rows are 14–28 values, too short for memcpy's and memset's calls.
                         let srcRow = src + iy * g.width - g.padding + kw
-                        if owLo > 0 { dst.update(repeating: 0, count: owLo) }
+                        for x in 0..<owLo { dst[x] = 0 }
                         if g.stride == 1 {
-                            (dst + owLo).update(from: srcRow + owLo, count: owHi - owLo)
+                            for x in owLo..<owHi { dst[x] = srcRow[x] }
                         } else {
                             for x in owLo..<owHi { dst[x] = srcRow[x * g.stride] }
                         }
-                        if owHi < ow { (dst + owHi).update(repeating: 0, count: ow - owHi) }
+                        for x in owHi..<ow { dst[x] = 0 }
                     }
                 }
             }
@@ -63,8 +65,11 @@ public func im2col(_ g: ConvGeometry, input: UnsafePointer<Float>, cols: UnsafeM
 }
 
 /// The adjoint of `im2col`: scatters (adds) every column entry back to the input pixel it was
-/// read from. `dInput` must be zeroed (or hold gradients to accumulate onto) by the caller.
-public func col2im(_ g: ConvGeometry, cols: UnsafePointer<Float>, dInput: UnsafeMutablePointer<Float>) {
+/// read from. `dInput` must be zeroed (or hold gradients to accumulate onto) by the caller. The
+/// entries of `cols` that stand for padding may be overwritten with zeros.
+public func col2im(_ g: ConvGeometry, cols: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>)
+{
+    if g.keepsSize { return samePlanesAdjoint(g, cols, dInput) }
     let oh = g.outH, ow = g.outW, plane = g.height * g.width
     let rowLength = g.batch * oh * ow
     for c in 0..<g.channels {
@@ -80,7 +85,11 @@ public func col2im(_ g: ConvGeometry, cols: UnsafePointer<Float>, dInput: Unsafe
                         if iy < 0 || iy >= g.height { continue }
                         let src = row + (n * oh + y) * ow
                         let dstRow = dst + iy * g.width - g.padding + kw
-                        for x in owLo..<owHi { dstRow[x * g.stride] += src[x] }
+                        if g.stride == 1 {
+                            for x in owLo..<owHi { dstRow[x] += src[x] }
+                        } else {
+                            for x in owLo..<owHi { dstRow[x * g.stride] += src[x] }
+                        }
                     }
                 }
             }
@@ -104,6 +113,84 @@ public func im2colNaive(_ g: ConvGeometry, input: UnsafePointer<Float>, cols: Un
                                 inside ? input[((n * g.channels + c) * g.height + iy) * g.width + ix] : 0
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+extension ConvGeometry {
+    /// Stride 1 and "same" padding: each row of cols is the input plane shifted by
+    /// (kh − p)·W + (kw − p), apart from the taps that fall on the padding.
+    var keepsSize: Bool { stride == 1 && outH == height && outW == width }
+
+    /// For tap (kh, kw): the output rows [yLo, yHi) and columns [xLo, xHi) that read inside the
+    /// image, and the shift from an output position to the input position it reads.
+    func sameTap(_ kh: Int, _ kw: Int) -> SameTap {
+        let yLo = min(height, max(0, padding - kh)), yHi = min(height, height + padding - kh)
+        let xLo = min(width, max(0, padding - kw)), xHi = min(width, width + padding - kw)
+        return SameTap(
+            yLo: yLo, yHi: max(yLo, yHi), xLo: xLo, xHi: max(xLo, xHi),
+            shift: (kh - padding) * width + (kw - padding))
+    }
+}
+
+/// One tap of a `keepsSize` geometry: see `ConvGeometry.sameTap`.
+struct SameTap {
+    var yLo, yHi, xLo, xHi, shift: Int
+
+    /// The output positions [first, end) from the first that reads inside the image to the last;
+    /// empty when the tap reads only padding (a kernel wider than the image).
+    func run(_ w: Int) -> (first: Int, end: Int) {
+        yHi > yLo && xHi > xLo ? (yLo * w + xLo, (yHi - 1) * w + xHi) : (0, 0)
+    }
+}
+
+/// `im2col` for `keepsSize` geometries: one contiguous shifted copy per row and image, from the
+/// first tap inside the image to the last, then the padding's taps set to zero (the copy wrapped
+/// them onto the neighbouring row's pixels). Rows of 14–28 values copied one by one spent most
+/// of their time starting and ending the copies.
+func samePlanes(_ g: ConvGeometry, _ input: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>) {
+    let plane = g.height * g.width, w = g.width, rowLength = g.batch * plane
+    for c in 0..<g.channels {
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let t = g.sameTap(kh, kw), row = cols + ((c * g.kernelH + kh) * g.kernelW + kw) * rowLength
+                let (first, end) = t.run(w)
+                for n in 0..<g.batch {
+                    let dst = row + n * plane, src = input + (n * g.channels + c) * plane + t.shift
+                    for i in 0..<first { dst[i] = 0 }
+                    for i in first..<end { dst[i] = src[i] }
+                    for i in end..<plane { dst[i] = 0 }
+                    for y in t.yLo..<t.yHi {
+                        for x in 0..<t.xLo { dst[y * w + x] = 0 }
+                        for x in t.xHi..<w { dst[y * w + x] = 0 }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `col2im` for `keepsSize` geometries: the padding's taps in `cols` are set to zero, then each
+/// row is added to the input plane in one contiguous shifted run (the zeros land on the pixels
+/// the run wraps onto).
+func samePlanesAdjoint(
+    _ g: ConvGeometry, _ cols: UnsafeMutablePointer<Float>, _ dInput: UnsafeMutablePointer<Float>
+) {
+    let plane = g.height * g.width, w = g.width, rowLength = g.batch * plane
+    for c in 0..<g.channels {
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let t = g.sameTap(kh, kw), row = cols + ((c * g.kernelH + kh) * g.kernelW + kw) * rowLength
+                let (first, end) = t.run(w)
+                for n in 0..<g.batch {
+                    let src = row + n * plane, dst = dInput + (n * g.channels + c) * plane + t.shift
+                    for y in t.yLo..<t.yHi {
+                        for x in 0..<t.xLo { src[y * w + x] = 0 }
+                        for x in t.xHi..<w { src[y * w + x] = 0 }
+                    }
+                    for i in first..<end { dst[i] += src[i] }
                 }
             }
         }

@@ -59,11 +59,11 @@ final class GradientCheckTests: XCTestCase {
             (3, 2, 4, 7, 2, 1, 1, 0), (1, 1, 9, 9, 2, 5, 3, 2),
             (2, 2, 5, 4, 9, 3, 1, 1)
         ]  // nine output channels: eight bias sums side by side, one alone
-        // The input gradient in one part and one image at a time (backwardChunkValues 1).
+        // The batch in one part and one image at a time (chunkValues 1).
         for (n, c, h, w, o, k, s, p) in cases {
             for chunkValues in [1 << 18, 1] {
                 let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, stride: s, padding: p, rng: &rng)
-                layer.backwardChunkValues = chunkValues
+                layer.chunkValues = chunkValues
                 check(layer, input: randomTensor([n, c, h, w], seed: 4)) { x, q in
                     Ref.conv(x, n: n, c: c, h: h, wd: w, w: q[0], b: q[1], o: o, k: k, stride: s, pad: p)
                 }

@@ -39,7 +39,10 @@ final class KernelTests: XCTestCase {
     func testIm2colMatchesNaiveTwinAndCol2imIsItsAdjoint() {
         let cases = [
             (2, 3, 7, 6, 3, 2, 1), (1, 1, 5, 5, 1, 1, 0), (2, 2, 4, 9, 3, 1, 2), (1, 2, 8, 8, 2, 2, 0),
-            (1, 1, 3, 3, 3, 3, 1), (2, 1, 6, 5, 5, 3, 2)
+            (1, 1, 3, 3, 3, 3, 1), (2, 1, 6, 5, 5, 3, 2),
+            // stride 1, "same" padding: the shifted-plane path
+            (2, 3, 7, 6, 3, 1, 1), (2, 2, 5, 9, 5, 1, 2), (1, 1, 2, 2, 3, 1, 1), (3, 1, 1, 1, 3, 1, 1),
+            (1, 2, 1, 4, 5, 1, 2), (2, 1, 3, 1, 5, 1, 2), (2, 1, 14, 14, 3, 1, 1)
         ]
         for (n, c, h, w, k, s, p) in cases {
             let g = ConvGeometry(
@@ -51,8 +54,12 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(fast, slow, "geometry \(g)")
             // ⟨im2col(x), r⟩ = ⟨x, col2im(r)⟩ for every x, r: col2im is the adjoint.
             let r = randomTensor([fast.count], seed: 5).data
-            var back = [Float](repeating: 0, count: x.count)
-            back.withUnsafeMutableBufferPointer { col2im(g, cols: r, dInput: $0.baseAddress!) }
+            var back = [Float](repeating: 0, count: x.count), scratch = r
+            scratch.withUnsafeMutableBufferPointer { rp in
+                back.withUnsafeMutableBufferPointer {
+                    col2im(g, cols: rp.baseAddress!, dInput: $0.baseAddress!)
+                }
+            }
             let lhs = zip(fast, r).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
             let rhs = zip(x, back).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
             XCTAssertEqual(lhs, rhs, accuracy: 1e-4 * max(1, abs(lhs)))
