@@ -11,8 +11,8 @@ public final class Conv2D: Layer {
     public let weight: Parameter
     public let bias: Parameter?
     private var geometry: ConvGeometry?
-    private var cols: [Float] = []
-    private var out2d: [Float] = []
+    /// Each worker's column matrix, output part and gradient sums.
+    private let scratch = [ConvScratch(), ConvScratch()]
     /// The input of the last forward pass: backward makes its columns again.
     private var input: Tensor?
     /// Forward and backward go through the batch a few images at a time, about this many
@@ -80,50 +80,47 @@ public final class Conv2D: Layer {
         max(1, min(g.batch, chunkValues / max(1, g.patchSize * g.outH * g.outW)))
     }
 
-    /// The columns of images n0..<n0+part.batch, into `cols`.
-    private func columns(_ part: ConvGeometry, of x: Tensor, from n0: Int) {
-        let image = part.channels * part.height * part.width
-        x.withUnsafeBufferPointer { xp in
-            cols.withUnsafeMutableBufferPointer { cp in
-                im2col(part, input: xp.baseAddress! + n0 * image, cols: cp.baseAddress!)
-            }
+    /// The batch's parts (first image, images), the first half of them for worker 0 and the rest
+    /// for worker 1, whatever the thread count, so that the sums come out the same.
+    private func parts(_ g: ConvGeometry) -> [[(n0: Int, part: ConvGeometry)]] {
+        let chunk = imagesPerChunk(g)
+        let all = Swift.stride(from: 0, to: g.batch, by: chunk).map { n0 in
+            var part = g
+            part.batch = min(chunk, g.batch - n0)
+            return (n0, part)
         }
+        let half = (all.count + 1) / 2
+        return [Array(all[..<half]), Array(all[half...])]
     }
 
     /// y = W · cols + b, a part of the batch at a time: out2d (O, n·L) = W (O, CKK) · cols
     /// (CKK, n·L), then y[n, o, l] = out2d[o, n·L + l] + b[o] while the part is still in cache.
+    /// The two halves of the parts run on two threads (`onTwoWorkers`).
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         let g = geometry(batch: x.shape[0], Array(x.shape.dropFirst()))
         geometry = g
         input = x
-        let plane = g.outH * g.outW, chunk = imagesPerChunk(g)
-        if cols.count != g.patchSize * chunk * plane {
-            cols = [Float](repeating: 0, count: g.patchSize * chunk * plane)
-        }
-        if out2d.count != outChannels * chunk * plane {
-            out2d = [Float](repeating: 0, count: outChannels * chunk * plane)
-        }
+        let plane = g.outH * g.outW, work = parts(g), chunk = imagesPerChunk(g)
+        for s in scratch { s.reserve(cols: g.patchSize * chunk * plane, out: outChannels * chunk * plane) }
         let biasValues = bias?.value.data
         return Tensor(shape: [g.batch, outChannels, g.outH, g.outW]) { yp in
-            for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
-                var part = g
-                part.batch = min(chunk, g.batch - n0)
-                columns(part, of: x, from: n0)
-                weight.value.withUnsafeBufferPointer { wp in
-                    cols.withUnsafeBufferPointer { cp in
-                        out2d.withUnsafeMutableBufferPointer { op in
-                            gemm(
-                                m: outChannels, n: part.columns, k: g.patchSize,
-                                a: wp.baseAddress!, lda: g.patchSize, b: cp.baseAddress!, ldb: part.columns,
-                                c: op.baseAddress!, ldc: part.columns)
-                            for n in 0..<part.batch {
-                                for o in 0..<outChannels {
-                                    let src = op.baseAddress! + o * part.columns + n * plane
-                                    let dst = yp.baseAddress! + ((n0 + n) * outChannels + o) * plane
-                                    let b = biasValues?[o] ?? 0
-                                    for l in 0..<plane { dst[l] = src[l] + b }
-                                }
-                            }
+            let y = yp.baseAddress!
+            onTwoWorkers { w in
+                let s = scratch[w]
+                for (n0, part) in work[w] {
+                    s.columns(part, of: x, from: n0)
+                    weight.value.withUnsafeBufferPointer { wp in
+                        gemm(
+                            m: outChannels, n: part.columns, k: g.patchSize, a: wp.baseAddress!,
+                            lda: g.patchSize,
+                            b: s.cols, ldb: part.columns, c: s.out2d, ldc: part.columns)
+                    }
+                    for n in 0..<part.batch {
+                        for o in 0..<outChannels {
+                            let src = s.out2d + o * part.columns + n * plane
+                            let dst = y + ((n0 + n) * outChannels + o) * plane
+                            let b = biasValues?[o] ?? 0
+                            for l in 0..<plane { dst[l] = src[l] + b }
                         }
                     }
                 }
@@ -133,63 +130,67 @@ public final class Conv2D: Layer {
 
     /// Per part of the batch: dOut2d (O, n·L) gathered from dOut, db += Σ dOut2d,
     /// dW += dOut2d · colsᵀ (the part's columns made again from the input: cheaper than keeping
-    /// the whole batch's, which did not fit any cache), and dX = col2im(Wᵀ · dOut2d).
+    /// the whole batch's, which did not fit any cache), and dX = col2im(Wᵀ · dOut2d). Each
+    /// worker sums its half into its own dW and db; the two are added in a fixed order.
     public func backward(_ dOut: Tensor, needInputGradient: Bool) -> Tensor? {
         guard let g = geometry, let x = input else { preconditionFailure("conv2d backward before forward") }
-        let plane = g.outH * g.outW, chunk = imagesPerChunk(g), image = g.channels * g.height * g.width
+        let work = parts(g), image = g.channels * g.height * g.width
         var dx = needInputGradient ? Tensor(shape: [g.batch, g.channels, g.height, g.width]) : nil
-        for n0 in Swift.stride(from: 0, to: g.batch, by: chunk) {
-            var part = g
-            part.batch = min(chunk, g.batch - n0)
+        for s in scratch { s.clearGradients(weights: weight.grad.count, biases: outChannels) }
+        func run(_ dxp: UnsafeMutablePointer<Float>?) {
             dOut.withUnsafeBufferPointer { dp in
-                out2d.withUnsafeMutableBufferPointer { op in
-                    for n in 0..<part.batch {
-                        for o in 0..<outChannels {
-                            let dst = op.baseAddress! + o * part.columns + n * plane
-                            let src = dp.baseAddress! + ((n0 + n) * outChannels + o) * plane
-                            for l in 0..<plane { dst[l] = src[l] }
-                        }
-                    }
-                }
-            }
-            columns(part, of: x, from: n0)
-            out2d.withUnsafeBufferPointer { op in
-                bias?.grad.withUnsafeMutableBufferPointer { gb in
-                    addBiasGradient(op.baseAddress!, columns: part.columns, into: gb)
-                }
-                cols.withUnsafeBufferPointer { cp in
-                    weight.grad.withUnsafeMutableBufferPointer { gw in
-                        gemm(
-                            transB: true, m: outChannels, n: g.patchSize, k: part.columns,
-                            a: op.baseAddress!, lda: part.columns, b: cp.baseAddress!, ldb: part.columns,
-                            beta: 1, c: gw.baseAddress!, ldc: g.patchSize)
-                    }
-                }
-            }
-            guard dx != nil else { continue }
-            // dCols (CKK, n·L) = Wᵀ · dOut2d over the part's columns (no longer needed), scattered.
-            weight.value.withUnsafeBufferPointer { wp in
-                out2d.withUnsafeBufferPointer { op in
-                    cols.withUnsafeMutableBufferPointer { cp in
-                        dx!.withUnsafeMutableBufferPointer { xp in
-                            gemm(
-                                transA: true, m: g.patchSize, n: part.columns, k: outChannels,
-                                a: wp.baseAddress!, lda: g.patchSize, b: op.baseAddress!, ldb: part.columns,
-                                c: cp.baseAddress!, ldc: part.columns)
-                            col2im(part, cols: cp.baseAddress!, dInput: xp.baseAddress! + n0 * image)
-                        }
+                onTwoWorkers { w in
+                    for (n0, part) in work[w] {
+                        backwardPart(
+                            part, from: n0, dOut: dp.baseAddress!, x: x, scratch[w],
+                            dx: dxp.map { $0 + n0 * image })
                     }
                 }
             }
         }
+        if dx == nil { run(nil) } else { dx!.withUnsafeMutableBufferPointer { run($0.baseAddress!) } }
+        weight.grad.withUnsafeMutableBufferPointer { gw in
+            for i in gw.indices { gw[i] += scratch[0].dW[i] + scratch[1].dW[i] }
+        }
+        bias?.grad.withUnsafeMutableBufferPointer { gb in
+            for o in gb.indices { gb[o] += scratch[0].db[o] + scratch[1].db[o] }
+        }
         return dx
+    }
+
+    /// One part's share of `backward`, into the worker's scratch.
+    private func backwardPart(
+        _ part: ConvGeometry, from n0: Int, dOut: UnsafePointer<Float>, x: Tensor, _ s: ConvScratch,
+        dx: UnsafeMutablePointer<Float>?
+    ) {
+        let plane = part.outH * part.outW
+        for n in 0..<part.batch {
+            for o in 0..<outChannels {
+                let dst = s.out2d + o * part.columns + n * plane
+                let src = dOut + ((n0 + n) * outChannels + o) * plane
+                for l in 0..<plane { dst[l] = src[l] }
+            }
+        }
+        if bias != nil { addBiasGradient(s.out2d, columns: part.columns, into: s.db) }
+        s.columns(part, of: x, from: n0)
+        gemm(
+            transB: true, m: outChannels, n: part.patchSize, k: part.columns, a: s.out2d, lda: part.columns,
+            b: s.cols, ldb: part.columns, beta: 1, c: s.dW, ldc: part.patchSize)
+        guard let dx else { return }
+        // dCols (CKK, n·L) = Wᵀ · dOut2d over the part's columns (no longer needed), scattered.
+        weight.value.withUnsafeBufferPointer { wp in
+            gemm(
+                transA: true, m: part.patchSize, n: part.columns, k: outChannels, a: wp.baseAddress!,
+                lda: part.patchSize, b: s.out2d, ldb: part.columns, c: s.cols, ldc: part.columns)
+        }
+        col2im(part, cols: s.cols, dInput: dx)
     }
 
     /// db += Σ over n columns of each channel's row of dOut2d, eight channels side by side (one
     /// per lane): each sum keeps its own left-to-right order, so the result is that of the plain
     /// loop, without waiting on one addition at a time.
     private func addBiasGradient(
-        _ rows: UnsafePointer<Float>, columns n: Int, into gb: UnsafeMutableBufferPointer<Float>
+        _ rows: UnsafePointer<Float>, columns n: Int, into gb: UnsafeMutablePointer<Float>
     ) {
         var o = 0
         while o + 8 <= outChannels {
@@ -209,5 +210,46 @@ public final class Conv2D: Layer {
             for j in 0..<n { s += row[j] }
             gb[o] += s
         }
+    }
+}
+
+/// One worker's buffers for `Conv2D`: the columns and output of one part, and its sums of the
+/// weight and bias gradients. Grown, never shrunk, so steps after the first allocate nothing.
+final class ConvScratch {
+    private(set) var cols = UnsafeMutablePointer<Float>.allocate(capacity: 0)
+    private(set) var out2d = UnsafeMutablePointer<Float>.allocate(capacity: 0)
+    private(set) var dW = UnsafeMutablePointer<Float>.allocate(capacity: 0)
+    private(set) var db = UnsafeMutablePointer<Float>.allocate(capacity: 0)
+    private var capacity = (cols: 0, out: 0, dW: 0, db: 0)
+
+    deinit { for p in [cols, out2d, dW, db] { p.deallocate() } }
+
+    private static func grown(
+        _ p: UnsafeMutablePointer<Float>, _ have: inout Int, _ need: Int
+    ) -> UnsafeMutablePointer<Float> {
+        guard need > have else { return p }
+        p.deallocate()
+        have = need
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: need)
+        q.initialize(repeating: 0, count: need)
+        return q
+    }
+
+    func reserve(cols c: Int, out o: Int) {
+        cols = Self.grown(cols, &capacity.cols, c)
+        out2d = Self.grown(out2d, &capacity.out, o)
+    }
+
+    func clearGradients(weights: Int, biases: Int) {
+        dW = Self.grown(dW, &capacity.dW, weights)
+        db = Self.grown(db, &capacity.db, biases)
+        dW.update(repeating: 0, count: weights)
+        db.update(repeating: 0, count: biases)
+    }
+
+    /// The columns of images n0..<n0+part.batch of x.
+    func columns(_ part: ConvGeometry, of x: Tensor, from n0: Int) {
+        let image = part.channels * part.height * part.width
+        x.withUnsafeBufferPointer { xp in im2col(part, input: xp.baseAddress! + n0 * image, cols: cols) }
     }
 }

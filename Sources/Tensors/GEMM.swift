@@ -1,5 +1,6 @@
 // Row-major SGEMM through OpenBLAS, and the BLAS thread count.
 import CBLAS
+import Dispatch
 
 /// Row-major single-precision matrix multiply through OpenBLAS:
 ///
@@ -55,4 +56,19 @@ public func gemmNaive(
 public enum BLASThreads {
     public static func set(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var current: Int { Int(openblas_get_num_threads()) }
+}
+
+/// Runs `body(0)` and `body(1)`: on two threads, each with one BLAS thread, when BLAS has two or
+/// more (OpenBLAS splitting the small products of a convolution's parts between its threads
+/// scaled poorly); in turn otherwise. Callers make the result independent of which.
+public func onTwoWorkers(_ body: (Int) -> Void) {
+    let threads = BLASThreads.current
+    guard threads > 1 else {
+        body(0)
+        body(1)
+        return
+    }
+    BLASThreads.set(1)
+    DispatchQueue.concurrentPerform(iterations: 2, execute: body)
+    BLASThreads.set(threads)
 }

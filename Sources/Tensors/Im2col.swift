@@ -146,29 +146,45 @@ struct SameTap {
     }
 }
 
+/// Calls `body` for every tap and image of a `keepsSize` geometry with the tap, its run, the
+/// plane's offset in cols and the (shifted) plane's offset in the input.
+@inline(__always)
+func forEachSamePlane(_ g: ConvGeometry, _ body: (SameTap, (first: Int, end: Int), Int, Int) -> Void) {
+    let plane = g.height * g.width, rowLength = g.batch * plane
+    for c in 0..<g.channels {
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let t = g.sameTap(kh, kw), row = ((c * g.kernelH + kh) * g.kernelW + kw) * rowLength
+                for n in 0..<g.batch {
+                    body(t, t.run(g.width), row + n * plane, (n * g.channels + c) * plane + t.shift)
+                }
+            }
+        }
+    }
+}
+
+/// Sets the taps of one plane of cols that fall on the padding (left and right of the image)
+/// to zero.
+@inline(__always)
+func zeroPaddingTaps(_ t: SameTap, _ p: UnsafeMutablePointer<Float>, width w: Int) {
+    for y in t.yLo..<t.yHi {
+        for x in 0..<t.xLo { p[y * w + x] = 0 }
+        for x in t.xHi..<w { p[y * w + x] = 0 }
+    }
+}
+
 /// `im2col` for `keepsSize` geometries: one contiguous shifted copy per row and image, from the
 /// first tap inside the image to the last, then the padding's taps set to zero (the copy wrapped
 /// them onto the neighbouring row's pixels). Rows of 14–28 values copied one by one spent most
 /// of their time starting and ending the copies.
 func samePlanes(_ g: ConvGeometry, _ input: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>) {
-    let plane = g.height * g.width, w = g.width, rowLength = g.batch * plane
-    for c in 0..<g.channels {
-        for kh in 0..<g.kernelH {
-            for kw in 0..<g.kernelW {
-                let t = g.sameTap(kh, kw), row = cols + ((c * g.kernelH + kh) * g.kernelW + kw) * rowLength
-                let (first, end) = t.run(w)
-                for n in 0..<g.batch {
-                    let dst = row + n * plane, src = input + (n * g.channels + c) * plane + t.shift
-                    for i in 0..<first { dst[i] = 0 }
-                    for i in first..<end { dst[i] = src[i] }
-                    for i in end..<plane { dst[i] = 0 }
-                    for y in t.yLo..<t.yHi {
-                        for x in 0..<t.xLo { dst[y * w + x] = 0 }
-                        for x in t.xHi..<w { dst[y * w + x] = 0 }
-                    }
-                }
-            }
-        }
+    let plane = g.height * g.width
+    forEachSamePlane(g) { t, run, colsOffset, inputOffset in
+        let dst = cols + colsOffset, src = input + inputOffset
+        for i in 0..<run.first { dst[i] = 0 }
+        for i in run.first..<run.end { dst[i] = src[i] }
+        for i in run.end..<plane { dst[i] = 0 }
+        zeroPaddingTaps(t, dst, width: g.width)
     }
 }
 
@@ -178,21 +194,9 @@ func samePlanes(_ g: ConvGeometry, _ input: UnsafePointer<Float>, _ cols: Unsafe
 func samePlanesAdjoint(
     _ g: ConvGeometry, _ cols: UnsafeMutablePointer<Float>, _ dInput: UnsafeMutablePointer<Float>
 ) {
-    let plane = g.height * g.width, w = g.width, rowLength = g.batch * plane
-    for c in 0..<g.channels {
-        for kh in 0..<g.kernelH {
-            for kw in 0..<g.kernelW {
-                let t = g.sameTap(kh, kw), row = cols + ((c * g.kernelH + kh) * g.kernelW + kw) * rowLength
-                let (first, end) = t.run(w)
-                for n in 0..<g.batch {
-                    let src = row + n * plane, dst = dInput + (n * g.channels + c) * plane + t.shift
-                    for y in t.yLo..<t.yHi {
-                        for x in 0..<t.xLo { src[y * w + x] = 0 }
-                        for x in t.xHi..<w { src[y * w + x] = 0 }
-                    }
-                    for i in first..<end { dst[i] += src[i] }
-                }
-            }
-        }
+    forEachSamePlane(g) { t, run, colsOffset, inputOffset in
+        let src = cols + colsOffset, dst = dInput + inputOffset
+        zeroPaddingTaps(t, src, width: g.width)
+        for i in run.first..<run.end { dst[i] += src[i] }
     }
 }

@@ -75,6 +75,28 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
+    /// The convolution's parts run on two workers when BLAS has two threads and in turn when it
+    /// has one: outputs and gradients must be the same bits either way (and over two steps,
+    /// so the workers' gradient sums are cleared between them).
+    func testConvolutionIsTheSameOnOneThreadOrTwo() {
+        let before = BLASThreads.current
+        defer { BLASThreads.set(before) }
+        func run(threads: Int) -> [[Float]] {
+            BLASThreads.set(threads)
+            var rng = SeededRandom(seed: 21)
+            let layer = Conv2D(inChannels: 3, outChannels: 5, kernel: 3, padding: 1, rng: &rng)
+            layer.chunkValues = 200  // many parts
+            var out: [[Float]] = []
+            for step in 0..<2 {
+                let y = layer.forward(randomTensor([7, 3, 6, 5], seed: 22 + UInt64(step)), training: true)
+                let dx = layer.backward(randomTensor(y.shape, seed: 30), needInputGradient: true)!
+                out += [y.data, dx.data, layer.weight.grad.data, layer.bias!.grad.data]
+            }
+            return out
+        }
+        XCTAssertEqual(run(threads: 1), run(threads: 2))
+    }
+
     func testPooling() {
         for (h, w, k, s, p) in [(5, 7, 2, 2, 0), (6, 6, 3, 2, 1), (4, 5, 2, 1, 0), (7, 7, 3, 3, 0)] {
             check(MaxPool2D(kernel: k, stride: s, padding: p), input: randomTensor([2, 3, h, w], seed: 6)) {
