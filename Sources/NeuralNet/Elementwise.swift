@@ -19,7 +19,9 @@ public final class ClampedReLU: Layer {
         input = x
         let cap = self.cap
         return x.withUnsafeBufferPointer { xp in
-            Tensor(shape: x.shape) { y in for i in 0..<y.count { y[i] = min(max(xp[i], 0), cap) } }
+            Tensor(shape: x.shape) { y in
+                splitInTwo(y.count) { part in for i in part { y[i] = min(max(xp[i], 0), cap) } }
+            }
         }
     }
 
@@ -29,7 +31,9 @@ public final class ClampedReLU: Layer {
         return input.withUnsafeBufferPointer { xp in
             dOut.withUnsafeBufferPointer { dp in
                 Tensor(shape: dOut.shape) { dx in
-                    for i in 0..<dx.count { dx[i] = xp[i] > 0 && xp[i] < cap ? dp[i] : 0 }
+                    splitInTwo(dx.count) { part in
+                        for i in part { dx[i] = xp[i] > 0 && xp[i] < cap ? dp[i] : 0 }
+                    }
                 }
             }
         }

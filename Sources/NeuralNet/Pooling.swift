@@ -36,7 +36,9 @@ public final class MaxPool2D: Layer {
             y.withUnsafeMutableBufferPointer { yp in
                 argmax.withUnsafeMutableBufferPointer { ap in
                     if kernel == 2 && stride == 2 && padding == 0 {
-                        maxPool2x2(g, xp.baseAddress!, yp.baseAddress!, ap.baseAddress!)
+                        splitInTwo(g.batch * g.channels, minimum: 1 << 10) { planes in
+                            maxPool2x2(g, planes, xp.baseAddress!, yp.baseAddress!, ap.baseAddress!)
+                        }
                         return
                     }
                     for plane in 0..<(g.batch * g.channels) {
@@ -70,11 +72,11 @@ public final class MaxPool2D: Layer {
 
     /// The common 2×2, stride-2 window without clipping: the same result as the general loop.
     private func maxPool2x2(
-        _ g: ConvGeometry, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+        _ g: ConvGeometry, _ planes: Range<Int>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
         _ arg: UnsafeMutablePointer<Int32>
     ) {
         let oh = g.outH, ow = g.outW, w = g.width
-        for plane in 0..<(g.batch * g.channels) {
+        for plane in planes {
             let base = plane * g.height * w
             for oy in 0..<oh {
                 let r0 = base + 2 * oy * w, r1 = r0 + w, o = (plane * oh + oy) * ow
@@ -91,14 +93,18 @@ public final class MaxPool2D: Layer {
         }
     }
 
-    /// dX[argmax(o)] += dY[o]
+    /// dX[argmax(o)] += dY[o]; the outputs split between two workers at a plane's boundary (a
+    /// plane's outputs reach only that plane's inputs, each in the same order either way).
     public func backward(_ dOut: Tensor, needInputGradient: Bool) -> Tensor? {
         guard needInputGradient else { return nil }
         var dx = Tensor(shape: inputShape)
+        let plane = dOut.shape.dropFirst(2).reduce(1, *)
         dx.withUnsafeMutableBufferPointer { xp in
             dOut.withUnsafeBufferPointer { dp in
                 argmax.withUnsafeBufferPointer { ap in
-                    for o in 0..<dp.count { xp[Int(ap[o])] += dp[o] }
+                    splitInTwo(dp.count, unit: plane, minimum: 1 << 16) { part in
+                        for o in part { xp[Int(ap[o])] += dp[o] }
+                    }
                 }
             }
         }

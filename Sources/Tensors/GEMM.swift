@@ -72,3 +72,13 @@ public func onTwoWorkers(_ body: (Int) -> Void) {
     DispatchQueue.concurrentPerform(iterations: 2, execute: body)
     BLASThreads.set(threads)
 }
+
+/// `body` over 0..<count: in two halves on two workers (split at a multiple of `unit`) when BLAS
+/// has two threads and there are at least `minimum` elements (below that, handing the work to
+/// a second thread costs more than it saves); whole otherwise. For passes whose halves touch
+/// disjoint memory, so the result does not depend on the split.
+public func splitInTwo(_ count: Int, unit: Int = 1, minimum: Int = 1 << 17, _ body: (Range<Int>) -> Void) {
+    guard count >= minimum, BLASThreads.current > 1, unit > 0 else { return body(0..<count) }
+    let mid = min(count, (count / unit + 1) / 2 * unit)
+    onTwoWorkers { w in body(w == 0 ? 0..<mid : mid..<count) }
+}

@@ -76,8 +76,9 @@ final class GradientCheckTests: XCTestCase {
     }
 
     /// The convolution's parts run on two workers when BLAS has two threads and in turn when it
-    /// has one: outputs and gradients must be the same bits either way (and over two steps,
-    /// so the workers' gradient sums are cleared between them).
+    /// has one, and ReLU and pooling split large tensors: outputs and gradients must be the same
+    /// bits either way (the convolution over two steps, so the workers' gradient sums are
+    /// cleared between them).
     func testConvolutionIsTheSameOnOneThreadOrTwo() {
         let before = BLASThreads.current
         defer { BLASThreads.set(before) }
@@ -95,6 +96,18 @@ final class GradientCheckTests: XCTestCase {
             return out
         }
         XCTAssertEqual(run(threads: 1), run(threads: 2))
+        // ReLU and 2×2 max pooling split large tensors between the workers.
+        func elementwise(threads: Int) -> [[Float]] {
+            BLASThreads.set(threads)
+            let x = randomTensor([4, 16, 64, 64], seed: 23)  // 262,144 values: above the split's minimum
+            let relu = ClampedReLU.relu(), pool = MaxPool2D(kernel: 2)
+            let y = pool.forward(relu.forward(x, training: true), training: true)
+            let dx = relu.backward(
+                pool.backward(randomTensor(y.shape, seed: 24), needInputGradient: true)!,
+                needInputGradient: true)!
+            return [y.data, dx.data]
+        }
+        XCTAssertEqual(elementwise(threads: 1), elementwise(threads: 2))
     }
 
     func testPooling() {

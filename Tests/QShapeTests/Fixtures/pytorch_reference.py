@@ -16,7 +16,9 @@ the same weights. `--init` starts from another file's weights (a QShape run's in
     python3 pytorch_reference.py --net cnn --seed 0 --bits 8 4 --out pytorch-trained-cnn
 
 `--bench` instead measures training throughput as `qshape bench` does: Adam steps on one fixed
-batch of 128 random images, best of four rounds, samples/s (Docs/Performance.md).
+batch of 128 random images, best of four rounds, samples/s (Docs/Performance.md). With `--kure`
+the loss adds KURE through autograd as `qshape bench`'s shaping part does: λ = 0.1 on every weight
+tensor, (K − 1.8)² averaged over the layers, K = m4 / m2² with the biased variance.
 """
 import argparse, gzip, json, time
 import numpy as np
@@ -72,6 +74,7 @@ parser.add_argument("--bits", type=int, nargs="*", default=[16, 8, 6, 5, 4, 3, 2
 parser.add_argument("--out", help="file stem for .safetensors and .json")
 parser.add_argument("--init", help="start from these weights (e.g. the initial.safetensors of a QShape run)")
 parser.add_argument("--bench", action="store_true", help="measure training samples/s and stop")
+parser.add_argument("--kure", action="store_true", help="with --bench: add the KURE penalty to the loss")
 args = parser.parse_args()
 epochs = args.epochs or (10 if args.net == "mlp" else 5)
 
@@ -80,15 +83,27 @@ if args.bench:
     model, steps = network(args.net), (300 if args.net == "mlp" else 60)
     opt, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
     x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+    def kure():
+        terms = []
+        for w in weights:
+            d = w - w.mean()
+            m2 = (d * d).mean()
+            terms.append(((d ** 4).mean() / (m2 * m2) - 1.8) ** 2)
+        return 0.1 * torch.stack(terms).mean()
+
     best = 0.0
     for _ in range(4):
         start = time.perf_counter()
         for _ in range(steps):
             opt.zero_grad()
-            loss_fn(model(x), y).backward()
+            loss = loss_fn(model(x), y)
+            (loss + kure() if args.kure else loss).backward()
             opt.step()
         best = max(best, steps * 128 / (time.perf_counter() - start))
-    print(f"{args.net}: {best:.0f} samples/s on {torch.get_num_threads()} threads (torch {torch.__version__})")
+    label = args.net + (" with KURE" if args.kure else "")
+    print(f"{label}: {best:.0f} samples/s on {torch.get_num_threads()} threads (torch {torch.__version__})")
     raise SystemExit
 
 torch.manual_seed(args.seed)
