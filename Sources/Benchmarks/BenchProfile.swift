@@ -11,13 +11,15 @@ import DataIO
 extension BenchWorkflow {
     public struct LayerProfile: Codable, Sendable {
         public var network: String
+        /// BLAS threads (and the convolution's, ReLU's and pooling's workers: two when it has two).
+        public var threads: Int = 1
         /// "3 conv2d", "loss", "optimizer"…
         public var layer: String
         public var forwardMs: Double, backwardMs: Double
         /// Of the layer's multiply–accumulates (none for ReLU, pooling, the loss, the optimiser).
         public var forwardGFLOPS: Double?, backwardGFLOPS: Double?
         enum CodingKeys: String, CodingKey {
-            case network, layer
+            case network, threads, layer
             case forwardMs = "forward_ms", backwardMs = "backward_ms"
             case forwardGFLOPS = "forward_gflops", backwardGFLOPS = "backward_gflops"
         }
@@ -88,25 +90,33 @@ extension BenchWorkflow {
 
     static func runProfile(_ r: inout Result, log: (String) -> Void) throws {
         for (name, layers) in try networks() {
-            let rows = try profile(network: name, layers: layers)
-            let total = rows.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }
-            log(
-                String(
-                    format: "profile %@ (batch 128, %d threads): %.2f ms per step", name as NSString,
-                    BLASThreads.current, total))
-            for p in rows {
-                let rate = { (g: Double?) in
-                    g.map { String(format: "%6.1f GFLOP/s", $0) } ?? String(repeating: " ", count: 13)
-                }
-                let name = p.layer.padding(toLength: max(18, p.layer.count), withPad: " ", startingAt: 0)
-                log(
-                    "  \(name)"
-                        + String(
-                            format: " forward %7.3f ms %@   backward %7.3f ms %@   %4.1f%%",
-                            p.forwardMs, rate(p.forwardGFLOPS), p.backwardMs, rate(p.backwardGFLOPS),
-                            100 * (p.forwardMs + p.backwardMs) / max(total, 1e-9)))
+            for threads in threadCounts {
+                BLASThreads.set(threads)
+                var rows = try profile(network: name, layers: layers)
+                for i in rows.indices { rows[i].threads = threads }
+                logProfile(name, rows, threads: threads, log: log)
+                r.profile += rows
             }
-            r.profile += rows
+        }
+    }
+
+    static func logProfile(_ name: String, _ rows: [LayerProfile], threads: Int, log: (String) -> Void) {
+        let total = rows.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }
+        log(
+            String(
+                format: "profile %@ (batch 128, %d threads): %.2f ms per step", name as NSString, threads,
+                total))
+        for p in rows {
+            let rate = { (g: Double?) in
+                g.map { String(format: "%6.1f GFLOP/s", $0) } ?? String(repeating: " ", count: 13)
+            }
+            let name = p.layer.padding(toLength: max(18, p.layer.count), withPad: " ", startingAt: 0)
+            log(
+                "  \(name)"
+                    + String(
+                        format: " forward %7.3f ms %@   backward %7.3f ms %@   %4.1f%%",
+                        p.forwardMs, rate(p.forwardGFLOPS), p.backwardMs, rate(p.backwardGFLOPS),
+                        100 * (p.forwardMs + p.backwardMs) / max(total, 1e-9)))
         }
     }
 }
