@@ -9,13 +9,18 @@
 /// guarantees that no accepted model actually wraps.
 public struct IntegerEngine: Sendable {
     public let model: IntegerModel
-    /// Each dense layer's weights as `runBatch`'s kernel reads them (empty for other layers).
-    let packedDense: [[Int16]]
+    /// Each weight layer's weights as the C kernel reads them (`packDense`, `packConv`; empty for
+    /// other layers).
+    let packedWeights: [[Int16]]
 
     public init(_ model: IntegerModel) {
         self.model = model
-        packedDense = model.layers.map { layer in
-            if case .dense(let d) = layer { IntegerEngine.packDense(d) } else { [] }
+        packedWeights = model.layers.map { layer in
+            switch layer {
+            case .dense(let d): IntegerEngine.packDense(d)
+            case .conv(let c): IntegerEngine.packConv(c)
+            default: []
+            }
         }
     }
 
@@ -68,7 +73,7 @@ public struct IntegerEngine: Sendable {
     func apply(_ index: Int, _ layer: IntegerLayer, _ x: [Int16], _ shape: [Int]) -> [Int16] {
         switch layer {
         case .dense(let d): return dense(d, d.weight, x)
-        case .conv(let c): return conv(c, c.weight, x, shape)
+        case .conv(let c): return conv(index, c, x, shape)
         case let .maxPool(k, s, p): return maxPool(x, shape, k, s, p)
         case let .avgPool(k, s): return avgPool(x, shape, k, s)
         case .globalAvgPool:
@@ -120,31 +125,26 @@ public struct IntegerEngine: Sendable {
         }
     }
 
-    /// Convolution as a matrix product over integer patches: cols (C·K·K, L) with zeros for the
-    /// padding, then for each output channel acc[l] = bias + Σ_k W[o,k]·cols[k,l], accumulated
-    /// across all L positions at once (the inner loop runs over contiguous positions and
-    /// vectorises). Output (O, OH, OW).
-    private func conv(_ c: IntegerConv, _ w: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
+    /// Convolution as a matrix product over integer patches. With a 32-bit accumulator, the
+    /// dense layers' C kernel (`convPacked`); with a 64-bit one, cols (C·K·K, L) with zeros for
+    /// the padding, then for each output channel acc[l] = bias + Σ_k W[o,k]·cols[k,l] across all
+    /// L positions at once. Output (O, OH, OW).
+    private func conv(_ index: Int, _ c: IntegerConv, _ x: [Int16], _ s: [Int]) -> [Int16] {
+        if c.requant.accumulatorBits <= 32 {
+            return IntegerEngine.convPacked(c, weights: packedWeights[index], x, s)
+        }
         let (cols, oh, ow) = IntegerEngine.patches(c, x, s)
         let patch = c.inChannels * c.kernel * c.kernel, positions = oh * ow
         var y = [Int16](repeating: 0, count: c.outChannels * positions)
-        var acc32 = [Int32](repeating: 0, count: positions),
-            acc64 = [Int64](repeating: 0, count: c.requant.accumulatorBits > 32 ? positions : 0)
-        w.withUnsafeBufferPointer { wp in
+        var acc64 = [Int64](repeating: 0, count: positions)
+        c.weight.withUnsafeBufferPointer { wp in
             cols.withUnsafeBufferPointer { cp in
                 y.withUnsafeMutableBufferPointer { yp in
                     for o in 0..<c.outChannels {
-                        let row = wp.baseAddress! + o * patch, out = yp.baseAddress! + o * positions
-                        if c.requant.accumulatorBits > 32 {
-                            IntegerEngine.channel64(
-                                c, o, row, cp.baseAddress!, patch: patch, positions: positions, &acc64, out)
-                        } else {
-                            acc32.withUnsafeMutableBufferPointer { ap in
-                                IntegerEngine.channel32(
-                                    c, o, row, cp.baseAddress!, patch: patch, positions: positions,
-                                    ap.baseAddress!, out)
-                            }
-                        }
+                        IntegerEngine.channel64(
+                            c, o, wp.baseAddress! + o * patch, cp.baseAddress!, patch: patch,
+                            positions: positions,
+                            &acc64, yp.baseAddress! + o * positions)
                     }
                 }
             }
@@ -194,45 +194,6 @@ public struct IntegerEngine: Sendable {
             for l in 0..<positions { acc64[l] &+= Int64(wk &* Int32(src[l])) }
         }
         for l in 0..<positions { out[l] = IntegerEngine.output(acc64[l], c.requant, o, limit) }
-    }
-
-    /// Output channel `o` with a 32-bit accumulator: eight patch rows per sweep over the
-    /// accumulators (an eighth of the accumulator loads and stores, and 16×16→32-bit products),
-    /// then the channel requantised with its multiplier, shift and bias read once.
-    @inline(__always)
-    static func channel32(
-        _ c: IntegerConv, _ o: Int, _ row: UnsafePointer<Int16>, _ cols: UnsafePointer<Int16>,
-        patch: Int, positions: Int, _ a: UnsafeMutablePointer<Int32>, _ out: UnsafeMutablePointer<Int16>
-    ) {
-        for l in 0..<positions { a[l] = 0 }
-        var kk = 0
-        while kk + 8 <= patch {
-            let w0 = row[kk], w1 = row[kk + 1], w2 = row[kk + 2], w3 = row[kk + 3]
-            let w4 = row[kk + 4], w5 = row[kk + 5], w6 = row[kk + 6], w7 = row[kk + 7]
-            let s0 = cols + kk * positions, s1 = s0 + positions, s2 = s1 + positions
-            let s3 = s2 + positions, s4 = s3 + positions, s5 = s4 + positions
-            let s6 = s5 + positions, s7 = s6 + positions
-            for l in 0..<positions {
-                let p0 = Int32(w0) &* Int32(s0[l]) &+ Int32(w1) &* Int32(s1[l])
-                let p1 = Int32(w2) &* Int32(s2[l]) &+ Int32(w3) &* Int32(s3[l])
-                let p2 = Int32(w4) &* Int32(s4[l]) &+ Int32(w5) &* Int32(s5[l])
-                let p3 = Int32(w6) &* Int32(s6[l]) &+ Int32(w7) &* Int32(s7[l])
-                a[l] &+= (p0 &+ p1) &+ (p2 &+ p3)
-            }
-            kk += 8
-        }
-        while kk < patch {
-            let wk = row[kk], src = cols + kk * positions
-            for l in 0..<positions { a[l] &+= Int32(wk) &* Int32(src[l]) }
-            kk += 1
-        }
-        let m = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o],
-            limit = c.requant.accumulatorLimit
-        let lo = c.requant.outMin, hi = c.requant.outMax
-        for l in 0..<positions {
-            let v = requantize(b &+ Int64(a[l]), multiplier: m, shift: sh, accumulatorLimit: limit)
-            out[l] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
-        }
     }
 
     private func maxPool(_ x: [Int16], _ s: [Int], _ k: Int, _ st: Int, _ p: Int) -> [Int16] {

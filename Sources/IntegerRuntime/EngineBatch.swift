@@ -13,7 +13,7 @@ extension IntegerEngine {
             let next = IntegerEngine.outputShape(layer, shape)
             switch layer {
             case .dense(let d) where d.requant.accumulatorBits <= 32:
-                x = IntegerEngine.denseBatch(d, packed: packedDense[i], x, count: count)
+                x = IntegerEngine.denseBatch(d, packed: packedWeights[i], x, count: count)
             case .flatten: break
             case .clamp: x = apply(i, layer, x, shape)  // element-wise: the whole batch at once
             default:
