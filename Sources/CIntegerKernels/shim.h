@@ -30,18 +30,32 @@ static inline qs_i16x32 qs_pair_splat(const int16_t *x) {
     return (qs_i16x32)((qs_u32x16){0} + pair);
 }
 
+// How many samples one pass over the weights serves: as many accumulators as the vector
+// registers hold without spilling (a 16-lane vector is one register with AVX-512, two with AVX2,
+// four with SSE2, which has sixteen registers in all).
+#if defined(__AVX512BW__)
+#define QS_PASS 8
+#elif defined(__AVX2__)
+#define QS_PASS 4
+#else
+#define QS_PASS 2
+#endif
+
 // out[s·16 + r] (wrapping int32) = Σ_k W[r, k]·x_s[k] for the sixteen rows r of one block and
 // eight samples s, over `pairs` pairs of k. `w` is the block packed as [pairs][16 rows][2]; sample
-// s starts at x + s·stride and holds 2·pairs values. Eight accumulators: enough independent sums
-// to keep the multiply-add units busy, and each weight vector is loaded once for eight samples.
+// s starts at x + s·stride and holds 2·pairs values. The samples go QS_PASS at a time (the block
+// is read again from the first-level cache for the next ones); every sum is taken in the same
+// order whatever QS_PASS is.
 static inline void qs_dense16x8(const int16_t *w, const int16_t *x, long stride, long pairs, int32_t *out) {
-    qs_u32x16 a[8] = {{0}};
-    for (long k = 0; k < pairs; k++) {
-        qs_i16x32 wk;
-        memcpy(&wk, w + 32 * k, sizeof wk);
-        for (int s = 0; s < 8; s++) a[s] += qs_madd_pairs(wk, qs_pair_splat(x + s * stride + 2 * k));
+    for (int first = 0; first < 8; first += QS_PASS) {
+        qs_u32x16 a[QS_PASS] = {{0}};
+        for (long k = 0; k < pairs; k++) {
+            qs_i16x32 wk;
+            memcpy(&wk, w + 32 * k, sizeof wk);
+            for (int s = 0; s < QS_PASS; s++) a[s] += qs_madd_pairs(wk, qs_pair_splat(x + (first + s) * stride + 2 * k));
+        }
+        memcpy(out + 16 * first, a, sizeof a);
     }
-    memcpy(out, a, sizeof a);
 }
 
 #endif
