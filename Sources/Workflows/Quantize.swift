@@ -266,24 +266,20 @@ public enum QuantizeWorkflow {
     }
 
     /// The integer engine's outputs for the first `count` images of `data`: 64 images per
-    /// `runBatch`, the two halves on two threads.
+    /// `runBatch`, the batches shared out to the processors as they come free (two fixed halves
+    /// ran one after the other whenever the second thread started late).
     static func integerOutputs(_ engine: IntegerEngine, _ data: Dataset, count: Int) -> [[Int16]] {
         var out = [[Int16]](repeating: [], count: count)
-        let half = count / 2, size = data.sampleSize
+        let size = data.sampleSize, batches = (count + 63) / 64
         out.withUnsafeMutableBufferPointer { buf in
             let p = buf.baseAddress!
-            DispatchQueue.concurrentPerform(iterations: 2) { part in
-                let range = part == 0 ? 0..<half : half..<count
-                for start in stride(from: range.lowerBound, to: range.upperBound, by: 64) {
-                    let images = start..<min(range.upperBound, start + 64)
-                    var x: [Int16] = []
-                    x.reserveCapacity(images.count * size)
-                    for i in images { x += data.rawBytes(i)!.lazy.map { Int16($0) } }
-                    let y = engine.runBatch(x, count: images.count), outSize = y.count / images.count
-                    for (j, i) in images.enumerated() {
-                        p[i] = Array(y[j * outSize..<(j + 1) * outSize])
-                    }
-                }
+            DispatchQueue.concurrentPerform(iterations: batches) { b in
+                let images = b * 64..<min(count, b * 64 + 64)
+                var x: [Int16] = []
+                x.reserveCapacity(images.count * size)
+                for i in images { x += data.rawBytes(i)!.lazy.map { Int16($0) } }
+                let y = engine.runBatch(x, count: images.count), outSize = y.count / images.count
+                for (j, i) in images.enumerated() { p[i] = Array(y[j * outSize..<(j + 1) * outSize]) }
             }
         }
         return out
