@@ -47,27 +47,51 @@ extension IntegerEngine {
     /// lanes (no horizontal sums); each block of rows (a few tens of KB) stays in the first-level
     /// cache while every sample passes it.
     static func denseBatch(_ d: IntegerDense, packed: [Int16], _ x: [Int16], count: Int) -> [Int16] {
-        let n = d.inFeatures, m = d.outFeatures, limit = d.requant.accumulatorLimit
+        let n = d.inFeatures, m = d.outFeatures
         let pairs = (n + 1) / 2, width = 2 * pairs, blocks = (m + 15) / 16, groups = (count + 7) / 8
         let input = width == n && count == groups * 8 ? x : padded(x, count: count, n: n, width: width)
-        var y = [Int16](repeating: 0, count: count * m)
-        var sums = [Int32](repeating: 0, count: 128)
+        // The kernel's sums for every sample and row, then requantised sample by sample.
+        var sums = [Int32](repeating: 0, count: count * m + 128)
         packed.withUnsafeBufferPointer { wp in
             input.withUnsafeBufferPointer { xp in
-                y.withUnsafeMutableBufferPointer { yp in
-                    sums.withUnsafeMutableBufferPointer { sp in
-                        let acc = sp.baseAddress!
-                        for b in 0..<blocks {
-                            let rows = min(16, m - b * 16), w = wp.baseAddress! + b * pairs * 32
-                            for g in 0..<groups {
-                                qs_dense16x8(w, xp.baseAddress! + g * 8 * width, width, pairs, acc)
-                                for s in 0..<min(8, count - g * 8) {
-                                    let out = yp.baseAddress! + (g * 8 + s) * m + b * 16
-                                    for r in 0..<rows {
-                                        let o = b * 16 + r
-                                        out[r] = output(
-                                            d.bias[o] &+ Int64(acc[s * 16 + r]), d.requant, o, limit)
-                                    }
+                sums.withUnsafeMutableBufferPointer { sp in
+                    let all = sp.baseAddress!, acc = all + count * m
+                    for b in 0..<blocks {
+                        let rows = min(16, m - b * 16), w = wp.baseAddress! + b * pairs * 32
+                        for g in 0..<groups {
+                            qs_dense16x8(w, xp.baseAddress! + g * 8 * width, width, pairs, acc)
+                            for s in 0..<min(8, count - g * 8) {
+                                let row = all + (g * 8 + s) * m + b * 16
+                                for r in 0..<rows { row[r] = acc[s * 16 + r] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant)
+    }
+
+    /// out[s, o] = saturate(requant(bias[o] + sums[s, o])) for `rows` rows of `columns` outputs,
+    /// each row one loop over the outputs (their multipliers, shifts and biases contiguous: a loop
+    /// the compiler vectorises).
+    static func requantizedRows(
+        _ sums: [Int32], rows: Int, columns m: Int, bias: [Int64], _ r: Requantization
+    ) -> [Int16] {
+        var y = [Int16](repeating: 0, count: rows * m)
+        let limit = r.accumulatorLimit, lo = r.outMin, hi = r.outMax
+        sums.withUnsafeBufferPointer { sp in
+            y.withUnsafeMutableBufferPointer { yp in
+                bias.withUnsafeBufferPointer { bp in
+                    r.multiplier.withUnsafeBufferPointer { mp in
+                        r.shift.withUnsafeBufferPointer { shp in
+                            for s in 0..<rows {
+                                let a = sp.baseAddress! + s * m, out = yp.baseAddress! + s * m
+                                for o in 0..<m {
+                                    let v = requantize(
+                                        bp[o] &+ Int64(a[o]), multiplier: mp[o], shift: shp[o],
+                                        accumulatorLimit: limit)
+                                    out[o] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
                                 }
                             }
                         }

@@ -14,8 +14,9 @@
 public func requantize(_ acc: Int64, multiplier: Int64, shift: Int64, accumulatorLimit: Int64) -> Int64 {
     let a = min(max(acc, -accumulatorLimit), accumulatorLimit)
     let product = a &* multiplier
-    guard shift > 0 else { return product }
-    return (product &+ (1 &<< (shift &- 1))) &>> shift
+    // Selects rather than a branch, so that loops over many outputs vectorise; the same values.
+    let rounded = (product &+ (shift > 0 ? 1 &<< (shift &- 1) : 0)) &>> shift
+    return shift > 0 ? rounded : product
 }
 
 /// Clamps to [lo, hi]: saturation to the output type, and ReLU / ReLU6 fused as tighter bounds.
