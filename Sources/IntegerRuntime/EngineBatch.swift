@@ -30,7 +30,7 @@ extension IntegerEngine {
         return x
     }
 
-    /// A dense layer's weights for `qs_dense16x4`: blocks of sixteen rows (the last padded with
+    /// A dense layer's weights for `qs_dense16x8`: blocks of sixteen rows (the last padded with
     /// zero rows), each as [pairs of inputs][16 rows][2], an odd input count padded with a zero.
     static func packDense(_ d: IntegerDense) -> [Int16] {
         let n = d.inFeatures, pairs = (n + 1) / 2, blocks = (d.outFeatures + 15) / 16

@@ -1,4 +1,4 @@
-// Row-major SGEMM through OpenBLAS, and the BLAS thread count.
+// Row-major SGEMM through OpenBLAS, the BLAS thread count, and the two workers that split a pass.
 import CBLAS
 import Dispatch
 
