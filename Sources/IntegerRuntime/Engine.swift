@@ -63,10 +63,12 @@ public struct IntegerEngine: Sendable {
     }
 
     /// The index of the largest output (the first on ties).
-    public func classify(_ input: [Int16]) -> Int {
-        let y = run(input)
+    public func classify(_ input: [Int16]) -> Int { IntegerEngine.argmax(run(input)) }
+
+    /// The index of the largest output, the first on ties.
+    public static func argmax(_ y: [Int16]) -> Int {
         var best = 0
-        for j in 1..<y.count where y[j] > y[best] { best = j }
+        for j in y.indices where y[j] > y[best] { best = j }
         return best
     }
 

@@ -30,13 +30,18 @@ extension IntegerEngine {
         return x
     }
 
+    /// Where entry 0 of matrix row `row` goes in the kernel's packed form (blocks of sixteen
+    /// rows, each [pairs][16][2]); entry k is (k / 2)·32 + k % 2 further on.
+    @inline(__always)
+    static func packedSlot(row: Int, pairs: Int) -> Int { (row / 16) * pairs * 32 + (row % 16) * 2 }
+
     /// A dense layer's weights for `qs_dense16x8`: blocks of sixteen rows (the last padded with
     /// zero rows), each as [pairs of inputs][16 rows][2], an odd input count padded with a zero.
     static func packDense(_ d: IntegerDense) -> [Int16] {
         let n = d.inFeatures, pairs = (n + 1) / 2, blocks = (d.outFeatures + 15) / 16
         var packed = [Int16](repeating: 0, count: blocks * pairs * 32)
         for o in 0..<d.outFeatures {
-            let base = (o / 16) * pairs * 32 + (o % 16) * 2
+            let base = packedSlot(row: o, pairs: pairs)
             for k in 0..<n { packed[base + (k / 2) * 32 + k % 2] = d.weight[o * n + k] }
         }
         return packed

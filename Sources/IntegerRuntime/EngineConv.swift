@@ -7,12 +7,8 @@ extension IntegerEngine {
     /// A convolution's weights as the kernel's samples: each output channel's C·K·K weights
     /// padded with a zero to an even count, and zero channels up to a multiple of eight.
     static func packConv(_ c: IntegerConv) -> [Int16] {
-        let n = c.inChannels * c.kernel * c.kernel, width = (n + 1) / 2 * 2
-        var out = [Int16](repeating: 0, count: (c.outChannels + 7) / 8 * 8 * width)
-        for o in 0..<c.outChannels {
-            out.replaceSubrange(o * width..<o * width + n, with: c.weight[o * n..<(o + 1) * n])
-        }
-        return out
+        let n = c.inChannels * c.kernel * c.kernel
+        return padded(c.weight, count: c.outChannels, n: n, width: (n + 1) / 2 * 2)
     }
 
     /// The input's patches in the kernel's packed form: blocks of sixteen output positions, each
@@ -26,7 +22,7 @@ extension IntegerEngine {
         let pairs = (c.inChannels * k * k + 1) / 2, blocks = (oh * ow + 15) / 16
         var packed = [Int16](repeating: 0, count: blocks * pairs * 32)
         // Where position l's first entry goes: its block, then its lane.
-        let slot = (0..<(oh * ow)).map { l in (l / 16) * pairs * 32 + (l % 16) * 2 }
+        let slot = (0..<(oh * ow)).map { packedSlot(row: $0, pairs: pairs) }
         packed.withUnsafeMutableBufferPointer { pp in
             x.withUnsafeBufferPointer { xp in
                 slot.withUnsafeBufferPointer { sp in

@@ -63,14 +63,20 @@ public enum BLASThreads {
 /// scaled poorly); in turn otherwise. Callers make the result independent of which.
 public func onTwoWorkers(_ body: (Int) -> Void) {
     let threads = BLASThreads.current
-    guard threads > 1 else {
+    guard threads > 1 else { return onTwoThreads(parallel: false, body) }
+    BLASThreads.set(1)
+    onTwoThreads(parallel: true, body)
+    BLASThreads.set(threads)
+}
+
+/// `body(0)` and `body(1)`: on two threads when `parallel`, in turn otherwise.
+func onTwoThreads(parallel: Bool, _ body: (Int) -> Void) {
+    guard parallel else {
         body(0)
         body(1)
         return
     }
-    BLASThreads.set(1)
     DispatchQueue.concurrentPerform(iterations: 2, execute: body)
-    BLASThreads.set(threads)
 }
 
 /// `body` over 0..<count: in two halves on two workers (split at a multiple of `unit`) when BLAS
@@ -80,5 +86,6 @@ public func onTwoWorkers(_ body: (Int) -> Void) {
 public func splitInTwo(_ count: Int, unit: Int = 1, minimum: Int = 1 << 17, _ body: (Range<Int>) -> Void) {
     guard count >= minimum, BLASThreads.current > 1, unit > 0 else { return body(0..<count) }
     let mid = min(count, (count / unit + 1) / 2 * unit)
-    onTwoWorkers { w in body(w == 0 ? 0..<mid : mid..<count) }
+    // No BLAS call in these passes: the BLAS thread count stays as it is.
+    onTwoThreads(parallel: true) { w in body(w == 0 ? 0..<mid : mid..<count) }
 }

@@ -258,11 +258,7 @@ public enum QuantizeWorkflow {
 
     /// Integer-engine classes for every image of `data`.
     public static func integerPredictions(_ engine: IntegerEngine, _ data: Dataset) -> [Int] {
-        integerOutputs(engine, data, count: data.count).map { y in
-            var best = 0
-            for j in y.indices where y[j] > y[best] { best = j }  // the first on ties, as `classify`
-            return best
-        }
+        integerOutputs(engine, data, count: data.count).map(IntegerEngine.argmax)
     }
 
     /// The integer engine's outputs for the first `count` images of `data`: 64 images per
