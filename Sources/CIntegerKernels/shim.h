@@ -30,6 +30,18 @@ static inline qs_i16x32 qs_pair_splat(const int16_t *x) {
     return (qs_i16x32)((qs_u32x16){0} + pair);
 }
 
+// dst[2r] = a[r], dst[2r + 1] = b[r] for r < 16: two rows of sixteen values interleaved into
+// one block of the packed form (pairs of k side by side).
+static inline void qs_interleave16(const int16_t *a, const int16_t *b, int16_t *dst) {
+    typedef int16_t qs_i16x16 __attribute__((vector_size(32)));
+    qs_i16x16 va, vb;
+    memcpy(&va, a, sizeof va);
+    memcpy(&vb, b, sizeof vb);
+    qs_i16x32 z = __builtin_shufflevector(va, vb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24,
+                                          9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    memcpy(dst, &z, sizeof z);
+}
+
 // How many samples one pass over the weights serves: as many accumulators as the vector
 // registers hold without spilling (a 16-lane vector is one register with AVX-512, two with AVX2,
 // four with SSE2, which has sixteen registers in all).
@@ -41,12 +53,13 @@ static inline qs_i16x32 qs_pair_splat(const int16_t *x) {
 #define QS_PASS 2
 #endif
 
-// out[s·16 + r] (wrapping int32) = Σ_k W[r, k]·x_s[k] for the sixteen rows r of one block and
-// eight samples s, over `pairs` pairs of k. `w` is the block packed as [pairs][16 rows][2]; sample
+// out[s·out_stride + r] (wrapping int32) = Σ_k W[r, k]·x_s[k] for the sixteen rows r of one block
+// and eight samples s, over `pairs` pairs of k. `w` is the block packed as [pairs][16 rows][2]; sample
 // s starts at x + s·stride and holds 2·pairs values. The samples go QS_PASS at a time (the block
 // is read again from the first-level cache for the next ones); every sum is taken in the same
 // order whatever QS_PASS is.
-static inline void qs_dense16x8(const int16_t *w, const int16_t *x, long stride, long pairs, int32_t *out) {
+static inline void qs_dense16x8(const int16_t *w, const int16_t *x, long stride, long pairs, int32_t *out,
+                                long out_stride) {
     for (int first = 0; first < 8; first += QS_PASS) {
         qs_u32x16 a[QS_PASS] = {{0}};
         for (long k = 0; k < pairs; k++) {
@@ -54,7 +67,7 @@ static inline void qs_dense16x8(const int16_t *w, const int16_t *x, long stride,
             memcpy(&wk, w + 32 * k, sizeof wk);
             for (int s = 0; s < QS_PASS; s++) a[s] += qs_madd_pairs(wk, qs_pair_splat(x + (first + s) * stride + 2 * k));
         }
-        memcpy(out + 16 * first, a, sizeof a);
+        for (int s = 0; s < QS_PASS; s++) memcpy(out + (first + s) * out_stride, &a[s], sizeof a[s]);
     }
 }
 

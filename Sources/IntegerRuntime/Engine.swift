@@ -202,12 +202,16 @@ public struct IntegerEngine: Sendable {
         let h = s[1], w = s[2], oh = (h + 2 * p - k) / st + 1, ow = (w + 2 * p - k) / st + 1
         var y = [Int16](repeating: 0, count: s[0] * oh * ow)
         if k == 2 && st == 2 && p == 0 {  // the common window, without bounds tests
-            for c in 0..<s[0] {
-                for oy in 0..<oh {
-                    let r0 = (c * h + 2 * oy) * w, r1 = r0 + w, o = (c * oh + oy) * ow
-                    for ox in 0..<ow {
-                        y[o + ox] = max(
-                            max(x[r0 + 2 * ox], x[r0 + 2 * ox + 1]), max(x[r1 + 2 * ox], x[r1 + 2 * ox + 1]))
+            x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    for c in 0..<s[0] {
+                        for oy in 0..<oh {
+                            let r0 = xp.baseAddress! + (c * h + 2 * oy) * w, r1 = r0 + w
+                            let o = yp.baseAddress! + (c * oh + oy) * ow
+                            for ox in 0..<ow {
+                                o[ox] = max(max(r0[2 * ox], r0[2 * ox + 1]), max(r1[2 * ox], r1[2 * ox + 1]))
+                            }
+                        }
                     }
                 }
             }

@@ -56,25 +56,42 @@ extension IntegerEngine {
         let pairs = (n + 1) / 2, width = 2 * pairs, blocks = (m + 15) / 16, groups = (count + 7) / 8
         let input = width == n && count == groups * 8 ? x : padded(x, count: count, n: n, width: width)
         // The kernel's sums for every sample and row, then requantised sample by sample.
-        var sums = [Int32](repeating: 0, count: count * m + 128)
+        var sums = [Int32](repeating: 0, count: count * m)
+        var scratch = [Int32](repeating: 0, count: 128)
         packed.withUnsafeBufferPointer { wp in
             input.withUnsafeBufferPointer { xp in
                 sums.withUnsafeMutableBufferPointer { sp in
-                    let all = sp.baseAddress!, acc = all + count * m
                     for b in 0..<blocks {
-                        let rows = min(16, m - b * 16), w = wp.baseAddress! + b * pairs * 32
                         for g in 0..<groups {
-                            qs_dense16x8(w, xp.baseAddress! + g * 8 * width, width, pairs, acc)
-                            for s in 0..<min(8, count - g * 8) {
-                                let row = all + (g * 8 + s) * m + b * 16
-                                for r in 0..<rows { row[r] = acc[s * 16 + r] }
-                            }
+                            tile(
+                                wp.baseAddress! + b * pairs * 32, xp.baseAddress! + g * 8 * width,
+                                stride: width,
+                                pairs: pairs, rows: min(16, m - b * 16), samples: min(8, count - g * 8),
+                                into: sp.baseAddress! + g * 8 * m + b * 16, outStride: m, scratch: &scratch)
                         }
                     }
                 }
             }
         }
         return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant)
+    }
+
+    /// One call of the kernel: sums of sixteen packed rows with eight samples into out[s·outStride
+    /// + r], for the `rows` × `samples` of them that exist; straight from the kernel when all do,
+    /// else through `scratch` (128 values).
+    @inline(__always)
+    static func tile(
+        _ w: UnsafePointer<Int16>, _ x: UnsafePointer<Int16>, stride: Int, pairs: Int, rows: Int,
+        samples: Int,
+        into out: UnsafeMutablePointer<Int32>, outStride: Int, scratch: inout [Int32]
+    ) {
+        guard rows < 16 || samples < 8 else { return qs_dense16x8(w, x, stride, pairs, out, outStride) }
+        scratch.withUnsafeMutableBufferPointer { acc in
+            qs_dense16x8(w, x, stride, pairs, acc.baseAddress!, 16)
+            for s in 0..<samples {
+                (out + s * outStride).update(from: acc.baseAddress! + s * 16, count: rows)
+            }
+        }
     }
 
     /// out[s, o] = saturate(requant(bias[o] + sums[s, o])) for `rows` rows of `columns` outputs,

@@ -13,35 +13,28 @@ extension IntegerEngine {
 
     /// The input's patches in the kernel's packed form: blocks of sixteen output positions, each
     /// [pairs of patch entries][16 positions][2], zeros where the kernel covers padding, past the
-    /// last position and after an odd patch length.
+    /// last position and after an odd patch length. Built a pair of entries at a time: each
+    /// entry's values at every position as one row (contiguous copies of the input's rows), then
+    /// the two rows interleaved into the blocks.
     static func packedPatches(
         _ c: IntegerConv, _ x: [Int16], _ s: [Int]
     ) -> (patches: [Int16], oh: Int, ow: Int) {
         let h = s[1], wd = s[2], k = c.kernel
         let oh = (h + 2 * c.padding - k) / c.stride + 1, ow = (wd + 2 * c.padding - k) / c.stride + 1
-        let pairs = (c.inChannels * k * k + 1) / 2, blocks = (oh * ow + 15) / 16
+        let entries = c.inChannels * k * k, pairs = (entries + 1) / 2, blocks = (oh * ow + 15) / 16
         var packed = [Int16](repeating: 0, count: blocks * pairs * 32)
-        // Where position l's first entry goes: its block, then its lane.
-        let slot = (0..<(oh * ow)).map { packedSlot(row: $0, pairs: pairs) }
+        var rows = [Int16](repeating: 0, count: 2 * blocks * 16)
         packed.withUnsafeMutableBufferPointer { pp in
             x.withUnsafeBufferPointer { xp in
-                slot.withUnsafeBufferPointer { sp in
-                    for ch in 0..<c.inChannels {
-                        for ky in 0..<k {
-                            for kx in 0..<k {
-                                let entry = (ch * k + ky) * k + kx
-                                let lane = pp.baseAddress! + (entry / 2) * 32 + entry % 2
-                                // Output columns whose input column is inside the image: ox in [lo, hi).
-                                let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
-                                let hi = min(ow, max(lo, (wd + c.padding - kx + c.stride - 1) / c.stride))
-                                for oy in 0..<oh {
-                                    let iy = oy * c.stride - c.padding + ky
-                                    guard iy >= 0 && iy < h else { continue }
-                                    let src = xp.baseAddress! + (ch * h + iy) * wd - c.padding + kx
-                                    let slots = sp.baseAddress! + oy * ow
-                                    for ox in lo..<hi { lane[slots[ox]] = src[ox * c.stride] }
-                                }
-                            }
+                rows.withUnsafeMutableBufferPointer { rp in
+                    let row0 = rp.baseAddress!, row1 = row0 + blocks * 16
+                    for p in 0..<pairs {
+                        patchRow(c, entry: 2 * p, xp.baseAddress!, h: h, w: wd, oh: oh, ow: ow, into: row0)
+                        patchRow(
+                            c, entry: 2 * p + 1, xp.baseAddress!, h: h, w: wd, oh: oh, ow: ow, into: row1)
+                        for b in 0..<blocks {
+                            qs_interleave16(
+                                row0 + b * 16, row1 + b * 16, pp.baseAddress! + (b * pairs + p) * 32)
                         }
                     }
                 }
@@ -50,30 +43,53 @@ extension IntegerEngine {
         return (packed, oh, ow)
     }
 
+    /// Patch entry `entry` (channel, ky, kx) at every output position, into `row` (oh·ow values,
+    /// then zeros to a multiple of sixteen): zeros where the kernel covers padding, and all zeros
+    /// for the entry past the patch's end that pads an odd length.
+    private static func patchRow(
+        _ c: IntegerConv, entry: Int, _ x: UnsafePointer<Int16>, h: Int, w: Int, oh: Int, ow: Int,
+        into row: UnsafeMutablePointer<Int16>
+    ) {
+        let k = c.kernel
+        row.update(repeating: 0, count: (oh * ow + 15) / 16 * 16)
+        guard entry < c.inChannels * k * k else { return }
+        let ch = entry / (k * k), ky = entry / k % k, kx = entry % k
+        // Output columns whose input column is inside the image: ox in [lo, hi).
+        let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
+        let hi = min(ow, max(lo, (w + c.padding - kx + c.stride - 1) / c.stride))
+        for oy in 0..<oh {
+            let iy = oy * c.stride - c.padding + ky
+            guard iy >= 0 && iy < h else { continue }
+            let src = x + (ch * h + iy) * w - c.padding + kx, dst = row + oy * ow
+            if c.stride == 1 {
+                (dst + lo).update(from: src + lo, count: hi - lo)
+            } else {
+                for ox in lo..<hi { dst[ox] = src[ox * c.stride] }
+            }
+        }
+    }
+
     /// y[o, l] = requant(bias[o] + Σ_k W[o,k]·patch_l[k]) with a 32-bit accumulator: for each
-    /// block of sixteen positions and group of eight channels one kernel call, its sums copied
+    /// block of sixteen positions and group of eight channels one kernel call, its sums written
     /// into the channels' rows; then each channel requantised with its multiplier, shift and bias
     /// read once (a loop the compiler vectorises; output by output it cost as much as the
     /// products). Output (O, OH, OW).
     static func convPacked(_ c: IntegerConv, weights: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
         let (patches, oh, ow) = packedPatches(c, x, s)
         let positions = oh * ow, pairs = (c.inChannels * c.kernel * c.kernel + 1) / 2, m = c.outChannels
-        var sums = [Int32](repeating: 0, count: m * positions + 128)
+        var sums = [Int32](repeating: 0, count: m * positions)
+        var scratch = [Int32](repeating: 0, count: 128)
         patches.withUnsafeBufferPointer { pp in
             weights.withUnsafeBufferPointer { wp in
                 sums.withUnsafeMutableBufferPointer { sp in
-                    let rows = sp.baseAddress!, acc = rows + m * positions
                     for b in 0..<(positions + 15) / 16 {
-                        let count = min(16, positions - b * 16)
                         for g in 0..<(m + 7) / 8 {
-                            qs_dense16x8(
-                                pp.baseAddress! + b * pairs * 32, wp.baseAddress! + g * 16 * pairs, 2 * pairs,
-                                pairs,
-                                acc)
-                            for j in 0..<min(8, m - g * 8) {
-                                let row = rows + (g * 8 + j) * positions + b * 16
-                                for r in 0..<count { row[r] = acc[j * 16 + r] }
-                            }
+                            tile(
+                                pp.baseAddress! + b * pairs * 32, wp.baseAddress! + g * 16 * pairs,
+                                stride: 2 * pairs,
+                                pairs: pairs, rows: min(16, positions - b * 16), samples: min(8, m - g * 8),
+                                into: sp.baseAddress! + g * 8 * positions + b * 16, outStride: positions,
+                                scratch: &scratch)
                         }
                     }
                 }

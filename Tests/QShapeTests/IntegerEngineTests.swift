@@ -86,7 +86,9 @@ final class IntegerEngineTests: XCTestCase {
         for trial in 0..<20 {
             let wide = trial % 2 == 0
             let extreme = trial % 5 == 0  // weights and inputs at ±32767
-            let c = r(1, 3), h = r(3, 7), w = r(3, 7), o = r(1, 4), k = r(1, 3), s = r(1, 2), p = r(0, 1)
+            // Up to 19 channels and 81 positions: whole tiles of the kernel (16 positions × 8 channels)
+            // and the partial ones at the edges.
+            let c = r(1, 3), h = r(3, 9), w = r(3, 9), o = r(1, 19), k = r(1, 3), s = r(1, 2), p = r(0, 1)
             let wv = (0..<(o * c * k * k)).map { _ in
                 Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127))
             }
