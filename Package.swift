@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).
         .systemLibrary(name: "CIntegerKernels"),
-        .target(name: "IntegerRuntime", dependencies: ["CIntegerKernels"]),
+        .target(name: "IntegerRuntime", dependencies: ["CIntegerKernels", "CProcessor"]),
         // Float model → integer model: ranges, weight quantisers, requantisation, conversion.
         .target(name: "Quantization", dependencies: ["Tensors", "NeuralNet", "IntegerRuntime"]),
         // The shaping penalties (their maths, vector passes and Double reference) and their loss term.

@@ -67,10 +67,13 @@ public enum BenchWorkflow {
         public var images: Int
         public var floatImagesPerSecond: Double
         public var integerImagesPerSecond: Double
+        /// The instruction set of the integer engine's kernel (IntegerEngine.kernelName).
+        public var integerKernel: String
         enum CodingKeys: String, CodingKey {
             case network, images
             case floatImagesPerSecond = "float_images_per_second"
             case integerImagesPerSecond = "integer_images_per_second"
+            case integerKernel = "integer_kernel"
         }
     }
 
@@ -342,11 +345,12 @@ public enum BenchWorkflow {
             log(
                 String(
                     format:
-                        "inference %@ 10000 images: float %9.0f images/s, integer (8-bit) %9.0f images/s  →  integer/float %.2fx",
-                    name as NSString, f, i, i / f))
+                        "inference %@ 10000 images: float %9.0f images/s, integer (8-bit, %@ kernel) %9.0f images/s  →  integer/float %.2fx",
+                    name as NSString, f, IntegerEngine.kernelName as NSString, i, i / f))
             r.inference.append(
                 InferenceResult(
-                    network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i))
+                    network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i,
+                    integerKernel: IntegerEngine.kernelName))
         }
     }
 

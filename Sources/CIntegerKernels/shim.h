@@ -1,6 +1,6 @@
-// The integer engine's dense kernel: sixteen output rows for four samples at once, in clang's and
+// The integer engine's dense kernel: sixteen output rows for eight samples at once, in clang's and
 // GCC's generic vector types. Integers only (the float-free test compiles this header with
-// -mgeneral-regs-only). Swift's SIMD types cannot express a 16×16→32-bit pairwise multiply-add
+// -mgeneral-regs-only, and finds no floating-point type in clang's syntax tree of it). Swift's SIMD types cannot express a 16×16→32-bit pairwise multiply-add
 // (their widening conversions go lane by lane through memory); this form is the pattern the
 // compiler lowers to pmaddwd / vpmaddwd / vpdpwssd, or to plain multiplies on other targets.
 #ifndef QSHAPE_INTEGER_KERNELS_H
@@ -13,21 +13,20 @@ typedef int16_t qs_i16x32 __attribute__((vector_size(64)));
 typedef int32_t qs_i32x32 __attribute__((vector_size(128)));
 typedef uint32_t qs_u32x16 __attribute__((vector_size(64)));
 
-// r[i] = a[2i]·b[2i] + a[2i+1]·b[2i+1], wrapping in 32 bits: the products widened and multiplied
-// lane by lane (no product of two int16 overflows int32), then the even and odd lanes added as
-// unsigned (the multiply-add instruction's wrapping rule). Written this way, clang emits one
-// pmaddwd, vpmaddwd or vpdpwssd; split into even and odd halves first, it did not.
-static inline qs_u32x16 qs_madd_pairs(qs_i16x32 a, qs_i16x32 b) {
-    qs_i32x32 p = __builtin_convertvector(a, qs_i32x32) * __builtin_convertvector(b, qs_i32x32);
-    return (qs_u32x16)__builtin_shufflevector(p, p, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-           (qs_u32x16)__builtin_shufflevector(p, p, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
-
-// The pair x[0], x[1] in every 32-bit lane (a broadcast operand of the multiply-add).
-static inline qs_i16x32 qs_pair_splat(const int16_t *x) {
+// acc[i] += w[2i]·x[0] + w[2i+1]·x[1], wrapping in 32 bits: the pair x[0], x[1] broadcast to
+// every 32-bit lane, the products widened and multiplied lane by lane (no product of two int16
+// overflows int32), then the even and odd lanes added as unsigned (the multiply-add instruction's
+// wrapping rule). Written this way, clang emits one pmaddwd, vpmaddwd or vpdpwssd; split into
+// even and odd halves first, it did not. Vectors go by pointer (no vector in the signature), so
+// every instruction set's kernel below can inline it.
+static inline __attribute__((always_inline)) void qs_madd_pair(qs_u32x16 *acc, const qs_i16x32 *w,
+                                                               const int16_t *x) {
     uint32_t pair;
     memcpy(&pair, x, sizeof pair);
-    return (qs_i16x32)((qs_u32x16){0} + pair);
+    qs_i16x32 b = (qs_i16x32)((qs_u32x16){0} + pair);
+    qs_i32x32 p = __builtin_convertvector(*w, qs_i32x32) * __builtin_convertvector(b, qs_i32x32);
+    *acc += (qs_u32x16)__builtin_shufflevector(p, p, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+            (qs_u32x16)__builtin_shufflevector(p, p, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
 
 // dst[2r] = a[r], dst[2r + 1] = b[r] for r < 16: two rows of sixteen values interleaved into
@@ -42,33 +41,52 @@ static inline void qs_interleave16(const int16_t *a, const int16_t *b, int16_t *
     memcpy(dst, &z, sizeof z);
 }
 
-// How many samples one pass over the weights serves: as many accumulators as the vector
-// registers hold without spilling (a 16-lane vector is one register with AVX-512, two with AVX2,
-// four with SSE2, which has sixteen registers in all).
-#if defined(__AVX512BW__)
-#define QS_PASS 8
-#elif defined(__AVX2__)
-#define QS_PASS 4
-#else
-#define QS_PASS 2
-#endif
-
 // out[s·out_stride + r] (wrapping int32) = Σ_k W[r, k]·x_s[k] for the sixteen rows r of one block
 // and eight samples s, over `pairs` pairs of k. `w` is the block packed as [pairs][16 rows][2]; sample
-// s starts at x + s·stride and holds 2·pairs values. The samples go QS_PASS at a time (the block
-// is read again from the first-level cache for the next ones); every sum is taken in the same
-// order whatever QS_PASS is.
-static inline void qs_dense16x8(const int16_t *w, const int16_t *x, long stride, long pairs, int32_t *out,
-                                long out_stride) {
-    for (int first = 0; first < 8; first += QS_PASS) {
-        qs_u32x16 a[QS_PASS] = {{0}};
-        for (long k = 0; k < pairs; k++) {
-            qs_i16x32 wk;
-            memcpy(&wk, w + 32 * k, sizeof wk);
-            for (int s = 0; s < QS_PASS; s++) a[s] += qs_madd_pairs(wk, qs_pair_splat(x + (first + s) * stride + 2 * k));
-        }
-        for (int s = 0; s < QS_PASS; s++) memcpy(out + (first + s) * out_stride, &a[s], sizeof a[s]);
+// s starts at x + s·stride and holds 2·pairs values. The samples go `pass` at a time: as many
+// accumulators as the vector registers hold without spilling (a 16-lane vector is one register
+// with AVX-512, two with AVX2, four with SSE2, which has sixteen registers in all); the block is
+// read again from the first-level cache for the next ones. Every sum is taken in the same order
+// whatever `pass` is.
+#define QS_KERNEL_SIGNATURE const int16_t *w, const int16_t *x, long stride, long pairs, int32_t *out, long out_stride
+#define QS_DEFINE_DENSE16X8(name, target, pass)                                                               \
+    target static inline void name(QS_KERNEL_SIGNATURE) {                                                      \
+        for (int first = 0; first < 8; first += (pass)) {                                                      \
+            qs_u32x16 a[(pass)] = {{0}};                                                                       \
+            for (long k = 0; k < pairs; k++) {                                                                 \
+                qs_i16x32 wk;                                                                                  \
+                memcpy(&wk, w + 32 * k, sizeof wk);                                                            \
+                _Pragma("GCC unroll 8") for (int s = 0; s < (pass); s++)                                       \
+                    qs_madd_pair(&a[s], &wk, x + (first + s) * stride + 2 * k);                                \
+            }                                                                                                  \
+            for (int s = 0; s < (pass); s++) memcpy(out + (first + s) * out_stride, &a[s], sizeof a[s]);       \
+        }                                                                                                      \
     }
+
+// The kernel once per instruction set, each compiled for its own (a target attribute), so that a
+// binary built for any x86-64 still multiplies with the widest instructions the processor has:
+// level 0 the build's own target (SSE2 on the x86-64 baseline), 1 AVX2 (vpmaddwd on 256 bits),
+// 2 AVX-512BW (vpmaddwd on 512), 3 AVX-512 VNNI (vpdpwssd). The caller picks a level the
+// processor has (IntegerEngine.kernelLevel). One body (the macro above) for all.
+QS_DEFINE_DENSE16X8(qs_dense16x8_base, , 2)
+#if defined(__x86_64__)
+QS_DEFINE_DENSE16X8(qs_dense16x8_avx2, __attribute__((target("avx2"))), 4)
+QS_DEFINE_DENSE16X8(qs_dense16x8_avx512, __attribute__((target("avx512f,avx512bw,avx512vl"))), 8)
+QS_DEFINE_DENSE16X8(qs_dense16x8_vnni, __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))), 8)
+#endif
+
+// The kernel at `level` (0…3, see above; anything else, or any level off x86-64, is level 0).
+static inline void qs_dense16x8(QS_KERNEL_SIGNATURE, int level) {
+#if defined(__x86_64__)
+    switch (level) {
+    case 3: qs_dense16x8_vnni(w, x, stride, pairs, out, out_stride); return;
+    case 2: qs_dense16x8_avx512(w, x, stride, pairs, out, out_stride); return;
+    case 1: qs_dense16x8_avx2(w, x, stride, pairs, out, out_stride); return;
+    default: break;
+    }
+#endif
+    (void)level;
+    qs_dense16x8_base(w, x, stride, pairs, out, out_stride);
 }
 
 #endif

@@ -12,7 +12,9 @@ enum {
     QS_CPU_AVX512DQ = 1u << 6, QS_CPU_AVX512CD = 1u << 7, QS_CPU_AVX512BF16 = 1u << 8,
     QS_CPU_AMX = 1u << 9,
     /// The OS saves the YMM (AVX) and ZMM/opmask (AVX-512) registers on a context switch.
-    QS_CPU_OS_YMM = 1u << 10, QS_CPU_OS_ZMM = 1u << 11
+    QS_CPU_OS_YMM = 1u << 10, QS_CPU_OS_ZMM = 1u << 11,
+    /// vpdpwssd and friends (the integer engine's multiply-add).
+    QS_CPU_AVX512VNNI = 1u << 12
 };
 
 #if defined(__x86_64__)
@@ -38,6 +40,7 @@ static inline uint32_t qs_cpu_features(void) {
         if ((b >> 28) & 1) f |= QS_CPU_AVX512CD;
         if ((b >> 30) & 1) f |= QS_CPU_AVX512BW;
         if ((b >> 31) & 1) f |= QS_CPU_AVX512VL;
+        if ((c >> 11) & 1) f |= QS_CPU_AVX512VNNI;
         if ((d >> 24) & 1) f |= QS_CPU_AMX;
         unsigned a1, b1, c1, d1;
         if (a >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && ((a1 >> 5) & 1)) f |= QS_CPU_AVX512BF16;

@@ -2,6 +2,7 @@
 // the batch (sixteen rows by eight samples per call of the C kernel), every other layer sample by
 // sample.
 import CIntegerKernels
+import CProcessor
 
 extension IntegerEngine {
     /// `count` samples stored one after another (each `model.inputShape` long) through every
@@ -76,6 +77,24 @@ extension IntegerEngine {
         return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant)
     }
 
+    /// The widest of the kernel's instruction sets this processor and its operating system have
+    /// (CPUID and XGETBV): 3 AVX-512 VNNI, 2 AVX-512BW, 1 AVX2, 0 the build's own target. Every
+    /// level gives the same sums; only the speed differs.
+    public static let kernelLevel: Int32 = {
+        let f = qs_cpu_features()
+        func has(_ bits: [UInt32]) -> Bool { bits.allSatisfy { f & $0 != 0 } }
+        let ymm = UInt32(QS_CPU_OS_YMM), zmm = UInt32(QS_CPU_OS_ZMM), avx2 = UInt32(QS_CPU_AVX2)
+        let avx512 = [UInt32(QS_CPU_AVX512F), UInt32(QS_CPU_AVX512BW), UInt32(QS_CPU_AVX512VL), ymm, zmm]
+        if has(avx512 + [UInt32(QS_CPU_AVX512VNNI)]) { return 3 }
+        if has(avx512) { return 2 }
+        return has([avx2, ymm]) ? 1 : 0
+    }()
+
+    /// The chosen kernel's instruction set, for records.
+    public static var kernelName: String {
+        ["the build's target", "AVX2", "AVX-512BW", "AVX-512 VNNI"][Int(kernelLevel)]
+    }
+
     /// One call of the kernel: sums of sixteen packed rows with eight samples into out[s·outStride
     /// + r], for the `rows` × `samples` of them that exist; straight from the kernel when all do,
     /// else through `scratch` (128 values).
@@ -85,9 +104,11 @@ extension IntegerEngine {
         samples: Int,
         into out: UnsafeMutablePointer<Int32>, outStride: Int, scratch: inout [Int32]
     ) {
-        guard rows < 16 || samples < 8 else { return qs_dense16x8(w, x, stride, pairs, out, outStride) }
+        guard rows < 16 || samples < 8 else {
+            return qs_dense16x8(w, x, stride, pairs, out, outStride, kernelLevel)
+        }
         scratch.withUnsafeMutableBufferPointer { acc in
-            qs_dense16x8(w, x, stride, pairs, acc.baseAddress!, 16)
+            qs_dense16x8(w, x, stride, pairs, acc.baseAddress!, 16, kernelLevel)
             for s in 0..<samples {
                 (out + s * outStride).update(from: acc.baseAddress! + s * 16, count: rows)
             }

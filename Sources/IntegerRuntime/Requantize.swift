@@ -1,7 +1,7 @@
-// The integer engine: integers only. This module imports only its C kernel header (integer
-// vector types), so nothing in it can compute in floating point; every operation is one that C99's
-// fixed-width integer arithmetic expresses the same way (two's complement, arithmetic right shift
-// of signed values, explicit widening).
+// The integer engine: integers only. This module imports only two C headers, its kernels (integer
+// vector types) and CPUID, so nothing in it can compute in floating point; every operation is one
+// that C99's fixed-width integer arithmetic expresses the same way (two's complement, arithmetic
+// right shift of signed values, explicit widening).
 
 /// Applies a real multiplier M = multiplier · 2^(−shift) to an accumulator, with one rounding:
 ///

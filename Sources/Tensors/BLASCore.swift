@@ -17,6 +17,7 @@ public struct ProcessorFeatures: OptionSet, Sendable, Hashable {
     public static let avx512cd = ProcessorFeatures(rawValue: UInt32(QS_CPU_AVX512CD))
     public static let avx512bf16 = ProcessorFeatures(rawValue: UInt32(QS_CPU_AVX512BF16))
     public static let amx = ProcessorFeatures(rawValue: UInt32(QS_CPU_AMX))
+    public static let avx512vnni = ProcessorFeatures(rawValue: UInt32(QS_CPU_AVX512VNNI))
     /// The operating system saves the AVX (YMM) and AVX-512 (ZMM, opmask) registers.
     public static let osYMM = ProcessorFeatures(rawValue: UInt32(QS_CPU_OS_YMM))
     public static let osZMM = ProcessorFeatures(rawValue: UInt32(QS_CPU_OS_ZMM))
@@ -40,7 +41,8 @@ public struct ProcessorFeatures: OptionSet, Sendable, Hashable {
         let all: [(ProcessorFeatures, String)] = [
             (.avx, "AVX"), (.avx2, "AVX2"), (.fma, "FMA"), (.avx512f, "AVX-512F"),
             (.avx512bw, "AVX-512BW"), (.avx512vl, "AVX-512VL"), (.avx512dq, "AVX-512DQ"),
-            (.avx512cd, "AVX-512CD"), (.avx512bf16, "AVX-512-BF16"), (.amx, "AMX")
+            (.avx512cd, "AVX-512CD"), (.avx512bf16, "AVX-512-BF16"), (.avx512vnni, "AVX-512-VNNI"),
+            (.amx, "AMX")
         ]
         return all.filter { contains($0.0) }.map(\.1)
     }

@@ -1,6 +1,7 @@
 // Tests: the `qshape` executable as a user runs it (exit codes, one-line errors, files).
 import XCTest
 import Foundation
+import IntegerRuntime
 @testable import Benchmarks
 @testable import Workflows
 @testable import Config
@@ -85,6 +86,7 @@ final class CommandLineTests: XCTestCase {
         for row in inference {
             XCTAssertGreaterThan(row["float_images_per_second"] as? Double ?? 0, 0)
             XCTAssertGreaterThan(row["integer_images_per_second"] as? Double ?? 0, 0)
+            XCTAssertEqual(row["integer_kernel"] as? String, IntegerEngine.kernelName)
         }
         // The estimate comes first, then the part announced with its own.
         let estimate = try XCTUnwrap(

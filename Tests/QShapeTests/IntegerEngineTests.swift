@@ -5,6 +5,7 @@ import Tensors
 import NeuralNet
 import Quantization
 import IntegerRuntime
+import CIntegerKernels
 @testable import Workflows
 @testable import Config
 
@@ -175,7 +176,8 @@ final class IntegerEngineTests: XCTestCase {
             p.arguments =
                 [
                     "-dump-ast", "-parse-as-library", "-module-name", "IntegerRuntime", "-I",
-                    "\(Fixtures.repository)/Sources/CIntegerKernels"
+                    "\(Fixtures.repository)/Sources/CIntegerKernels", "-I",
+                    "\(Fixtures.repository)/Sources/CProcessor"
                 ] + paths
             let out = Pipe()
             p.standardOutput = out; p.standardError = out
@@ -200,7 +202,8 @@ final class IntegerEngineTests: XCTestCase {
             let modules = imports.matches(in: text, range: NSRange(text.startIndex..., in: text)).map {
                 (text as NSString).substring(with: $0.range(at: 1))
             }
-            XCTAssertEqual(Set(modules).subtracting(["CIntegerKernels"]), [], "\(f) imports a module")
+            XCTAssertEqual(
+                Set(modules).subtracting(["CIntegerKernels", "CProcessor"]), [], "\(f) imports a module")
         }
         // The control: a literal whose type is only inferred is found.
         let probe = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -211,12 +214,19 @@ final class IntegerEngineTests: XCTestCase {
         XCTAssertTrue(floatingTypes(try typeCheckedTree([probe.path])).contains("Double"))
     }
 
-    /// The C header the engine imports: clang's syntax tree of it (system headers included) has
-    /// no floating-point type, and GCC compiles every function in it with only general registers.
+    /// The C headers the engine imports (its kernels, and CPUID to choose among them): clang's
+    /// syntax tree of each (system headers included) has no floating-point type, and GCC compiles
+    /// every function in it with only general registers (the kernel's AVX2 and AVX-512 twins add
+    /// integer vector registers by their target attributes; their body is the baseline's).
     /// Controls: a folded float constant, which GCC alone accepts, is found by the tree; a double
     /// computation fails GCC.
     func checkKernelHeaderIsInteger() throws {
-        let header = "\(Fixtures.repository)/Sources/CIntegerKernels/shim.h"
+        for module in ["CIntegerKernels", "CProcessor"] {
+            try checkHeaderIsInteger("\(Fixtures.repository)/Sources/\(module)/shim.h")
+        }
+    }
+
+    func checkHeaderIsInteger(_ header: String) throws {
         let clang = try Tool.require("clang", package: "the Swift toolchain")
         let gcc = try Tool.require("gcc", package: "gcc")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -294,6 +304,43 @@ final class IntegerEngineTests: XCTestCase {
                     let expected = min(
                         max(oracle(min(max(acc, -accLimit), accLimit), mult[oc], shift[oc]), lo), hi)
                     XCTAssertEqual(Int64(y[oc]), expected, "trial \(trial), sample \(s), output \(oc)")
+                }
+            }
+        }
+    }
+}
+
+/// The dense kernel at every instruction-set level this processor has, against Int64 sums.
+final class IntegerKernelLevelTests: XCTestCase {
+    func testEveryKernelLevelGivesTheOracleSums() {
+        var rng = SeededRandom(seed: 13)
+        XCTAssert((0...3).contains(IntegerEngine.kernelLevel))
+        for level in 0...IntegerEngine.kernelLevel {
+            for trial in 0..<12 {
+                let pairs = 1 + rng.below(40), stride = 2 * pairs + rng.below(3),
+                    outStride = 16 + rng.below(5)
+                let extreme = trial % 3 == 0  // ±32767 everywhere: the sums wrap in 32 bits
+                func value() -> Int16 {
+                    if extreme { return rng.below(2) == 0 ? -32767 : 32767 }
+                    return Int16(rng.below(511) - 255)
+                }
+                let w = (0..<(pairs * 32)).map { _ in value() }, x = (0..<(8 * stride)).map { _ in value() }
+                var out = [Int32](repeating: -1, count: 8 * outStride)
+                qs_dense16x8(w, x, stride, pairs, &out, outStride, level)
+                for s in 0..<8 {
+                    for r in 0..<16 {
+                        var sum: Int64 = 0
+                        for k in 0..<(2 * pairs) {
+                            let weight = Int64(w[(k / 2) * 32 + r * 2 + k % 2])
+                            sum += weight * Int64(x[s * stride + k])
+                        }
+                        XCTAssertEqual(
+                            out[s * outStride + r], Int32(truncatingIfNeeded: sum),
+                            "level \(level), trial \(trial)")
+                    }
+                    for r in 16..<outStride {
+                        XCTAssertEqual(out[s * outStride + r], -1, "written past a row")
+                    }
                 }
             }
         }
