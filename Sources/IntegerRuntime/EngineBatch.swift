@@ -117,22 +117,31 @@ extension IntegerEngine {
 
     /// out[s, o] = saturate(requant(bias[o] + sums[s, o])) for `rows` rows of `columns` outputs,
     /// each row one loop over the outputs (their multipliers, shifts and biases contiguous: a loop
-    /// the compiler vectorises).
+    /// the compiler vectorises), with 32-bit multipliers where they give the same values.
     static func requantizedRows(
         _ sums: [Int32], rows: Int, columns m: Int, bias: [Int64], _ r: Requantization
+    ) -> [Int16] {
+        if let narrow = r.narrowMultipliers {
+            return requantizedRows(sums, rows: rows, columns: m, bias: bias, r, narrow)
+        }
+        return requantizedRows(sums, rows: rows, columns: m, bias: bias, r, r.multiplier)
+    }
+
+    private static func requantizedRows<M: FixedWidthInteger & SignedInteger>(
+        _ sums: [Int32], rows: Int, columns m: Int, bias: [Int64], _ r: Requantization, _ multiplier: [M]
     ) -> [Int16] {
         var y = [Int16](repeating: 0, count: rows * m)
         let limit = r.accumulatorLimit, lo = r.outMin, hi = r.outMax
         sums.withUnsafeBufferPointer { sp in
             y.withUnsafeMutableBufferPointer { yp in
                 bias.withUnsafeBufferPointer { bp in
-                    r.multiplier.withUnsafeBufferPointer { mp in
+                    multiplier.withUnsafeBufferPointer { mp in
                         r.shift.withUnsafeBufferPointer { shp in
                             for s in 0..<rows {
                                 let a = sp.baseAddress! + s * m, out = yp.baseAddress! + s * m
                                 for o in 0..<m {
                                     let v = requantize(
-                                        bp[o] &+ Int64(a[o]), multiplier: mp[o], shift: shp[o],
+                                        bp[o] &+ Int64(a[o]), narrowMultiplier: mp[o], shift: shp[o],
                                         accumulatorLimit: limit)
                                     out[o] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
                                 }

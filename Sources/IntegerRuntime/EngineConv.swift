@@ -71,9 +71,7 @@ extension IntegerEngine {
 
     /// y[o, l] = requant(bias[o] + Σ_k W[o,k]·patch_l[k]) with a 32-bit accumulator: for each
     /// block of sixteen positions and group of eight channels one kernel call, its sums written
-    /// into the channels' rows; then each channel requantised with its multiplier, shift and bias
-    /// read once (a loop the compiler vectorises; output by output it cost as much as the
-    /// products). Output (O, OH, OW).
+    /// into the channels' rows; then the rows requantised. Output (O, OH, OW).
     static func convPacked(_ c: IntegerConv, weights: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
         let (patches, oh, ow) = packedPatches(c, x, s)
         let positions = oh * ow, pairs = (c.inChannels * c.kernel * c.kernel + 1) / 2, m = c.outChannels
@@ -95,16 +93,26 @@ extension IntegerEngine {
                 }
             }
         }
-        var y = [Int16](repeating: 0, count: m * positions)
+        if let narrow = c.requant.narrowMultipliers { return requantizedChannels(sums, c, positions, narrow) }
+        return requantizedChannels(sums, c, positions, c.requant.multiplier)
+    }
+
+    /// y[o, l] = saturate(requant(bias[o] + sums[o, l])): each channel's multiplier, shift and
+    /// bias read once for its row (a loop the compiler vectorises; output by output it cost as
+    /// much as the products), in 32-bit multipliers where they give the same values.
+    private static func requantizedChannels<M: FixedWidthInteger & SignedInteger>(
+        _ sums: [Int32], _ c: IntegerConv, _ positions: Int, _ multiplier: [M]
+    ) -> [Int16] {
+        var y = [Int16](repeating: 0, count: c.outChannels * positions)
         let limit = c.requant.accumulatorLimit, lo = c.requant.outMin, hi = c.requant.outMax
         sums.withUnsafeBufferPointer { sp in
             y.withUnsafeMutableBufferPointer { yp in
-                for o in 0..<m {
-                    let mul = c.requant.multiplier[o], sh = c.requant.shift[o], b = c.bias[o]
+                for o in 0..<c.outChannels {
+                    let mul = multiplier[o], sh = c.requant.shift[o], b = c.bias[o]
                     let a = sp.baseAddress! + o * positions, out = yp.baseAddress! + o * positions
                     for l in 0..<positions {
                         let v = requantize(
-                            b &+ Int64(a[l]), multiplier: mul, shift: sh, accumulatorLimit: limit)
+                            b &+ Int64(a[l]), narrowMultiplier: mul, shift: sh, accumulatorLimit: limit)
                         out[l] = Int16(truncatingIfNeeded: saturate(v, lo, hi))
                     }
                 }

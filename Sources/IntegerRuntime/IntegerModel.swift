@@ -28,6 +28,14 @@ public struct Requantization: Equatable, Sendable {
     var accumulatorLimit: Int64 {
         accumulatorBits >= 64 ? Int64.max / 2 : (1 << Int64(accumulatorBits - 1)) - 1
     }
+
+    /// The multipliers as Int32 when the clamped accumulator and every multiplier fit in 32 bits
+    /// (so `requantize` in 32-bit operands gives the same values); nil otherwise.
+    var narrowMultipliers: [Int32]? {
+        let fits = Int64(Int32.min)...Int64(Int32.max)
+        guard fits.contains(accumulatorLimit), multiplier.allSatisfy(fits.contains) else { return nil }
+        return multiplier.map { Int32($0) }
+    }
 }
 
 public struct IntegerDense: Equatable, Sendable {

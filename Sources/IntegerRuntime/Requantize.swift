@@ -12,8 +12,20 @@
 /// is clamped to that accumulator range first, so even a hand-made model cannot overflow.
 @inline(__always)
 public func requantize(_ acc: Int64, multiplier: Int64, shift: Int64, accumulatorLimit: Int64) -> Int64 {
-    let a = min(max(acc, -accumulatorLimit), accumulatorLimit)
-    let product = a &* multiplier
+    requantize(acc, narrowMultiplier: multiplier, shift: shift, accumulatorLimit: accumulatorLimit)
+}
+
+/// `requantize` with the clamped accumulator and the multiplier held in `M`: with `Int64` it is
+/// `requantize`; with `Int32` it is the same value wherever both fit in 32 bits (an accumulator of
+/// at most 32 bits, multipliers below 2³¹: `Requantization.narrowMultipliers`), the product then
+/// written as 32 × 32 → 64 bits, which AVX2 computes in one instruction (it has none for a general
+/// 64-bit product).
+@inline(__always)
+func requantize<M: FixedWidthInteger & SignedInteger>(
+    _ acc: Int64, narrowMultiplier multiplier: M, shift: Int64, accumulatorLimit: Int64
+) -> Int64 {
+    let a = M(truncatingIfNeeded: min(max(acc, -accumulatorLimit), accumulatorLimit))
+    let product = Int64(truncatingIfNeeded: a) &* Int64(truncatingIfNeeded: multiplier)
     // Selects rather than a branch, so that loops over many outputs vectorise; the same values.
     let rounded = (product &+ (shift > 0 ? 1 &<< (shift &- 1) : 0)) &>> shift
     return shift > 0 ? rounded : product

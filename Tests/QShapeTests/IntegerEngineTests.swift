@@ -4,7 +4,7 @@ import Foundation
 import Tensors
 import NeuralNet
 import Quantization
-import IntegerRuntime
+@testable import IntegerRuntime
 import CIntegerKernels
 @testable import Workflows
 @testable import Config
@@ -45,6 +45,27 @@ final class IntegerEngineTests: XCTestCase {
                     "acc \(acc) shift \(s)")
             }
         }
+        // The 32-bit form the batched loops use where it applies: the same values, accumulators
+        // beyond the 32-bit range (clamped) included; where it does not apply it is not chosen.
+        for m: Int64 in [0, 1, 1 << 30, (1 << 31) - 1] {
+            for s: Int64 in [0, 1, 31, 62] {
+                for acc: Int64 in [Int64.min, Int64(Int32.min) - 5, -2049, -1, 0, 7, 1 << 40, Int64.max] {
+                    XCTAssertEqual(
+                        requantize(acc, narrowMultiplier: Int32(m), shift: s, accumulatorLimit: limit),
+                        requantize(acc, multiplier: m, shift: s, accumulatorLimit: limit), "acc \(acc) m \(m)"
+                    )
+                }
+            }
+        }
+        func narrow(_ m: [Int64], bits: Int) -> [Int32]? {
+            Requantization(
+                multiplier: m, shift: m.map { _ in 8 }, outMin: -127, outMax: 127, accumulatorBits: bits
+            )
+            .narrowMultipliers
+        }
+        XCTAssertEqual(narrow([1, (1 << 31) - 1], bits: 32), [1, Int32.max])
+        XCTAssertNil(narrow([1, 1 << 31], bits: 32))
+        XCTAssertNil(narrow([1], bits: 64))
         // Ties: 5·(1/2) = 2.5 → 3, −5·(1/2) = −2.5 → −2 (half toward +∞), −7/4 = −1.75 → −2.
         XCTAssertEqual(requantize(5, multiplier: 1, shift: 1, accumulatorLimit: limit), 3)
         XCTAssertEqual(requantize(-5, multiplier: 1, shift: 1, accumulatorLimit: limit), -2)
