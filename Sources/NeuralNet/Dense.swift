@@ -47,8 +47,8 @@ public final class Dense: Layer {
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         let n = x.count / inFeatures
         input = x
-        var y = Tensor(shape: [n, outFeatures])
-        y.withUnsafeMutableBufferPointer { yp in
+        // Every value written: the bias rows then C += x·Wᵀ, or C = x·Wᵀ (BLAS reads no C at β = 0).
+        return Tensor(shape: [n, outFeatures]) { yp in
             if let b = bias {
                 b.value.withUnsafeBufferPointer { bp in
                     for i in 0..<n {
@@ -65,7 +65,6 @@ public final class Dense: Layer {
                 }
             }
         }
-        return y
     }
 
     /// dW += dYᵀ·x,  db += Σₙ dY,  dX = dY·W
@@ -85,8 +84,7 @@ public final class Dense: Layer {
             }
         }
         guard needInputGradient else { return nil }
-        var dx = Tensor(shape: [n, inFeatures])
-        dx.withUnsafeMutableBufferPointer { xp in
+        let dx = Tensor(shape: [n, inFeatures]) { xp in
             dOut.withUnsafeBufferPointer { dp in
                 weight.value.withUnsafeBufferPointer { wp in
                     gemm(
