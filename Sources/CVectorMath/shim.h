@@ -22,4 +22,11 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 #endif
 }
 
+// Whether any lane of x is ≥ (or ==) the same lane of t: one vector comparison and an OR across
+// the lanes (vptest, kortest). Swift's any() of a 16-lane mask became a call of the generic
+// SIMD16<Int32>.min() per vector in AVX2 builds: the most expensive part of the quantisation-error
+// pass there. IEEE comparisons, as Swift's .>= and .==.
+static inline int qs_any_ge16(qs_float16 x, qs_float16 t) { return __builtin_reduce_or(x >= t) != 0; }
+static inline int qs_any_eq16(qs_float16 x, qs_float16 t) { return __builtin_reduce_or(x == t) != 0; }
+
 #endif

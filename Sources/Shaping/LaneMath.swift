@@ -13,10 +13,19 @@ let roundingMagic: Float = 12_582_912
 @inline(__always)
 func roundingResidual(_ u: Lanes) -> Lanes {
     let d = u - qs_round_even16(u)
+    guard anyEqual(magnitude(d), Lanes(repeating: 0.5)) else { return d }
     let tie = magnitude(d) .== 0.5
-    guard any(tie) else { return d }
     return d.replacing(with: Lanes(repeating: -0.5).replacing(with: 0.5, where: u .< 0), where: tie)
 }
+
+/// Whether any lane of x is at least the same lane of t (one comparison and one test; see
+/// `qs_any_ge16`).
+@inline(__always)
+func anyAtLeast(_ x: Lanes, _ t: Lanes) -> Bool { qs_any_ge16(x, t) != 0 }
+
+/// Whether any lane of x equals the same lane of t.
+@inline(__always)
+func anyEqual(_ x: Lanes, _ t: Lanes) -> Bool { qs_any_eq16(x, t) != 0 }
 
 /// |x| lane-wise: the sign bit cleared.
 @inline(__always)
@@ -49,7 +58,7 @@ func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float, from start:
     let base = w.baseAddress!
     var i = start
     while i + Lanes.scalarCount <= w.count {
-        if any(magnitude(loadLanes(base + i)) .== m) { break }
+        if anyEqual(magnitude(loadLanes(base + i)), Lanes(repeating: m)) { break }
         i += Lanes.scalarCount
     }
     while i < w.count, abs(w[i]) != m { i += 1 }

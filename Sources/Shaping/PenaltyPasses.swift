@@ -104,7 +104,7 @@ public enum Penalties {
             var i = start
             while i + Lanes.scalarCount <= end {
                 let ax = magnitude(loadLanes(base + i))
-                if any(ax .>= band) { z += expNonPositive(k * ax - bm); taken += Lanes.scalarCount }
+                if anyAtLeast(ax, band) { z += expNonPositive(k * ax - bm); taken += Lanes.scalarCount }
                 i += Lanes.scalarCount
             }
             while i < end {
@@ -160,7 +160,7 @@ public enum Penalties {
                     if range {
                         let ax = magnitude(x)
                         var p = Lanes()
-                        if any(ax .>= cutoff) {
+                        if anyAtLeast(ax, cutoff) {
                             p = expNonPositive(k * ax - bm); sums.a += p; sums.b += p * (ax * inv)
                         }
                         storeLanes(p, exps.baseAddress! + i)
