@@ -1,8 +1,9 @@
 // The integer engine's dense kernel: sixteen output rows for eight samples at once, in clang's and
 // GCC's generic vector types. Integers only (the float-free test compiles this header with
-// -mgeneral-regs-only, and finds no floating-point type in clang's syntax tree of it). Swift's SIMD types cannot express a 16×16→32-bit pairwise multiply-add
-// (their widening conversions go lane by lane through memory); this form is the pattern the
-// compiler lowers to pmaddwd / vpmaddwd / vpdpwssd, or to plain multiplies on other targets.
+// -mgeneral-regs-only, and finds no floating-point type in clang's syntax tree of it). Swift's
+// SIMD types cannot express a 16×16→32-bit pairwise multiply-add (their widening conversions go
+// lane by lane through memory); this form is the pattern the compiler lowers to pmaddwd /
+// vpmaddwd / vpdpwssd, or to plain multiplies on other targets.
 #ifndef QSHAPE_INTEGER_KERNELS_H
 #define QSHAPE_INTEGER_KERNELS_H
 

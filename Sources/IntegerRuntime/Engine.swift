@@ -12,6 +12,9 @@ public struct IntegerEngine: Sendable {
     /// Each weight layer's weights as the C kernel reads them (`packDense`, `packConv`; empty for
     /// other layers).
     let packedWeights: [[Int16]]
+    /// Each weight layer's multipliers as Int32 where 32-bit requantisation gives the same values
+    /// (`Requantization.narrowMultipliers`; nil elsewhere), decided once per layer.
+    let narrowMultipliers: [[Int32]?]
 
     public init(_ model: IntegerModel) {
         self.model = model
@@ -20,6 +23,13 @@ public struct IntegerEngine: Sendable {
             case .dense(let d): IntegerEngine.packDense(d)
             case .conv(let c): IntegerEngine.packConv(c)
             default: []
+            }
+        }
+        narrowMultipliers = model.layers.map { layer in
+            switch layer {
+            case .dense(let d): d.requant.narrowMultipliers
+            case .conv(let c): c.requant.narrowMultipliers
+            default: nil
             }
         }
     }
@@ -133,7 +143,8 @@ public struct IntegerEngine: Sendable {
     /// L positions at once. Output (O, OH, OW).
     private func conv(_ index: Int, _ c: IntegerConv, _ x: [Int16], _ s: [Int]) -> [Int16] {
         if c.requant.accumulatorBits <= 32 {
-            return IntegerEngine.convPacked(c, weights: packedWeights[index], x, s)
+            return IntegerEngine.convPacked(
+                c, weights: packedWeights[index], narrow: narrowMultipliers[index], x, s)
         }
         let (cols, oh, ow) = IntegerEngine.patches(c, x, s)
         let patch = c.inChannels * c.kernel * c.kernel, positions = oh * ow

@@ -14,7 +14,8 @@ extension IntegerEngine {
             let next = IntegerEngine.outputShape(layer, shape)
             switch layer {
             case .dense(let d) where d.requant.accumulatorBits <= 32:
-                x = IntegerEngine.denseBatch(d, packed: packedWeights[i], x, count: count)
+                x = IntegerEngine.denseBatch(
+                    d, packed: packedWeights[i], narrow: narrowMultipliers[i], x, count: count)
             case .flatten: break
             case .clamp: x = apply(i, layer, x, shape)  // element-wise: the whole batch at once
             default:
@@ -52,7 +53,9 @@ extension IntegerEngine {
     /// Σ_k W[o,k]·x[s,k]). Sixteen rows by eight samples per kernel call, their sums in vector
     /// lanes (no horizontal sums); each block of rows (a few tens of KB) stays in the first-level
     /// cache while every sample passes it.
-    static func denseBatch(_ d: IntegerDense, packed: [Int16], _ x: [Int16], count: Int) -> [Int16] {
+    static func denseBatch(
+        _ d: IntegerDense, packed: [Int16], narrow: [Int32]?, _ x: [Int16], count: Int
+    ) -> [Int16] {
         let n = d.inFeatures, m = d.outFeatures
         let pairs = (n + 1) / 2, width = 2 * pairs, blocks = (m + 15) / 16, groups = (count + 7) / 8
         let input = width == n && count == groups * 8 ? x : padded(x, count: count, n: n, width: width)
@@ -74,7 +77,10 @@ extension IntegerEngine {
                 }
             }
         }
-        return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant)
+        if let narrow {
+            return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant, narrow)
+        }
+        return requantizedRows(sums, rows: count, columns: m, bias: d.bias, d.requant, d.requant.multiplier)
     }
 
     /// The widest of the kernel's instruction sets this processor and its operating system have
@@ -117,17 +123,9 @@ extension IntegerEngine {
 
     /// out[s, o] = saturate(requant(bias[o] + sums[s, o])) for `rows` rows of `columns` outputs,
     /// each row one loop over the outputs (their multipliers, shifts and biases contiguous: a loop
-    /// the compiler vectorises), with 32-bit multipliers where they give the same values.
-    static func requantizedRows(
-        _ sums: [Int32], rows: Int, columns m: Int, bias: [Int64], _ r: Requantization
-    ) -> [Int16] {
-        if let narrow = r.narrowMultipliers {
-            return requantizedRows(sums, rows: rows, columns: m, bias: bias, r, narrow)
-        }
-        return requantizedRows(sums, rows: rows, columns: m, bias: bias, r, r.multiplier)
-    }
-
-    private static func requantizedRows<M: FixedWidthInteger & SignedInteger>(
+    /// the compiler vectorises); `multiplier` is the layer's, or its 32-bit copy where that gives
+    /// the same values.
+    static func requantizedRows<M: FixedWidthInteger & SignedInteger>(
         _ sums: [Int32], rows: Int, columns m: Int, bias: [Int64], _ r: Requantization, _ multiplier: [M]
     ) -> [Int16] {
         var y = [Int16](repeating: 0, count: rows * m)

@@ -72,7 +72,9 @@ extension IntegerEngine {
     /// y[o, l] = requant(bias[o] + Σ_k W[o,k]·patch_l[k]) with a 32-bit accumulator: for each
     /// block of sixteen positions and group of eight channels one kernel call, its sums written
     /// into the channels' rows; then the rows requantised. Output (O, OH, OW).
-    static func convPacked(_ c: IntegerConv, weights: [Int16], _ x: [Int16], _ s: [Int]) -> [Int16] {
+    static func convPacked(
+        _ c: IntegerConv, weights: [Int16], narrow: [Int32]?, _ x: [Int16], _ s: [Int]
+    ) -> [Int16] {
         let (patches, oh, ow) = packedPatches(c, x, s)
         let positions = oh * ow, pairs = (c.inChannels * c.kernel * c.kernel + 1) / 2, m = c.outChannels
         var sums = [Int32](repeating: 0, count: m * positions)
@@ -93,7 +95,7 @@ extension IntegerEngine {
                 }
             }
         }
-        if let narrow = c.requant.narrowMultipliers { return requantizedChannels(sums, c, positions, narrow) }
+        if let narrow { return requantizedChannels(sums, c, positions, narrow) }
         return requantizedChannels(sums, c, positions, c.requant.multiplier)
     }
 
