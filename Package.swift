@@ -27,7 +27,7 @@ let package = Package(
 
         // The float engine: tensors and BLAS, layers with their forward and backward passes, training.
         .target(name: "Tensors", dependencies: ["CBLAS", "CMalloc", "CProcessor"]),
-        .target(name: "NeuralNet", dependencies: ["Tensors"]),
+        .target(name: "NeuralNet", dependencies: ["Tensors", "CVectorMath"]),
         .target(
             name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath", "CThreads"]),
         .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),

@@ -13,7 +13,7 @@ extension BenchWorkflow {
         public var network: String
         /// BLAS threads (and the convolution's, ReLU's and pooling's workers: two when it has two).
         public var threads: Int = 1
-        /// "3 conv2d", "loss", "optimizer"…
+        /// "3 conv2d", "0 conv2d+relu+maxpool2d" (a stage run as one), "loss", "optimizer"…
         public var layer: String
         public var forwardMs: Double, backwardMs: Double
         /// Of the layer's multiply–accumulates (none for ReLU, pooling, the loss, the optimiser).
@@ -26,15 +26,16 @@ extension BenchWorkflow {
     }
 
     /// Per-step milliseconds, the mean of `steps` training steps (batch 128, the threads set)
-    /// after a warm-up: each layer's forward and backward as `Sequential` runs them, then the loss
-    /// and the optimiser step.
+    /// after a warm-up: each stage's forward and backward as `Sequential` runs them (a
+    /// convolution with the ReLU and pooling it computes itself is one), then the loss and the
+    /// optimiser step.
     static func profile(
         network: String, layers specs: [LayerSpec], steps: Int = 30, batch: Int = 128
     ) throws -> [LayerProfile] {
         let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
         let optimizer = Optimizer(OptimizerConfig(), parameters: model.trainableParameters)
         let data = trainingData.data
-        let n = model.layers.count
+        let stages = model.stages, n = stages.count
         var forward = [Double](repeating: 0, count: n), backward = forward
         var loss = 0.0, step = 0.0
         let clock = ContinuousClock()
@@ -44,9 +45,9 @@ extension BenchWorkflow {
             let timed = s >= 3
             model.zeroGradients()
             var h = x
-            for (i, layer) in model.layers.enumerated() {
+            for (i, stage) in stages.enumerated() {
                 let t = clock.now
-                h = layer.forward(h, training: true)
+                h = model.forward(stage: stage, h, training: true)
                 if timed { forward[i] += seconds(clock.now - t) }
             }
             var t = clock.now
@@ -55,7 +56,7 @@ extension BenchWorkflow {
             var d = r.dLogits
             for i in stride(from: n - 1, through: 0, by: -1) {
                 t = clock.now
-                let next = model.layers[i].backward(d, needInputGradient: i > 0)
+                let next = model.backward(stage: stages[i], d)
                 if timed { backward[i] += seconds(clock.now - t) }
                 guard let next else { break }
                 d = next
@@ -66,15 +67,16 @@ extension BenchWorkflow {
         }
         var shape = model.inputShape
         var rows: [LayerProfile] = []
-        for (i, (layer, spec)) in zip(model.layers, model.specs).enumerated() {
-            let macs = Double(layer.forwardMACs(input: shape) * batch)
-            shape = model.shapes[i]
+        for (i, stage) in stages.enumerated() {
+            let macs = Double(model.layers[stage.lowerBound].forwardMACs(input: shape) * batch)
+            shape = model.shapes[stage.upperBound - 1]
+            let name = "\(stage.lowerBound) " + stage.map { model.specs[$0].typeName }.joined(separator: "+")
             let f = forward[i] / Double(steps), b = backward[i] / Double(steps)
             // Backward: the weight gradient, and the input gradient for every layer but the first.
-            let backwardMACs = macs * (i == 0 ? 1 : 2)
+            let backwardMACs = macs * (stage.lowerBound == 0 ? 1 : 2)
             rows.append(
                 LayerProfile(
-                    network: network, layer: "\(i) \(spec.typeName)", forwardMs: f * 1e3, backwardMs: b * 1e3,
+                    network: network, layer: name, forwardMs: f * 1e3, backwardMs: b * 1e3,
                     forwardGFLOPS: macs > 0 ? 2 * macs / f / 1e9 : nil,
                     backwardGFLOPS: macs > 0 ? 2 * backwardMACs / b / 1e9 : nil))
         }

@@ -29,4 +29,110 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 static inline int qs_any_ge16(qs_float16 x, qs_float16 t) { return __builtin_reduce_or(x >= t) != 0; }
 static inline int qs_any_eq16(qs_float16 x, qs_float16 t) { return __builtin_reduce_or(x == t) != 0; }
 
+// The ReLU and 2×2 max pooling after a convolution (NeuralNet's ConvEpilogue), a row of windows
+// at a time, eight windows per vector: clang's vector selects become blends, where Swift's
+// branches on every comparison were mispredicted. The expressions are the Swift layers': the
+// clamp is min(max(v, 0), cap) as Swift writes it, (0 >= v ? 0 : v) then (cap < v ? cap : v), so
+// NaN stays NaN and −0 becomes +0; the first of equal maxima wins.
+typedef float qs_float8 __attribute__((ext_vector_type(8)));
+typedef int qs_int8 __attribute__((ext_vector_type(8)));
+typedef unsigned char qs_uchar8 __attribute__((ext_vector_type(8)));
+
+// The clamp of v + b (a macro, for the same reason).
+#define QS_CLAMP8(v, b, cap) \
+    ({ qs_float8 u_ = (v) + (b); u_ = 0.0f >= u_ ? (qs_float8)0.0f : u_; (cap) < u_ ? (qs_float8)(cap) : u_; })
+
+// Eight windows: y[j] = the largest of window j's four clamped values (t0[2j], t0[2j+1], t1[2j],
+// t1[2j+1], t0 and t1 its two rows); codes[j] = its position 0–3, or 4 where the maximum is 0 or
+// the cap (no gradient passes). Vectors go by pointer: by value an SSE build warns of their ABI.
+static inline void qs_relu_pool2x2_8(const qs_float16 *r0, const qs_float16 *r1, float b, float cap,
+                                     qs_float8 *y, qs_uchar8 *codes) {
+    qs_float16 t0 = *r0, t1 = *r1;
+    qs_float8 best = QS_CLAMP8(t0.even, b, cap), v;
+    qs_int8 k = 0, m;
+    v = QS_CLAMP8(t0.odd, b, cap); m = v > best; best = m ? v : best; k = m ? 1 : k;
+    v = QS_CLAMP8(t1.even, b, cap); m = v > best; best = m ? v : best; k = m ? 2 : k;
+    v = QS_CLAMP8(t1.odd, b, cap); m = v > best; best = m ? v : best; k = m ? 3 : k;
+    k = ((best > 0.0f) & (best < cap)) ? k : 4;
+    *y = best;
+    *codes = __builtin_convertvector(k, qs_uchar8);
+}
+
+// Copies n < 16 floats (or bytes) in pieces of constant size: a variable-length memcpy is a call,
+// which in the rows' tails cost more than the windows.
+static inline void qs_copy_floats(float *dst, const float *src, long n) {
+    if (n & 8) { __builtin_memcpy(dst, src, 32); dst += 8; src += 8; }
+    if (n & 4) { __builtin_memcpy(dst, src, 16); dst += 4; src += 4; }
+    if (n & 2) { __builtin_memcpy(dst, src, 8); dst += 2; src += 2; }
+    if (n & 1) *dst = *src;
+}
+
+static inline void qs_copy_bytes(unsigned char *dst, const unsigned char *src, long n) {
+    if (n & 8) { __builtin_memcpy(dst, src, 8); dst += 8; src += 8; }
+    if (n & 4) { __builtin_memcpy(dst, src, 4); dst += 4; src += 4; }
+    if (n & 2) { __builtin_memcpy(dst, src, 2); dst += 2; src += 2; }
+    if (n & 1) *dst = *src;
+}
+
+// A row of pw windows from rows r0 and r1 (2·pw values each); the last pw % 8 go through copies,
+// so that nothing past the rows is read or written.
+static inline void qs_relu_pool2x2_row(const float *r0, const float *r1, long pw, float b, float cap,
+                                       float *y, unsigned char *codes) {
+    long j = 0;
+    qs_float8 best;
+    qs_uchar8 c;
+    for (; j + 8 <= pw; j += 8) {
+        qs_float16 t0, t1;
+        __builtin_memcpy(&t0, r0 + 2 * j, sizeof t0);
+        __builtin_memcpy(&t1, r1 + 2 * j, sizeof t1);
+        qs_relu_pool2x2_8(&t0, &t1, b, cap, &best, &c);
+        __builtin_memcpy(y + j, &best, sizeof best);
+        __builtin_memcpy(codes + j, &c, sizeof c);
+    }
+    long rest = pw - j;
+    if (rest == 0) return;
+    qs_float16 t0 = 0.0f, t1 = 0.0f;
+    qs_copy_floats((float *)&t0, r0 + 2 * j, 2 * rest);
+    qs_copy_floats((float *)&t1, r1 + 2 * j, 2 * rest);
+    qs_relu_pool2x2_8(&t0, &t1, b, cap, &best, &c);
+    qs_copy_floats(y + j, (const float *)&best, rest);
+    qs_copy_bytes(codes + j, (const unsigned char *)&c, rest);
+}
+
+// The adjoint for eight windows: each window's gradient g[j] to the position codes[j] names, 0 to
+// the other three (and to all four where the code is 4); top and bottom are the two rows.
+static inline void qs_pool2x2_gradient_8(const qs_float8 *gp, const qs_uchar8 *cp, qs_float16 *top,
+                                         qs_float16 *bottom) {
+    qs_float8 g = *gp;
+    qs_int8 k = __builtin_convertvector(*cp, qs_int8);
+    qs_float8 z = 0.0f;
+    qs_float8 e0 = k == 0 ? g : z, e1 = k == 1 ? g : z, e2 = k == 2 ? g : z, e3 = k == 3 ? g : z;
+    *top = __builtin_shufflevector(e0, e1, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    *bottom = __builtin_shufflevector(e2, e3, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+static inline void qs_pool2x2_gradient_row(const float *dy, const unsigned char *codes, long pw,
+                                           float *r0, float *r1) {
+    long j = 0;
+    qs_float16 top, bottom;
+    for (; j + 8 <= pw; j += 8) {
+        qs_float8 g;
+        qs_uchar8 c8;
+        __builtin_memcpy(&g, dy + j, sizeof g);
+        __builtin_memcpy(&c8, codes + j, sizeof c8);
+        qs_pool2x2_gradient_8(&g, &c8, &top, &bottom);
+        __builtin_memcpy(r0 + 2 * j, &top, sizeof top);
+        __builtin_memcpy(r1 + 2 * j, &bottom, sizeof bottom);
+    }
+    long rest = pw - j;
+    if (rest == 0) return;
+    qs_float8 g = 0.0f;
+    qs_uchar8 c8 = 4;
+    qs_copy_floats((float *)&g, dy + j, rest);
+    qs_copy_bytes((unsigned char *)&c8, codes + j, rest);
+    qs_pool2x2_gradient_8(&g, &c8, &top, &bottom);
+    qs_copy_floats(r0 + 2 * j, (const float *)&top, 2 * rest);
+    qs_copy_floats(r1 + 2 * j, (const float *)&bottom, 2 * rest);
+}
+
 #endif

@@ -15,10 +15,17 @@ public final class Conv2D: Layer {
     private let scratch = [ConvScratch(), ConvScratch()]
     /// The input of the last forward pass: backward makes its columns again.
     private var input: Tensor?
+    /// The last forward pass's epilogue, its output (the ReLU's mask) and its pooling's positions.
+    private var epilogue = ConvEpilogue.none
+    private var output: Tensor?
+    private var codes: [UInt8] = []
     /// Forward and backward go through the batch a few images at a time, about this many
     /// column-matrix values (1 MB) per part, so that the columns stay in cache (tests set it
     /// small to cover the parts).
     public var chunkValues = 1 << 18
+    /// Forward and the weight gradient by direct loops where they suit the geometry (a small
+    /// patch, stride 1: `DirectConvolution`), else by im2col and SGEMM (tests compare the two).
+    public var directLoops = true
 
     public var torchName: String { "Conv2d" }
     public var state: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
@@ -96,35 +103,69 @@ public final class Conv2D: Layer {
     /// y = W · cols + b, a part of the batch at a time: out2d (O, n·L) = W (O, CKK) · cols
     /// (CKK, n·L), then y[n, o, l] = out2d[o, n·L + l] + b[o] while the part is still in cache.
     /// The two halves of the parts run on two threads (`onTwoWorkers`).
-    public func forward(_ x: Tensor, training: Bool) -> Tensor {
+    public func forward(_ x: Tensor, training: Bool) -> Tensor { forward(x, epilogue: .none) }
+
+    /// The convolution followed by the ReLU and pooling of `e`, each part's output planes made
+    /// from its SGEMM output while that is in cache (`ConvEpilogue`); backward then goes through
+    /// them too.
+    public func forward(_ x: Tensor, epilogue e: ConvEpilogue) -> Tensor {
         let g = geometry(batch: x.shape[0], Array(x.shape.dropFirst()))
         geometry = g
         input = x
+        epilogue = e
         let plane = g.outH * g.outW, work = parts(g), chunk = imagesPerChunk(g)
-        for s in scratch { s.reserve(cols: g.patchSize * chunk * plane, out: outChannels * chunk * plane) }
+        let out = e.plane(g.outH, g.outW), outPlane = out.h * out.w
+        for s in scratch {
+            var first = g
+            first.batch = chunk
+            s.reserve(
+                cols: g.patchSize * chunk * plane, out: outChannels * chunk * plane,
+                padded: direct(g) ? DirectConvolution.paddedCount(first) : 0)
+        }
+        if e.pool && codes.count != g.batch * outChannels * outPlane {
+            codes = [UInt8](repeating: 0, count: g.batch * outChannels * outPlane)
+        }
         let biasValues = bias?.value.data
-        return Tensor(shape: [g.batch, outChannels, g.outH, g.outW]) { yp in
-            let y = yp.baseAddress!
-            onTwoWorkers { w in
-                let s = scratch[w]
-                for (n0, part) in work[w] {
-                    s.columns(part, of: x, from: n0)
-                    weight.value.withUnsafeBufferPointer { wp in
-                        gemm(
-                            m: outChannels, n: part.columns, k: g.patchSize, a: wp.baseAddress!,
-                            lda: g.patchSize,
-                            b: s.cols, ldb: part.columns, c: s.out2d, ldc: part.columns)
-                    }
-                    for n in 0..<part.batch {
-                        for o in 0..<outChannels {
-                            let src = s.out2d + o * part.columns + n * plane
-                            let dst = y + ((n0 + n) * outChannels + o) * plane
-                            let b = biasValues?[o] ?? 0
-                            for l in 0..<plane { dst[l] = src[l] + b }
+        let y = Tensor(shape: [g.batch, outChannels, out.h, out.w]) { yp in
+            codes.withUnsafeMutableBufferPointer { cp in
+                let y = yp.baseAddress!, codes = cp.baseAddress
+                onTwoWorkers { w in
+                    let s = scratch[w]
+                    for (n0, part) in work[w] {
+                        product(part, of: x, from: n0, s)
+                        for n in 0..<part.batch {
+                            for o in 0..<outChannels {
+                                let at = ((n0 + n) * outChannels + o) * outPlane
+                                e.forward(
+                                    s.out2d + o * part.columns + n * plane, bias: biasValues?[o] ?? 0,
+                                    h: g.outH, w: g.outW, into: y + at, codes: codes.map { $0 + at })
+                            }
                         }
                     }
                 }
             }
+        }
+        output = e.cap != nil && !e.pool ? y : nil
+        return y
+    }
+
+    /// Whether this geometry's forward and weight gradient go through the direct loops.
+    private func direct(_ g: ConvGeometry) -> Bool { directLoops && DirectConvolution.suits(g) }
+
+    /// out2d (O, n·L) = W · the part's columns: by the direct loops from the padded images, or
+    /// by SGEMM from the im2col columns.
+    private func product(_ part: ConvGeometry, of x: Tensor, from n0: Int, _ s: ConvScratch) {
+        weight.value.withUnsafeBufferPointer { wp in
+            if direct(part) {
+                s.pad(part, of: x, from: n0)
+                DirectConvolution.forward(
+                    part, weights: wp.baseAddress!, outChannels: outChannels, padded: s.padded, out: s.out2d)
+                return
+            }
+            s.columns(part, of: x, from: n0)
+            gemm(
+                m: outChannels, n: part.columns, k: part.patchSize, a: wp.baseAddress!, lda: part.patchSize,
+                b: s.cols, ldb: part.columns, c: s.out2d, ldc: part.columns)
         }
     }
 
@@ -137,13 +178,20 @@ public final class Conv2D: Layer {
         let work = parts(g), image = g.channels * g.height * g.width
         var dx = needInputGradient ? Tensor(shape: [g.batch, g.channels, g.height, g.width]) : nil
         for s in scratch { s.clearGradients(weights: weight.grad.count, biases: outChannels) }
+        let kept = output ?? Tensor(shape: [0])
         func run(_ dxp: UnsafeMutablePointer<Float>?) {
             dOut.withUnsafeBufferPointer { dp in
-                onTwoWorkers { w in
-                    for (n0, part) in work[w] {
-                        backwardPart(
-                            part, from: n0, dOut: dp.baseAddress!, x: x, scratch[w],
-                            dx: dxp.map { $0 + n0 * image })
+                kept.withUnsafeBufferPointer { yp in
+                    codes.withUnsafeBufferPointer { cp in
+                        let ends = Ends(
+                            dOut: dp.baseAddress!, output: output == nil ? nil : yp.baseAddress,
+                            codes: cp.baseAddress)
+                        onTwoWorkers { w in
+                            for (n0, part) in work[w] {
+                                backwardPart(
+                                    part, from: n0, ends, x: x, scratch[w], dx: dxp.map { $0 + n0 * image })
+                            }
+                        }
                     }
                 }
             }
@@ -160,22 +208,30 @@ public final class Conv2D: Layer {
 
     /// One part's share of `backward`, into the worker's scratch.
     private func backwardPart(
-        _ part: ConvGeometry, from n0: Int, dOut: UnsafePointer<Float>, x: Tensor, _ s: ConvScratch,
+        _ part: ConvGeometry, from n0: Int, _ ends: Ends, x: Tensor, _ s: ConvScratch,
         dx: UnsafeMutablePointer<Float>?
     ) {
-        let plane = part.outH * part.outW
+        let plane = part.outH * part.outW, out = epilogue.plane(part.outH, part.outW)
         for n in 0..<part.batch {
             for o in 0..<outChannels {
-                let dst = s.out2d + o * part.columns + n * plane
-                let src = dOut + ((n0 + n) * outChannels + o) * plane
-                for l in 0..<plane { dst[l] = src[l] }
+                let at = ((n0 + n) * outChannels + o) * out.h * out.w
+                epilogue.backward(
+                    ends.dOut + at, output: ends.output.map { $0 + at }, codes: ends.codes.map { $0 + at },
+                    h: part.outH, w: part.outW, into: s.out2d + o * part.columns + n * plane)
             }
         }
         if bias != nil { addBiasGradient(s.out2d, columns: part.columns, into: s.db) }
-        s.columns(part, of: x, from: n0)
-        gemm(
-            transB: true, m: outChannels, n: part.patchSize, k: part.columns, a: s.out2d, lda: part.columns,
-            b: s.cols, ldb: part.columns, beta: 1, c: s.dW, ldc: part.patchSize)
+        if direct(part) {
+            s.pad(part, of: x, from: n0)
+            DirectConvolution.weightGradient(
+                part, dOut: s.out2d, outChannels: outChannels, padded: s.padded, dW: s.dW)
+        } else {
+            s.columns(part, of: x, from: n0)
+            gemm(
+                transB: true, m: outChannels, n: part.patchSize, k: part.columns, a: s.out2d,
+                lda: part.columns,
+                b: s.cols, ldb: part.columns, beta: 1, c: s.dW, ldc: part.patchSize)
+        }
         guard let dx else { return }
         // dCols (CKK, n·L) = Wᵀ · dOut2d over the part's columns (no longer needed), scattered.
         weight.value.withUnsafeBufferPointer { wp in
@@ -213,6 +269,14 @@ public final class Conv2D: Layer {
     }
 }
 
+/// What backward reads of the last forward's far end: the output's gradient, and the output itself
+/// (a ReLU epilogue's mask) or the pooling's positions where the epilogue has them.
+private struct Ends {
+    var dOut: UnsafePointer<Float>
+    var output: UnsafePointer<Float>?
+    var codes: UnsafePointer<UInt8>?
+}
+
 /// One worker's buffers for `Conv2D`: the columns and output of one part, and its sums of the
 /// weight and bias gradients. Grown, never shrunk, so steps after the first allocate nothing.
 final class ConvScratch {
@@ -220,9 +284,11 @@ final class ConvScratch {
     private(set) var out2d = UnsafeMutablePointer<Float>.allocate(capacity: 0)
     private(set) var dW = UnsafeMutablePointer<Float>.allocate(capacity: 0)
     private(set) var db = UnsafeMutablePointer<Float>.allocate(capacity: 0)
-    private var capacity = (cols: 0, out: 0, dW: 0, db: 0)
+    /// The part's images with their zero padding, for the direct loops.
+    private(set) var padded = UnsafeMutablePointer<Float>.allocate(capacity: 0)
+    private var capacity = (cols: 0, out: 0, dW: 0, db: 0, padded: 0)
 
-    deinit { for p in [cols, out2d, dW, db] { p.deallocate() } }
+    deinit { for p in [cols, out2d, dW, db, padded] { p.deallocate() } }
 
     private static func grown(
         _ p: UnsafeMutablePointer<Float>, _ have: inout Int, _ need: Int
@@ -235,9 +301,10 @@ final class ConvScratch {
         return q
     }
 
-    func reserve(cols c: Int, out o: Int) {
+    func reserve(cols c: Int, out o: Int, padded p: Int) {
         cols = Self.grown(cols, &capacity.cols, c)
         out2d = Self.grown(out2d, &capacity.out, o)
+        padded = Self.grown(padded, &capacity.padded, p)
     }
 
     func clearGradients(weights: Int, biases: Int) {
@@ -245,6 +312,14 @@ final class ConvScratch {
         db = Self.grown(db, &capacity.db, biases)
         dW.update(repeating: 0, count: weights)
         db.update(repeating: 0, count: biases)
+    }
+
+    /// Images n0..<n0+part.batch of x with their zero padding.
+    func pad(_ part: ConvGeometry, of x: Tensor, from n0: Int) {
+        let image = part.channels * part.height * part.width
+        x.withUnsafeBufferPointer { xp in
+            DirectConvolution.pad(part, input: xp.baseAddress! + n0 * image, into: padded)
+        }
     }
 
     /// The columns of images n0..<n0+part.batch of x.

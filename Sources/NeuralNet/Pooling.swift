@@ -16,6 +16,9 @@ public final class MaxPool2D: Layer {
         self.kernel = kernel; self.stride = stride ?? kernel; self.padding = padding
     }
 
+    /// 2×2 windows, stride 2, no padding: the pooling a convolution can compute (`ConvEpilogue`).
+    public var isPlain2x2: Bool { kernel == 2 && stride == 2 && padding == 0 }
+
     private func geometry(_ n: Int, _ s: [Int]) -> ConvGeometry {
         ConvGeometry(
             batch: n, channels: s[0], height: s[1], width: s[2],
@@ -35,7 +38,7 @@ public final class MaxPool2D: Layer {
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 argmax.withUnsafeMutableBufferPointer { ap in
-                    if kernel == 2 && stride == 2 && padding == 0 {
+                    if isPlain2x2 {
                         splitInTwo(g.batch * g.channels, minimum: 1 << 10) { planes in
                             maxPool2x2(g, planes, xp.baseAddress!, yp.baseAddress!, ap.baseAddress!)
                         }

@@ -49,6 +49,12 @@ public final class Sequential {
     public let inputShape: [Int]
     /// Per-sample shape after each layer.
     public let shapes: [[Int]]
+    /// The layers as `forward(_:training:)` and `backward` run them: one range per convolution
+    /// with the ReLU and 2×2 max pooling it computes itself (`ConvEpilogue`), one per other layer.
+    public let stages: [Range<Int>]
+    /// Whether the last forward pass ran by stages (else layer by layer, for its hook): backward
+    /// goes the same way.
+    private var byStages = false
 
     /// The most layers and parameters a model may have (the examples: 10 layers, 0.4 M parameters).
     public static let maxLayers = 1_000
@@ -98,6 +104,37 @@ public final class Sequential {
         self.specs = specs
         self.inputShape = inputShape
         self.shapes = shapes
+        self.stages = Sequential.stages(layers)
+    }
+
+    /// A convolution followed by a ReLU (or ReLU6), and the 2×2, stride-2 max pooling after that
+    /// if there is one, form a stage; every other layer is a stage of its own.
+    static func stages(_ layers: [Layer]) -> [Range<Int>] {
+        var stages: [Range<Int>] = [], i = 0
+        while i < layers.count {
+            var end = i + 1
+            if layers[i] is Conv2D, end < layers.count, layers[end] is ClampedReLU {
+                end += 1
+                if end < layers.count, let p = layers[end] as? MaxPool2D, p.isPlain2x2 { end += 1 }
+            }
+            stages.append(i..<end)
+            i = end
+        }
+        return stages
+    }
+
+    /// What stage `s`'s convolution computes after its product (`.none` for a lone layer).
+    func epilogue(_ s: Range<Int>) -> ConvEpilogue {
+        guard s.count > 1, let relu = layers[s.lowerBound + 1] as? ClampedReLU else { return .none }
+        return ConvEpilogue(cap: relu.cap, pool: s.count == 3)
+    }
+
+    /// Stage `s`'s forward pass.
+    public func forward(stage s: Range<Int>, _ x: Tensor, training: Bool) -> Tensor {
+        guard s.count > 1, let conv = layers[s.lowerBound] as? Conv2D else {
+            return layers[s.lowerBound].forward(x, training: training)
+        }
+        return conv.forward(x, epilogue: epilogue(s))
     }
 
     /// Weights and biases a layer adds for an input shape (nil when the count overflows).
@@ -162,7 +199,8 @@ public final class Sequential {
     /// x (N, inputShape…) → logits (N, outputShape…)
     public func forward(_ x: Tensor, training: Bool) -> Tensor {
         var h = x
-        for layer in layers { h = layer.forward(h, training: training) }
+        for s in stages { h = forward(stage: s, h, training: training) }
+        byStages = true
         return h
     }
 
@@ -177,6 +215,7 @@ public final class Sequential {
             h = layers[i].forward(h, training: training)
             after(i, &h)
         }
+        byStages = false
         return h
     }
 
@@ -184,10 +223,16 @@ public final class Sequential {
     /// The first layer's input gradient is never computed.
     public func backward(_ dLogits: Tensor) {
         var d = dLogits
-        for i in stride(from: layers.count - 1, through: 0, by: -1) {
-            guard let next = layers[i].backward(d, needInputGradient: i > 0) else { return }
+        for s in (byStages ? stages : layers.indices.map { $0..<$0 + 1 }).reversed() {
+            guard let next = backward(stage: s, d) else { return }
             d = next
         }
+    }
+
+    /// Stage `s`'s backward pass after a forward pass by stages (a lone layer's either way); nil
+    /// for the first stage, whose input gradient is never needed.
+    public func backward(stage s: Range<Int>, _ d: Tensor) -> Tensor? {
+        layers[s.lowerBound].backward(d, needInputGradient: s.lowerBound > 0)
     }
 
     public func zeroGradients() {

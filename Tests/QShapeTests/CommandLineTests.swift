@@ -101,6 +101,22 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNotEqual(try qshape(["bench", "--only", "everything"]).status, 0)
     }
 
+    /// The profile times a step as training runs it: each convolution with its ReLU and pooling
+    /// as one stage, every other layer alone, then the loss and the optimiser.
+    func testProfileFollowsTheTrainingStages() throws {
+        let specs = try XCTUnwrap(try BenchWorkflow.networks().first { $0.0 == "fashion-cnn" }?.1)
+        let rows = try BenchWorkflow.profile(network: "fashion-cnn", layers: specs, steps: 1, batch: 4)
+        XCTAssertEqual(
+            rows.map(\.layer),
+            [
+                "0 conv2d+relu+maxpool2d", "3 conv2d+relu+maxpool2d", "6 flatten", "7 dense", "8 relu",
+                "9 dense",
+                "loss", "optimizer (adam)"
+            ])
+        XCTAssertNotNil(rows[1].forwardGFLOPS)
+        XCTAssertNil(rows[2].forwardGFLOPS)
+    }
+
     /// The memory part's measurement: the kernel's peak resident memory of a child process.
     func testChildPeakMemoryIsMeasured() throws {
         let exe = try qshapeExecutable().path

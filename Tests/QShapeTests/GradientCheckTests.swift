@@ -69,6 +69,23 @@ final class GradientCheckTests: XCTestCase {
                 }
             }
         }
+        // Rows of eight or more: forward and the weight gradient by the direct loops, against
+        // the finite differences and against the SGEMM path.
+        for (c, o, k, p) in [(1, 4, 3, 1), (2, 3, 3, 0), (1, 2, 5, 2)] {
+            let layer = Conv2D(inChannels: c, outChannels: o, kernel: k, padding: p, rng: &rng)
+            let x = randomTensor([3, c, 9, 12], seed: 5)
+            check(layer, input: x) { x, q in
+                Ref.conv(x, n: 3, c: c, h: 9, wd: 12, w: q[0], b: q[1], o: o, k: k, stride: 1, pad: p)
+            }
+            func run(direct: Bool) -> [Float] {
+                layer.directLoops = direct
+                layer.weight.grad.zero()
+                let y = layer.forward(x, training: true)
+                _ = layer.backward(randomTensor(y.shape, seed: 6), needInputGradient: false)
+                return y.data + layer.weight.grad.data
+            }
+            for (a, b) in zip(run(direct: true), run(direct: false)) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        }
         let noBias = Conv2D(inChannels: 2, outChannels: 2, kernel: 3, padding: 1, bias: false, rng: &rng)
         check(noBias, input: randomTensor([2, 2, 4, 4], seed: 5)) { x, q in
             Ref.conv(x, n: 2, c: 2, h: 4, wd: 4, w: q[0], b: nil, o: 2, k: 3, stride: 1, pad: 1)
@@ -228,6 +245,59 @@ final class GradientCheckTests: XCTestCase {
             }
             XCTAssertLessThan(relativeError(p.grad.data, n), 1e-3, "parameter \(j)")
         }
+    }
+
+    /// A convolution computing the ReLU (or ReLU6) and 2×2 pooling after it (`ConvEpilogue`) gives
+    /// the separate layers' outputs and gradients to the bit: odd sizes, ties (integer inputs and
+    /// weights), values past ReLU6's cap, one part or many, one thread or two.
+    func testFusedStagesMatchTheLayersToTheBit() throws {
+        let before = BLASThreads.current
+        defer { BLASThreads.set(before) }
+        let cases: [(relu: LayerSpec, pool: LayerSpec?, h: Int, w: Int, integers: Bool)] = [
+            (.relu, .maxpool2d(kernel: 2, stride: nil, padding: 0), 6, 8, false),
+            (.relu6, .maxpool2d(kernel: 2, stride: nil, padding: 0), 7, 5, true),
+            (.relu, .maxpool2d(kernel: 2, stride: nil, padding: 0), 5, 5, true),
+            (.relu6, nil, 5, 6, false), (.relu, .maxpool2d(kernel: 3, stride: 2, padding: 1), 6, 6, true)
+        ]
+        for (index, c) in cases.enumerated() {
+            var specs: [LayerSpec] = [
+                .conv2d(inChannels: 2, outChannels: 3, kernel: 3, stride: 1, padding: 1, bias: true), c.relu
+            ]
+            specs +=
+                (c.pool.map { [$0] } ?? []) + [.flatten, .dense(inFeatures: nil, outFeatures: 4, bias: true)]
+            var x = randomTensor([5, 2, c.h, c.w], seed: 40 + UInt64(index), scale: 4)
+            if c.integers { x = Tensor(shape: x.shape, data: x.data.map { $0.rounded() }) }
+            func run(byStages: Bool, threads: Int, chunkValues: Int) throws -> [[Float]] {
+                BLASThreads.set(threads)
+                let model = try Sequential(specs: specs, inputShape: [2, c.h, c.w], seed: 7)
+                (model.layers[0] as! Conv2D).chunkValues = chunkValues
+                if c.integers {
+                    for p in model.trainableParameters {
+                        p.value.data = p.value.data.map { ($0 * 8).rounded() }
+                    }
+                }
+                model.zeroGradients()
+                let y =
+                    byStages ? model.forward(x, training: true) : model.forward(x, training: true) { _, _ in }
+                model.backward(randomTensor(y.shape, seed: 50))
+                return [y.data] + model.trainableParameters.map(\.grad.data)
+            }
+            // Parts change the order of the weight gradient's sums: the same parts either way.
+            for (threads, chunk) in [(1, 1 << 18), (2, 1), (1, 1)] {
+                XCTAssertEqual(
+                    try run(byStages: true, threads: threads, chunkValues: chunk),
+                    try run(byStages: false, threads: 1, chunkValues: chunk), "case \(index)")
+            }
+        }
+        let model = try Sequential(
+            specs: [
+                .conv2d(inChannels: 1, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .relu,
+                .maxpool2d(kernel: 2, stride: nil, padding: 0),
+                .conv2d(
+                    inChannels: 2, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .relu6,
+                .maxpool2d(kernel: 3, stride: nil, padding: 0), .flatten
+            ], inputShape: [1, 8, 8], seed: 1)
+        XCTAssertEqual(model.stages, [0..<3, 3..<5, 5..<6, 6..<7])
     }
 
     func testSameSeedGivesBitIdenticalWeights() throws {

@@ -66,6 +66,60 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The direct convolution loops against their naive twin, im2col and the naive product: forward
+    /// (O, N·OH·OW) and the weight gradient, added onto what dW held; rows of exactly eight
+    /// positions, and of more with an overlapping last block.
+    func testDirectConvolutionMatchesIm2colAndNaiveProduct() {
+        // (batch, channels, height, width, kernel, padding, out)
+        for (n, c, h, w, k, p, o) in [
+            (3, 1, 9, 11, 3, 1, 5), (2, 2, 6, 8, 3, 1, 3), (1, 1, 8, 13, 5, 2, 2), (2, 3, 5, 10, 3, 0, 4),
+            (1, 1, 4, 8, 1, 0, 1)
+        ] {
+            let g = ConvGeometry(
+                batch: n, channels: c, height: h, width: w, kernelH: k, kernelW: k, stride: 1, padding: p)
+            XCTAssertTrue(DirectConvolution.suits(g), "\(g)")
+            let x = randomTensor([n * c * h * w], seed: 6).data,
+                wt = randomTensor([o * g.patchSize], seed: 7).data
+            let dOut = randomTensor([o * g.columns], seed: 8).data,
+                dW0 = randomTensor([o * g.patchSize], seed: 9).data
+            var cols = [Float](repeating: 0, count: g.patchSize * g.columns)
+            cols.withUnsafeMutableBufferPointer { im2colNaive(g, input: x, cols: $0.baseAddress!) }
+            var slow = [Float](repeating: 0, count: o * g.columns), slowDW = dW0
+            slow.withUnsafeMutableBufferPointer {
+                gemmNaive(
+                    m: o, n: g.columns, k: g.patchSize, a: wt, lda: g.patchSize, b: cols, ldb: g.columns,
+                    c: $0.baseAddress!, ldc: g.columns)
+            }
+            slowDW.withUnsafeMutableBufferPointer {
+                gemmNaive(
+                    transB: true, m: o, n: g.patchSize, k: g.columns, a: dOut, lda: g.columns, b: cols,
+                    ldb: g.columns, beta: 1, c: $0.baseAddress!, ldc: g.patchSize)
+            }
+            var padded = [Float](repeating: .nan, count: DirectConvolution.paddedCount(g))
+            var fast = [Float](repeating: .nan, count: o * g.columns), fastDW = dW0
+            padded.withUnsafeMutableBufferPointer { pp in
+                DirectConvolution.pad(g, input: x, into: pp.baseAddress!)
+                DirectConvolution.forward(g, weights: wt, outChannels: o, padded: pp.baseAddress!, out: &fast)
+                DirectConvolution.weightGradient(
+                    g, dOut: dOut, outChannels: o, padded: pp.baseAddress!, dW: &fastDW)
+            }
+            for i in fast.indices {
+                XCTAssertEqual(fast[i], slow[i], accuracy: 1e-5 * Float(g.patchSize), "\(g)")
+            }
+            for i in fastDW.indices {
+                XCTAssertEqual(fastDW[i], slowDW[i], accuracy: 1e-5 * Float(g.columns), "dW \(g)")
+            }
+        }
+        let strided = ConvGeometry(
+            batch: 1, channels: 1, height: 20, width: 20, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
+        XCTAssertFalse(DirectConvolution.suits(strided))
+        XCTAssertFalse(
+            DirectConvolution.suits(
+                ConvGeometry(
+                    batch: 1, channels: 1, height: 7, width: 7, kernelH: 3, kernelW: 3, stride: 1, padding: 1)
+            ))
+    }
+
     func testSeededRandomIsReproducibleAndUnbiased() {
         var a = SeededRandom(seed: 5), b = SeededRandom(seed: 5)
         XCTAssertEqual((0..<10).map { _ in a.next() }, (0..<10).map { _ in b.next() })
