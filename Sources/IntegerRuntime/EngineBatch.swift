@@ -9,27 +9,54 @@ extension IntegerEngine {
     /// layer; the outputs one after another. Gives exactly what `run` gives for each sample.
     public func runBatch(_ inputs: [Int16], count: Int) -> [Int16] {
         precondition(count >= 0 && inputs.count == count * model.inputShape.reduce(1, *))
-        var x = inputs, shape = model.inputShape
-        for (i, layer) in model.layers.enumerated() {
-            let next = IntegerEngine.outputShape(layer, shape)
+        var x = inputs, shape = model.inputShape, i = 0
+        while i < model.layers.count {
+            let layer = model.layers[i], next = IntegerEngine.outputShape(layer, shape)
+            let inSize = shape.reduce(1, *), outSize = next.reduce(1, *)
             switch layer {
             case .dense(let d) where d.requant.accumulatorBits <= 32:
                 x = IntegerEngine.denseBatch(
                     d, packed: packedWeights[i], narrow: narrowMultipliers[i], x, count: count)
             case .flatten: break
             case .clamp: x = apply(i, layer, x, shape)  // element-wise: the whole batch at once
-            default:
-                let inSize = shape.reduce(1, *), outSize = next.reduce(1, *)
-                var y = [Int16](repeating: 0, count: count * outSize)
-                for s in 0..<count {
-                    let out = apply(i, layer, Array(x[s * inSize..<(s + 1) * inSize]), shape)
-                    y.replaceSubrange(s * outSize..<(s + 1) * outSize, with: out)
+            case .conv(let c) where c.requant.accumulatorBits <= 32:
+                // A clamp right after the convolution is its saturation's range, made narrower.
+                let range = i + 1 < model.layers.count ? foldedClamp(c.requant, model.layers[i + 1]) : nil
+                x = bySample(x, count: count, inSize, outSize) {
+                    IntegerEngine.convPacked(
+                        c, weights: packedWeights[i], narrow: narrowMultipliers[i], $0, shape, range: range)
                 }
-                x = y
+                if range != nil { i += 1 }
+            default:
+                x = bySample(x, count: count, inSize, outSize) { apply(i, layer, $0, shape) }
             }
             shape = next
+            i += 1
         }
         return x
+    }
+
+    /// `body` on each sample's slice of the batch, the outputs laid out one after another.
+    private func bySample(
+        _ x: [Int16], count: Int, _ inSize: Int, _ outSize: Int, _ body: ([Int16]) -> [Int16]
+    ) -> [Int16] {
+        [Int16](unsafeUninitializedCapacity: count * outSize) { y, n in
+            for s in 0..<count {
+                let out = body(Array(x[s * inSize..<(s + 1) * inSize]))
+                out.withUnsafeBufferPointer {
+                    (y.baseAddress! + s * outSize).initialize(from: $0.baseAddress!, count: outSize)
+                }
+            }
+            n = count * outSize
+        }
+    }
+
+    /// The saturation range of a requantisation followed by `next` when that is a clamp whose
+    /// range overlaps it: clamp(saturate(v, a, b), c, d) = saturate(v, max(a, c), min(b, d)).
+    func foldedClamp(_ r: Requantization, _ next: IntegerLayer) -> (lo: Int64, hi: Int64)? {
+        guard case let .clamp(c, d) = next else { return nil }
+        let lo = max(r.outMin, c), hi = min(r.outMax, d)
+        return r.outMin <= r.outMax && c <= d && lo <= hi ? (lo, hi) : nil
     }
 
     /// Where entry 0 of matrix row `row` goes in the kernel's packed form (blocks of sixteen

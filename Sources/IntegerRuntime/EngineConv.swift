@@ -22,8 +22,9 @@ extension IntegerEngine {
         let h = s[1], wd = s[2], k = c.kernel
         let oh = (h + 2 * c.padding - k) / c.stride + 1, ow = (wd + 2 * c.padding - k) / c.stride + 1
         let entries = c.inChannels * k * k, pairs = (entries + 1) / 2, blocks = (oh * ow + 15) / 16
-        var packed = [Int16](repeating: 0, count: blocks * pairs * 32)
-        var rows = [Int16](repeating: 0, count: 2 * blocks * 16)
+        // Every value of both is written below (`qs_interleave16` fills whole blocks).
+        var packed = [Int16](unsafeUninitializedCapacity: blocks * pairs * 32) { $1 = $0.count }
+        var rows = [Int16](unsafeUninitializedCapacity: 2 * blocks * 16) { $1 = $0.count }
         packed.withUnsafeMutableBufferPointer { pp in
             x.withUnsafeBufferPointer { xp in
                 rows.withUnsafeMutableBufferPointer { rp in
@@ -57,6 +58,20 @@ extension IntegerEngine {
         // Output columns whose input column is inside the image: ox in [lo, hi).
         let lo = max(0, (c.padding - kx + c.stride - 1) / c.stride)
         let hi = min(ow, max(lo, (w + c.padding - kx + c.stride - 1) / c.stride))
+        if c.stride == 1 && oh == h && ow == w {
+            // "Same" size: the row is the input plane shifted by (ky − p)·w + (kx − p), so one copy
+            // from the first tap inside the image to the last, then zeros on the columns it
+            // wrapped onto (rows of 7–28 values, one copy each, spent their time starting copies).
+            let y0 = max(0, c.padding - ky), y1 = min(h, h + c.padding - ky)
+            guard y0 < y1 && lo < hi else { return }
+            let first = y0 * w + lo, end = (y1 - 1) * w + hi, shift = (ky - c.padding) * w + kx - c.padding
+            (row + first).update(from: x + ch * h * w + first + shift, count: end - first)
+            for oy in y0..<y1 {
+                for ox in 0..<lo { row[oy * w + ox] = 0 }
+                for ox in hi..<w { row[oy * w + ox] = 0 }
+            }
+            return
+        }
         for oy in 0..<oh {
             let iy = oy * c.stride - c.padding + ky
             guard iy >= 0 && iy < h else { continue }
@@ -71,13 +86,16 @@ extension IntegerEngine {
 
     /// y[o, l] = requant(bias[o] + Σ_k W[o,k]·patch_l[k]) with a 32-bit accumulator: for each
     /// block of sixteen positions and group of eight channels one kernel call, its sums written
-    /// into the channels' rows; then the rows requantised. Output (O, OH, OW).
+    /// into the channels' rows; then the rows requantised. Output (O, OH, OW), saturated to
+    /// `range` (default: the requantisation's output range).
     static func convPacked(
-        _ c: IntegerConv, weights: [Int16], narrow: [Int32]?, _ x: [Int16], _ s: [Int]
+        _ c: IntegerConv, weights: [Int16], narrow: [Int32]?, _ x: [Int16], _ s: [Int],
+        range: (lo: Int64, hi: Int64)? = nil
     ) -> [Int16] {
         let (patches, oh, ow) = packedPatches(c, x, s)
         let positions = oh * ow, pairs = (c.inChannels * c.kernel * c.kernel + 1) / 2, m = c.outChannels
-        var sums = [Int32](repeating: 0, count: m * positions)
+        // Every sum is written by the kernel calls (`tile` copies partial tiles' valid part).
+        var sums = [Int32](unsafeUninitializedCapacity: m * positions) { $1 = $0.count }
         var scratch = [Int32](repeating: 0, count: 128)
         patches.withUnsafeBufferPointer { pp in
             weights.withUnsafeBufferPointer { wp in
@@ -95,18 +113,20 @@ extension IntegerEngine {
                 }
             }
         }
-        if let narrow { return requantizedChannels(sums, c, positions, narrow) }
-        return requantizedChannels(sums, c, positions, c.requant.multiplier)
+        let r = range ?? (c.requant.outMin, c.requant.outMax)
+        if let narrow { return requantizedChannels(sums, c, positions, narrow, r) }
+        return requantizedChannels(sums, c, positions, c.requant.multiplier, r)
     }
 
     /// y[o, l] = saturate(requant(bias[o] + sums[o, l])): each channel's multiplier, shift and
     /// bias read once for its row (a loop the compiler vectorises; output by output it cost as
     /// much as the products), in 32-bit multipliers where they give the same values.
     private static func requantizedChannels<M: FixedWidthInteger & SignedInteger>(
-        _ sums: [Int32], _ c: IntegerConv, _ positions: Int, _ multiplier: [M]
+        _ sums: [Int32], _ c: IntegerConv, _ positions: Int, _ multiplier: [M],
+        _ range: (lo: Int64, hi: Int64)
     ) -> [Int16] {
-        var y = [Int16](repeating: 0, count: c.outChannels * positions)
-        let limit = c.requant.accumulatorLimit, lo = c.requant.outMin, hi = c.requant.outMax
+        var y = [Int16](unsafeUninitializedCapacity: c.outChannels * positions) { $1 = $0.count }
+        let limit = c.requant.accumulatorLimit, lo = range.lo, hi = range.hi
         sums.withUnsafeBufferPointer { sp in
             y.withUnsafeMutableBufferPointer { yp in
                 for o in 0..<c.outChannels {

@@ -110,7 +110,9 @@ final class IntegerEngineTests: XCTestCase {
             let extreme = trial % 5 == 0  // weights and inputs at ±32767
             // Up to 19 channels and 81 positions: whole tiles of the kernel (16 positions × 8 channels)
             // and the partial ones at the edges.
-            let c = r(1, 3), h = r(3, 9), w = r(3, 9), o = r(1, 19), k = r(1, 3), s = r(1, 2), p = r(0, 1)
+            let c = r(1, 3), h = r(3, 9), w = r(3, 9), o = r(1, 19)
+            var k = r(1, 3), s = r(1, 2), p = r(0, 1)
+            if trial % 4 == 1 { (k, s, p) = (3, 1, 1) }  // "same" size: the patches' shifted-plane copies
             let wv = (0..<(o * c * k * k)).map { _ in
                 Int16(extreme ? (rng.below(2) == 0 ? -32767 : 32767) : r(-127, 127))
             }
@@ -129,6 +131,13 @@ final class IntegerEngineTests: XCTestCase {
             let model = IntegerModel(inputShape: [c, h, w], layers: [.conv(conv)])
             let y = IntegerEngine(model).run(x)
             let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+            // `runBatch`, which folds a clamp after the convolution into its saturation, against
+            // `run` sample by sample.
+            let clamped = IntegerEngine(
+                IntegerModel(inputShape: [c, h, w], layers: [.conv(conv), .clamp(lo: -50, hi: 20_000)]))
+            XCTAssertEqual(
+                clamped.runBatch(x + x.reversed(), count: 2), clamped.run(x) + clamped.run(x.reversed()),
+                "trial \(trial)")
             XCTAssertEqual(y.count, o * oh * ow)
             let accLimit: Int64 = wide ? Int64.max / 2 : Int64(Int32.max)
             for oc in 0..<o {
