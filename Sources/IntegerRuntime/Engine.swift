@@ -15,6 +15,9 @@ public struct IntegerEngine: Sendable {
     /// Each weight layer's multipliers as Int32 where 32-bit requantisation gives the same values
     /// (`Requantization.narrowMultipliers`; nil elsewhere), decided once per layer.
     let narrowMultipliers: [[Int32]?]
+    /// For a convolution with a 32-bit accumulator followed by a clamp: the saturation range that
+    /// does both (`foldedClamp`), which `runBatch` uses in place of the clamp's pass; nil elsewhere.
+    let foldedClamps: [(lo: Int64, hi: Int64)?]
 
     public init(_ model: IntegerModel) {
         self.model = model
@@ -31,6 +34,12 @@ public struct IntegerEngine: Sendable {
             case .conv(let c): c.requant.narrowMultipliers
             default: nil
             }
+        }
+        foldedClamps = model.layers.indices.map { i in
+            guard case .conv(let c) = model.layers[i], c.requant.accumulatorBits <= 32,
+                i + 1 < model.layers.count
+            else { return nil }
+            return IntegerEngine.foldedClamp(c.requant, model.layers[i + 1])
         }
     }
 

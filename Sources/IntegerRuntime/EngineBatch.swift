@@ -19,14 +19,14 @@ extension IntegerEngine {
                     d, packed: packedWeights[i], narrow: narrowMultipliers[i], x, count: count)
             case .flatten: break
             case .clamp: x = apply(i, layer, x, shape)  // element-wise: the whole batch at once
-            case .conv(let c) where c.requant.accumulatorBits <= 32:
-                // A clamp right after the convolution is its saturation's range, made narrower.
-                let range = i + 1 < model.layers.count ? foldedClamp(c.requant, model.layers[i + 1]) : nil
+            case .conv(let c) where foldedClamps[i] != nil:
+                // The clamp right after the convolution is its saturation's range, made narrower.
                 x = bySample(x, count: count, inSize, outSize) {
                     IntegerEngine.convPacked(
-                        c, weights: packedWeights[i], narrow: narrowMultipliers[i], $0, shape, range: range)
+                        c, weights: packedWeights[i], narrow: narrowMultipliers[i], $0, shape,
+                        range: foldedClamps[i])
                 }
-                if range != nil { i += 1 }
+                i += 1
             default:
                 x = bySample(x, count: count, inSize, outSize) { apply(i, layer, $0, shape) }
             }
@@ -53,7 +53,7 @@ extension IntegerEngine {
 
     /// The saturation range of a requantisation followed by `next` when that is a clamp whose
     /// range overlaps it: clamp(saturate(v, a, b), c, d) = saturate(v, max(a, c), min(b, d)).
-    func foldedClamp(_ r: Requantization, _ next: IntegerLayer) -> (lo: Int64, hi: Int64)? {
+    static func foldedClamp(_ r: Requantization, _ next: IntegerLayer) -> (lo: Int64, hi: Int64)? {
         guard case let .clamp(c, d) = next else { return nil }
         let lo = max(r.outMin, c), hi = min(r.outMax, d)
         return r.outMin <= r.outMax && c <= d && lo <= hi ? (lo, hi) : nil

@@ -17,17 +17,15 @@ public enum DirectConvolution {
     }
 
     /// Values of the padded copy of g's images: N·C·(H + 2p)·(W + 2p).
-    public static func paddedCount(_ g: ConvGeometry) -> Int {
-        g.batch * g.channels * (g.height + 2 * g.padding) * (g.width + 2 * g.padding)
-    }
+    public static func paddedCount(_ g: ConvGeometry) -> Int { g.batch * g.channels * g.paddedPlane }
 
     /// The images of g with `padding` zeros on every side: (N, C, H + 2p, W + 2p).
     public static func pad(
         _ g: ConvGeometry, input: UnsafePointer<Float>, into p: UnsafeMutablePointer<Float>
     ) {
-        let wp = g.width + 2 * g.padding, hp = g.height + 2 * g.padding
+        let wp = g.paddedWidth
         for plane in 0..<(g.batch * g.channels) {
-            let dst = p + plane * hp * wp, src = input + plane * g.height * g.width
+            let dst = p + plane * g.paddedPlane, src = input + plane * g.height * g.width
             dst.update(repeating: 0, count: g.padding * wp)
             for y in 0..<g.height {
                 let row = dst + (g.padding + y) * wp
@@ -41,10 +39,11 @@ public enum DirectConvolution {
 
     /// The offset in a padded image of each patch value (c, kh, kw) from an output position's.
     static func tapOffsets(_ g: ConvGeometry) -> [Int] {
-        let wp = g.width + 2 * g.padding, hp = g.height + 2 * g.padding
         var offsets: [Int] = []
         for c in 0..<g.channels {
-            for kh in 0..<g.kernelH { for kw in 0..<g.kernelW { offsets.append((c * hp + kh) * wp + kw) } }
+            for kh in 0..<g.kernelH {
+                for kw in 0..<g.kernelW { offsets.append(c * g.paddedPlane + kh * g.paddedWidth + kw) }
+            }
         }
         return offsets
     }
@@ -54,8 +53,7 @@ public enum DirectConvolution {
     /// block of a row starts at OW − 8 and overlaps the one before by `skip` positions.
     @inline(__always)
     static func forEachBlock(_ g: ConvGeometry, _ body: (Int, Int, Int) -> Void) {
-        let ow = g.outW, width = Vector.scalarCount, wp = g.width + 2 * g.padding
-        let image = g.channels * (g.height + 2 * g.padding) * wp
+        let ow = g.outW, width = Vector.scalarCount, wp = g.paddedWidth, image = g.channels * g.paddedPlane
         for n in 0..<g.batch {
             for y in 0..<g.outH {
                 var x = 0
@@ -161,4 +159,10 @@ public enum DirectConvolution {
     static func load(_ p: UnsafePointer<Float>) -> Vector {
         UnsafeRawPointer(p).loadUnaligned(as: Vector.self)
     }
+}
+
+extension ConvGeometry {
+    /// The width of an image plane with its padding on both sides, and the values of such a plane.
+    var paddedWidth: Int { width + 2 * padding }
+    var paddedPlane: Int { (height + 2 * padding) * paddedWidth }
 }
