@@ -105,6 +105,10 @@ public final class Sequential {
         self.inputShape = inputShape
         self.shapes = shapes
         self.stages = Sequential.stages(layers)
+        // With convolutions, whose parts run on the two workers, the dense products run there too:
+        // OpenBLAS's idle thread would spin beside the workers (Dense.productsOnWorkers).
+        let convolutional = layers.contains { $0 is Conv2D }
+        for case let d as Dense in layers { d.productsOnWorkers = convolutional }
     }
 
     /// A convolution followed by a ReLU (or ReLU6), and the 2×2, stride-2 max pooling after that

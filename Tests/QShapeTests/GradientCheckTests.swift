@@ -298,6 +298,12 @@ final class GradientCheckTests: XCTestCase {
                 .maxpool2d(kernel: 3, stride: nil, padding: 0), .flatten
             ], inputShape: [1, 8, 8], seed: 1)
         XCTAssertEqual(model.stages, [0..<3, 3..<5, 5..<6, 6..<7])
+        // Dense products go to the workers in a network with convolutions, to OpenBLAS otherwise.
+        let dense: [LayerSpec] = [.flatten, .dense(inFeatures: nil, outFeatures: 3, bias: true)]
+        let cnn = try Sequential(specs: model.specs + dense.dropFirst(), inputShape: [1, 8, 8], seed: 1)
+        let mlp = try Sequential(specs: dense, inputShape: [1, 8, 8], seed: 1)
+        XCTAssertEqual((cnn.layers.last as? Dense)?.productsOnWorkers, true)
+        XCTAssertEqual((mlp.layers.last as? Dense)?.productsOnWorkers, false)
     }
 
     func testSameSeedGivesBitIdenticalWeights() throws {

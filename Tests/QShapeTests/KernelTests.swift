@@ -36,6 +36,43 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The product split between the two workers (by rows, or by columns when C is wider than
+    /// tall, halves rounded to 8) gives the naive twin's values, and leaves the BLAS thread count
+    /// as it found it, split or whole.
+    func testGemmOnWorkersMatchesNaiveTwinSplitOrWhole() {
+        let before = BLASThreads.current
+        defer { BLASThreads.set(before) }
+        for threads in [1, 2] {
+            BLASThreads.set(threads)
+            for (m, n, k, minimum) in [
+                (37, 20, 9, 1), (16, 45, 7, 1), (17, 16, 5, 1), (8, 9, 3, 1), (37, 20, 9, 1 << 20)
+            ] {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let a = randomTensor([m * k], seed: 6).data, b = randomTensor([k * n], seed: 7).data
+                    var fast = randomTensor([m * n], seed: 8).data, slow = fast
+                    let lda = ta ? m : k, ldb = tb ? k : n
+                    fast.withUnsafeMutableBufferPointer { c in
+                        gemmOnWorkers(
+                            transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b,
+                            ldb: ldb,
+                            beta: 2, c: c.baseAddress!, ldc: n, minimum: minimum)
+                    }
+                    slow.withUnsafeMutableBufferPointer { c in
+                        gemmNaive(
+                            transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b,
+                            ldb: ldb,
+                            beta: 2, c: c.baseAddress!, ldc: n)
+                    }
+                    for i in 0..<(m * n) {
+                        XCTAssertEqual(
+                            fast[i], slow[i], accuracy: 1e-4 * Float(k), "m\(m) n\(n) k\(k) \(ta) \(tb)")
+                    }
+                    XCTAssertEqual(BLASThreads.current, threads)
+                }
+            }
+        }
+    }
+
     func testIm2colMatchesNaiveTwinAndCol2imIsItsAdjoint() {
         let cases = [
             (2, 3, 7, 6, 3, 2, 1), (1, 1, 5, 5, 1, 1, 0), (2, 2, 4, 9, 3, 1, 2), (1, 2, 8, 8, 2, 2, 0),
