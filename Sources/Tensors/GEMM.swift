@@ -28,10 +28,11 @@ public func gemm(
 
 /// `gemm` split between the two workers when BLAS has two or more threads and the product has at
 /// least `minimum` multiply-adds: each computes half the rows (or, when C is wider than tall, half
-/// the columns) of C with one BLAS thread; smaller products run whole on one BLAS thread. The
-/// training passes call this rather than let OpenBLAS thread a product itself: between products
-/// OpenBLAS's idle thread spins (for about 2^28 cycles), and on two cores it took a fifth of the
-/// CPU time from the convolutions' workers that ran next; the workers' threads sleep instead.
+/// the columns) of C with one BLAS thread; smaller products run whole on one BLAS thread. Dense
+/// layers in networks with convolutions call this rather than let OpenBLAS thread a product
+/// itself (`Dense.productsOnWorkers`): between products OpenBLAS's idle thread spins (for about
+/// 2^28 cycles), and on two cores it took a fifth of the CPU time from the convolutions' workers
+/// that ran next; the workers' threads sleep instead.
 /// K is never split, so each element of C is one BLAS sum, the same for a given thread count.
 /// `split: false` is plain `gemm`, OpenBLAS threading the product itself.
 public func gemmOnWorkers(
