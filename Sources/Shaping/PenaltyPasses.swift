@@ -66,15 +66,16 @@ public enum Penalties {
     static func momentPass<Maximum: Flag>(
         _ w: UnsafeBufferPointer<Float>, center c: Float, _: Maximum.Type
     ) -> BlockSums {
-        let maximum = Maximum.on
+        // `Maximum.on` is read inside the loop's closure, which is then specialised with the pass
+        // (see `tailSums`).
         let base = w.baseAddress!
         return sumBlocks(0..<w.count) { start, end in
             var sums = LaneSums()
             var i = start
             while i + Lanes.scalarCount <= end {
-                sums.addMoments(loadLanes(base + i), center: c, maximum: maximum); i += Lanes.scalarCount
+                sums.addMoments(loadLanes(base + i), center: c, maximum: Maximum.on); i += Lanes.scalarCount
             }
-            while i < end { sums.addMoments(base[i], center: c, maximum: maximum); i += 1 }
+            while i < end { sums.addMoments(base[i], center: c, maximum: Maximum.on); i += 1 }
             return sums.sum
         }
     }
@@ -142,6 +143,9 @@ public enum Penalties {
         _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
         _: Range.Type, _: Quant.Type
     ) {
+        // The loop reads `Range.on` and `Quant.on` itself: a closure that captured them as Bools
+        // would not depend on the flags, and one unspecialised copy with both branches would serve
+        // every combination (at half speed, its accumulators spilled).
         let range = Range.on, quant = Quant.on
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
         let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)  // β(sᵢ − m) = k·|wᵢ| − βm
@@ -157,7 +161,7 @@ public enum Penalties {
                 var i = start
                 while i + Lanes.scalarCount <= end {
                     let x = loadLanes(base + i)
-                    if range {
+                    if Range.on {
                         let ax = magnitude(x)
                         var p = Lanes()
                         if anyAtLeast(ax, cutoff) {
@@ -165,7 +169,7 @@ public enum Penalties {
                         }
                         storeLanes(p, exps.baseAddress! + i)
                     }
-                    if quant {
+                    if Quant.on {
                         let u = x * qk, r = roundingResidual(u)
                         sums.c += r * r; sums.d += r * u
                     }
@@ -173,11 +177,11 @@ public enum Penalties {
                 }
                 while i < end {
                     let x = base[i]
-                    if range {
+                    if Range.on {
                         let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m))
                         sums.tail.a += p; sums.tail.b += p * si; exps[i] = Float(p)
                     }
-                    if quant {
+                    if Quant.on {
                         let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero);
                         sums.tail.c += Double(q * q); sums.tail.d += Double(q * u)
                     }
