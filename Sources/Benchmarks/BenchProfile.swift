@@ -72,8 +72,8 @@ extension BenchWorkflow {
             shape = model.shapes[stage.upperBound - 1]
             let name = "\(stage.lowerBound) " + stage.map { model.specs[$0].typeName }.joined(separator: "+")
             let f = forward[i] / Double(steps), b = backward[i] / Double(steps)
-            // Backward: the weight gradient, and the input gradient for every layer but the first.
-            let backwardMACs = macs * (stage.lowerBound == 0 ? 1 : 2)
+            // Backward: the weight gradient, and the input gradient above the first trainable layer.
+            let backwardMACs = macs * (model.needsInputGradient(layer: stage.lowerBound) ? 2 : 1)
             rows.append(
                 LayerProfile(
                     network: network, layer: name, forwardMs: f * 1e3, backwardMs: b * 1e3,

@@ -52,6 +52,10 @@ public final class Sequential {
     /// The layers as `forward(_:training:)` and `backward` run them: one range per convolution
     /// with the ReLU and 2×2 max pooling it computes itself (`ConvEpilogue`), one per other layer.
     public let stages: [Range<Int>]
+    /// The first layer with trainable parameters: below it no layer needs an input gradient (in
+    /// the MLP, Flatten alone is below the first dense layer, whose input gradient was a third of
+    /// its backward pass).
+    let firstTrainableLayer: Int
     /// Whether the last forward pass ran by stages (else layer by layer, for its hook): backward
     /// goes the same way.
     private var byStages = false
@@ -105,6 +109,7 @@ public final class Sequential {
         self.inputShape = inputShape
         self.shapes = shapes
         self.stages = Sequential.stages(layers)
+        firstTrainableLayer = layers.firstIndex { $0.state.contains(where: \.isTrainable) } ?? layers.count
         // With convolutions, whose parts run on the two workers, the dense products run there too:
         // OpenBLAS's idle thread would spin beside the workers (Dense.productsOnWorkers).
         let convolutional = layers.contains { $0 is Conv2D }
@@ -223,8 +228,8 @@ public final class Sequential {
         return h
     }
 
-    /// Back-propagates ∂L/∂logits through every layer, accumulating parameter gradients.
-    /// The first layer's input gradient is never computed.
+    /// Back-propagates ∂L/∂logits through every layer, accumulating parameter gradients. It stops
+    /// at the first layer with trainable parameters: no input gradient below it is computed.
     public func backward(_ dLogits: Tensor) {
         var d = dLogits
         for s in (byStages ? stages : layers.indices.map { $0..<$0 + 1 }).reversed() {
@@ -234,10 +239,15 @@ public final class Sequential {
     }
 
     /// Stage `s`'s backward pass after a forward pass by stages (a lone layer's either way); nil
-    /// for the first stage, whose input gradient is never needed.
+    /// from the first layer with trainable parameters down, whose input gradients no parameter needs.
     public func backward(stage s: Range<Int>, _ d: Tensor) -> Tensor? {
-        layers[s.lowerBound].backward(d, needInputGradient: s.lowerBound > 0)
+        guard s.lowerBound >= firstTrainableLayer else { return nil }
+        return layers[s.lowerBound].backward(d, needInputGradient: needsInputGradient(layer: s.lowerBound))
     }
+
+    /// Whether layer `i`'s backward pass computes its input gradient: some layer below it has
+    /// trainable parameters.
+    public func needsInputGradient(layer i: Int) -> Bool { i > firstTrainableLayer }
 
     public func zeroGradients() {
         for p in trainableParameters { p.grad.zero() }
@@ -251,12 +261,12 @@ public final class Sequential {
     }
 
     /// Multiply–accumulates of one sample's training step: the forward pass, the weight-gradient
-    /// GEMMs (one per forward GEMM) and the input-gradient GEMMs of every layer but the first.
+    /// GEMMs (one per forward GEMM) and the input-gradient GEMMs above the first trainable layer.
     public var trainingMACs: Int {
         var shape = inputShape, total = 0
         for (i, (layer, out)) in zip(layers, shapes).enumerated() {
             let f = layer.forwardMACs(input: shape)
-            total += f * (i == 0 ? 2 : 3)
+            total += f * (needsInputGradient(layer: i) ? 3 : 2)
             shape = out
         }
         return total

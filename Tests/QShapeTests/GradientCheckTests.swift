@@ -247,6 +247,33 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
+    /// Backward stops at the first layer with parameters: a Flatten below the first dense layer
+    /// asks it for no input gradient (a third of that layer's work), a layer above one does.
+    func testBackwardComputesNoInputGradientBelowTheFirstTrainableLayer() throws {
+        let specs: [LayerSpec] = [
+            .flatten, .relu, .dense(inFeatures: nil, outFeatures: 4, bias: true), .relu,
+            .dense(inFeatures: nil, outFeatures: 3, bias: false)
+        ]
+        let model = try Sequential(specs: specs, inputShape: [1, 3, 3], seed: 5)
+        XCTAssertEqual((0..<5).map { model.needsInputGradient(layer: $0) }, [false, false, false, true, true])
+        let x = randomTensor([2, 1, 3, 3], seed: 40)
+        let r = softmaxCrossEntropy(logits: model.forward(x, training: true), labels: [0, 2])
+        var d: Tensor? = r.dLogits
+        for s in model.stages.reversed() { d = d.flatMap { model.backward(stage: s, $0) } }
+        XCTAssertNil(d)
+        XCTAssertNotNil(model.backward(stage: 4..<5, r.dLogits))
+        let dFirst = randomTensor([2, 4], seed: 41)
+        XCTAssertNil(model.backward(stage: 2..<3, dFirst), "the first dense layer's input gradient")
+        XCTAssertNil(model.backward(stage: 0..<1, randomTensor([2, 9], seed: 42)))
+        // A network whose first layer has parameters: its own input gradient only is skipped.
+        let cnn = try Sequential(
+            specs: [
+                .conv2d(inChannels: 1, outChannels: 2, kernel: 3, stride: 1, padding: 1, bias: true), .flatten
+            ],
+            inputShape: [1, 4, 4], seed: 6)
+        XCTAssertEqual((0..<2).map { cnn.needsInputGradient(layer: $0) }, [false, true])
+    }
+
     /// A convolution computing the ReLU (or ReLU6) and 2×2 pooling after it (`ConvEpilogue`) gives
     /// the separate layers' outputs and gradients to the bit: odd sizes, ties (integer inputs and
     /// weights), values past ReLU6's cap, one part or many, one thread or two.
