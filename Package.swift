@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["Tensors", "CVectorMath"]),
         .target(
             name: "Training", dependencies: ["Tensors", "NeuralNet", "DataIO", "CVectorMath", "CThreads"]),
-        .target(name: "DataIO", dependencies: ["Tensors", "CZlib"]),
+        .target(name: "DataIO", dependencies: ["Tensors", "CZlib", "CVectorMath"]),
         // The integer engine: Swift standard library only (no Foundation, no Float or Double).
         .systemLibrary(name: "CIntegerKernels"),
         .target(name: "IntegerRuntime", dependencies: ["CIntegerKernels", "CProcessor"]),

@@ -1,5 +1,6 @@
 // A labelled data set in memory (bytes or floats) and its normalised batches.
 import Tensors
+import CVectorMath
 
 /// A data-set problem a user can fix: the message names the file and what is wrong.
 public struct DataError: Error, CustomStringConvertible, Sendable {
@@ -43,29 +44,34 @@ public struct Dataset: Sendable {
     /// The samples at `indices`, in that order: inputs (B, sampleShape…) and labels.
     public func batch<C: Collection>(_ indices: C, normalization: Normalization) -> (Tensor, [Int32])
     where C.Element == Int {
-        let size = sampleSize
-        var x = Tensor(shape: [indices.count] + sampleShape)
+        let rows = Array(indices), size = sampleSize
         let a = normalization.scale / normalization.std, b = -normalization.mean / normalization.std
-        x.withUnsafeMutableBufferPointer { xp in
-            var row = 0
-            for i in indices {
-                let dst = xp.baseAddress! + row * size
-                switch storage {
-                case .bytes(let bytes):
-                    bytes.withUnsafeBufferPointer { bp in
-                        let src = bp.baseAddress! + i * size
-                        for j in 0..<size { dst[j] = Float(src[j]) * a + b }
-                    }
-                case .floats(let floats):
-                    floats.withUnsafeBufferPointer { fp in
-                        let src = fp.baseAddress! + i * size
-                        for j in 0..<size { dst[j] = src[j] * a + b }
-                    }
-                }
-                row += 1
+        // Every value is written, so no zero-fill first; the storage is matched once, not per row.
+        let x = Tensor(shape: [rows.count] + sampleShape) { xp in
+            switch storage {
+            case .bytes(let bytes): Dataset.gather(rows, size, from: bytes, into: xp) { Float($0) * a + b }
+            case .floats(let floats): Dataset.gather(rows, size, from: floats, into: xp) { $0 * a + b }
             }
         }
-        return (x, indices.map { labels[$0] })
+        return (x, rows.map { labels[$0] })
+    }
+
+    /// Row `rows[r]` of `source` (rows of `size` values) through `convert` into row r of `out`,
+    /// the next row asked for while this one is converted (the rows are scattered over the set).
+    @inline(__always)
+    static func gather<T>(
+        _ rows: [Int], _ size: Int, from source: [T], into out: UnsafeMutableBufferPointer<Float>,
+        _ convert: (T) -> Float
+    ) {
+        source.withUnsafeBufferPointer { sp in
+            for (r, i) in rows.enumerated() {
+                if r + 1 < rows.count {
+                    qs_prefetch(sp.baseAddress! + rows[r + 1] * size, size * MemoryLayout<T>.stride)
+                }
+                let src = sp.baseAddress! + i * size, dst = out.baseAddress! + r * size
+                for j in 0..<size { dst[j] = convert(src[j]) }
+            }
+        }
     }
 
     /// The raw unnormalised bytes of one sample, when stored as bytes (the integer engine's input).

@@ -21,6 +21,26 @@ final class DataIOTests: XCTestCase {
         XCTAssertEqual(z.data[300], (x.data[300] - 0.5) / 0.25, accuracy: 1e-5)
     }
 
+    /// A batch is its rows in the order asked (repeats included), each value raw·a + b, from
+    /// bytes or floats alike.
+    func testBatchGathersRowsInOrderWithTheNormalisation() {
+        let rows = 7, size = 5
+        let raw = (0..<rows * size).map { UInt8(($0 * 37) % 256) }
+        let norm = Normalization(scale: 1 / 255, mean: 0.3, std: 0.7)
+        let a = norm.scale / norm.std, b = -norm.mean / norm.std
+        let labels = (0..<rows).map { Int32($0 % 3) }
+        let indices = [6, 0, 3, 3, 5, 1]
+        for storage in [Dataset.Storage.bytes(raw), .floats(raw.map(Float.init))] {
+            let d = Dataset(sampleShape: [size], storage: storage, labels: labels)
+            let (x, y) = d.batch(indices, normalization: norm)
+            XCTAssertEqual(x.shape, [indices.count, size])
+            XCTAssertEqual(y, indices.map { labels[$0] })
+            let expected = indices.flatMap { i in (0..<size).map { Float(raw[i * size + $0]) * a + b } }
+            XCTAssertEqual(x.data, expected)
+            XCTAssertEqual(d.batch([Int](), normalization: norm).0.data, [])
+        }
+    }
+
     func testPlainIDXRoundTripAndTruncationIsAClearError() throws {
         let dir = temporaryDirectory(self)
         let bytes = IDX.encode(dimensions: [2, 2, 3], bytes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255])
