@@ -14,9 +14,10 @@ import Synchronization
 /// are the same bits whichever threads ran them.
 ///
 /// One word holds the open loop: a generation (24 bits), the block count (20 bits) and the next
-/// unclaimed block (20 bits). A block is claimed by a compare-and-exchange on that word, so a
-/// helper holding a stale word from a finished loop cannot claim a block of the next one; the
-/// owner returns only after every claimed block has finished, so the loop's body outlives its use.
+/// unclaimed block (20 bits). Blocks are claimed, a run of them at a time (`claim`), by a
+/// compare-and-exchange on that word, so a helper holding a stale word from a finished loop
+/// cannot claim a block of the next one; the owner returns only after every claimed block has
+/// finished, so the loop's body outlives its use.
 public final class BlockSharing: @unchecked Sendable {
     /// The sharing the current thread's loops may use (none: they run alone).
     @TaskLocal public static var current: BlockSharing?
