@@ -143,15 +143,15 @@ public enum Penalties {
         _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings,
         _: Range.Type, _: Quant.Type
     ) {
-        // The loop reads `Range.on` and `Quant.on` itself: a closure that captured them as Bools
-        // would not depend on the flags, and one unspecialised copy with both branches would serve
-        // every combination (at half speed, its accumulators spilled).
-        let range = Range.on, quant = Quant.on
+        // `Range.on` and `Quant.on` are read where they are used, the loop's closure included: a
+        // closure that captured them as Bools would not depend on the flags, and one unspecialised
+        // copy with both branches would serve every combination (at half speed, its accumulators
+        // spilled).
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma
         let k = Float(beta / sigma), bm = Float(beta * m), inv = Float(1 / sigma)  // β(sᵢ − m) = k·|wᵢ| − βm
         let qk = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
         let cutoff = rangeCutoff(k: k, shift: bm)
-        if range {
+        if Range.on {
             st.rangeExponentials = [Float](unsafeUninitializedCapacity: w.count) { _, n in n = w.count }
         }
         let base = w.baseAddress!
@@ -190,8 +190,8 @@ public enum Penalties {
                 return sums.sum
             }
         }
-        if range { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
-        if quant {
+        if Range.on { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
+        if Quant.on {
             completeQuantisation(&st, total);
             st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart)
         }

@@ -70,11 +70,7 @@ public final class BlockSharing: @unchecked Sendable {
             let open = BlockSharing.pack(
                 generation: (word.load(ordering: .relaxed) >> 40) + 1, count: count, next: 0)
             word.store(open, ordering: .releasing)
-            var mine = 0
-            while let blocks = claim(open) {
-                for b in blocks { body(b) }
-                mine += blocks.count
-            }
+            let mine = drain(open, body)
             let all = finished.add(mine, ordering: .acquiringAndReleasing).newValue
             if all < count { while finished.load(ordering: .acquiring) < count { sched_yield() } }
             self.body = nil
@@ -84,16 +80,20 @@ public final class BlockSharing: @unchecked Sendable {
     /// Runs blocks of the open loop until it has none left to claim; returns whether it ran any.
     @discardableResult
     public func help() -> Bool {
-        let open = word.load(ordering: .relaxed)
-        guard let first = claim(open) else { return false }
-        var blocks: Range<Int>? = first, ran = 0
-        while let claimed = blocks {
-            for b in claimed { run(b) }
-            ran += claimed.count
-            blocks = claim(open)
-        }
+        let ran = drain(word.load(ordering: .relaxed), run)
+        guard ran > 0 else { return false }
         finished.add(ran, ordering: .releasing)
         return true
+    }
+
+    /// Claims and runs blocks of the loop `open` describes until none is left; returns how many.
+    private func drain(_ open: UInt64, _ each: (Int) -> Void) -> Int {
+        var ran = 0
+        while let blocks = claim(open) {
+            for b in blocks { each(b) }
+            ran += blocks.count
+        }
+        return ran
     }
 
     /// One block on a helper. Not inlined: the helper's reference to the body ends inside it,

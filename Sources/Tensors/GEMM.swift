@@ -52,13 +52,8 @@ public func gemmOnWorkers(
             a: a + (transA ? i : i * lda), lda: lda, b: b + (transB ? j * ldb : j), ldb: ldb,
             beta: beta, c: c + i * ldc + j, ldc: ldc)
     }
-    let threads = BLASThreads.current
-    guard threads > 1, split else { return block(0, m, 0, n) }
-    guard m * n * k >= minimum, max(m, n) >= 16 else {
-        BLASThreads.set(1)
-        block(0, m, 0, n)
-        return BLASThreads.set(threads)
-    }
+    guard BLASThreads.current > 1, split else { return block(0, m, 0, n) }
+    guard m * n * k >= minimum, max(m, n) >= 16 else { return BLASThreads.one { block(0, m, 0, n) } }
     let byRows = m >= n, whole = byRows ? m : n, half = (whole / 2 + 7) / 8 * 8
     onTwoWorkers { w in
         let from = w == 0 ? 0 : half, count = w == 0 ? half : whole - half
@@ -96,17 +91,22 @@ public func gemmNaive(
 public enum BLASThreads {
     public static func set(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var current: Int { Int(openblas_get_num_threads()) }
+
+    /// `body` with one BLAS thread, the count restored after it.
+    public static func one<R>(_ body: () -> R) -> R {
+        let threads = current
+        set(1)
+        defer { set(threads) }
+        return body()
+    }
 }
 
 /// Runs `body(0)` and `body(1)`: on two threads, each with one BLAS thread, when BLAS has two or
 /// more (OpenBLAS splitting the small products of a convolution's parts between its threads
 /// scaled poorly); in turn otherwise. Callers make the result independent of which.
 public func onTwoWorkers(_ body: (Int) -> Void) {
-    let threads = BLASThreads.current
-    guard threads > 1 else { return onTwoThreads(parallel: false, body) }
-    BLASThreads.set(1)
-    onTwoThreads(parallel: true, body)
-    BLASThreads.set(threads)
+    guard BLASThreads.current > 1 else { return onTwoThreads(parallel: false, body) }
+    BLASThreads.one { onTwoThreads(parallel: true, body) }
 }
 
 /// `body(0)` and `body(1)`: on two threads when `parallel`, in turn otherwise.
