@@ -210,7 +210,7 @@ public enum Penalties {
     ) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
-        let sums = gradientPass(w, grad, kernel)
+        let sums = gradientPass(w, grad, kernel, quantisationSums: st.quantSumsPending)
         var st = st
         if st.quantSumsPending {
             if kernel.quant {
@@ -234,22 +234,26 @@ public enum Penalties {
     }
 
     /// `grad += kernel(w)` over the group; returns Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the
-    /// quantisation term is on. One specialised copy per combination of terms keeps the loop free
-    /// of branches.
+    /// quantisation term is on and `quantisationSums` asks for them (`evaluate` left them pending;
+    /// summing them again when it did not doubled the pass's time). One specialised copy per
+    /// combination keeps the loop free of branches.
     static func gradientPass(
-        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient
+        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient,
+        quantisationSums: Bool
     ) -> BlockSums {
-        switch (k.quant, k.range) {
-        case (false, false): gradientPass(w, grad, k, Off.self, Off.self)
-        case (true, false): gradientPass(w, grad, k, On.self, Off.self)
-        case (false, true): gradientPass(w, grad, k, Off.self, On.self)
-        case (true, true): gradientPass(w, grad, k, On.self, On.self)
+        switch (k.quant, k.range, k.quant && quantisationSums) {
+        case (false, false, _): gradientPass(w, grad, k, Off.self, Off.self, Off.self)
+        case (false, true, _): gradientPass(w, grad, k, Off.self, On.self, Off.self)
+        case (true, false, false): gradientPass(w, grad, k, On.self, Off.self, Off.self)
+        case (true, true, false): gradientPass(w, grad, k, On.self, On.self, Off.self)
+        case (true, false, true): gradientPass(w, grad, k, On.self, Off.self, On.self)
+        case (true, true, true): gradientPass(w, grad, k, On.self, On.self, On.self)
         }
     }
 
-    static func gradientPass<Quant: Flag, Range: Flag>(
+    static func gradientPass<Quant: Flag, Range: Flag, Sums: Flag>(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type
+        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type, _: Sums.Type
     ) -> BlockSums {
         let x = w.baseAddress!, g = grad.baseAddress!
         return k.exponentials.withUnsafeBufferPointer { p in
@@ -260,12 +264,14 @@ public enum Penalties {
                     storeLanes(
                         loadLanes(g + i)
                             + k.lanes(
-                                loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on, sums: &sums),
+                                loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on,
+                                quantSums: Sums.on, into: &sums),
                         g + i)
                     i += Lanes.scalarCount
                 }
                 while i < end {
-                    g[i] += k.scalar(x[i], at: i, p, quant: Quant.on, range: Range.on, sums: &sums)
+                    g[i] += k.scalar(
+                        x[i], at: i, p, quant: Quant.on, range: Range.on, quantSums: Sums.on, into: &sums)
                     i += 1
                 }
                 return sums.sum
@@ -320,17 +326,18 @@ struct PenaltyGradient {
     }
 
     /// The gradient of 16 weights from index `i` of the group; adds their Σ(u − r)², Σ(u − r)·u to
-    /// `sums.c`, `sums.d` when `quant`. `p`: the exponentials' storage, when `range`.
+    /// `sums.c`, `sums.d` when `quant` and `quantSums`. `p`: the exponentials' storage, when `range`.
     @inline(__always)
     func lanes(
-        _ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums
+        _ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, quantSums: Bool,
+        into sums: inout LaneSums
     ) -> Lanes {
         let d = x - mean
         var g = ((a * d + b) * d + c) * d + e
         if quant {
             let u = x * quantScale, r = roundingResidual(u)
             g += quantGain * r
-            sums.c += r * r; sums.d += r * u
+            if quantSums { sums.c += r * r; sums.d += r * u }
         }
         if range { g += withSign(rangeGain * loadLanes(p.baseAddress! + i), of: x) }
         return g
@@ -339,14 +346,15 @@ struct PenaltyGradient {
     /// The same for one weight (the same operations in the same order: the same result).
     @inline(__always)
     func scalar(
-        _ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, sums: inout LaneSums
+        _ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, quantSums: Bool,
+        into sums: inout LaneSums
     ) -> Float {
         let d = x - mean
         var g = ((a * d + b) * d + c) * d + e
         if quant {
             let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
             g += quantGain * r
-            sums.tail.c += Double(r * r); sums.tail.d += Double(r * u)
+            if quantSums { sums.tail.c += Double(r * r); sums.tail.d += Double(r * u) }
         }
         if range { g += Float(bitPattern: (rangeGain * p[i]).bitPattern ^ (x.bitPattern & 0x8000_0000)) }
         return g

@@ -209,6 +209,37 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// With the error in steps, `evaluate` may leave the quantisation sums to the gradient pass:
+    /// its sums, value and gradient then equal those of the separate sums pass (which the gradient
+    /// pass does not repeat), whatever else is on.
+    func testQuantisationSumsFromTheGradientPassEqualTheSumsPass() {
+        for terms in [[PenaltyTerm.quantError], [.quantError, .kurtosis], PenaltyTerm.allCases] {
+            var s = PenaltySettings(Set(terms))
+            s.quantErrorRelative = false; s.quantErrorBits = 4; s.rangeTarget = 1.0
+            let scales = Dictionary(uniqueKeysWithValues: terms.map { ($0, 0.3) })
+            let w = Self.sample("skewed", 5_003, seed: 7)
+            func run(pending: Bool) -> (PenaltyState, [Float]) {
+                var g = [Float](repeating: 0, count: w.count)
+                let st = w.withUnsafeBufferPointer { wp in
+                    g.withUnsafeMutableBufferPointer { gp in
+                        let first = Penalties.evaluate(wp, s, quantisationSums: !pending)
+                        XCTAssertEqual(first.quantSumsPending, pending)
+                        return Penalties.addGradient(wp, gp, first, s, scales: scales)
+                    }
+                }
+                return (st, g)
+            }
+            let (separate, gSeparate) = run(pending: false), (inPass, gInPass) = run(pending: true)
+            XCTAssertFalse(inPass.quantSumsPending)
+            XCTAssertEqual(
+                inPass.quantError, separate.quantError, accuracy: 1e-6 * separate.quantError, "\(terms)")
+            XCTAssertEqual(inPass.quantCross, separate.quantCross, accuracy: 1e-6 * abs(separate.quantCross))
+            XCTAssertGreaterThan(separate.quantError, 0)
+            XCTAssertEqual(inPass.argMax, separate.argMax)
+            XCTAssertEqual(gInPass, gSeparate, "\(terms)")
+        }
+    }
+
     /// At ties the straight-through residual is that of the deployed rounding (half away from
     /// zero): u = 0.5 → −0.5, u = −2.5 → +0.5, in the vector lanes and in the scalar tail alike.
     func testQuantisationResidualAtTiesFollowsHalfAwayRounding() {
