@@ -2,8 +2,8 @@
 import NeuralNet
 
 /// Something that adds terms to the loss whose values depend on the weights alone (the shaping
-/// penalties). The trainer calls it before back-propagation, possibly on another thread while the
-/// batch is gathered: it must read only the weights and write only its own gradients.
+/// penalties). The trainer calls it before back-propagation, its loops possibly shared with another
+/// thread (`BlockSharing`): it must read only the weights and write only its own gradients.
 public protocol LossTerm: AnyObject {
     /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
     /// `epoch` is fractional progress, for warm-up schedules.

@@ -1,7 +1,7 @@
 // Which steps run on two threads: a few steps of each kind timed every window, the faster kept.
-/// Whether a step runs on two threads (the side thread gathers the batch while the main thread
-/// runs the loss terms, then joins them) or on the main thread alone, chosen by timing steps of
-/// each as training goes. On a quiet machine two threads win; when other work holds the second
+/// Whether a step runs on two threads (the side thread gathers the batch during the last
+/// optimiser update, then joins the loss terms) or on the main thread alone, chosen by timing
+/// steps of each as training goes. On a quiet machine two threads win; when other work holds the second
 /// processor, the side thread gets little of it and the main thread waits, and one thread can
 /// win. The trained weights are the same bits either way, so only the time depends on the choice.
 ///

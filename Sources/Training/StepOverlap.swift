@@ -1,16 +1,20 @@
-// How one training step overlaps its two independent parts on a second core: gathering the batch
-// (the data) and the loss terms (the shaping penalties, which read only the weights). The epoch
-// loop makes one call per step (`run`) and gives one hint (`stepEnded`); all the thread machinery
-// (SideThread, BlockSharing, ParallelChoice) stays behind this type.
+// How one training step overlaps its independent parts on a second core: gathering the next batch
+// (the data) during this step's optimiser update, and the loss terms (the shaping penalties, which
+// read only the weights), shared by both threads. The epoch loop makes one call per step for each
+// (`update`, `run`) and one at its end (`finish`); all the thread machinery (SideThread,
+// BlockSharing, ParallelChoice) stays behind this type.
 import Foundation
 import Synchronization
 import Tensors
 
-/// The overlap of batch gathering and loss terms within a step. The side thread gathers the batch
-/// while this thread runs the loss terms, then joins their loops (`BlockSharing`): the weights and
-/// gradients stay in this thread's cache, and the batch is the smaller thing to move. Every few
-/// steps both ways are timed and the faster kept (`ParallelChoice`). The work and its order are
-/// the same either way, and so are the trained weights.
+/// The overlap of batch gathering, loss terms and the optimiser update. While the main thread
+/// runs the update of step t (one thread, about a tenth of an MLP step), the side thread gathers
+/// step t + 1's batch, then waits for that step's loss terms and joins their loops
+/// (`BlockSharing`): the weights and gradients stay in the main thread's cache, and the batch is
+/// the smaller thing to move. Where the next batch is not known in time (the first step of an
+/// epoch), the side thread gathers it while the main thread runs the loss terms. Every few steps
+/// both ways are timed and the faster kept (`ParallelChoice`). The work and its order are the
+/// same either way, and so are the trained weights.
 final class StepOverlap {
     /// The thread that gathers the batch, made on first use.
     private var side: SideThread?
@@ -19,19 +23,29 @@ final class StepOverlap {
     private let sharing = BlockSharing()
     private let termsDone = Atomic<Bool>(false)
     private var choice = ParallelChoice()
-    private let enabled: Bool
+    private let enabled: Bool, hasLossTerms: Bool
+    /// Whether the side thread's job holds the next step's batch (gathered during the update).
+    private(set) var prefetched = false
 
-    /// `enabled`: the config allows it (`training.overlap`); it is used only with loss terms to
-    /// overlap and a second core.
+    /// `enabled`: the config allows it (`training.overlap`); it is used only with a second core.
     init(enabled: Bool, hasLossTerms: Bool) {
-        self.enabled = enabled && hasLossTerms && ProcessInfo.processInfo.activeProcessorCount > 1
+        self.enabled = enabled && ProcessInfo.processInfo.activeProcessorCount > 1
+        self.hasLossTerms = hasLossTerms
     }
 
     deinit { side?.stop() }
 
-    /// Runs `terms` and `gather` (in that order on one thread, or overlapped on two).
-    func run(terms: () -> Void, gather: @escaping @Sendable () -> Void) {
-        guard enabled, choice.current else {
+    /// Runs `terms` and the batch's gathering: `gather` nil when `prefetched` (the side thread
+    /// has it or is on it, and helps with `terms` once done); else in that order on one thread,
+    /// or overlapped on two.
+    func run(terms: () -> Void, gather: (@Sendable () -> Void)?) {
+        guard let gather else {
+            precondition(prefetched, "no batch was gathered ahead")
+            prefetched = false
+            shareTerms(terms)
+            return
+        }
+        guard enabled, hasLossTerms, choice.current else {
             terms()
             gather()
             return
@@ -40,23 +54,62 @@ final class StepOverlap {
         termsDone.store(false, ordering: .relaxed)
         side!.run { [self] in
             gather()
-            while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
+            helpUntilTermsDone()
         }
+        shareTerms(terms)
+    }
+
+    /// The step's optimiser update, with the step's timing recorded. `gatherNext` gathers the
+    /// next step's batch (nil for an epoch's last step): when the next step runs on two threads
+    /// and that is known now, the side thread does it during the update, and the result is
+    /// `true` (the next `run` then takes no `gather`). Otherwise the side thread is only woken
+    /// ahead of the next step's loss terms, after the last probe of a window (whose time decides
+    /// the next step's kind) once the update is over.
+    func update(
+        stepStart: ContinuousClock.Instant, gatherNext: (@Sendable () -> Void)?, _ body: () -> Void
+    ) -> Bool {
+        guard enabled else {
+            body()
+            return false
+        }
+        let known = choice.nextIsKnown
+        if let gatherNext, known, choice.next { prefetch(gatherNext) }
+        body()
+        choice.record(seconds: seconds(ContinuousClock.now - stepStart))
+        if gatherNext != nil, !known, choice.current, hasLossTerms { prepareSide() }
+        return prefetched
+    }
+
+    /// Ends a batch gathered ahead that will not be used (the epoch ended early).
+    func finish() {
+        guard prefetched else { return }
+        prefetched = false
+        termsDone.store(true, ordering: .releasing)
+        side!.wait()
+    }
+
+    private func prefetch(_ gather: @escaping @Sendable () -> Void) {
+        if side == nil { side = SideThread() }
+        termsDone.store(false, ordering: .relaxed)
+        let help = hasLossTerms
+        side!.run { [self] in
+            gather()
+            if help { helpUntilTermsDone() }
+        }
+        prefetched = true
+    }
+
+    /// The loss terms on this thread, with the side thread joining their loops; returns when both
+    /// are done.
+    private func shareTerms(_ terms: () -> Void) {
         BlockSharing.$current.withValue(sharing, operation: terms)
         termsDone.store(true, ordering: .releasing)
         side!.wait()  // gathers the batch here if the side thread never started
     }
 
-    /// The step's optimiser update, with the step's timing recorded. The side thread's wake-up
-    /// overlaps the update when the next step will use it; after the last probe of a window, whose
-    /// time decides the next step's kind, it is woken after the update.
-    func update(stepStart: ContinuousClock.Instant, isLast: Bool, _ body: () -> Void) {
-        guard enabled else { return body() }
-        let known = choice.nextIsKnown
-        if !isLast, known, choice.next { prepareSide() }
-        body()
-        choice.record(seconds: seconds(ContinuousClock.now - stepStart))
-        if !isLast, !known, choice.current { prepareSide() }
+    /// The side thread's part of the loss terms: it helps with their loops until they are done.
+    private func helpUntilTermsDone() {
+        while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
     }
 
     private func prepareSide() {

@@ -21,8 +21,8 @@ public struct TrainingOptions: Equatable, Sendable {
     /// Fraction of the training set held out for validation (a seeded random subset).
     public var validationSplit = 0.0
     public var normalization = Normalization()
-    /// Overlap each step's batch gathering and loss terms on a second core (`StepOverlap`,
-    /// `training.overlap`). The trained weights are the same either way.
+    /// Overlap each step's batch gathering with the optimiser update and the loss terms on a second
+    /// core (`StepOverlap`, `training.overlap`). The trained weights are the same either way.
     public var overlapSteps = true
     public init() {}
 }
@@ -48,6 +48,10 @@ public final class Trainer {
     public private(set) var trainIndices: [Int]
     public private(set) var validationIndices: [Int]
     private var overlap: StepOverlap
+    /// The next step's batch indices and slot, when the side thread gathers it during the update.
+    private var nextBatch: (indices: ArraySlice<Int>, slot: BatchSlot)?
+    /// Whether a batch is being gathered ahead (only ever between the steps of an epoch).
+    var isGatheringAhead: Bool { overlap.prefetched || nextBatch != nil }
 
     public init(model: Sequential, options: TrainingOptions, trainingSetSize: Int) {
         self.model = model
@@ -69,28 +73,37 @@ public final class Trainer {
 
     /// The step's batch, and its loss terms' values with their gradients added to zeroed
     /// gradients. The loss terms depend on the weights alone: they go first, and backward adds to
-    /// their gradients; `StepOverlap` may gather the batch meanwhile. All is done before fake
-    /// quantisation swaps the weights.
+    /// their gradients; `StepOverlap` may gather the batch meanwhile, or have gathered it during
+    /// the last update. All is done before fake quantisation swaps the weights.
     private func batchAndLossTerms(
         _ idx: ArraySlice<Int>, epoch t: Double, train: Dataset
     ) -> (Tensor, [Int32], [[String: Double]]) {
-        let batch = BatchSlot()
+        let ahead = nextBatch.map { $0.indices == idx } ?? false
+        let batch = ahead ? nextBatch!.slot : BatchSlot()
+        nextBatch = nil
         var values: [[String: Double]] = []
         model.zeroGradients()
         overlap.run(
             terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) }
             },
-            gather: { [options] in batch.value = train.batch(idx, normalization: options.normalization) })
+            gather: ahead ? nil : gathering(idx, into: batch, from: train))
         let (x, y) = batch.value!
         return (x, y, values)
+    }
+
+    /// Gathers the batch of `idx` into `slot`.
+    private func gathering(
+        _ idx: ArraySlice<Int>, into slot: BatchSlot, from train: Dataset
+    ) -> @Sendable () -> Void {
+        { [options] in slot.value = train.batch(idx, normalization: options.normalization) }
     }
 
     /// One step: loss terms and batch, forward (through fake quantisation during QAT), backward,
     /// clipping and the update. Returns the data loss's result and the loss terms' values, or nil
     /// (nothing updated, `divergence` set) when the loss is not finite.
     private func step(
-        _ idx: ArraySlice<Int>, epoch: Int, step: Int, steps: Int, learningRate lr: Double,
-        train: Dataset
+        _ idx: ArraySlice<Int>, next: ArraySlice<Int>?, epoch: Int, step: Int, steps: Int,
+        learningRate lr: Double, train: Dataset
     ) -> (result: (loss: Double, dLogits: Tensor, correct: Int), stepLoss: Double, terms: [[String: Double]])?
     {
         let stepStart = ContinuousClock.now
@@ -112,7 +125,13 @@ public final class Trainer {
         if options.gradientClip > 0 {
             clipGradientNorm(model.trainableParameters, maxNorm: options.gradientClip)
         }
-        overlap.update(stepStart: stepStart, isLast: step + 1 == steps) { optimizer.step(learningRate: lr) }
+        let slot = BatchSlot()
+        let ahead = overlap.update(
+            stepStart: stepStart, gatherNext: next.map { gathering($0, into: slot, from: train) }
+        ) {
+            optimizer.step(learningRate: lr)
+        }
+        if ahead, let next { nextBatch = (next, slot) }
         return (r, stepLoss, termValues)
     }
 
@@ -126,6 +145,7 @@ public final class Trainer {
         var sums = EpochSums(), firstStep = 0
         if let r = resumePoint, r.epoch == epoch { sums = r.sums; firstStep = r.step }
         resumePoint = nil
+        defer { overlap.finish(); nextBatch = nil }
         let epochRandom = rng
         var order = trainIndices
         rng.shuffle(&order)
@@ -136,10 +156,11 @@ public final class Trainer {
             let t = Double(epoch) + Double(step) / Double(steps)
             lr = options.schedule.learningRate(
                 base: options.optimizer.learningRate, epoch: t, totalEpochs: options.epochs)
-            let idx = order[(step * options.batchSize)..<min(order.count, (step + 1) * options.batchSize)]
+            let idx = batchIndices(order, step)
             guard
                 let done = self.step(
-                    idx, epoch: epoch, step: step, steps: steps, learningRate: lr, train: train)
+                    idx, next: step + 1 < steps ? batchIndices(order, step + 1) : nil, epoch: epoch,
+                    step: step, steps: steps, learningRate: lr, train: train)
             else { break }
             for (name, value) in done.terms.joined() { sums.penaltySums[name, default: 0] += value }
             sums.lossSum += done.stepLoss * Double(idx.count)
@@ -162,6 +183,11 @@ public final class Trainer {
             epoch, sums: sums, steps: steps, seen: seenHere, learningRate: lr,
             seconds: seconds(clock.now - start),
             train: train)
+    }
+
+    /// The indices of step `k`'s batch in the epoch's `order`.
+    private func batchIndices(_ order: [Int], _ k: Int) -> ArraySlice<Int> {
+        order[(k * options.batchSize)..<min(order.count, (k + 1) * options.batchSize)]
     }
 
     /// The epoch's metrics from its sums, with the loss terms' statistics and validation.

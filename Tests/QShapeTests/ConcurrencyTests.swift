@@ -135,31 +135,73 @@ final class ConcurrencyTests: XCTestCase {
         helper.stop()
     }
 
-    /// Training with the penalties on two threads gives the weights of training with them on the
-    /// main thread alone.
-    func testParallelPenaltiesTrainTheSameWeights() throws {
+    /// Training with the batches gathered during the optimiser update and the penalties on two
+    /// threads gives the weights of training on the main thread alone, with penalties or without.
+    func testParallelStepsTrainTheSameWeights() throws {
+        let data = Self.randomImages(512)
+        for shaped in [true, false] {
+            let serial = try Self.train(data, shaped: shaped, parallel: false)
+            XCTAssertEqual(try Self.train(data, shaped: shaped, parallel: true), serial, "shaped: \(shaped)")
+        }
+    }
+
+    /// An epoch that ends early (here a checkpoint fails) while the next batch is being gathered
+    /// ahead leaves the side thread idle: the next epoch trains as usual.
+    func testAnEpochEndingEarlyLeavesNoBatchGatheredAhead() throws {
+        struct Stop: Error {}
+        try XCTSkipIf(
+            ProcessInfo.processInfo.activeProcessorCount < 2, "one processor: nothing is gathered ahead")
+        let data = Self.randomImages(512)
+        for shaped in [true, false] {
+            let (model, trainer) = try Self.trainer(data, shaped: shaped, parallel: true, checkpointSteps: 1)
+            // Steps 3–5 of the first window run on two threads: step 4's batch is gathered ahead.
+            var seen = 0
+            XCTAssertThrowsError(
+                try trainer.trainEpoch(
+                    0, train: data,
+                    checkpoint: { _ in
+                        XCTAssertEqual(trainer.isGatheringAhead, seen >= 2 && seen <= 4, "step \(seen + 1)")
+                        seen += 1
+                        if seen == 4 { throw Stop() }
+                    }))
+            XCTAssertFalse(trainer.isGatheringAhead)
+            let before = model.namedState.map { $0.parameter.value.data }
+            let metrics = try trainer.trainEpoch(1, train: data)
+            XCTAssertEqual(metrics.epoch, 2)
+            XCTAssertNotEqual(model.namedState.map { $0.parameter.value.data }, before)
+        }
+    }
+
+    static func randomImages(_ count: Int) -> Dataset {
+        var rng = SeededRandom(seed: 3)
+        return Dataset(
+            sampleShape: [1, 28, 28],
+            storage: .bytes((0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
+            labels: (0..<count).map { _ in Int32(rng.below(10)) })
+    }
+
+    static func trainer(
+        _ data: Dataset, shaped: Bool, parallel: Bool, checkpointSteps: Int = 0
+    ) throws -> (Sequential, Trainer) {
         let specs: [LayerSpec] = [
             .flatten, .dense(inFeatures: 784, outFeatures: 64, bias: true), .relu,
             .dense(inFeatures: 64, outFeatures: 10, bias: true)
         ]
-        var rng = SeededRandom(seed: 3)
-        let count = 512
-        let data = Dataset(
-            sampleShape: [1, 28, 28],
-            storage: .bytes((0..<(count * 784)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }),
-            labels: (0..<count).map { _ in Int32(rng.below(10)) })
         var config = BenchWorkflow.shapingTerms(PenaltyTerm.allCases)
         config.terms[.range]?.target = 1.5
-        func train(parallel: Bool) throws -> [[Float]] {
-            let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
-            var options = TrainingOptions()
-            options.batchSize = 64
-            options.overlapSteps = parallel
-            let trainer = Trainer(model: model, options: options, trainingSetSize: count)
-            trainer.lossTerms = [ShapingLossTerm(config, model: model)]
-            for epoch in 0..<2 { _ = try trainer.trainEpoch(epoch, train: data) }
-            return model.namedState.map { $0.parameter.value.data }
-        }
-        XCTAssertEqual(try train(parallel: true), try train(parallel: false))
+        let model = try Sequential(specs: specs, inputShape: [1, 28, 28], seed: 1)
+        var options = TrainingOptions()
+        options.batchSize = 64
+        options.overlapSteps = parallel
+        options.checkpointSteps = checkpointSteps
+        let trainer = Trainer(model: model, options: options, trainingSetSize: data.count)
+        if shaped { trainer.lossTerms = [ShapingLossTerm(config, model: model)] }
+        return (model, trainer)
+    }
+
+    static func train(_ data: Dataset, shaped: Bool, parallel: Bool) throws -> [[Float]] {
+        let (model, trainer) = try trainer(data, shaped: shaped, parallel: parallel)
+        for epoch in 0..<2 { _ = try trainer.trainEpoch(epoch, train: data) }
+        return model.namedState.map { $0.parameter.value.data }
     }
 }
