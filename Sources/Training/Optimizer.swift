@@ -100,14 +100,33 @@ public final class Optimizer {
                     v.withUnsafeMutableBufferPointer { vp in
                         // L2 (Adam) adds wd·w to the gradient; decoupled decay (AdamW) scales w first.
                         let l2 = decoupled ? 0 : wd
-                        adamUpdate(
-                            count: w.count, w: w.baseAddress!, g: g.baseAddress!, m: mp.baseAddress!,
-                            v: vp.baseAddress!, b1: b1, b2: b2, eps: eps, l2: l2, decay: decay,
-                            stepSize: stepSize, invSqrtBC2: invSqrtBC2)
+                        let n = w.count
+                        let (w, g, m, v) = (w.baseAddress!, g.baseAddress!, mp.baseAddress!, vp.baseAddress!)
+                        inBlocks(count: n) { start, count in
+                            adamUpdate(
+                                count: count, w: w + start, g: g + start, m: m + start, v: v + start, b1: b1,
+                                b2: b2, eps: eps, l2: l2, decay: decay, stepSize: stepSize,
+                                invSqrtBC2: invSqrtBC2)
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// Values per block of an update shared with another thread (a multiple of the 16 lanes).
+let updateBlock = 8192
+
+/// Runs `body(start, count)` over `0..<count` in blocks of `updateBlock`, shared with the threads
+/// helping the current `BlockSharing` (the training loop's side thread, once it has gathered the
+/// next batch); in one piece when there is none or the tensor is small. Every element's update
+/// depends on that element alone, so the result is the same whoever runs which block.
+private func inBlocks(count: Int, _ body: (Int, Int) -> Void) {
+    guard let sharing = BlockSharing.current, count >= 2 * updateBlock else { return body(0, count) }
+    sharing.forEach((count + updateBlock - 1) / updateBlock) { b in
+        let start = b * updateBlock
+        body(start, min(updateBlock, count - start))
     }
 }
 

@@ -1,6 +1,6 @@
 // How one training step overlaps its independent parts on a second core: gathering the next batch
-// (the data) during this step's optimiser update, and the loss terms (the shaping penalties, which
-// read only the weights), shared by both threads. The epoch loop makes one call per step for each
+// (the data) during this step's optimiser update, then the rest of that update and the loss terms
+// (the shaping penalties, which read only the weights), shared by both threads. The epoch loop makes one call per step for each
 // (`update`, `run`) and one at its end (`finish`); all the thread machinery (SideThread,
 // BlockSharing, ParallelChoice) stays behind this type.
 import Foundation
@@ -8,20 +8,20 @@ import Synchronization
 import Tensors
 
 /// The overlap of batch gathering, loss terms and the optimiser update. While the main thread
-/// runs the update of step t (one thread, about a tenth of an MLP step), the side thread gathers
-/// step t + 1's batch, then waits for that step's loss terms and joins their loops
-/// (`BlockSharing`): the weights and gradients stay in the main thread's cache, and the batch is
-/// the smaller thing to move. Where the next batch is not known in time (the first step of an
+/// starts the update of step t (about a tenth of an MLP step), the side thread gathers step t + 1's
+/// batch, then joins the update's remaining blocks and, with loss terms, waits for step t + 1's
+/// and joins their loops (`BlockSharing`): the batch is the smaller thing to move, and the loss
+/// terms start on the main thread, where the update left the weights. Where the next batch is not known in time (the first step of an
 /// epoch), the side thread gathers it while the main thread runs the loss terms. Every few steps
 /// both ways are timed and the faster kept (`ParallelChoice`). The work and its order are the
 /// same either way, and so are the trained weights.
 final class StepOverlap {
     /// The thread that gathers the batch, made on first use.
     private var side: SideThread?
-    /// How the side thread joins the loss terms' loops once it has gathered the batch, and
-    /// whether they are done (it then stops helping).
+    /// How the side thread joins the update's and the loss terms' loops once it has gathered the
+    /// batch, and whether they are done (it then stops helping).
     private let sharing = BlockSharing()
-    private let termsDone = Atomic<Bool>(false)
+    private let helpEnds = Atomic<Bool>(false)
     private var choice = ParallelChoice()
     private let enabled: Bool, hasLossTerms: Bool
     /// Whether the side thread's job holds the next step's batch (gathered during the update).
@@ -51,10 +51,10 @@ final class StepOverlap {
             return
         }
         if side == nil { side = SideThread() }
-        termsDone.store(false, ordering: .relaxed)
+        helpEnds.store(false, ordering: .relaxed)
         side!.run { [self] in
             gather()
-            helpUntilTermsDone()
+            helpUntilDone()
         }
         shareTerms(terms)
     }
@@ -74,7 +74,12 @@ final class StepOverlap {
         }
         let known = choice.nextIsKnown
         if let gatherNext, known, choice.next { prefetch(gatherNext) }
-        body()
+        if prefetched {
+            BlockSharing.$current.withValue(sharing, operation: body)
+            if !hasLossTerms { helpEnds.store(true, ordering: .releasing) }
+        } else {
+            body()
+        }
         choice.record(seconds: seconds(ContinuousClock.now - stepStart))
         if gatherNext != nil, !known, choice.current, hasLossTerms { prepareSide() }
         return prefetched
@@ -84,17 +89,16 @@ final class StepOverlap {
     func finish() {
         guard prefetched else { return }
         prefetched = false
-        termsDone.store(true, ordering: .releasing)
+        helpEnds.store(true, ordering: .releasing)
         side!.wait()
     }
 
     private func prefetch(_ gather: @escaping @Sendable () -> Void) {
         if side == nil { side = SideThread() }
-        termsDone.store(false, ordering: .relaxed)
-        let help = hasLossTerms
+        helpEnds.store(false, ordering: .relaxed)
         side!.run { [self] in
             gather()
-            if help { helpUntilTermsDone() }
+            helpUntilDone()
         }
         prefetched = true
     }
@@ -103,13 +107,13 @@ final class StepOverlap {
     /// are done.
     private func shareTerms(_ terms: () -> Void) {
         BlockSharing.$current.withValue(sharing, operation: terms)
-        termsDone.store(true, ordering: .releasing)
+        helpEnds.store(true, ordering: .releasing)
         side!.wait()  // gathers the batch here if the side thread never started
     }
 
     /// The side thread's part of the loss terms: it helps with their loops until they are done.
-    private func helpUntilTermsDone() {
-        while !termsDone.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
+    private func helpUntilDone() {
+        while !helpEnds.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
     }
 
     private func prepareSide() {

@@ -145,6 +145,33 @@ final class ConcurrencyTests: XCTestCase {
         }
     }
 
+    /// Adam's update of a large tensor, its blocks shared with a helping thread, is the same bits
+    /// as on one thread, for Adam and AdamW.
+    func testSharedAdamUpdateIsTheSameBits() {
+        let n = 5 * updateBlock + 37
+        var rng = SeededRandom(seed: 21)
+        let start = (0..<n).map { _ in rng.uniform(-0.5, 0.5) }
+        let grads = (0..<3).map { _ in (0..<n).map { _ in rng.uniform(-5e-3, 5e-3) } }
+        for kind in [OptimizerConfig.Kind.adam, .adamw] {
+            func run(_ sharing: BlockSharing?) -> [Float] {
+                let p = Parameter("w", role: .weight, value: Tensor(shape: [n], data: start))
+                var config = OptimizerConfig()
+                config.kind = kind; config.weightDecay = 0.01
+                let optimizer = Optimizer(config, parameters: [p])
+                for g in grads {
+                    p.grad = Tensor(shape: [n], data: g)
+                    BlockSharing.$current.withValue(sharing) { optimizer.step(learningRate: 1e-3) }
+                }
+                return p.value.data
+            }
+            let sharing = BlockSharing(), helper = Helper(sharing)
+            let alone = run(nil)
+            for _ in 0..<10 { XCTAssertEqual(run(sharing), alone, "\(kind)") }
+            helper.stop()
+            XCTAssertNotEqual(alone, start)
+        }
+    }
+
     /// An epoch that ends early (here a checkpoint fails) while the next batch is being gathered
     /// ahead leaves the side thread idle: the next epoch trains as usual.
     func testAnEpochEndingEarlyLeavesNoBatchGatheredAhead() throws {
