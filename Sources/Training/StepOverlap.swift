@@ -111,7 +111,8 @@ final class StepOverlap {
         side!.wait()  // gathers the batch here if the side thread never started
     }
 
-    /// The side thread's part of the loss terms: it helps with their loops until they are done.
+    /// The side thread's part of the update and the loss terms: it helps with their loops until
+    /// told to stop (after the loss terms; after the update when there are none).
     private func helpUntilDone() {
         while !helpEnds.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
     }

@@ -81,6 +81,7 @@ public final class Trainer {
         let ahead = nextBatch.map { $0.indices == idx } ?? false
         let batch = ahead ? nextBatch!.slot : BatchSlot()
         nextBatch = nil
+        if !ahead { overlap.finish() }  // nothing gathered ahead, or not this batch
         var values: [[String: Double]] = []
         model.zeroGradients()
         overlap.run(
