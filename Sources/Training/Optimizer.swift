@@ -74,13 +74,17 @@ public final class Optimizer {
         p.grad.withUnsafeBufferPointer { g in
             p.value.withUnsafeMutableBufferPointer { w in
                 buf.withUnsafeMutableBufferPointer { b in
-                    for j in 0..<w.count {
-                        var d = g[j] + wd * w[j]
-                        if mu != 0 {
-                            b[j] = firstStep ? d : mu * b[j] + d
-                            d = nesterov ? d + mu * b[j] : b[j]
+                    let n = w.count
+                    let (g, w, b) = (g.baseAddress!, w.baseAddress!, b.baseAddress!)
+                    inBlocks(count: n) { start, count in
+                        for j in start..<(start + count) {
+                            var d = g[j] + wd * w[j]
+                            if mu != 0 {
+                                b[j] = firstStep ? d : mu * b[j] + d
+                                d = nesterov ? d + mu * b[j] : b[j]
+                            }
+                            w[j] -= lr * d
                         }
-                        w[j] -= lr * d
                     }
                 }
             }

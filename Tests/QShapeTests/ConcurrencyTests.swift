@@ -145,18 +145,18 @@ final class ConcurrencyTests: XCTestCase {
         }
     }
 
-    /// Adam's update of a large tensor, its blocks shared with a helping thread, is the same bits
-    /// as on one thread, for Adam and AdamW.
-    func testSharedAdamUpdateIsTheSameBits() {
+    /// The optimiser's update of a large tensor, its blocks shared with a helping thread, is the
+    /// same bits as on one thread, for Adam, AdamW and SGD with Nesterov momentum.
+    func testSharedOptimizerUpdateIsTheSameBits() {
         let n = 5 * updateBlock + 37
         var rng = SeededRandom(seed: 21)
         let start = (0..<n).map { _ in rng.uniform(-0.5, 0.5) }
         let grads = (0..<3).map { _ in (0..<n).map { _ in rng.uniform(-5e-3, 5e-3) } }
-        for kind in [OptimizerConfig.Kind.adam, .adamw] {
+        for kind in [OptimizerConfig.Kind.adam, .adamw, .sgd] {
             func run(_ sharing: BlockSharing?) -> [Float] {
                 let p = Parameter("w", role: .weight, value: Tensor(shape: [n], data: start))
                 var config = OptimizerConfig()
-                config.kind = kind; config.weightDecay = 0.01
+                config.kind = kind; config.weightDecay = 0.01; config.momentum = 0.9; config.nesterov = true
                 let optimizer = Optimizer(config, parameters: [p])
                 for g in grads {
                     p.grad = Tensor(shape: [n], data: g)
