@@ -12,12 +12,12 @@ let blockSize = 1024
 /// apart and added in block order all the same, so the result does not depend on who ran what.
 @inline(__always)
 func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSums {
-    let blocks = (range.count + blockSize - 1) / blockSize
+    let blocks = BlockSharing.blockCount(range, size: blockSize)
     /// Block b's sums, marked with its start (where its maximum is searched for).
     func block(_ b: Int) -> BlockSums {
-        let start = range.lowerBound + b * blockSize
-        var part = body(start, Swift.min(range.upperBound, start + blockSize))
-        part.maxStart = start
+        let r = BlockSharing.block(b, of: range, size: blockSize)
+        var part = body(r.lowerBound, r.upperBound)
+        part.maxStart = r.lowerBound
         return part
     }
     if blocks > 1, let sharing = BlockSharing.current { return sharedSum(blocks, sharing, block) }

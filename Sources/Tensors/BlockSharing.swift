@@ -6,8 +6,9 @@ import Synchronization
 
 /// Threads sharing the blocks of one loop at a time. The thread that owns the work calls
 /// `forEach`; others call `help` while they have nothing better to do and run blocks of the
-/// loop then open. The training loop uses it for the shaping penalties: they run on the main
-/// thread, and a second thread joins them when it has gathered the batch.
+/// loop then open. The training loop uses it for the optimiser update and the shaping penalties
+/// (`forEachBlock`, `sumBlocks` in Shaping): they run on the main thread, and a second thread joins
+/// them when it has gathered the next batch.
 ///
 /// Which thread runs which block changes from run to run, so callers keep each block's result
 /// apart and combine them in block order afterwards (`sumBlocks` in Shaping does): the results
@@ -100,4 +101,29 @@ public final class BlockSharing: @unchecked Sendable {
     /// before `finished` tells the owner, whose `withoutActuallyEscaping` checks that none is left.
     @inline(never)
     private func run(_ block: Int) { body!(block) }
+}
+
+extension BlockSharing {
+    /// How many blocks of at most `size` values `range` has.
+    @inlinable
+    public static func blockCount(_ range: Range<Int>, size: Int) -> Int { (range.count + size - 1) / size }
+
+    /// Block `b` of `range` cut into blocks of at most `size` values.
+    @inlinable
+    public static func block(_ b: Int, of range: Range<Int>, size: Int) -> Range<Int> {
+        let start = range.lowerBound + b * size
+        return start..<Swift.min(range.upperBound, start + size)
+    }
+
+    /// `body(b, block b)` for every block of at most `size` values of `range`: shared with the
+    /// current sharing's helpers when there is one and more than one block, else in order here.
+    /// For loops whose blocks do not depend on each other (an optimiser's update).
+    public static func forEachBlock(of range: Range<Int>, size: Int, _ body: (Int, Range<Int>) -> Void) {
+        let count = blockCount(range, size: size)
+        guard count > 1, let sharing = current else {
+            for b in 0..<count { body(b, block(b, of: range, size: size)) }
+            return
+        }
+        sharing.forEach(count) { b in body(b, block(b, of: range, size: size)) }
+    }
 }

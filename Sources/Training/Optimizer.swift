@@ -76,8 +76,8 @@ public final class Optimizer {
                 buf.withUnsafeMutableBufferPointer { b in
                     let n = w.count
                     let (g, w, b) = (g.baseAddress!, w.baseAddress!, b.baseAddress!)
-                    inBlocks(count: n) { start, count in
-                        for j in start..<(start + count) {
+                    BlockSharing.forEachBlock(of: 0..<n, size: updateBlock) { _, block in
+                        for j in block {
                             var d = g[j] + wd * w[j]
                             if mu != 0 {
                                 b[j] = firstStep ? d : mu * b[j] + d
@@ -106,9 +106,11 @@ public final class Optimizer {
                         let l2 = decoupled ? 0 : wd
                         let n = w.count
                         let (w, g, m, v) = (w.baseAddress!, g.baseAddress!, mp.baseAddress!, vp.baseAddress!)
-                        inBlocks(count: n) { start, count in
+                        BlockSharing.forEachBlock(of: 0..<n, size: updateBlock) { _, block in
+                            let start = block.lowerBound
                             adamUpdate(
-                                count: count, w: w + start, g: g + start, m: m + start, v: v + start, b1: b1,
+                                count: block.count, w: w + start, g: g + start, m: m + start, v: v + start,
+                                b1: b1,
                                 b2: b2, eps: eps, l2: l2, decay: decay, stepSize: stepSize,
                                 invSqrtBC2: invSqrtBC2)
                         }
@@ -119,20 +121,11 @@ public final class Optimizer {
     }
 }
 
-/// Values per block of an update shared with another thread (a multiple of the 16 lanes).
+/// Values per block of an update shared with another thread (a multiple of the 16 lanes). The
+/// blocks are shared with the current `BlockSharing`'s helpers (the training loop's side thread,
+/// once it has gathered the next batch); every element's update depends on that element alone,
+/// so the result is the same whoever runs which block.
 let updateBlock = 8192
-
-/// Runs `body(start, count)` over `0..<count` in blocks of `updateBlock`, shared with the threads
-/// helping the current `BlockSharing` (the training loop's side thread, once it has gathered the
-/// next batch); in one piece when there is none or the tensor is small. Every element's update
-/// depends on that element alone, so the result is the same whoever runs which block.
-private func inBlocks(count: Int, _ body: (Int, Int) -> Void) {
-    guard let sharing = BlockSharing.current, count >= 2 * updateBlock else { return body(0, count) }
-    sharing.forEach((count + updateBlock - 1) / updateBlock) { b in
-        let start = b * updateBlock
-        body(start, min(updateBlock, count - start))
-    }
-}
 
 /// Scales all gradients so their joint L2 norm is at most `maxNorm` (PyTorch
 /// `clip_grad_norm_`); returns the norm before clipping.

@@ -1,9 +1,9 @@
 // Which steps run on two threads: a few steps of each kind timed every window, the faster kept.
 /// Whether a step runs on two threads (the side thread gathers the batch during the last
 /// optimiser update, then joins the loss terms) or on the main thread alone, chosen by timing
-/// steps of each as training goes. On a quiet machine two threads win; when other work holds the second
-/// processor, the side thread gets little of it and the main thread waits, and one thread can
-/// win. The trained weights are the same bits either way, so only the time depends on the choice.
+/// steps of each as training goes. On a quiet machine two threads win; when other work holds the
+/// second processor, the side thread gets little of it and the main thread waits, and one thread
+/// can win. The trained weights are the same bits either way, so only the time depends on the choice.
 ///
 /// Every `window` steps begin with `probes` steps of each kind; the rest of the window runs the
 /// kind whose median probe was faster. A probe's time is the whole step's, optimiser included:

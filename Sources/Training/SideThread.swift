@@ -5,9 +5,9 @@ import CThreads
 
 /// One job at a time on a second thread, beside the caller's own work: in the training loop it
 /// gathers the next batch while the main thread runs the optimiser update, then helps with the
-/// shaping penalties (Docs/Performance.md). `run` hands a job over; `wait` returns when it is done, with its writes
-/// visible to the caller. If the thread has not started the job by then (its processor busy with
-/// other work), the caller takes the job back and runs it itself.
+/// update and the shaping penalties (Docs/Performance.md). `run` hands a job over; `wait` returns
+/// when it is done, with its writes visible to the caller. If the thread has not started the job
+/// by then (its processor busy with other work), the caller takes the job back and runs it itself.
 ///
 /// Jobs are numbered. The thread sleeps on a semaphore between jobs, one signal per job; woken,
 /// it spins until its job is posted and then claims it, as the caller may, by moving `claimed`

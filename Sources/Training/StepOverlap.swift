@@ -1,23 +1,28 @@
-// How one training step overlaps its independent parts on a second core: gathering the next batch
-// (the data) during this step's optimiser update, then the rest of that update and the loss terms
-// (the shaping penalties, which read only the weights), shared by both threads. The epoch loop makes one call per step for each
-// (`update`, `run`) and one at its end (`finish`); all the thread machinery (SideThread,
-// BlockSharing, ParallelChoice) stays behind this type.
+// How one training step overlaps its independent parts on a second core: gathering the next
+// batch (the data) during this step's optimiser update, then the rest of that update and the loss
+// terms (the shaping penalties, which read only the weights), shared by both threads. The epoch
+// loop makes one call per step for each (`update`, `run`) and one at its end (`finish`); all the
+// thread machinery (SideThread, BlockSharing, ParallelChoice) stays behind this type.
 import Foundation
 import Synchronization
 import Tensors
 
 /// The overlap of batch gathering, loss terms and the optimiser update. While the main thread
-/// starts the update of step t (about a tenth of an MLP step), the side thread gathers step t + 1's
-/// batch, then joins the update's remaining blocks and, with loss terms, waits for step t + 1's
-/// and joins their loops (`BlockSharing`): the batch is the smaller thing to move, and the loss
-/// terms start on the main thread, where the update left the weights. Where the next batch is not known in time (the first step of an
-/// epoch), the side thread gathers it while the main thread runs the loss terms. Every few steps
+/// starts the update of step t (about a tenth of an MLP step), the side thread gathers step
+/// t + 1's batch, then joins the update's remaining blocks and, with loss terms, waits for step
+/// t + 1's and joins their loops (`BlockSharing`): the batch is the smaller thing to move, and the
+/// loss terms start on the main thread, where the update left the weights. Where the next batch
+/// is not known in time (the first step of an epoch), the side thread gathers it while the main
+/// thread runs the loss terms. Every few steps
 /// both ways are timed and the faster kept (`ParallelChoice`). The work and its order are the
 /// same either way, and so are the trained weights.
 final class StepOverlap {
-    /// The thread that gathers the batch, made on first use.
-    private var side: SideThread?
+    /// The thread that gathers the batch, made on first use (`side`).
+    private var made: SideThread?
+    private var side: SideThread {
+        if made == nil { made = SideThread() }
+        return made!
+    }
     /// How the side thread joins the update's and the loss terms' loops once it has gathered the
     /// batch, and whether they are done (it then stops helping).
     private let sharing = BlockSharing()
@@ -33,7 +38,7 @@ final class StepOverlap {
         self.hasLossTerms = hasLossTerms
     }
 
-    deinit { side?.stop() }
+    deinit { made?.stop() }
 
     /// Runs `terms` and the batch's gathering: `gather` nil when `prefetched` (the side thread
     /// has it or is on it, and helps with `terms` once done); else in that order on one thread,
@@ -50,12 +55,7 @@ final class StepOverlap {
             gather()
             return
         }
-        if side == nil { side = SideThread() }
-        helpEnds.store(false, ordering: .relaxed)
-        side!.run { [self] in
-            gather()
-            helpUntilDone()
-        }
+        startSide(gather)
         shareTerms(terms)
     }
 
@@ -73,7 +73,10 @@ final class StepOverlap {
             return false
         }
         let known = choice.nextIsKnown
-        if let gatherNext, known, choice.next { prefetch(gatherNext) }
+        if let gatherNext, known, choice.next {
+            startSide(gatherNext)
+            prefetched = true
+        }
         if prefetched {
             BlockSharing.$current.withValue(sharing, operation: body)
             if !hasLossTerms { helpEnds.store(true, ordering: .releasing) }
@@ -81,7 +84,7 @@ final class StepOverlap {
             body()
         }
         choice.record(seconds: seconds(ContinuousClock.now - stepStart))
-        if gatherNext != nil, !known, choice.current, hasLossTerms { prepareSide() }
+        if gatherNext != nil, !known, choice.current, hasLossTerms { side.prepare() }
         return prefetched
     }
 
@@ -90,17 +93,16 @@ final class StepOverlap {
         guard prefetched else { return }
         prefetched = false
         helpEnds.store(true, ordering: .releasing)
-        side!.wait()
+        side.wait()
     }
 
-    private func prefetch(_ gather: @escaping @Sendable () -> Void) {
-        if side == nil { side = SideThread() }
+    /// Hands the side thread its job: `gather`, then help until told to stop.
+    private func startSide(_ gather: @escaping @Sendable () -> Void) {
         helpEnds.store(false, ordering: .relaxed)
-        side!.run { [self] in
+        side.run { [self] in
             gather()
             helpUntilDone()
         }
-        prefetched = true
     }
 
     /// The loss terms on this thread, with the side thread joining their loops; returns when both
@@ -108,18 +110,13 @@ final class StepOverlap {
     private func shareTerms(_ terms: () -> Void) {
         BlockSharing.$current.withValue(sharing, operation: terms)
         helpEnds.store(true, ordering: .releasing)
-        side!.wait()  // gathers the batch here if the side thread never started
+        side.wait()  // gathers the batch here if the side thread never started
     }
 
     /// The side thread's part of the update and the loss terms: it helps with their loops until
     /// told to stop (after the loss terms; after the update when there are none).
     private func helpUntilDone() {
         while !helpEnds.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
-    }
-
-    private func prepareSide() {
-        if side == nil { side = SideThread() }
-        side!.prepare()
     }
 }
 

@@ -48,10 +48,11 @@ public final class Trainer {
     public private(set) var trainIndices: [Int]
     public private(set) var validationIndices: [Int]
     private var overlap: StepOverlap
-    /// The next step's batch indices and slot, when the side thread gathers it during the update.
-    private var nextBatch: (indices: ArraySlice<Int>, slot: BatchSlot)?
+    /// The next step's batch, when the side thread gathers it during this step's update (for the
+    /// step that follows in the epoch; the epoch's end drops it).
+    private var nextBatch: BatchSlot?
     /// Whether a batch is being gathered ahead (only ever between the steps of an epoch).
-    var isGatheringAhead: Bool { overlap.prefetched || nextBatch != nil }
+    var isGatheringAhead: Bool { overlap.prefetched }
 
     public init(model: Sequential, options: TrainingOptions, trainingSetSize: Int) {
         self.model = model
@@ -78,16 +79,14 @@ public final class Trainer {
     private func batchAndLossTerms(
         _ idx: ArraySlice<Int>, epoch t: Double, train: Dataset
     ) -> (Tensor, [Int32], [[String: Double]]) {
-        let ahead = nextBatch.map { $0.indices == idx } ?? false
-        let batch = ahead ? nextBatch!.slot : BatchSlot()
+        let ahead = nextBatch, batch = ahead ?? BatchSlot()
         nextBatch = nil
-        if !ahead { overlap.finish() }  // nothing gathered ahead, or not this batch
         var values: [[String: Double]] = []
         model.zeroGradients()
         overlap.run(
             terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) }
             },
-            gather: ahead ? nil : gathering(idx, into: batch, from: train))
+            gather: ahead == nil ? gathering(idx, into: batch, from: train) : nil)
         let (x, y) = batch.value!
         return (x, y, values)
     }
@@ -132,7 +131,7 @@ public final class Trainer {
         ) {
             optimizer.step(learningRate: lr)
         }
-        if ahead, let next { nextBatch = (next, slot) }
+        nextBatch = ahead ? slot : nil
         return (r, stepLoss, termValues)
     }
 
