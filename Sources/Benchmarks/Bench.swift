@@ -391,6 +391,8 @@ final class TimedLossTerm: LossTerm {
         return inner.addGradients(model: model, epoch: epoch)
     }
 
+    var setsGradients: [Parameter] { inner.setsGradients }
+
     func layerStatistics(model: Sequential) -> [String: [String: Double]] {
         inner.layerStatistics(model: model)
     }

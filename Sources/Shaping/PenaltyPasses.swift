@@ -203,14 +203,20 @@ public enum Penalties {
     /// gradient (`PenaltyGradient`); the quantisation term's push on the maximum follows it.
     ///
     /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
+    /// `set`: write the gradient over what `grad` holds instead of adding to it (the training
+    /// loop then need not zero it first).
     @discardableResult
     public static func addGradient(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]
+        _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double], set: Bool = false
     ) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
-        let sums = gradientPass(w, grad, kernel, quantisationSums: st.quantSumsPending)
+        let pending = st.quantSumsPending
+        let sums =
+            set
+            ? gradientPass(w, grad, kernel, quantisationSums: pending, On.self)
+            : gradientPass(w, grad, kernel, quantisationSums: pending, Off.self)
         var st = st
         if st.quantSumsPending {
             if kernel.quant {
@@ -233,27 +239,27 @@ public enum Penalties {
         st.quantCross = sums.d / Double(st.n)
     }
 
-    /// `grad += kernel(w)` over the group; returns Σ(u − r)², Σ(u − r)·u (`c`, `d`) when the
-    /// quantisation term is on and `quantisationSums` asks for them (`evaluate` left them pending;
-    /// summing them again when it did not doubled the pass's time). One specialised copy per
-    /// combination keeps the loop free of branches.
-    static func gradientPass(
+    /// `grad += kernel(w)` over the group (`grad = kernel(w)` when `Overwrite`); returns Σ(u − r)²,
+    /// Σ(u − r)·u (`c`, `d`) when the quantisation term is on and `quantisationSums` asks for
+    /// them (`evaluate` left them pending; summing them again when it did not doubled the pass's
+    /// time). One specialised copy per combination keeps the loop free of branches.
+    static func gradientPass<Overwrite: Flag>(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient,
-        quantisationSums: Bool
+        quantisationSums: Bool, _: Overwrite.Type
     ) -> BlockSums {
         switch (k.quant, k.range, k.quant && quantisationSums) {
-        case (false, false, _): gradientPass(w, grad, k, Off.self, Off.self, Off.self)
-        case (false, true, _): gradientPass(w, grad, k, Off.self, On.self, Off.self)
-        case (true, false, false): gradientPass(w, grad, k, On.self, Off.self, Off.self)
-        case (true, true, false): gradientPass(w, grad, k, On.self, On.self, Off.self)
-        case (true, false, true): gradientPass(w, grad, k, On.self, Off.self, On.self)
-        case (true, true, true): gradientPass(w, grad, k, On.self, On.self, On.self)
+        case (false, false, _): gradientPass(w, grad, k, Off.self, Off.self, Off.self, Overwrite.self)
+        case (false, true, _): gradientPass(w, grad, k, Off.self, On.self, Off.self, Overwrite.self)
+        case (true, false, false): gradientPass(w, grad, k, On.self, Off.self, Off.self, Overwrite.self)
+        case (true, true, false): gradientPass(w, grad, k, On.self, On.self, Off.self, Overwrite.self)
+        case (true, false, true): gradientPass(w, grad, k, On.self, Off.self, On.self, Overwrite.self)
+        case (true, true, true): gradientPass(w, grad, k, On.self, On.self, On.self, Overwrite.self)
         }
     }
 
-    static func gradientPass<Quant: Flag, Range: Flag, Sums: Flag>(
+    static func gradientPass<Quant: Flag, Range: Flag, Sums: Flag, Overwrite: Flag>(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type, _: Sums.Type
+        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type, _: Sums.Type, _: Overwrite.Type
     ) -> BlockSums {
         let x = w.baseAddress!, g = grad.baseAddress!
         return k.exponentials.withUnsafeBufferPointer { p in
@@ -262,7 +268,7 @@ public enum Penalties {
                 var i = start
                 while i + Lanes.scalarCount <= end {
                     storeLanes(
-                        loadLanes(g + i)
+                        (Overwrite.on ? Lanes() : loadLanes(g + i))
                             + k.lanes(
                                 loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on,
                                 quantSums: Sums.on, into: &sums),
@@ -270,6 +276,7 @@ public enum Penalties {
                     i += Lanes.scalarCount
                 }
                 while i < end {
+                    if Overwrite.on { g[i] = 0 }
                     g[i] += k.scalar(
                         x[i], at: i, p, quant: Quant.on, range: Range.on, quantSums: Sums.on, into: &sums)
                     i += 1

@@ -113,9 +113,18 @@ public final class ShapingLossTerm: LossTerm {
         return e
     }
 
+    /// The weights of the layers it shapes: their gradients start from its pass (the first scope's
+    /// sets them, the others add).
+    public var setsGradients: [Parameter] {
+        targets.indices.filter { !plans[$0].scopes.isEmpty }.map { targets[$0].weight }
+    }
+
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
-        guard ramp > 0, !targets.isEmpty else { return [:] }
+        guard ramp > 0, !targets.isEmpty else {
+            for p in setsGradients { p.grad.zero() }
+            return [:]
+        }
         // Only the `max` aggregation needs the quantisation error's value before its gradient;
         // otherwise the gradient pass, which computes every residual anyway, also sums them.
         let quantisationFirst = config.terms[.quantError]?.aggregate == .max
@@ -130,7 +139,8 @@ public final class ShapingLossTerm: LossTerm {
                         evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
                             return Penalties.addGradient(
-                                channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales)
+                                channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
+                                set: k == 0)
                         }
                     }
                 }

@@ -6,8 +6,12 @@ import NeuralNet
 /// thread (`BlockSharing`): it must read only the weights and write only its own gradients.
 public protocol LossTerm: AnyObject {
     /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
-    /// `epoch` is fractional progress, for warm-up schedules.
+    /// `epoch` is fractional progress, for warm-up schedules. The gradients of `setsGradients`
+    /// it writes instead, whatever they held (0 where it has nothing to add).
     func addGradients(model: Sequential, epoch: Double) -> [String: Double]
+    /// The parameters whose gradients `addGradients` writes rather than adds to: the trainer
+    /// does not zero them first (a pass over them saved). Empty by default.
+    var setsGradients: [Parameter] { get }
     /// Statistics to log for each affected layer at the end of an epoch.
     func layerStatistics(model: Sequential) -> [String: [String: Double]]
     /// What the term carries from step to step, by name (checkpoints; empty when stateless).
@@ -17,6 +21,7 @@ public protocol LossTerm: AnyObject {
 }
 
 extension LossTerm {
+    public var setsGradients: [Parameter] { [] }
     public var savedState: [String: [Float]] { [:] }
     public func restore(_ state: [String: [Float]]) -> Bool { state.isEmpty }
 }

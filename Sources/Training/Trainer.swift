@@ -33,8 +33,16 @@ public final class Trainer {
     public let model: Sequential
     public let options: TrainingOptions
     public var lossTerms: [LossTerm] = [] {
-        didSet { overlap = StepOverlap(enabled: options.overlapSteps, hasLossTerms: !lossTerms.isEmpty) }
+        didSet {
+            overlap = StepOverlap(enabled: options.overlapSteps, hasLossTerms: !lossTerms.isEmpty)
+            let set = lossTerms.flatMap(\.setsGradients).map(ObjectIdentifier.init)
+            precondition(Set(set).count == set.count, "two loss terms write the same parameter's gradient")
+            zeroedFirst = model.trainableParameters.filter { !set.contains(ObjectIdentifier($0)) }
+        }
     }
+    /// The parameters whose gradients a step zeroes before the loss terms: those no loss term
+    /// writes (`LossTerm.setsGradients`).
+    private var zeroedFirst: [Parameter]
     /// Quantisation-aware training: what the forward pass sees instead of the float weights and
     /// activations (a straight-through estimator: gradients reach the float weights unchanged).
     public var fakeQuantization: FakeQuantization?
@@ -60,6 +68,7 @@ public final class Trainer {
         self.optimizer = Optimizer(options.optimizer, parameters: model.trainableParameters)
         self.rng = SeededRandom(seed: options.seed ^ 0xDA7A_5EED)
         overlap = StepOverlap(enabled: options.overlapSteps, hasLossTerms: false)
+        zeroedFirst = model.trainableParameters
         var all = Array(0..<trainingSetSize)
         let held = Int((Double(trainingSetSize) * options.validationSplit).rounded())
         if held > 0 { rng.shuffle(&all) }
@@ -73,16 +82,17 @@ public final class Trainer {
     }
 
     /// The step's batch, and its loss terms' values with their gradients added to zeroed
-    /// gradients. The loss terms depend on the weights alone: they go first, and backward adds to
-    /// their gradients; `StepOverlap` may gather the batch meanwhile, or have gathered it during
-    /// the last update. All is done before fake quantisation swaps the weights.
+    /// gradients (or written over them: `setsGradients`). The loss terms depend on the weights
+    /// alone: they go first, and backward adds to their gradients; `StepOverlap` may gather the
+    /// batch meanwhile, or have gathered it during the last update. All is done before fake
+    /// quantisation swaps the weights.
     private func batchAndLossTerms(
         _ idx: ArraySlice<Int>, epoch t: Double, train: Dataset
     ) -> (Tensor, [Int32], [[String: Double]]) {
         let ahead = nextBatch, batch = ahead ?? BatchSlot()
         nextBatch = nil
         var values: [[String: Double]] = []
-        model.zeroGradients()
+        for p in zeroedFirst { p.grad.zero() }
         overlap.run(
             terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) }
             },

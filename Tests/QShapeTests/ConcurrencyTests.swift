@@ -232,3 +232,32 @@ final class ConcurrencyTests: XCTestCase {
         return model.namedState.map { $0.parameter.value.data }
     }
 }
+
+/// The trainer leaves the gradients the shaping term writes (`setsGradients`) to it: whatever
+/// they held before a step, shaped training is the same, during the warm-up (the term writes
+/// zeros) and after.
+final class GradientsTheTermWritesTests: XCTestCase {
+    func testWhatTheGradientsHeldBeforeAStepDoesNotMatter() throws {
+        let data = ConcurrencyTests.randomImages(256)
+        func train(scribble: Bool) throws -> [[Float]] {
+            let (model, trainer) = try ConcurrencyTests.trainer(data, shaped: false, parallel: false)
+            var config = BenchWorkflow.shapingTerms([.kurtosis, .quantError])
+            config.warmupEpochs = 1; config.startEpoch = 1
+            let term = ShapingLossTerm(config, model: model)
+            trainer.lossTerms = [term]
+            XCTAssertEqual(term.setsGradients.count, 2)
+            for epoch in 0..<3 {
+                if scribble {
+                    for p in model.trainableParameters {
+                        p.grad.data.withUnsafeMutableBufferPointer { $0.update(repeating: .nan) }
+                    }
+                }
+                _ = try trainer.trainEpoch(epoch, train: data)
+            }
+            return model.trainableParameters.map(\.value.data)
+        }
+        let clean = try train(scribble: false)
+        XCTAssertTrue(try train(scribble: true) == clean, "the weights differ")
+        XCTAssertFalse(clean.joined().contains { !$0.isFinite })
+    }
+}

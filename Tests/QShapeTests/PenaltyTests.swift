@@ -386,9 +386,10 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
-    /// The loss term adds to its layers' gradients (the trainer zeroes them first): over earlier
-    /// contents, with two scopes on a layer, and nothing while the warm-up has not begun.
-    func testLossTermAddsToTheGradients() throws {
+    /// The loss term writes its layers' weight gradients whatever they held (the trainer does not
+    /// zero them first: `setsGradients`), with two scopes on a layer (the first sets, the second
+    /// adds), leaves every other gradient alone, and writes zeros while the warm-up has not begun.
+    func testLossTermSetsItsLayersGradients() throws {
         let specs: [LayerSpec] = [
             .flatten, .dense(inFeatures: 12, outFeatures: 5, bias: true), .relu,
             .dense(inFeatures: nil, outFeatures: 3, bias: true)
@@ -400,24 +401,27 @@ final class PenaltyTests: XCTestCase {
         let a = try Sequential(specs: specs, inputShape: [12], seed: 4),
             b = try Sequential(specs: specs, inputShape: [12], seed: 4)
         let ta = ShapingLossTerm(c, model: a), tb = ShapingLossTerm(c, model: b)
+        XCTAssertEqual(tb.setsGradients.map(\.name), ["weight", "weight"])
+        XCTAssertTrue(zip(tb.setsGradients, [b.layers[1], b.layers[3]]).allSatisfy { $0 === $1.state[0] })
+        func scribble(_ m: Sequential) -> [[Float]] {
+            let before = m.trainableParameters.map { p in (0..<p.grad.count).map { Float($0 % 7) - 3 } }
+            for (p, g) in zip(m.trainableParameters, before) { p.grad = Tensor(shape: p.grad.shape, data: g) }
+            return before
+        }
         for epoch in [1.0, 2.0] {
             a.zeroGradients()
-            let before = b.trainableParameters.map { p in (0..<p.grad.count).map { Float($0 % 7) - 3 } }
-            for (p, g) in zip(b.trainableParameters, before) { p.grad = Tensor(shape: p.grad.shape, data: g) }
+            let before = scribble(b)
             XCTAssertEqual(ta.addGradients(model: a, epoch: epoch), tb.addGradients(model: b, epoch: epoch))
             for (pa, (pb, g)) in zip(a.trainableParameters, zip(b.trainableParameters, before)) {
-                // Two scopes add in turn, so only the rounding of the sum may differ.
-                for (x, y) in zip(pb.grad.data, zip(g, pa.grad.data).map { $0 + $1 }) {
-                    XCTAssertEqual(x, y, accuracy: 1e-6, pa.name)
-                }
+                XCTAssertEqual(pb.grad.data, pa.role == .weight ? pa.grad.data : g, pa.name)
             }
         }
         c.warmupEpochs = 2; c.startEpoch = 1
         let late = ShapingLossTerm(c, model: b)
-        b.zeroGradients()
+        let before = scribble(b)
         XCTAssertEqual(late.addGradients(model: b, epoch: 0.5), [:])
-        for p in b.trainableParameters {
-            XCTAssertEqual(p.grad.data, [Float](repeating: 0, count: p.grad.count))
+        for (p, g) in zip(b.trainableParameters, before) {
+            XCTAssertEqual(p.grad.data, p.role == .weight ? [Float](repeating: 0, count: p.grad.count) : g)
         }
     }
 
