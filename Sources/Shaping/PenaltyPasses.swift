@@ -210,6 +210,15 @@ public enum Penalties {
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
         _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double], set: Bool = false
     ) -> PenaltyState {
+        addGradient(w, grad, st, s, scales: TermTable(scales), set: set)
+    }
+
+    /// The same with the scales in a `TermTable` (the loss term's).
+    @discardableResult
+    static func addGradient(
+        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
+        _ st: PenaltyState, _ s: PenaltySettings, scales: TermTable, set: Bool
+    ) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
         let pending = st.quantSumsPending
@@ -312,7 +321,7 @@ struct PenaltyGradient {
 
     init(
         _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings,
-        scales: [PenaltyTerm: Double]
+        scales: TermTable
     ) {
         let k = GradientCoefficients(st, s, scales: scales)
         (a, b, c, e, mean) = (Float(k.a), Float(k.b), Float(k.c), Float(k.e), Float(st.mean))

@@ -49,7 +49,9 @@ public enum PenaltyTerm: String, CaseIterable, Sendable {
 
 /// Which terms act on one group of weights, with their targets and parameters (not their λ).
 public struct PenaltySettings: Equatable, Sendable {
-    public var terms: Set<PenaltyTerm> = []
+    public var terms: Set<PenaltyTerm> = [] { didSet { mask = PenaltySettings.mask(terms) } }
+    /// `terms` as bits (`PenaltyTerm.bit`): `has` is asked several times per group and step.
+    private var mask: UInt8 = 0
     public var kurtosisTarget = PenaltyTerm.kurtosis.defaultTarget!
     public var skewnessTarget = PenaltyTerm.skewness.defaultTarget!
     public var rangeTarget = PenaltyTerm.range.defaultTarget!
@@ -60,10 +62,15 @@ public struct PenaltySettings: Equatable, Sendable {
     /// The quantisation error relative to the weights' energy (1/SQNR), not in units of the step.
     public var quantErrorRelative = true
 
-    public init(_ terms: Set<PenaltyTerm> = []) { self.terms = terms }
+    public init(_ terms: Set<PenaltyTerm> = []) {
+        self.terms = terms
+        mask = PenaltySettings.mask(terms)
+    }
 
-    public var isActive: Bool { !terms.isEmpty }
-    public func has(_ t: PenaltyTerm) -> Bool { terms.contains(t) }
+    private static func mask(_ terms: Set<PenaltyTerm>) -> UInt8 { terms.reduce(0) { $0 | $1.bit } }
+
+    public var isActive: Bool { mask != 0 }
+    public func has(_ t: PenaltyTerm) -> Bool { mask & t.bit != 0 }
 }
 
 /// Variance below which a group counts as constant: its shape terms are 0 and push nothing.
@@ -110,8 +117,14 @@ public struct PenaltyState: Sendable {
 
     /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
     public func values(_ s: PenaltySettings) -> [PenaltyTerm: Double] {
-        var v: [PenaltyTerm: Double] = [:]
-        for t in PenaltyTerm.allCases where s.has(t) {
+        let v = termValues(s)
+        return Dictionary(uniqueKeysWithValues: v.terms.map { ($0, v[$0]!) })
+    }
+
+    /// The same in a `TermTable`.
+    func termValues(_ s: PenaltySettings) -> TermTable {
+        var v = TermTable()
+        for t in PenaltyTerm.ordered where s.has(t) {
             switch t {
             case .kurtosis: v[t] = (kurtosis - s.kurtosisTarget) * (kurtosis - s.kurtosisTarget)
             case .skewness: v[t] = (skewness - s.skewnessTarget) * (skewness - s.skewnessTarget)
@@ -142,9 +155,9 @@ struct GradientCoefficients {
     /// 1 and 0 for the error in steps; for the relative error see `init`.
     var crossScale = 1.0, crossShift = 0.0
 
-    init(_ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double]) {
+    init(_ st: PenaltyState, _ s: PenaltySettings, scales: TermTable) {
         let n = Double(st.n)
-        let scales = scales.filter { s.has($0.key) }
+        let scales = scales.filter { s.has($0) }
         // A constant group (no variance) has no shape: only L2 pushes it.
         let shaped = st.m2 > varianceFloor
         if shaped, let k = scales[.kurtosis], k != 0 {

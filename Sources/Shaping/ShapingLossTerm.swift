@@ -16,7 +16,7 @@ public final class ShapingLossTerm: LossTerm {
     /// Per target: its active scopes with their settings, and each term's λ on it (worked out
     /// once, not at every step).
     private let plans:
-        [(scopes: [(scope: ShapingConfig.Scope, settings: PenaltySettings)], weights: [PenaltyTerm: Double])]
+        [(scopes: [(scope: ShapingConfig.Scope, settings: PenaltySettings)], weights: TermTable)]
     /// Per target and active scope: each group's mean at the previous step, the centre for this
     /// step's moment sums.
     private var meanHints: [[[Float]?]]
@@ -40,8 +40,8 @@ public final class ShapingLossTerm: LossTerm {
         plans = chosen.map { i in
             let scopes = ShapingConfig.Scope.allCases.map { ($0, config.settings(layer: i, scope: $0)) }
                 .filter { $0.1.isActive }
-            var weights: [PenaltyTerm: Double] = [:]
-            for t in PenaltyTerm.allCases { weights[t] = config.term(t, layer: i)?.weight }
+            var weights = TermTable()
+            for t in PenaltyTerm.ordered { weights[t] = config.term(t, layer: i)?.weight }
             return (scopes, weights)
         }
         meanHints = plans.map { [[Float]?](repeating: nil, count: $0.scopes.count) }
@@ -83,11 +83,12 @@ public final class ShapingLossTerm: LossTerm {
         var scopes: [(settings: PenaltySettings, groups: [PenaltyState])] = []
         /// Unweighted term value of the layer (channel scope: mean over channels). A term whose
         /// sums are pending (the quantisation error before its gradient pass) is present, as 0.
-        var values: [PenaltyTerm: Double] {
-            var v: [PenaltyTerm: Double] = [:]
+        var values: TermTable {
+            var v = TermTable()
             for (settings, gs) in scopes {
                 for g in gs {
-                    for (term, x) in g.values(settings) { v[term, default: 0] += x / Double(gs.count) }
+                    let x = g.termValues(settings)
+                    for term in x.terms { v[term, default: 0] += x[term]! / Double(gs.count) }
                 }
             }
             return v
@@ -150,7 +151,7 @@ public final class ShapingLossTerm: LossTerm {
         // quantisation error's sums can come from it).
         let values = evaluations.map(\.values)
         var totals: [String: Double] = [:]
-        for t in PenaltyTerm.allCases {
+        for t in PenaltyTerm.ordered {
             let layers = values.indices.filter { shares[$0][t] != nil }
             guard !layers.isEmpty else { continue }
             totals[t.rawValue] = layers.reduce(0) { $0 + shares[$1][t]! * values[$1][t]! }
@@ -160,9 +161,9 @@ public final class ShapingLossTerm: LossTerm {
 
     /// Each layer's share of each term: λ times the aggregation factor (mean 1/L, sum 1; max 1 for
     /// the layer with the largest value, none for the others) times the warm-up ramp.
-    private func shares(_ values: [[PenaltyTerm: Double]], ramp: Double) -> [[PenaltyTerm: Double]] {
-        var shares = [[PenaltyTerm: Double]](repeating: [:], count: targets.count)
-        for t in PenaltyTerm.allCases {
+    private func shares(_ values: [TermTable], ramp: Double) -> [TermTable] {
+        var shares = [TermTable](repeating: [:], count: targets.count)
+        for t in PenaltyTerm.ordered {
             let layers = targets.indices.filter { values[$0][t] != nil }
             guard !layers.isEmpty else { continue }
             let aggregate = config.terms[t]?.aggregate ?? .mean
@@ -189,7 +190,8 @@ public final class ShapingLossTerm: LossTerm {
                 "sqnr_db": q.sqnrDB, "levels_used": Double(q.levelsUsed),
                 "bits": Double(statisticsBits)
             ]
-            for (term, v) in evaluate(l).values { row["penalty_\(term.rawValue)"] = v }
+            let values = evaluate(l).values
+            for term in values.terms { row["penalty_\(term.rawValue)"] = values[term]! }
             out["\(t.index).weight"] = row
         }
         return out

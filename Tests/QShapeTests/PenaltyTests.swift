@@ -2,7 +2,7 @@
 import XCTest
 import Tensors
 import NeuralNet
-import Shaping
+@testable import Shaping
 import IntegerRuntime
 @testable import Benchmarks
 @testable import Workflows
@@ -423,6 +423,36 @@ final class PenaltyTests: XCTestCase {
         for (p, g) in zip(b.trainableParameters, before) {
             XCTAssertEqual(p.grad.data, p.role == .weight ? [Float](repeating: 0, count: p.grad.count) : g)
         }
+    }
+
+    /// The loss term's table of per-term values behaves as the dictionary it replaces.
+    func testTermTableActsAsADictionary() {
+        var rng = SeededRandom(seed: 8)
+        for _ in 0..<50 {
+            var d: [PenaltyTerm: Double] = [:]
+            var t = TermTable()
+            for _ in 0..<8 {
+                let term = PenaltyTerm.ordered[rng.below(5)], x = Double(rng.uniform(-2, 2))
+                switch rng.below(3) {
+                case 0: d[term] = x; t[term] = x
+                case 1: d[term] = nil; t[term] = nil
+                default: d[term, default: 1] += x; t[term, default: 1] += x
+                }
+            }
+            XCTAssertEqual(t.terms, PenaltyTerm.ordered.filter { d[$0] != nil })
+            for term in PenaltyTerm.ordered { XCTAssertEqual(t[term], d[term]) }
+            XCTAssertEqual(t, TermTable(d))
+            XCTAssertEqual(t.mapValues { $0 * 3 }, TermTable(d.mapValues { $0 * 3 }))
+            XCTAssertEqual(t.filter { $0 != .range }, TermTable(d.filter { $0.key != .range }))
+            XCTAssertEqual(t == TermTable(), d.isEmpty)
+        }
+        let settings = PenaltySettings([.kurtosis, .l2])
+        XCTAssertTrue(settings.has(.kurtosis) && settings.has(.l2) && !settings.has(.range))
+        var other = settings
+        other.terms.insert(.range)
+        XCTAssertTrue(other.has(.range))
+        other.terms = []
+        XCTAssertFalse(other.isActive || other.has(.kurtosis))
     }
 
     func testWarmUpAndStartEpoch() {
