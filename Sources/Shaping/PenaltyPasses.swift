@@ -203,27 +203,27 @@ public enum Penalties {
     /// gradient (`PenaltyGradient`); the quantisation term's push on the maximum follows it.
     ///
     /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
-    /// `set`: write the gradient over what `grad` holds instead of adding to it (the training
-    /// loop then need not zero it first).
+    /// `overwrite`: write the gradient over what `grad` holds instead of adding to it (the
+    /// training loop then need not zero it first).
     @discardableResult
     public static func addGradient(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double], set: Bool = false
+        _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double], overwrite: Bool = false
     ) -> PenaltyState {
-        addGradient(w, grad, st, s, scales: TermTable(scales), set: set)
+        addGradient(w, grad, st, s, scales: TermTable(scales), overwrite: overwrite)
     }
 
     /// The same with the scales in a `TermTable` (the loss term's).
     @discardableResult
     static func addGradient(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ st: PenaltyState, _ s: PenaltySettings, scales: TermTable, set: Bool
+        _ st: PenaltyState, _ s: PenaltySettings, scales: TermTable, overwrite: Bool
     ) -> PenaltyState {
         guard st.n > 0 else { return st }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
         let pending = st.quantSumsPending
         let sums =
-            set
+            overwrite
             ? gradientPass(w, grad, kernel, quantisationSums: pending, On.self)
             : gradientPass(w, grad, kernel, quantisationSums: pending, Off.self)
         var st = st

@@ -117,8 +117,9 @@ public struct PenaltyState: Sendable {
 
     /// Each term's value, unweighted by λ but with its target: (K − K_T)², (S − S_T)², …
     public func values(_ s: PenaltySettings) -> [PenaltyTerm: Double] {
-        let v = termValues(s)
-        return Dictionary(uniqueKeysWithValues: v.terms.map { ($0, v[$0]!) })
+        var v: [PenaltyTerm: Double] = [:]
+        termValues(s).forEach { v[$0] = $1 }
+        return v
     }
 
     /// The same in a `TermTable`.

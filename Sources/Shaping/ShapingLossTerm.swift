@@ -87,8 +87,7 @@ public final class ShapingLossTerm: LossTerm {
             var v = TermTable()
             for (settings, gs) in scopes {
                 for g in gs {
-                    let x = g.termValues(settings)
-                    for term in x.terms { v[term, default: 0] += x[term]! / Double(gs.count) }
+                    g.termValues(settings).forEach { v[$0, default: 0] += $1 / Double(gs.count) }
                 }
             }
             return v
@@ -141,7 +140,7 @@ public final class ShapingLossTerm: LossTerm {
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
                             return Penalties.addGradient(
                                 channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
-                                set: k == 0)
+                                overwrite: k == 0)
                         }
                     }
                 }
@@ -190,8 +189,7 @@ public final class ShapingLossTerm: LossTerm {
                 "sqnr_db": q.sqnrDB, "levels_used": Double(q.levelsUsed),
                 "bits": Double(statisticsBits)
             ]
-            let values = evaluate(l).values
-            for term in values.terms { row["penalty_\(term.rawValue)"] = values[term]! }
+            evaluate(l).values.forEach { row["penalty_\($0.rawValue)"] = $1 }
             out["\(t.index).weight"] = row
         }
         return out

@@ -37,6 +37,11 @@ struct TermTable: Equatable, ExpressibleByDictionaryLiteral {
     /// The terms that have a value, in `PenaltyTerm.ordered`'s order.
     var terms: [PenaltyTerm] { PenaltyTerm.ordered.filter { present & $0.bit != 0 } }
 
+    /// `body(term, value)` for each term that has a value, in that order (no array made).
+    func forEach(_ body: (PenaltyTerm, Double) -> Void) {
+        for t in PenaltyTerm.ordered where present & t.bit != 0 { body(t, slots[t.slot]) }
+    }
+
     func mapValues(_ f: (Double) -> Double) -> TermTable {
         var r = self
         for t in PenaltyTerm.ordered where present & t.bit != 0 { r.slots[t.slot] = f(slots[t.slot]) }

@@ -35,9 +35,10 @@ public final class Trainer {
     public var lossTerms: [LossTerm] = [] {
         didSet {
             overlap = StepOverlap(enabled: options.overlapSteps, hasLossTerms: !lossTerms.isEmpty)
-            let set = lossTerms.flatMap(\.setsGradients).map(ObjectIdentifier.init)
-            precondition(Set(set).count == set.count, "two loss terms write the same parameter's gradient")
-            zeroedFirst = model.trainableParameters.filter { !set.contains(ObjectIdentifier($0)) }
+            let written = lossTerms.flatMap(\.setsGradients).map(ObjectIdentifier.init)
+            precondition(
+                Set(written).count == written.count, "two loss terms write the same parameter's gradient")
+            zeroedFirst = model.trainableParameters.filter { !written.contains(ObjectIdentifier($0)) }
         }
     }
     /// The parameters whose gradients a step zeroes before the loss terms: those no loss term

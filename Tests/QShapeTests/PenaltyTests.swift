@@ -440,6 +440,9 @@ final class PenaltyTests: XCTestCase {
                 }
             }
             XCTAssertEqual(t.terms, PenaltyTerm.ordered.filter { d[$0] != nil })
+            var seen: [PenaltyTerm: Double] = [:]
+            t.forEach { seen[$0] = $1 }
+            XCTAssertEqual(seen, d)
             for term in PenaltyTerm.ordered { XCTAssertEqual(t[term], d[term]) }
             XCTAssertEqual(t, TermTable(d))
             XCTAssertEqual(t.mapValues { $0 * 3 }, TermTable(d.mapValues { $0 * 3 }))
