@@ -22,6 +22,18 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 #endif
 }
 
+// a·b + c, lane-wise and for one value: rounded once (vfmadd) where the target has FMA, else
+// rounded twice. The builtins would call fmaf per lane on the x86-64 baseline, several times slower
+// than the two instructions; so a baseline build's shaping gradients may differ from a native
+// build's in the last bit, as they may from one processor to another.
+#if defined(__FMA__) || defined(__aarch64__)
+static inline qs_float16 qs_fma16(qs_float16 a, qs_float16 b, qs_float16 c) { return __builtin_elementwise_fma(a, b, c); }
+static inline float qs_fma1(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+#else
+static inline qs_float16 qs_fma16(qs_float16 a, qs_float16 b, qs_float16 c) { return a * b + c; }
+static inline float qs_fma1(float a, float b, float c) { return a * b + c; }
+#endif
+
 // Whether any lane of x is ≥ (or ==) the same lane of t: one vector comparison and an OR across
 // the lanes (vptest, kortest). Swift's any() of a 16-lane mask became a call of the generic
 // SIMD16<Int32>.min() per vector in AVX2 builds: the most expensive part of the quantisation-error

@@ -61,7 +61,7 @@ struct LaneSums {
     @inline(__always)
     mutating func addMoments(_ x: Lanes, center: Float, maximum: Bool) {
         let v = x - center, v2 = v * v
-        a += v; b += v2; c += v2 * v; d += v2 * v2
+        a += v; b += v2; c = fused(v2, v, c); d = fused(v2, v2, d)
         if maximum {
             let ax = magnitude(x)
             top.replace(with: ax, where: ax .> top)
@@ -73,6 +73,19 @@ struct LaneSums {
         let v = Double(x - center), v2 = v * v
         tail.a += v; tail.b += v2; tail.c += v2 * v; tail.d += v2 * v2
         if maximum { tail.max = Swift.max(tail.max, abs(x)) }
+    }
+
+    /// Σ(u − round u)², Σ(u − round u)·u into c, d, u = x·`scale` (the quantisation error's sums).
+    @inline(__always)
+    mutating func addQuantisation(_ x: Lanes, scale: Float) {
+        let u = x * scale, r = roundingResidual(u)
+        c = fused(r, r, c); d = fused(r, u, d)
+    }
+
+    @inline(__always)
+    mutating func addQuantisation(_ x: Float, scale: Float) {
+        let u = x * scale, r = u - u.rounded(.toNearestOrAwayFromZero)
+        tail.c += Double(r * r); tail.d += Double(r * u)
     }
 
     var sum: BlockSums {

@@ -87,3 +87,11 @@ func expNonPositive(_ x: Lanes) -> Lanes {
     let scale = unsafeBitCast((bits &+ 127) &<< 23, to: Lanes.self)
     return (p * scale).replacing(with: 0, where: x .< -87)
 }
+
+/// a·b + c, lane-wise: one fused multiply-add where the build target has FMA (`qs_fma16`).
+@inline(__always)
+func fused(_ a: Lanes, _ b: Lanes, _ c: Lanes) -> Lanes { qs_fma16(a, b, c) }
+
+/// The same for one value, rounded as the lanes are.
+@inline(__always)
+func fused(_ a: Float, _ b: Float, _ c: Float) -> Float { qs_fma1(a, b, c) }

@@ -38,18 +38,20 @@ public enum Penalties {
         st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
         // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
         // the term and its gradient are 0 whatever R is: its exponentials are not needed. Else a
-        // tighter bound, from the exponentials of the weights near the maximum only, often is.
-        var range = false
-        if s.has(.range) {
-            st.range = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
-            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, st, s) {
-                st.range = min(st.range, bound)
-            }
-            range = st.range > s.rangeTarget
-        }
+        // tighter bound, from the exponentials of the weights near the maximum only, often is;
+        // its pass also sums the quantisation error when that is due.
         var quant = s.has(.quantError) && st.maxAbs > 0
         // The relative error's gradient coefficients need E before the gradient pass.
         if quant && !quantisationSums && !s.quantErrorRelative { st.quantSumsPending = true; quant = false }
+        var range = false
+        if s.has(.range) {
+            st.range = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
+            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, &st, s, quant: quant) {
+                st.range = min(st.range, bound)
+                quant = false
+            }
+            range = st.range > s.rangeTarget
+        }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
     }
@@ -81,13 +83,14 @@ public enum Penalties {
     }
 
     /// An upper bound on R from one pass that takes exponentials only near the maximum, or nil
-    /// where it cannot beat max s + ln(n)/β. With δ > 0 every weight with sᵢ < m − δ adds at most
-    /// e^(−βδ) to Z, so
+    /// (and no pass) where it cannot beat max s + ln(n)/β. With δ > 0 every weight with
+    /// sᵢ < m − δ adds at most e^(−βδ) to Z, so
     ///     Z ≤ Σ_{runs of 16 with some sᵢ ≥ m − δ} e^(β(sᵢ − m)) + (the other weights' count)·e^(−βδ).
     /// R reaches the target R_T at Z_T = e^(β(R_T − m)); δ is chosen so that the second part is
     /// Z_T/2. In training, most groups whose first bound exceeds R_T are then found within it.
+    /// With `quant` the same pass sums the quantisation error into `st` (as `tailSums` would).
     static func rangeUpperBound(
-        _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings
+        _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings, quant: Bool
     ) -> Double? {
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma,
             n = Double(w.count)
@@ -96,26 +99,13 @@ public enum Penalties {
         // Z ≥ 1 (the maximum's own term): a target below m is exceeded whatever Z is; and from
         // δ = 40/β on, the band is what the exact pass computes anyway.
         guard zTarget > 1, delta > 0, delta < Double(rangeExponentCutoff) / beta else { return nil }
-        let k = Float(beta / sigma), bm = Float(beta * m)  // β(sᵢ − m) = k·|wᵢ| − βm
-        let band = Lanes(repeating: Float(sigma * (m - delta)))
-        let base = w.baseAddress!
-        let sums = sumBlocks(0..<w.count) { start, end in
-            var z = Lanes(), taken = 0
-            var tail = 0.0
-            var i = start
-            while i + Lanes.scalarCount <= end {
-                let ax = magnitude(loadLanes(base + i))
-                if anyAtLeast(ax, band) { z += expNonPositive(k * ax - bm); taken += Lanes.scalarCount }
-                i += Lanes.scalarCount
-            }
-            while i < end {
-                let si = Double(abs(base[i])) / sigma
-                if si >= m - delta { tail += _exp(beta * (si - m)); taken += 1 }
-                i += 1
-            }
-            var r = BlockSums()
-            (r.a, r.b) = (Double(laneSum(z)) + tail, Double(taken))
-            return r
+        let band = RangeBand(
+            k: Float(beta / sigma), shift: Float(beta * m), edge: Float(sigma * (m - delta)), sigma: sigma,
+            beta: beta, m: m, low: m - delta, qk: Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs)
+        let sums = quant ? band.sums(w, On.self) : band.sums(w, Off.self)
+        if quant {
+            completeQuantisation(&st, sums)
+            st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart)
         }
         // 1e-6: the Float exponentials' relative error (2e-7) and their sums', with room to spare.
         let z = sums.a * (1 + 1e-6) + (n - sums.b) * _exp(-beta * delta)
@@ -169,10 +159,7 @@ public enum Penalties {
                         }
                         storeLanes(p, exps.baseAddress! + i)
                     }
-                    if Quant.on {
-                        let u = x * qk, r = roundingResidual(u)
-                        sums.c += r * r; sums.d += r * u
-                    }
+                    if Quant.on { sums.addQuantisation(x, scale: qk) }
                     i += Lanes.scalarCount
                 }
                 while i < end {
@@ -181,10 +168,7 @@ public enum Penalties {
                         let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m))
                         sums.tail.a += p; sums.tail.b += p * si; exps[i] = Float(p)
                     }
-                    if Quant.on {
-                        let u = x * qk, q = u - u.rounded(.toNearestOrAwayFromZero);
-                        sums.tail.c += Double(q * q); sums.tail.d += Double(q * u)
-                    }
+                    if Quant.on { sums.addQuantisation(x, scale: qk) }
                     i += 1
                 }
                 return sums.sum
@@ -349,11 +333,13 @@ struct PenaltyGradient {
         into sums: inout LaneSums
     ) -> Lanes {
         let d = x - mean
-        var g = ((a * d + b) * d + c) * d + e
+        var g = fused(
+            fused(fused(Lanes(repeating: a), d, Lanes(repeating: b)), d, Lanes(repeating: c)), d,
+            Lanes(repeating: e))
         if quant {
             let u = x * quantScale, r = roundingResidual(u)
-            g += quantGain * r
-            if quantSums { sums.c += r * r; sums.d += r * u }
+            g = fused(Lanes(repeating: quantGain), r, g)
+            if quantSums { sums.c = fused(r, r, sums.c); sums.d = fused(r, u, sums.d) }
         }
         if range { g += withSign(rangeGain * loadLanes(p.baseAddress! + i), of: x) }
         return g
@@ -366,10 +352,10 @@ struct PenaltyGradient {
         into sums: inout LaneSums
     ) -> Float {
         let d = x - mean
-        var g = ((a * d + b) * d + c) * d + e
+        var g = fused(fused(fused(a, d, b), d, c), d, e)
         if quant {
             let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
-            g += quantGain * r
+            g = fused(quantGain, r, g)
             if quantSums { sums.tail.c += Double(r * r); sums.tail.d += Double(r * u) }
         }
         if range { g += Float(bitPattern: (rangeGain * p[i]).bitPattern ^ (x.bitPattern & 0x8000_0000)) }

@@ -14,8 +14,8 @@ import Synchronization
 /// apart and combine them in block order afterwards (`sumBlocks` in Shaping does): the results
 /// are the same bits whichever threads ran them.
 ///
-/// One word holds the open loop: a generation (24 bits), the block count (20 bits) and the next
-/// unclaimed block (20 bits). Blocks are claimed, a run of them at a time (`claim`), by a
+/// One word holds the open loop: a generation (24 bits) and the unclaimed blocks' range, its
+/// front and back (20 bits each). Blocks are claimed, a run of them at a time (`claim`), by a
 /// compare-and-exchange on that word, so a helper holding a stale word from a finished loop
 /// cannot claim a block of the next one; the owner returns only after every claimed block has
 /// finished, so the loop's body outlives its use.
@@ -34,26 +34,27 @@ public final class BlockSharing: @unchecked Sendable {
 
     public init() {}
 
-    private static func pack(generation: UInt64, count: Int, next: Int) -> UInt64 {
-        (generation & 0xFF_FFFF) << 40 | UInt64(count) << 20 | UInt64(next)
+    private static func pack(generation: UInt64, front: Int, back: Int) -> UInt64 {
+        (generation & 0xFF_FFFF) << 40 | UInt64(front) << 20 | UInt64(back)
     }
 
-    /// Claims the next blocks of the loop `w` describes, if it has some left and is still open: a
-    /// quarter of those left (at least one), so that a loop of n blocks takes about 4·log₂(n)
-    /// claims in all and the last ones are single blocks that even out the threads' shares. One
+    /// Claims the next blocks of the loop `w` describes, if it has some left and is still open:
+    /// from the front for the owner, from the back for helpers, a quarter of those left (at least
+    /// one) each time. A loop of n blocks then takes about 4·log₂(n) claims, the last ones single
+    /// blocks that even out the threads' shares; and as the threads meet near the same block in
+    /// loop after loop over the same weights, each keeps finding its part in its own cache. One
     /// claim per block made the word's cache line cross between the processors at every block of
-    /// 4 KB, which cost about as much as the block: two threads ran the penalty passes no faster
-    /// than one.
-    private func claim(_ w: UInt64) -> Range<Int>? {
+    /// 4 KB, which cost about as much as the block.
+    private func claim(_ w: UInt64, fromFront: Bool) -> Range<Int>? {
         var current = w
         while true {
-            let count = Int(current >> 20 & 0xF_FFFF), next = Int(current & 0xF_FFFF)
-            guard current >> 40 == w >> 40, next < count else { return nil }
-            let take = Swift.max(1, (count - next) / 4)
+            let front = Int(current >> 20 & 0xF_FFFF), back = Int(current & 0xF_FFFF)
+            guard current >> 40 == w >> 40, front < back else { return nil }
+            let take = Swift.max(1, (back - front) / 4)
+            let desired = fromFront ? current + UInt64(take) << 20 : current - UInt64(take)
             let (exchanged, seen) = word.compareExchange(
-                expected: current, desired: current + UInt64(take),
-                successOrdering: .acquiring, failureOrdering: .relaxed)
-            if exchanged { return next..<(next + take) }
+                expected: current, desired: desired, successOrdering: .acquiring, failureOrdering: .relaxed)
+            if exchanged { return fromFront ? front..<(front + take) : (back - take)..<back }
             current = seen
         }
     }
@@ -69,9 +70,9 @@ public final class BlockSharing: @unchecked Sendable {
             self.body = body
             finished.store(0, ordering: .relaxed)
             let open = BlockSharing.pack(
-                generation: (word.load(ordering: .relaxed) >> 40) + 1, count: count, next: 0)
+                generation: (word.load(ordering: .relaxed) >> 40) + 1, front: 0, back: count)
             word.store(open, ordering: .releasing)
-            let mine = drain(open, body)
+            let mine = drain(open, fromFront: true, body)
             let all = finished.add(mine, ordering: .acquiringAndReleasing).newValue
             if all < count { while finished.load(ordering: .acquiring) < count { sched_yield() } }
             self.body = nil
@@ -81,16 +82,16 @@ public final class BlockSharing: @unchecked Sendable {
     /// Runs blocks of the open loop until it has none left to claim; returns whether it ran any.
     @discardableResult
     public func help() -> Bool {
-        let ran = drain(word.load(ordering: .relaxed), run)
+        let ran = drain(word.load(ordering: .relaxed), fromFront: false, run)
         guard ran > 0 else { return false }
         finished.add(ran, ordering: .releasing)
         return true
     }
 
     /// Claims and runs blocks of the loop `open` describes until none is left; returns how many.
-    private func drain(_ open: UInt64, _ each: (Int) -> Void) -> Int {
+    private func drain(_ open: UInt64, fromFront: Bool, _ each: (Int) -> Void) -> Int {
         var ran = 0
-        while let blocks = claim(open) {
+        while let blocks = claim(open, fromFront: fromFront) {
             for b in blocks { each(b) }
             ran += blocks.count
         }

@@ -141,6 +141,29 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// Where the range term's tighter bound takes a pass, that pass also sums the quantisation
+    /// error: the same sums, to the bit, as the quantisation term's own pass, whether the bound
+    /// then decides (within the target) or not (beyond it, when R is summed exactly as well).
+    func testQuantisationSumsFromTheRangeBoundPassEqualTheirOwnPass() {
+        for kind in ["normal", "laplace", "outlier"] {
+            let w = Self.sample(kind, 2003, seed: 3)
+            let r = PenaltyReference.range(w.doubles, beta: 20)
+            for (target, decides) in [(r + 0.1, true), (r - 0.02, false)] {
+                var s = PenaltySettings([.kurtosis, .range, .quantError])
+                s.rangeTarget = target
+                let both = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+                s.terms = [.kurtosis, .quantError]
+                let alone = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
+                let label = "\(kind), range target \(target)"
+                XCTAssertEqual(both.rangeExponentials.isEmpty, decides, label)
+                XCTAssertGreaterThan(alone.quantError, 0, label)
+                XCTAssertEqual(both.quantError, alone.quantError, label)
+                XCTAssertEqual(both.quantCross, alone.quantCross, label)
+                XCTAssertEqual(both.argMax, alone.argMax, label)
+            }
+        }
+    }
+
     func testQuantisationErrorGradient() {
         for kind in Self.distributions {
             for bits in [2, 3, 4, 8] {

@@ -1,0 +1,38 @@
+// The pass of the range term's upper bound (`Penalties.rangeUpperBound`): the exponentials of the
+// weights near the maximum only, and, in the same pass, the quantisation error's sums when due.
+import Tensors
+
+/// The band near the maximum whose exponentials exp(β(sᵢ − m)) = exp(k·|wᵢ| − shift) the bound
+/// takes: runs of 16 with some |wᵢ| ≥ `edge`; single weights (the group's tail) with sᵢ ≥ m − δ.
+struct RangeBand {
+    let k: Float, shift: Float, edge: Float
+    /// σ, β, m = max s and m − δ in Double, for the tail's weights.
+    let sigma: Double, beta: Double, m: Double, low: Double
+    /// qmax/max|w|: the quantisation error's scale.
+    let qk: Float
+
+    /// `a`: Σ of the band's exponentials; `b`: how many weights they cover; with `Quant`, `c`, `d`:
+    /// Σ(u − r)², Σ(u − r)·u. `Quant.on` is read inside the closure, as in `tailSums`.
+    func sums<Quant: Flag>(_ w: UnsafeBufferPointer<Float>, _: Quant.Type) -> BlockSums {
+        let base = w.baseAddress!, bandEdge = Lanes(repeating: edge)
+        return sumBlocks(0..<w.count) { start, end in
+            var sums = LaneSums()
+            var i = start
+            while i + Lanes.scalarCount <= end {
+                let x = loadLanes(base + i), ax = magnitude(x)
+                if anyAtLeast(ax, bandEdge) {
+                    sums.a += expNonPositive(k * ax - shift); sums.tail.b += Double(Lanes.scalarCount)
+                }
+                if Quant.on { sums.addQuantisation(x, scale: qk) }
+                i += Lanes.scalarCount
+            }
+            while i < end {
+                let si = Double(abs(base[i])) / sigma
+                if si >= low { sums.tail.a += _exp(beta * (si - m)); sums.tail.b += 1 }
+                if Quant.on { sums.addQuantisation(base[i], scale: qk) }
+                i += 1
+            }
+            return sums.sum
+        }
+    }
+}
