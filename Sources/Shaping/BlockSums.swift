@@ -78,13 +78,22 @@ struct LaneSums {
     /// Σ(u − round u)², Σ(u − round u)·u into c, d, u = x·`scale` (the quantisation error's sums).
     @inline(__always)
     mutating func addQuantisation(_ x: Lanes, scale: Float) {
-        let u = x * scale, r = roundingResidual(u)
-        c = fused(r, r, c); d = fused(r, u, d)
+        let u = x * scale
+        addQuantisation(residual: roundingResidual(u), of: u)
     }
 
     @inline(__always)
     mutating func addQuantisation(_ x: Float, scale: Float) {
-        let u = x * scale, r = u - u.rounded(.toNearestOrAwayFromZero)
+        let u = x * scale
+        addQuantisation(residual: u - u.rounded(.toNearestOrAwayFromZero), of: u)
+    }
+
+    /// The same sums from a residual r = u − round u already at hand.
+    @inline(__always)
+    mutating func addQuantisation(residual r: Lanes, of u: Lanes) { c = fused(r, r, c); d = fused(r, u, d) }
+
+    @inline(__always)
+    mutating func addQuantisation(residual r: Float, of u: Float) {
         tail.c += Double(r * r); tail.d += Double(r * u)
     }
 

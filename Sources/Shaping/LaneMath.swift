@@ -65,6 +65,14 @@ func firstIndex(_ w: UnsafeBufferPointer<Float>, magnitude m: Float, from start:
     return i < w.count ? i : 0
 }
 
+extension PenaltyState {
+    /// The first index of the group `w` where |w| = `maxAbs`, searched from the moment pass's
+    /// first block that holds it.
+    func firstMaximum(_ w: UnsafeBufferPointer<Float>) -> Int {
+        firstIndex(w, magnitude: maxAbs, from: maxBlockStart)
+    }
+}
+
 /// eˣ lane-wise in Float for x ≤ 0 (the softmax weights of the range term): x = n·ln2 + r with
 /// |r| ≤ ln2/2 (Cody–Waite split of ln2), eʳ by its degree-6 Taylor polynomial (relative error
 /// below 2e-7 there), times 2ⁿ built in the exponent bits. Below −87 the result is 0.

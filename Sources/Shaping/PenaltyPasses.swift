@@ -100,13 +100,10 @@ public enum Penalties {
         // δ = 40/β on, the band is what the exact pass computes anyway.
         guard zTarget > 1, delta > 0, delta < Double(rangeExponentCutoff) / beta else { return nil }
         let band = RangeBand(
-            k: Float(beta / sigma), shift: Float(beta * m), edge: Float(sigma * (m - delta)), sigma: sigma,
-            beta: beta, m: m, low: m - delta, qk: Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs)
+            sigma: sigma, beta: beta, m: m, low: m - delta,
+            qk: Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs)
         let sums = quant ? band.sums(w, On.self) : band.sums(w, Off.self)
-        if quant {
-            completeQuantisation(&st, sums)
-            st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart)
-        }
+        if quant { completeQuantisation(&st, sums, argMax: st.firstMaximum(w)) }
         // 1e-6: the Float exponentials' relative error (2e-7) and their sums', with room to spare.
         let z = sums.a * (1 + 1e-6) + (n - sums.b) * _exp(-beta * delta)
         return m + _log(z) / beta
@@ -176,8 +173,7 @@ public enum Penalties {
         }
         if Range.on { st.range = m + _log(total.a) / beta; st.rangeMeanS = total.b / total.a }
         if Quant.on {
-            completeQuantisation(&st, total);
-            st.argMax = firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart)
+            completeQuantisation(&st, total, argMax: st.firstMaximum(w))
         }
     }
 
@@ -213,7 +209,7 @@ public enum Penalties {
         var st = st
         if st.quantSumsPending {
             if kernel.quant {
-                completeQuantisation(&st, sums); st.argMax = kernel.argMax
+                completeQuantisation(&st, sums, argMax: kernel.argMax)
             } else {
                 tailSums(w, &st, s, range: false, quant: true)
             }
@@ -226,10 +222,12 @@ public enum Penalties {
         return st
     }
 
-    /// E and mean((u − r)·u) from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`).
-    static func completeQuantisation(_ st: inout PenaltyState, _ sums: BlockSums) {
+    /// E and mean((u − r)·u) from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`), with the index of
+    /// the maximum whose push they feed.
+    static func completeQuantisation(_ st: inout PenaltyState, _ sums: BlockSums, argMax: Int) {
         st.quantError = sums.c / Double(st.n)
         st.quantCross = sums.d / Double(st.n)
+        st.argMax = argMax
     }
 
     /// `grad += kernel(w)` over the group (`grad = kernel(w)` when `Overwrite`); returns Σ(u − r)²,
@@ -318,7 +316,7 @@ struct PenaltyGradient {
             quantScale = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
             quantGain = Float(k.quantFactor) * quantScale
             argMax =
-                st.quantSumsPending ? firstIndex(w, magnitude: st.maxAbs, from: st.maxBlockStart) : st.argMax
+                st.quantSumsPending ? st.firstMaximum(w) : st.argMax
             argMaxCoefficient = k.argMaxCoefficient(negative: w[argMax] < 0, maxAbs: st.maxAbs)
         } else {
             (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
@@ -339,7 +337,7 @@ struct PenaltyGradient {
         if quant {
             let u = x * quantScale, r = roundingResidual(u)
             g = fused(Lanes(repeating: quantGain), r, g)
-            if quantSums { sums.c = fused(r, r, sums.c); sums.d = fused(r, u, sums.d) }
+            if quantSums { sums.addQuantisation(residual: r, of: u) }
         }
         if range { g += withSign(rangeGain * loadLanes(p.baseAddress! + i), of: x) }
         return g
@@ -356,7 +354,7 @@ struct PenaltyGradient {
         if quant {
             let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
             g = fused(quantGain, r, g)
-            if quantSums { sums.tail.c += Double(r * r); sums.tail.d += Double(r * u) }
+            if quantSums { sums.addQuantisation(residual: r, of: u) }
         }
         if range { g += Float(bitPattern: (rangeGain * p[i]).bitPattern ^ (x.bitPattern & 0x8000_0000)) }
         return g

@@ -5,11 +5,17 @@ import Tensors
 /// The band near the maximum whose exponentials exp(β(sᵢ − m)) = exp(k·|wᵢ| − shift) the bound
 /// takes: runs of 16 with some |wᵢ| ≥ `edge`; single weights (the group's tail) with sᵢ ≥ m − δ.
 struct RangeBand {
-    let k: Float, shift: Float, edge: Float
-    /// σ, β, m = max s and m − δ in Double, for the tail's weights.
+    /// σ, β, m = max s and m − δ, in Double for the tail's weights.
     let sigma: Double, beta: Double, m: Double, low: Double
     /// qmax/max|w|: the quantisation error's scale.
     let qk: Float
+    /// β(sᵢ − m) = k·|wᵢ| − shift; the band's edge in |w|, σ·(m − δ).
+    let k: Float, shift: Float, edge: Float
+
+    init(sigma: Double, beta: Double, m: Double, low: Double, qk: Float) {
+        (self.sigma, self.beta, self.m, self.low, self.qk) = (sigma, beta, m, low, qk)
+        (k, shift, edge) = (Float(beta / sigma), Float(beta * m), Float(sigma * low))
+    }
 
     /// `a`: Σ of the band's exponentials; `b`: how many weights they cover; with `Quant`, `c`, `d`:
     /// Σ(u − r)², Σ(u − r)·u. `Quant.on` is read inside the closure, as in `tailSums`.

@@ -34,10 +34,7 @@ struct TermTable: Equatable, ExpressibleByDictionaryLiteral {
         set { self[t] = newValue }
     }
 
-    /// The terms that have a value, in `PenaltyTerm.ordered`'s order.
-    var terms: [PenaltyTerm] { PenaltyTerm.ordered.filter { present & $0.bit != 0 } }
-
-    /// `body(term, value)` for each term that has a value, in that order (no array made).
+    /// `body(term, value)` for each term that has a value, in `PenaltyTerm.ordered`'s order.
     func forEach(_ body: (PenaltyTerm, Double) -> Void) {
         for t in PenaltyTerm.ordered where present & t.bit != 0 { body(t, slots[t.slot]) }
     }

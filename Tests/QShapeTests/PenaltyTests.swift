@@ -462,9 +462,11 @@ final class PenaltyTests: XCTestCase {
                 default: d[term, default: 1] += x; t[term, default: 1] += x
                 }
             }
-            XCTAssertEqual(t.terms, PenaltyTerm.ordered.filter { d[$0] != nil })
-            var seen: [PenaltyTerm: Double] = [:]
-            t.forEach { seen[$0] = $1 }
+            var seen: [PenaltyTerm: Double] = [:], order: [PenaltyTerm] = []
+            t.forEach {
+                seen[$0] = $1; order.append($0)
+            }
+            XCTAssertEqual(order, PenaltyTerm.ordered.filter { d[$0] != nil })
             XCTAssertEqual(seen, d)
             for term in PenaltyTerm.ordered { XCTAssertEqual(t[term], d[term]) }
             XCTAssertEqual(t, TermTable(d))
