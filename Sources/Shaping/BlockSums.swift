@@ -88,6 +88,19 @@ struct LaneSums {
         addQuantisation(residual: u - u.rounded(.toNearestOrAwayFromZero), of: u)
     }
 
+    /// The same over x[start..<end], 16 at a time and the rest one by one. A loop of its own:
+    /// where it shared one with the range term's exponentials, their constants crowded these
+    /// accumulators out of the registers on AVX2 (16 of them, two per 16 lanes), and every step
+    /// waited on a store and a load of each (`perf`: the range bound's pass took half as long again).
+    @inline(__always)
+    mutating func addQuantisation(_ x: UnsafePointer<Float>, scale: Float, from start: Int, to end: Int) {
+        var i = start
+        while i + Lanes.scalarCount <= end {
+            addQuantisation(loadLanes(x + i), scale: scale); i += Lanes.scalarCount
+        }
+        while i < end { addQuantisation(x[i], scale: scale); i += 1 }
+    }
+
     /// The same sums from a residual r = u − round u already at hand.
     @inline(__always)
     mutating func addQuantisation(residual r: Lanes, of u: Lanes) { c = fused(r, r, c); d = fused(r, u, d) }

@@ -145,29 +145,26 @@ public enum Penalties {
         let total = st.rangeExponentials.withUnsafeMutableBufferPointer { exps in
             sumBlocks(0..<w.count) { start, end in
                 var sums = LaneSums()
-                var i = start
-                while i + Lanes.scalarCount <= end {
-                    let x = loadLanes(base + i)
-                    if Range.on {
-                        let ax = magnitude(x)
+                // The range sums, then the quantisation sums, in two loops over the block (see
+                // `LaneSums.addQuantisation(_:scale:from:to:)`).
+                if Range.on {
+                    var i = start
+                    while i + Lanes.scalarCount <= end {
+                        let ax = magnitude(loadLanes(base + i))
                         var p = Lanes()
                         if anyAtLeast(ax, cutoff) {
                             p = expNonPositive(k * ax - bm); sums.a += p; sums.b += p * (ax * inv)
                         }
                         storeLanes(p, exps.baseAddress! + i)
+                        i += Lanes.scalarCount
                     }
-                    if Quant.on { sums.addQuantisation(x, scale: qk) }
-                    i += Lanes.scalarCount
-                }
-                while i < end {
-                    let x = base[i]
-                    if Range.on {
-                        let si = Double(abs(x)) / sigma, p = _exp(beta * (si - m))
+                    while i < end {
+                        let si = Double(abs(base[i])) / sigma, p = _exp(beta * (si - m))
                         sums.tail.a += p; sums.tail.b += p * si; exps[i] = Float(p)
+                        i += 1
                     }
-                    if Quant.on { sums.addQuantisation(x, scale: qk) }
-                    i += 1
                 }
+                if Quant.on { sums.addQuantisation(base, scale: qk, from: start, to: end) }
                 return sums.sum
             }
         }

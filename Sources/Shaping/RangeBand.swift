@@ -20,25 +20,33 @@ struct RangeBand {
     /// `a`: Σ of the band's exponentials; `b`: how many weights they cover; with `Quant`, `c`, `d`:
     /// Σ(u − r)², Σ(u − r)·u. `Quant.on` is read inside the closure, as in `tailSums`.
     func sums<Quant: Flag>(_ w: UnsafeBufferPointer<Float>, _: Quant.Type) -> BlockSums {
-        let base = w.baseAddress!, bandEdge = Lanes(repeating: edge)
+        let base = w.baseAddress!
         return sumBlocks(0..<w.count) { start, end in
             var sums = LaneSums()
-            var i = start
-            while i + Lanes.scalarCount <= end {
-                let x = loadLanes(base + i), ax = magnitude(x)
-                if anyAtLeast(ax, bandEdge) {
-                    sums.a += expNonPositive(k * ax - shift); sums.tail.b += Double(Lanes.scalarCount)
-                }
-                if Quant.on { sums.addQuantisation(x, scale: qk) }
-                i += Lanes.scalarCount
-            }
-            while i < end {
-                let si = Double(abs(base[i])) / sigma
-                if si >= low { sums.tail.a += _exp(beta * (si - m)); sums.tail.b += 1 }
-                if Quant.on { sums.addQuantisation(base[i], scale: qk) }
-                i += 1
-            }
+            // The band, then the quantisation sums, in two loops over the block (in L1 for the
+            // second; see `LaneSums.addQuantisation(_:scale:from:to:)`).
+            addBand(base, start, end, into: &sums)
+            if Quant.on { sums.addQuantisation(base, scale: qk, from: start, to: end) }
             return sums.sum
+        }
+    }
+
+    /// The band's exponentials of w[start..<end] into `sums.a`, the weights they cover into `sums.tail.b`.
+    @inline(__always)
+    private func addBand(_ base: UnsafePointer<Float>, _ start: Int, _ end: Int, into sums: inout LaneSums) {
+        let bandEdge = Lanes(repeating: edge)
+        var i = start
+        while i + Lanes.scalarCount <= end {
+            let ax = magnitude(loadLanes(base + i))
+            if anyAtLeast(ax, bandEdge) {
+                sums.a += expNonPositive(k * ax - shift); sums.tail.b += Double(Lanes.scalarCount)
+            }
+            i += Lanes.scalarCount
+        }
+        while i < end {
+            let si = Double(abs(base[i])) / sigma
+            if si >= low { sums.tail.a += _exp(beta * (si - m)); sums.tail.b += 1 }
+            i += 1
         }
     }
 }
