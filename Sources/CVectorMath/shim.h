@@ -22,6 +22,26 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 #endif
 }
 
+// Rounding to the nearest integer, ties away from zero (the deployed rounding), with no branch,
+// for |x| < 2²² as above: x + copysign(0.49999997, x) truncated. The addend is the Float just
+// below ½, so every x that is not a tie stays below the next half-integer once the sum is
+// rounded, and a tie reaches the integer away from zero. Where truncation is not one instruction
+// (the x86-64 baseline), the nearest-even rounding above with its ties moved away from zero: the
+// same integers either way (checked against roundf on 32 million values of both builds).
+static inline qs_float16 qs_round_away16(qs_float16 x) {
+#if defined(__SSE4_1__) || defined(__aarch64__)
+    typedef unsigned qs_uint16 __attribute__((ext_vector_type(16)));
+    qs_float16 below_half = 0x1.fffffep-2f;
+    qs_uint16 addend = (qs_uint16)below_half | ((qs_uint16)x & 0x80000000u);
+    return __builtin_elementwise_trunc(x + (qs_float16)addend);
+#else
+    typedef int qs_int16 __attribute__((ext_vector_type(16)));
+    qs_float16 r = qs_round_even16(x), d = x - r;
+    qs_int16 up = (d == 0.5f) & (x > 0), down = (d == -0.5f) & (x < 0);  // -1 where true
+    return r - __builtin_convertvector(up, qs_float16) + __builtin_convertvector(down, qs_float16);
+#endif
+}
+
 // a·b + c, lane-wise and for one value: rounded once (vfmadd) where the target has FMA, else
 // rounded twice. The builtins would call fmaf per lane on the x86-64 baseline, several times slower
 // than the two instructions; so a baseline build's shaping gradients may differ from a native

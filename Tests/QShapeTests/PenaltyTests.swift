@@ -289,6 +289,32 @@ final class PenaltyTests: XCTestCase {
         XCTAssertEqual(st.argMax, 9)
     }
 
+    /// The lane-wise residual (`qs_round_away16`, a truncation without a branch) against the
+    /// scalar rounding half away from zero, bit for bit, over its domain |u| < 2²² (the
+    /// quantisation sums meet |u| ≤ qmax): ties, their neighbours, the Float just below ½, signed
+    /// zeros, the top of the domain, where Floats are ¼ apart, and random values of every size.
+    func testLaneRoundingResidualEqualsScalarRoundingHalfAway() {
+        let top = Float(4_194_304)  // 2²²
+        var values: [Float] = [
+            0, -Float(0), 0.5, Float(0.5).nextDown, Float(0.5).nextUp, 1, top.nextDown, top - 0.5, top - 1.5
+        ]
+        for k in 0..<40 {
+            let tie = Float(k) + 0.5
+            values += [tie, tie.nextUp, tie.nextDown, Float(k), Float(k).nextUp, Float(k).nextDown]
+        }
+        var rng = SeededRandom(seed: 11)
+        for _ in 0..<2000 { values.append(rng.uniform(-1, 1) * Float(_pow(10, Double(rng.uniform(-8, 6))))) }
+        values += values.map { -$0 }
+        while values.count % 16 != 0 { values.append(0.25) }
+        for start in stride(from: 0, to: values.count, by: 16) {
+            let r = values.withUnsafeBufferPointer { roundingResidual(loadLanes($0.baseAddress! + start)) }
+            for j in 0..<16 {
+                let u = values[start + j], expected = u - u.rounded(.toNearestOrAwayFromZero)
+                XCTAssertEqual(r[j].bitPattern, expected.bitPattern, "u = \(u): \(r[j]) against \(expected)")
+            }
+        }
+    }
+
     /// `qshape bench`'s per-term cost: every term, the forced range term and both "all" cases,
     /// each a real (positive) time on the example network's weight count.
     func testBenchPenaltyCostsCoverEveryTerm() throws {
