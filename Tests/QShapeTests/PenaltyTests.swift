@@ -48,7 +48,7 @@ final class PenaltyTests: XCTestCase {
             value, PenaltyReference.total(wd, s, scales: scales), accuracy: 1e-5 * max(1, abs(value)),
             "\(label) value", file: file, line: line)
         var g = [Float](repeating: 0, count: w.count)
-        w.withUnsafeBufferPointer { wp in
+        _ = w.withUnsafeBufferPointer { wp in
             g.withUnsafeMutableBufferPointer { gp in Penalties.addGradient(wp, gp, st, s, scales: scales) }
         }
         let reference = PenaltyReference.gradient(wd, s, scales: scales)
@@ -178,7 +178,7 @@ final class PenaltyTests: XCTestCase {
                         let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
                         XCTAssertEqual(st.values(s)[.quantError]!, 1, accuracy: 1e-6)
                         var g = [Float](repeating: 0, count: w.count)
-                        w.withUnsafeBufferPointer { wp in
+                        _ = w.withUnsafeBufferPointer { wp in
                             g.withUnsafeMutableBufferPointer {
                                 Penalties.addGradient(wp, $0, st, s, scales: [.quantError: 1])
                             }
@@ -277,7 +277,7 @@ final class PenaltyTests: XCTestCase {
             us.filter { $0 - $0.rounded(.down) == 0.5 }.count, 8, "the fixture has ties")
         let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
         var g = [Float](repeating: 0, count: w.count)
-        w.withUnsafeBufferPointer { wp in
+        _ = w.withUnsafeBufferPointer { wp in
             g.withUnsafeMutableBufferPointer { gp in
                 Penalties.addGradient(wp, gp, st, s, scales: [.quantError: 1])
             }
@@ -353,7 +353,7 @@ final class PenaltyTests: XCTestCase {
             let st = w.withUnsafeBufferPointer { Penalties.evaluate($0, s) }
             for v in st.values(s).values { XCTAssertTrue(v.isFinite) }
             var g = [Float](repeating: 0, count: w.count)
-            w.withUnsafeBufferPointer { wp in
+            _ = w.withUnsafeBufferPointer { wp in
                 g.withUnsafeMutableBufferPointer { gp in
                     Penalties.addGradient(
                         wp, gp, st, s, scales: [.kurtosis: 1, .skewness: 1, .range: 1, .quantError: 1])

@@ -61,13 +61,15 @@ final class ResumeTests: XCTestCase {
         let (model, trainer) = try fresh()
         var checkpoints: [String] = []
         for epoch in 0..<3 {
-            _ = try trainer.trainEpoch(epoch, train: data.train) { snapshot in
-                let folder = "\(dir)/\(epoch)-\(snapshot.step)"
-                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-                try Checkpoint.write(
-                    to: folder, model: model, phase: .train, trainer: snapshot, metrics: [], qatBase: nil)
-                checkpoints.append(folder)
-            }
+            _ = try trainer.trainEpoch(
+                epoch, train: data.train,
+                checkpoint: { snapshot in
+                    let folder = "\(dir)/\(epoch)-\(snapshot.step)"
+                    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                    try Checkpoint.write(
+                        to: folder, model: model, phase: .train, trainer: snapshot, metrics: [], qatBase: nil)
+                    checkpoints.append(folder)
+                })
         }
         let final = model.namedState.map(\.parameter.value.data)
         XCTAssertEqual(checkpoints.count, 9)  // steps 5, 10, 15 of three 16-step epochs

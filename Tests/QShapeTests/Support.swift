@@ -21,7 +21,8 @@ func temporaryDirectory(_ test: XCTestCase) -> String {
 }
 
 func write(_ text: String, to path: String) {
-    FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    let written = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    precondition(written, "the test could not write \(path)")
 }
 
 /// Runs the built `qshape` executable (it sits beside the test bundle).
