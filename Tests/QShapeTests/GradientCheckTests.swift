@@ -276,7 +276,8 @@ final class GradientCheckTests: XCTestCase {
 
     /// A convolution computing the ReLU (or ReLU6) and 2×2 pooling after it (`ConvEpilogue`) gives
     /// the separate layers' outputs and gradients to the bit: odd sizes, ties (integer inputs and
-    /// weights), values past ReLU6's cap, one part or many, one thread or two.
+    /// weights), values past ReLU6's cap, rows of windows shorter and longer than a vector of
+    /// eight, one part or many, one thread or two.
     func testFusedStagesMatchTheLayersToTheBit() throws {
         let before = BLASThreads.current
         defer { BLASThreads.set(before) }
@@ -284,7 +285,8 @@ final class GradientCheckTests: XCTestCase {
             (.relu, .maxpool2d(kernel: 2, stride: nil, padding: 0), 6, 8, false),
             (.relu6, .maxpool2d(kernel: 2, stride: nil, padding: 0), 7, 5, true),
             (.relu, .maxpool2d(kernel: 2, stride: nil, padding: 0), 5, 5, true),
-            (.relu6, nil, 5, 6, false), (.relu, .maxpool2d(kernel: 3, stride: 2, padding: 1), 6, 6, true)
+            (.relu6, nil, 5, 6, false), (.relu, .maxpool2d(kernel: 3, stride: 2, padding: 1), 6, 6, true),
+            (.relu6, .maxpool2d(kernel: 2, stride: nil, padding: 0), 4, 29, true)  // 8 windows, then a tail
         ]
         for (index, c) in cases.enumerated() {
             var specs: [LayerSpec] = [
