@@ -6,6 +6,7 @@
 #define QSHAPE_VECTOR_MATH_H
 
 typedef float qs_float16 __attribute__((ext_vector_type(16)));
+typedef unsigned qs_uint16 __attribute__((ext_vector_type(16)));
 
 static inline qs_float16 qs_sqrt16(qs_float16 x) { return __builtin_elementwise_sqrt(x); }
 
@@ -22,6 +23,11 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 #endif
 }
 
+// y (≥ +0) with x's sign bit.
+static inline qs_float16 qs_with_sign16(qs_float16 y, qs_float16 x) {
+    return (qs_float16)((qs_uint16)y | ((qs_uint16)x & 0x80000000u));
+}
+
 // Rounding to the nearest integer, ties away from zero (the deployed rounding), with no branch,
 // for |x| < 2²² as above: x + copysign(0.49999997, x) truncated. The addend is the Float just
 // below ½, so every x that is not a tie stays below the next half-integer once the sum is
@@ -31,18 +37,14 @@ static inline qs_float16 qs_round_even16(qs_float16 x) {
 // ±0 among them, in both builds).
 static inline qs_float16 qs_round_away16(qs_float16 x) {
 #if defined(__SSE4_1__) || defined(__aarch64__)
-    typedef unsigned qs_uint16 __attribute__((ext_vector_type(16)));
     qs_float16 below_half = 0x1.fffffep-2f;
-    qs_uint16 addend = (qs_uint16)below_half | ((qs_uint16)x & 0x80000000u);
-    return __builtin_elementwise_trunc(x + (qs_float16)addend);
+    return __builtin_elementwise_trunc(x + qs_with_sign16(below_half, x));
 #else
     typedef int qs_int16 __attribute__((ext_vector_type(16)));
-    typedef unsigned qs_uint16 __attribute__((ext_vector_type(16)));
     qs_float16 r = qs_round_even16(x), d = x - r;
     qs_int16 up = (d == 0.5f) & (x > 0), down = (d == -0.5f) & (x < 0);  // -1 where true
     r = r - __builtin_convertvector(up, qs_float16) + __builtin_convertvector(down, qs_float16);
-    // x's sign on the result, as truncation keeps it: the additions above leave +0 for -0.3 or -0.
-    return (qs_float16)((qs_uint16)r | ((qs_uint16)x & 0x80000000u));
+    return qs_with_sign16(r, x);  // as truncation does: the additions leave +0 for -0.3 or -0
 #endif
 }
 
@@ -110,25 +112,11 @@ static inline void qs_copy_bytes(unsigned char *dst, const unsigned char *src, l
     if (n & 1) *dst = *src;
 }
 
-// n < 16 floats from p in the low lanes, 0 in the others, reading nothing past p + n. Where the
-// target has AVX, two masked loads (vmaskmovps: masked-off lanes are not read and cannot fault).
+// n ≤ 8 floats from p in the low lanes, 0 in the others, reading nothing past p + n. Where the
+// target has AVX, a masked load (vmaskmovps: masked-off lanes are not read and cannot fault).
 // Elsewhere the copies above into a zeroed vector, whose load then waits: it spans several
 // smaller stores, which the processor cannot forward to it (on Zen 3 that stall was a fifth of
 // the convolution's fused epilogue, whose rows of 14 and 28 values all end in such a tail).
-static inline void qs_load_floats16(const float *p, long n, qs_float16 *out) {
-#if defined(__AVX__)
-    const qs_int8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    qs_int8 low = lane < (int)n, high = lane + 8 < (int)n;  // -1 where the lane is read
-    qs_float8 a = (qs_float8)__builtin_ia32_maskloadps256((const qs_float8 *)p, (qs_int8)low),
-              b = (qs_float8)__builtin_ia32_maskloadps256((const qs_float8 *)(p + 8), (qs_int8)high);
-    *out = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-    *out = 0.0f;
-    qs_copy_floats((float *)out, p, n);
-#endif
-}
-
-// The same for n < 8 floats.
 static inline void qs_load_floats8(const float *p, long n, qs_float8 *out) {
 #if defined(__AVX__)
     const qs_int8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -137,6 +125,14 @@ static inline void qs_load_floats8(const float *p, long n, qs_float8 *out) {
     *out = 0.0f;
     qs_copy_floats((float *)out, p, n);
 #endif
+}
+
+// The same for n < 16 floats, as two halves.
+static inline void qs_load_floats16(const float *p, long n, qs_float16 *out) {
+    qs_float8 a, b;
+    qs_load_floats8(p, n < 8 ? n : 8, &a);
+    qs_load_floats8(p + 8, n > 8 ? n - 8 : 0, &b);
+    *out = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
 // n < 8 bytes from p in the low lanes, `fill` in the others: assembled in a register from loads of

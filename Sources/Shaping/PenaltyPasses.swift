@@ -312,8 +312,7 @@ struct PenaltyGradient {
         if quant {
             quantScale = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
             quantGain = Float(k.quantFactor) * quantScale
-            argMax =
-                st.quantSumsPending ? st.firstMaximum(w) : st.argMax
+            argMax = st.quantSumsPending ? st.firstMaximum(w) : st.argMax
             argMaxCoefficient = k.argMaxCoefficient(negative: w[argMax] < 0, maxAbs: st.maxAbs)
         } else {
             (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
