@@ -85,7 +85,7 @@ struct LaneSums {
     @inline(__always)
     mutating func addQuantisation(_ x: Float, scale: Float) {
         let u = x * scale
-        addQuantisation(residual: u - u.rounded(.toNearestOrAwayFromZero), of: u)
+        addQuantisation(residual: roundingResidual(u), of: u)
     }
 
     /// The same over x[start..<end], 16 at a time and the rest one by one. A loop of its own:

@@ -15,6 +15,10 @@ let roundingMagic: Float = 12_582_912
 @inline(__always)
 func roundingResidual(_ u: Lanes) -> Lanes { u - qs_round_away16(u) }
 
+/// The same for one value (the block tails): the same rounding, so the same residual.
+@inline(__always)
+func roundingResidual(_ u: Float) -> Float { u - u.rounded(.toNearestOrAwayFromZero) }
+
 /// Whether any lane of x is at least the same lane of t (one comparison and one test; see
 /// `qs_any_ge16`).
 @inline(__always)

@@ -348,7 +348,7 @@ struct PenaltyGradient {
         let d = x - mean
         var g = fused(fused(fused(a, d, b), d, c), d, e)
         if quant {
-            let u = x * quantScale, r = u - u.rounded(.toNearestOrAwayFromZero)
+            let u = x * quantScale, r = roundingResidual(u)
             g = fused(quantGain, r, g)
             if quantSums { sums.addQuantisation(residual: r, of: u) }
         }
