@@ -17,6 +17,17 @@ enum {
     QS_CPU_AVX512VNNI = 1u << 12
 };
 
+/// The processor's hint that the caller is spinning on a memory location (`pause` on x86, `yield`
+/// on Arm): it lets the other hardware thread of the core run, and leaves the loop without the
+/// memory-order mis-speculation a plain spinning load costs when the location changes.
+static inline void qs_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 

@@ -5,6 +5,13 @@ import Tensors
 /// Values per block: each block sums in Float lanes, the blocks in Double.
 let blockSize = 1024
 
+/// The fewest blocks a loop shares with other threads (`BlockSharing`); smaller ones run on the
+/// calling thread. Handing blocks to another processor costs about 0.5–1 µs a loop: a plain sum of
+/// 8 blocks took longer shared than alone, one of 16 about as long, one of 32 less
+/// (Docs/Performance.md). The examples' small layers (the last dense layers, the CNN's
+/// convolutions, 1–5 blocks) run alone.
+let minimumSharedBlocks = 16
+
 /// Σ of `body(start, end)` over consecutive blocks of at most `blockSize` values of `range`.
 /// Each body keeps its accumulators local (as `LaneSums`): captured from outside, they lived in
 /// memory and the loops ran at half speed.
@@ -20,7 +27,9 @@ func sumBlocks(_ range: Range<Int>, _ body: (Int, Int) -> BlockSums) -> BlockSum
         part.maxStart = r.lowerBound
         return part
     }
-    if blocks > 1, let sharing = BlockSharing.current { return sharedSum(blocks, sharing, block) }
+    if blocks >= minimumSharedBlocks, let sharing = BlockSharing.current {
+        return sharedSum(blocks, sharing, block)
+    }
     var total = BlockSums()
     for b in 0..<blocks { total = total + block(b) }
     return total

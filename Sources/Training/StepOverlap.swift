@@ -116,7 +116,7 @@ final class StepOverlap {
     /// The side thread's part of the update and the loss terms: it helps with their loops until
     /// told to stop (after the loss terms; after the update when there are none).
     private func helpUntilDone() {
-        while !helpEnds.load(ordering: .acquiring) { if !sharing.help() { sched_yield() } }
+        sharing.helpUntil { helpEnds.load(ordering: .acquiring) }
     }
 }
 

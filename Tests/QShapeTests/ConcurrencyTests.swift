@@ -13,7 +13,7 @@ import Shaping
 /// The shaping penalties on a second thread, shared with the main thread block by block: every
 /// block runs once, and the results are the same bits as on one thread.
 final class ConcurrencyTests: XCTestCase {
-    /// A thread that calls `help()` until told to stop, counting the blocks it ran.
+    /// A thread that helps (`helpUntil`) until told to stop.
     final class Helper: @unchecked Sendable {
         let sharing: BlockSharing
         private let lock = NSLock()
@@ -21,7 +21,7 @@ final class ConcurrencyTests: XCTestCase {
         init(_ sharing: BlockSharing) {
             self.sharing = sharing
             Thread { [self] in
-                while !isStopped { if !sharing.help() { sched_yield() } }
+                sharing.helpUntil { isStopped }
                 lock.withLock { finished = true }
             }.start()
         }
