@@ -6,8 +6,8 @@ import CProcessor
 #endif
 
 /// Threads sharing the blocks of one loop at a time. The thread that owns the work calls
-/// `forEach`; others call `help` while they have nothing better to do and run blocks of the
-/// loop then open. The training loop uses it for the optimiser update and the shaping penalties
+/// `forEach`; others call `helpUntil` while they have nothing better to do and run blocks of
+/// the loops as they open. The training loop uses it for the optimiser update and the shaping penalties
 /// (`forEachBlock`, `sumBlocks` in Shaping): they run on the main thread, and a second thread joins
 /// them when it has gathered the next batch.
 ///
@@ -117,8 +117,7 @@ public final class BlockSharing: @unchecked Sendable {
     }
 
     /// Runs blocks of the open loop until it has none left to claim; returns whether it ran any.
-    @discardableResult
-    public func help() -> Bool {
+    private func help() -> Bool {
         let ran = helpDrain(word.load(ordering: .relaxed))
         guard ran > 0 else { return false }
         finished.add(ran, ordering: .releasing)
