@@ -40,19 +40,28 @@ public enum BenchWorkflow {
         /// "kurtosis" (the KURE term alone), "all" (every term on every weight layer, at its default
         /// target) or "all, range on every weight" (the range term forced onto every weight).
         public var terms: String
+        /// From the median chunk time of each training.
         public var unshapedSamplesPerSecond: Double
         public var shapedSamplesPerSecond: Double
-        /// shaped time per sample / unshaped time per sample − 1.
+        /// shaped time / unshaped time − 1 of chunks run in the same turn: the median over turns.
         public var overhead: Double
+        /// The same ratio's first and third quartiles over the turns.
+        public var overheadQuartiles: [Double]
+        /// Turns of alternating chunks, and each chunk's training steps.
+        public var chunkPairs: Int
+        public var stepsPerChunk: Int
         /// Time in the penalties (values and gradients) per training step, averaged over the timed
-        /// steps of the fastest shaped measurement: more than `penaltyCosts` measures, whose loop
-        /// finds the weights in cache.
+        /// steps of the shaped training: more than `penaltyCosts` measures, whose loop finds the
+        /// weights in cache.
         public var penaltyMillisecondsPerStep: Double
         /// The same training with the penalties on the main thread alone (`training.overlap: false`).
         public var serialShapedSamplesPerSecond: Double
         public var serialOverhead: Double
         enum CodingKeys: String, CodingKey {
             case network, overhead, terms
+            case overheadQuartiles = "overhead_quartiles"
+            case chunkPairs = "chunk_pairs"
+            case stepsPerChunk = "steps_per_chunk"
             case serialShapedSamplesPerSecond = "serial_shaped_samples_per_second"
             case serialOverhead = "serial_overhead"
             case unshapedSamplesPerSecond = "unshaped_samples_per_second"
@@ -151,25 +160,6 @@ public enum BenchWorkflow {
         }
         return (Double(count) / bestFloat, Double(count) / bestInt)
     }
-
-    /// The given terms on every weight layer, each with λ = 0.1 at its default target.
-    public static func shapingTerms(_ terms: [PenaltyTerm], rangeOnEveryWeight: Bool = false) -> ShapingConfig
-    {
-        var s = ShapingConfig()
-        for t in terms { s.terms[t] = ShapingConfig.Term(weight: 0.1, target: t.defaultTarget) }
-        // The worst case: a target below any real ratio keeps the range term active, and on the
-        // nearly uniform initial weights every weight's exponential counts.
-        if rangeOnEveryWeight { s.terms[.range]?.target = 1.0 }
-        return s
-    }
-
-    /// What the shaping part measures: the KURE term, every term at its default target, and every
-    /// term with the range term forced onto every weight.
-    static let shapingCases: [(label: String, config: ShapingConfig)] = [
-        ("kurtosis", shapingTerms([.kurtosis])),
-        ("all", shapingTerms(PenaltyTerm.allCases)),
-        ("all, range on every weight", shapingTerms(PenaltyTerm.allCases, rangeOnEveryWeight: true))
-    ]
 
     /// The example configs whose networks the bench measures (their models only: the bench sets
     /// its own data, batch sizes and steps).
@@ -352,48 +342,5 @@ public enum BenchWorkflow {
                     network: name, images: 10_000, floatImagesPerSecond: f, integerImagesPerSecond: i,
                     integerKernel: IntegerEngine.kernelName))
         }
-    }
-
-    /// Each term alone, then all together: the best of three rounds of 50 steps' penalty values
-    /// and gradients on every weight layer of the freshly initialised network.
-    public static func penaltyCosts(network: String, layers: [LayerSpec]) throws -> [PenaltyCost] {
-        let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
-        let weights = ShapingLossTerm.weightLayers(model).reduce(0) { n, i in
-            n + (model.layers[i].state.first { $0.role == .weight }?.value.count ?? 0)
-        }
-        let cases =
-            PenaltyTerm.allCases.map { ($0.rawValue, shapingTerms([$0])) }
-            + [("range on every weight", shapingTerms([.range], rangeOnEveryWeight: true))]
-            + shapingCases.dropFirst()
-        return cases.map { label, config in
-            let term = ShapingLossTerm(config, model: model)
-            _ = term.addGradients(model: model, epoch: 1)
-            let best = (0..<3).map { _ in
-                time { for _ in 0..<50 { _ = term.addGradients(model: model, epoch: 1) } }
-            }.min()!
-            return PenaltyCost(
-                network: network, term: label, weights: weights, millisecondsPerStep: best / 50 * 1000)
-        }
-    }
-}
-
-/// A loss term that also clocks its own calls.
-final class TimedLossTerm: LossTerm {
-    let inner: LossTerm
-    private var seconds = 0.0, calls = 0
-    init(_ inner: LossTerm) { self.inner = inner }
-
-    var millisecondsPerCall: Double { calls > 0 ? seconds / Double(calls) * 1000 : 0 }
-
-    func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
-        let clock = ContinuousClock(), start = clock.now
-        defer { seconds += Training.seconds(clock.now - start); calls += 1 }
-        return inner.addGradients(model: model, epoch: epoch)
-    }
-
-    var setsGradients: [Parameter] { inner.setsGradients }
-
-    func layerStatistics(model: Sequential) -> [String: [String: Double]] {
-        inner.layerStatistics(model: model)
     }
 }
