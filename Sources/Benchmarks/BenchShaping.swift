@@ -38,11 +38,13 @@ extension BenchWorkflow {
     /// values). The machine's load, which on a shared machine moves whole epochs by ±10%, hits the
     /// three chunks of a turn alike, so the overhead is the median over turns of each turn's
     /// ratio of chunk times.
+    /// `chunks` overrides the chunk's steps and the number of turns (for tests).
     static func shapingOverhead(
-        network: String, layers: [LayerSpec], terms: String, config: ShapingConfig
+        network: String, layers: [LayerSpec], terms: String, config: ShapingConfig,
+        chunks: (steps: Int, turns: Int)? = nil
     ) throws -> ShapingOverhead {
-        let cnn = network.contains("cnn")
-        let (chunkSteps, turns) = cnn ? (8, 24) : (47, 78)  // chunks of about 0.1 s and 0.05 s
+        // Chunks of about 0.1 s (CNN) and 0.05 s (MLP); turns a multiple of three.
+        let (chunkSteps, turns) = chunks ?? (network.contains("cnn") ? (8, 24) : (47, 78))
         BLASThreads.set(cores)
         let data = trainingData.data
         var timed: TimedLossTerm?

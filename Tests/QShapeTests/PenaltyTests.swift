@@ -330,6 +330,37 @@ final class PenaltyTests: XCTestCase {
         }
     }
 
+    /// `qshape bench`'s shaping overhead, in a few short chunks: one ratio per turn, the median
+    /// between its quartiles, and real rates and penalty times for all three trainings.
+    func testBenchShapingOverheadFromAlternatingChunks() throws {
+        let mlp = try BenchWorkflow.networks()[0]
+        let o = try BenchWorkflow.shapingOverhead(
+            network: mlp.name, layers: mlp.layers, terms: "kurtosis",
+            config: BenchWorkflow.shapingTerms([.kurtosis]), chunks: (steps: 2, turns: 3))
+        XCTAssertEqual(o.network, "fashion-mlp")
+        XCTAssertEqual(o.chunkPairs, 3)
+        XCTAssertEqual(o.stepsPerChunk, 2)
+        XCTAssertEqual(o.overheadQuartiles.count, 2)
+        XCTAssertLessThanOrEqual(o.overheadQuartiles[0], o.overhead)
+        XCTAssertLessThanOrEqual(o.overhead, o.overheadQuartiles[1])
+        XCTAssertGreaterThan(o.overhead, -1)
+        XCTAssertGreaterThan(o.serialOverhead, -1)
+        for rate in [o.unshapedSamplesPerSecond, o.shapedSamplesPerSecond, o.serialShapedSamplesPerSecond] {
+            XCTAssertTrue(rate.isFinite && rate > 0, "\(rate)")
+        }
+        XCTAssertGreaterThan(o.penaltyMillisecondsPerStep, 0)
+    }
+
+    /// The interpolated quantiles of the bench's ratios.
+    func testBenchQuantile() {
+        XCTAssertEqual(BenchWorkflow.quantile([1, 2, 3, 4], 0.5), 2.5)
+        XCTAssertEqual(BenchWorkflow.quantile([1, 2, 3, 4], 0.25), 1.75)
+        XCTAssertEqual(BenchWorkflow.quantile([1, 2, 3, 4], 0.75), 3.25)
+        XCTAssertEqual(BenchWorkflow.quantile([1, 2, 3, 4], 1), 4)
+        XCTAssertEqual(BenchWorkflow.quantile([1, 2, 3, 4], 0), 1)
+        XCTAssertEqual(BenchWorkflow.quantile([7], 0.5), 7)
+    }
+
     /// The bench's clock around the loss term passes values and gradients through unchanged.
     func testTimedLossTermIsTransparent() throws {
         let specs: [LayerSpec] = [.flatten, .dense(inFeatures: 20, outFeatures: 7, bias: true)]
@@ -344,6 +375,10 @@ final class PenaltyTests: XCTestCase {
             XCTAssertEqual(plain.addGradients(model: a, epoch: 1), timed.addGradients(model: b, epoch: 1))
             XCTAssertEqual(a.namedState[0].parameter.grad.data, b.namedState[0].parameter.grad.data)
         }
+        XCTAssertGreaterThan(timed.millisecondsPerCall, 0)
+        timed.reset()  // after the bench's warm-up
+        XCTAssertEqual(timed.millisecondsPerCall, 0)
+        _ = timed.addGradients(model: b, epoch: 1)
         XCTAssertGreaterThan(timed.millisecondsPerCall, 0)
     }
 
