@@ -237,26 +237,21 @@ public enum BenchWorkflow {
         return (data, "60,000 random images with random labels (Fashion-MNIST is not installed)")
     }()
 
-    /// Training throughput of one network on `trainingData`, after a warm-up. `lossTerms` makes the
-    /// terms of each trainer, the warm-up's first and then the timed one's.
-    /// `overlap: false` keeps the terms on the main thread (`training.overlap`).
+    /// Training throughput of one network on `trainingData`, after a warm-up: the best of three
+    /// rounds of `steps` steps.
     public static func trainingRate(
-        layers: [LayerSpec], batch: Int, steps: Int, threads: Int, overlap: Bool = true,
-        lossTerms: (Sequential) -> [LossTerm] = { _ in [] }
+        layers: [LayerSpec], batch: Int, steps: Int, threads: Int
     ) throws -> (samplesPerSecond: Double, macsPerSample: Int) {
         BLASThreads.set(threads)
         let data = trainingData.data, count = data.count
         let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
         var options = TrainingOptions()
         options.batchSize = batch
-        options.overlapSteps = overlap && threads > 1
+        options.overlapSteps = threads > 1
         options.maxStepsPerEpoch = 3
-        let trainer = Trainer(model: model, options: options, trainingSetSize: count)
-        trainer.lossTerms = lossTerms(model)
-        _ = try trainer.trainEpoch(0, train: data)  // warm-up
+        _ = try Trainer(model: model, options: options, trainingSetSize: count).trainEpoch(0, train: data)  // warm-up
         options.maxStepsPerEpoch = steps
         let timed = Trainer(model: model, options: options, trainingSetSize: count)
-        timed.lossTerms = lossTerms(model)
         var best = 0.0
         for round in 0..<3 {
             let m = try timed.trainEpoch(round, train: data)
