@@ -52,7 +52,7 @@ extension BenchWorkflow {
             let model = try Sequential(specs: layers, inputShape: [1, 28, 28], seed: 1)
             var options = TrainingOptions()
             options.batchSize = batch
-            options.overlapSteps = overlap && cores > 1
+            options.overlapSteps = overlap  // used only with a second core (`StepOverlap`)
             options.maxStepsPerEpoch = chunkSteps
             let trainer = Trainer(model: model, options: options, trainingSetSize: data.count)
             if shaped {
@@ -71,8 +71,9 @@ extension BenchWorkflow {
                 seconds[i].append(try trainers[i].trainEpoch(0, train: data).epochSeconds)
             }
         }
-        let shapedRatios = zip(seconds[1], seconds[0]).map { $0 / $1 - 1 }.sorted()
-        let serialRatios = zip(seconds[2], seconds[0]).map { $0 / $1 - 1 }.sorted()
+        /// Training `i`'s chunk time over the unshaped one's in the same turn, less 1, sorted.
+        func overheads(_ i: Int) -> [Double] { zip(seconds[i], seconds[0]).map { $0 / $1 - 1 }.sorted() }
+        let shapedRatios = overheads(1), serialRatios = overheads(2)
         func rate(_ s: [Double]) -> Double { Double(batch * chunkSteps) / quantile(s.sorted(), 0.5) }
         return ShapingOverhead(
             network: network, terms: terms, unshapedSamplesPerSecond: rate(seconds[0]),
