@@ -20,6 +20,12 @@ public final class Parameter {
     public var value: Tensor
     /// Gradient of the loss with respect to `value`; layers accumulate into it (`+=`).
     public var grad: Tensor
+    /// A multiple of `value` not yet added to `grad`, one factor per group of equal consecutive
+    /// slices (empty: none): the full gradient is `grad[j] + gradientDecay[j / groupSize]·value[j]`.
+    /// A loss term whose gradient has such a part known only once its pass has ended (the relative
+    /// quantisation error's) leaves it here; the optimiser adds it as it adds L2, saving a pass,
+    /// and `resolveGradientDecay()` writes it into `grad` for any other reader.
+    public var gradientDecay: [Float] = []
 
     public init(_ name: String, role: Role, value: Tensor) {
         self.name = name
@@ -29,6 +35,18 @@ public final class Parameter {
     }
 
     public var isTrainable: Bool { role == .weight || role == .bias }
+
+    /// Writes `gradientDecay` into `grad` (and empties it).
+    public func resolveGradientDecay() {
+        guard !gradientDecay.isEmpty else { return }
+        let size = value.count / gradientDecay.count
+        value.withUnsafeBufferPointer { w in
+            grad.withUnsafeMutableBufferPointer { g in
+                for j in 0..<g.count { g[j] += gradientDecay[j / size] * w[j] }
+            }
+        }
+        gradientDecay = []
+    }
 }
 
 /// A layer computes `forward` and, right after, the `backward` that undoes it.

@@ -1,21 +1,22 @@
 // The passes over one group's weights: the moments and maximum, the range and quantisation sums,
-// and one pass writing every term's gradient, each specialised on the terms that are on. The maths
-// of the terms is PenaltyTerms.swift; the blocked sums BlockSums.swift; the lane helpers LaneMath.swift.
+// and the gradient's completion after its pass (PenaltyGradient.swift). The maths of the terms is
+// PenaltyTerms.swift; the blocked sums BlockSums.swift; the lane helpers LaneMath.swift.
 import Tensors
 import IntegerRuntime
 
-/// The work is two or three passes over the weights: the central moments and the maximum (around a
-/// mean hint, so no separate mean pass), the range and quantisation sums when those terms need them
-/// (keeping the range term's exponentials), and one pass writing every term's gradient. Sums run
-/// in 16 Float lanes inside 1024-value blocks, combined in Double.
+/// The work is two passes over the weights, sometimes three or four: the central moments and the
+/// maximum (around a mean hint, so no separate mean pass); the range and quantisation sums when
+/// those terms need them first (keeping the range term's exponentials); and one pass writing every
+/// term's gradient, which can also take the quantisation sums and the range bound's band
+/// (`evaluate(deferring:)`). Sums run in 16 Float lanes inside 1024-value blocks, combined in Double.
 public enum Penalties {
     /// Moments and term values of one group. `meanHint` (last step's mean, say) is the centre the
     /// moments are summed around; any value is exact, a close one keeps the Float sums precise.
-    /// `quantisationSums: false` leaves the quantisation error's sums to `addGradient`, saving a
-    /// pass: for callers whose gradient scales do not depend on that term's value.
+    /// `deferring` leaves to `addGradient`'s pass what it can sum there, saving a pass: the
+    /// quantisation error's sums and the range bound's band. The term values are complete only
+    /// after that pass; for callers whose gradient scales do not depend on those terms' values.
     public static func evaluate(
-        _ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil,
-        quantisationSums: Bool = true
+        _ w: UnsafeBufferPointer<Float>, _ s: PenaltySettings, meanHint: Float? = nil, deferring: Bool = false
     ) -> PenaltyState {
         var st = PenaltyState()
         let n = w.count
@@ -36,21 +37,26 @@ public enum Penalties {
         guard st.m2 > varianceFloor else { return st }
         st.kurtosis = st.m4 / (st.m2 * st.m2)
         st.skewness = st.m3 / (st.m2 * st.m2.squareRoot())
+        var quant = s.has(.quantError) && st.maxAbs > 0
+        if quant && deferring { st.quantSumsPending = true; quant = false }
         // R lies in [max s, max s + ln(n)/β]. When the top of that interval is within the target,
         // the term and its gradient are 0 whatever R is: its exponentials are not needed. Else a
         // tighter bound, from the exponentials of the weights near the maximum only, often is;
         // its pass also sums the quantisation error when that is due.
-        var quant = s.has(.quantError) && st.maxAbs > 0
-        // The relative error's gradient coefficients need E before the gradient pass.
-        if quant && !quantisationSums && !s.quantErrorRelative { st.quantSumsPending = true; quant = false }
         var range = false
         if s.has(.range) {
             st.range = Double(st.maxAbs) / st.m2.squareRoot() + _log(nd) / s.rangeSharpness
-            if st.range > s.rangeTarget, let bound = rangeUpperBound(w, &st, s, quant: quant) {
-                st.range = min(st.range, bound)
-                quant = false
+            if st.range > s.rangeTarget, let band = rangeBand(st, s) {
+                if deferring {
+                    st.rangeBand = band
+                } else {
+                    let sums = quant ? band.sums(w, On.self) : band.sums(w, Off.self)
+                    if quant { completeQuantisation(&st, sums, argMax: st.firstMaximum(w)) }
+                    st.range = min(st.range, band.bound(sums))
+                    quant = false
+                }
             }
-            range = st.range > s.rangeTarget
+            range = st.range > s.rangeTarget && st.rangeBand == nil
         }
         if range || quant { tailSums(w, &st, s, range: range, quant: quant) }
         return st
@@ -82,31 +88,23 @@ public enum Penalties {
         }
     }
 
-    /// An upper bound on R from one pass that takes exponentials only near the maximum, or nil
-    /// (and no pass) where it cannot beat max s + ln(n)/β. With δ > 0 every weight with
-    /// sᵢ < m − δ adds at most e^(−βδ) to Z, so
+    /// The band of an upper bound on R that takes exponentials only near the maximum, or nil where
+    /// it cannot beat max s + ln(n)/β. With δ > 0 every weight with sᵢ < m − δ adds at most
+    /// e^(−βδ) to Z, so
     ///     Z ≤ Σ_{runs of 16 with some sᵢ ≥ m − δ} e^(β(sᵢ − m)) + (the other weights' count)·e^(−βδ).
     /// R reaches the target R_T at Z_T = e^(β(R_T − m)); δ is chosen so that the second part is
     /// Z_T/2. In training, most groups whose first bound exceeds R_T are then found within it.
-    /// With `quant` the same pass sums the quantisation error into `st` (as `tailSums` would).
-    static func rangeUpperBound(
-        _ w: UnsafeBufferPointer<Float>, _ st: inout PenaltyState, _ s: PenaltySettings, quant: Bool
-    ) -> Double? {
+    static func rangeBand(_ st: PenaltyState, _ s: PenaltySettings) -> RangeBand? {
         let sigma = st.m2.squareRoot(), beta = s.rangeSharpness, m = Double(st.maxAbs) / sigma,
-            n = Double(w.count)
+            n = Double(st.n)
         let zTarget = _exp(beta * (s.rangeTarget - m))
         let delta = _log(2 * n / zTarget) / beta
         // Z ≥ 1 (the maximum's own term): a target below m is exceeded whatever Z is; and from
         // δ = 40/β on, the band is what the exact pass computes anyway.
         guard zTarget > 1, delta > 0, delta < Double(rangeExponentCutoff) / beta else { return nil }
-        let band = RangeBand(
-            sigma: sigma, beta: beta, m: m, low: m - delta,
+        return RangeBand(
+            sigma: sigma, beta: beta, m: m, low: m - delta, n: st.n,
             qk: Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs)
-        let sums = quant ? band.sums(w, On.self) : band.sums(w, Off.self)
-        if quant { completeQuantisation(&st, sums, argMax: st.firstMaximum(w)) }
-        // 1e-6: the Float exponentials' relative error (2e-7) and their sums', with room to spare.
-        let z = sums.a * (1 + 1e-6) + (n - sums.b) * _exp(-beta * delta)
-        return m + _log(z) / beta
     }
 
     /// One pass for the terms that need σ and max|w| first:
@@ -179,7 +177,7 @@ public enum Penalties {
     /// Terms that `s` leaves off are ignored whatever their scale. One pass writes every term's
     /// gradient (`PenaltyGradient`); the quantisation term's push on the maximum follows it.
     ///
-    /// Returns the state with the quantisation sums filled in when `evaluate` left them pending.
+    /// Returns the state completed where `evaluate` deferred sums to this pass.
     /// `overwrite`: write the gradient over what `grad` holds instead of adding to it (the
     /// training loop then need not zero it first).
     @discardableResult
@@ -187,23 +185,23 @@ public enum Penalties {
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
         _ st: PenaltyState, _ s: PenaltySettings, scales: [PenaltyTerm: Double], overwrite: Bool = false
     ) -> PenaltyState {
-        addGradient(w, grad, st, s, scales: TermTable(scales), overwrite: overwrite)
+        let (done, decay) = addGradient(w, grad, st, s, scales: TermTable(scales), overwrite: overwrite)
+        if decay != 0 { for i in grad.indices { grad[i] += decay * w[i] } }
+        return done
     }
 
-    /// The same with the scales in a `TermTable` (the loss term's).
-    @discardableResult
+    /// The same with the scales in a `TermTable` (the loss term's), leaving one part of the
+    /// gradient to the caller: when `evaluate` deferred the relative quantisation error's sums,
+    /// the part −K·w, whose K needs them, is not written. `decay` is −K: the full gradient is
+    /// grad + decay·w (the optimiser adds it as it adds L2: `Parameter.gradientDecay`).
     static func addGradient(
         _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
         _ st: PenaltyState, _ s: PenaltySettings, scales: TermTable, overwrite: Bool
-    ) -> PenaltyState {
-        guard st.n > 0 else { return st }
+    ) -> (state: PenaltyState, decay: Float) {
+        guard st.n > 0 else { return (st, 0) }
         let kernel = PenaltyGradient(w, st, s, scales: scales)
-        let pending = st.quantSumsPending
-        let sums =
-            overwrite
-            ? gradientPass(w, grad, kernel, quantisationSums: pending, On.self)
-            : gradientPass(w, grad, kernel, quantisationSums: pending, Off.self)
-        var st = st
+        let sums = gradientPass(w, grad, kernel, overwrite: overwrite)
+        var st = st, decay: Float = 0
         if st.quantSumsPending {
             if kernel.quant {
                 completeQuantisation(&st, sums, argMax: kernel.argMax)
@@ -213,10 +211,26 @@ public enum Penalties {
             st.quantSumsPending = false
         }
         if kernel.quant {
-            grad[kernel.argMax] += kernel.argMaxCorrection(
-                quantCross: st.quantCross * kernel.crossScale - kernel.crossShift)
+            var shift = kernel.crossShift
+            if kernel.relativePending {
+                let parts = GradientCoefficients.relativeParts(st, s, weight: kernel.quantWeight)
+                (shift, decay) = (parts.crossShift, Float(-parts.linear))
+            }
+            grad[kernel.argMax] += kernel.argMaxCorrection(quantCross: st.quantCross * kernel.crossScale - shift)
         }
-        return st
+        if let band = st.rangeBand {
+            st.rangeBand = nil
+            st.range = min(st.range, band.bound(sums))
+            // Beyond the target after all: R's exact sums, and its gradient added in a pass of its own.
+            if st.range > s.rangeTarget {
+                tailSums(w, &st, s, range: true, quant: false)
+                var rangeScale = TermTable()
+                rangeScale[.range] = scales[.range]
+                let rangeOnly = PenaltyGradient(w, st, s, scales: rangeScale)
+                if rangeOnly.range { _ = gradientPass(w, grad, rangeOnly, overwrite: false) }
+            }
+        }
+        return (st, decay)
     }
 
     /// E and mean((u − r)·u) from the sums Σ(u − r)², Σ(u − r)·u (`c`, `d`), with the index of
@@ -226,53 +240,6 @@ public enum Penalties {
         st.quantCross = sums.d / Double(st.n)
         st.argMax = argMax
     }
-
-    /// `grad += kernel(w)` over the group (`grad = kernel(w)` when `Overwrite`); returns Σ(u − r)²,
-    /// Σ(u − r)·u (`c`, `d`) when the quantisation term is on and `quantisationSums` asks for
-    /// them (`evaluate` left them pending; summing them again when it did not doubled the pass's
-    /// time). One specialised copy per combination keeps the loop free of branches.
-    static func gradientPass<Overwrite: Flag>(
-        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>, _ k: PenaltyGradient,
-        quantisationSums: Bool, _: Overwrite.Type
-    ) -> BlockSums {
-        switch (k.quant, k.range, k.quant && quantisationSums) {
-        case (false, false, _): gradientPass(w, grad, k, Off.self, Off.self, Off.self, Overwrite.self)
-        case (false, true, _): gradientPass(w, grad, k, Off.self, On.self, Off.self, Overwrite.self)
-        case (true, false, false): gradientPass(w, grad, k, On.self, Off.self, Off.self, Overwrite.self)
-        case (true, true, false): gradientPass(w, grad, k, On.self, On.self, Off.self, Overwrite.self)
-        case (true, false, true): gradientPass(w, grad, k, On.self, Off.self, On.self, Overwrite.self)
-        case (true, true, true): gradientPass(w, grad, k, On.self, On.self, On.self, Overwrite.self)
-        }
-    }
-
-    static func gradientPass<Quant: Flag, Range: Flag, Sums: Flag, Overwrite: Flag>(
-        _ w: UnsafeBufferPointer<Float>, _ grad: UnsafeMutableBufferPointer<Float>,
-        _ k: PenaltyGradient, _: Quant.Type, _: Range.Type, _: Sums.Type, _: Overwrite.Type
-    ) -> BlockSums {
-        let x = w.baseAddress!, g = grad.baseAddress!
-        return k.exponentials.withUnsafeBufferPointer { p in
-            sumBlocks(0..<w.count) { start, end in
-                var sums = LaneSums()
-                var i = start
-                while i + Lanes.scalarCount <= end {
-                    storeLanes(
-                        (Overwrite.on ? Lanes() : loadLanes(g + i))
-                            + k.lanes(
-                                loadLanes(x + i), at: i, p, quant: Quant.on, range: Range.on,
-                                quantSums: Sums.on, into: &sums),
-                        g + i)
-                    i += Lanes.scalarCount
-                }
-                while i < end {
-                    if Overwrite.on { g[i] = 0 }
-                    g[i] += k.scalar(
-                        x[i], at: i, p, quant: Quant.on, range: Range.on, quantSums: Sums.on, into: &sums)
-                    i += 1
-                }
-                return sums.sum
-            }
-        }
-    }
 }
 
 /// Compile-time switches: generic specialisation gives each combination of terms its own loop
@@ -281,81 +248,3 @@ public enum Penalties {
 protocol Flag { static var on: Bool { get } }
 enum On: Flag { static var on: Bool { true } }
 enum Off: Flag { static var on: Bool { false } }
-
-/// Every term's gradient on one group, weight by weight, in Float: `GradientCoefficients`' expression
-/// and, on the group's maximum only, the quantisation term's push through max|w|, which needs the
-/// whole group's mean((u − r)·u) first (`argMaxCorrection`).
-struct PenaltyGradient {
-    let a, b, c, e, mean, quantScale, quantGain, rangeGain: Float
-    /// Which of the two optional parts are on: the pass is specialised on them.
-    let quant: Bool, range: Bool
-    /// The range term's exp(β(sⱼ − max s)) (empty unless `range`).
-    let exponentials: [Float]
-    /// The index of the group's maximum |w| and −2·λ_q·sign(w_max)/M: the maximum's extra gradient
-    /// is that times mean((u − r)·u) (its own residual is 0).
-    let argMax: Int
-    let argMaxCoefficient: Double
-    /// What mean((u − r)·u) becomes in the maximum's push (`GradientCoefficients`).
-    let crossScale: Double, crossShift: Double
-
-    init(
-        _ w: UnsafeBufferPointer<Float>, _ st: PenaltyState, _ s: PenaltySettings,
-        scales: TermTable
-    ) {
-        let k = GradientCoefficients(st, s, scales: scales)
-        (a, b, c, e, mean) = (Float(k.a), Float(k.b), Float(k.c), Float(k.e), Float(st.mean))
-        rangeGain = Float(k.rangeGain)
-        range = rangeGain != 0
-        exponentials = range ? st.rangeExponentials : []
-        quant = k.quantWeight != 0
-        (crossScale, crossShift) = (k.crossScale, k.crossShift)
-        if quant {
-            quantScale = Float(BitWidth.qmax(s.quantErrorBits)) / st.maxAbs
-            quantGain = Float(k.quantFactor) * quantScale
-            argMax = st.quantSumsPending ? st.firstMaximum(w) : st.argMax
-            argMaxCoefficient = k.argMaxCoefficient(negative: w[argMax] < 0, maxAbs: st.maxAbs)
-        } else {
-            (quantScale, quantGain, argMax, argMaxCoefficient) = (0, 0, 0, 0)
-        }
-    }
-
-    /// The gradient of 16 weights from index `i` of the group; adds their Σ(u − r)², Σ(u − r)·u to
-    /// `sums.c`, `sums.d` when `quant` and `quantSums`. `p`: the exponentials' storage, when `range`.
-    @inline(__always)
-    func lanes(
-        _ x: Lanes, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, quantSums: Bool,
-        into sums: inout LaneSums
-    ) -> Lanes {
-        let d = x - mean
-        var g = fused(
-            fused(fused(Lanes(repeating: a), d, Lanes(repeating: b)), d, Lanes(repeating: c)), d,
-            Lanes(repeating: e))
-        if quant {
-            let u = x * quantScale, r = roundingResidual(u)
-            g = fused(Lanes(repeating: quantGain), r, g)
-            if quantSums { sums.addQuantisation(residual: r, of: u) }
-        }
-        if range { g += withSign(rangeGain * loadLanes(p.baseAddress! + i), of: x) }
-        return g
-    }
-
-    /// The same for one weight (the same operations in the same order: the same result).
-    @inline(__always)
-    func scalar(
-        _ x: Float, at i: Int, _ p: UnsafeBufferPointer<Float>, quant: Bool, range: Bool, quantSums: Bool,
-        into sums: inout LaneSums
-    ) -> Float {
-        let d = x - mean
-        var g = fused(fused(fused(a, d, b), d, c), d, e)
-        if quant {
-            let u = x * quantScale, r = roundingResidual(u)
-            g = fused(quantGain, r, g)
-            if quantSums { sums.addQuantisation(residual: r, of: u) }
-        }
-        if range { g += Float(bitPattern: (rangeGain * p[i]).bitPattern ^ (x.bitPattern & 0x8000_0000)) }
-        return g
-    }
-
-    /// The maximum's extra gradient, given the group's mean((u − r)·u).
-    func argMaxCorrection(quantCross: Double) -> Float { Float(argMaxCoefficient * quantCross) }
-}

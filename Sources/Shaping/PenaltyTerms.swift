@@ -89,13 +89,17 @@ public struct PenaltyState: Sendable {
     public var kurtosis = 0.0, skewness = 0.0
     /// The smooth range R and Σ pᵢ·sᵢ of its softmax weights. When an upper bound of R is within
     /// the target (the term and its gradient are then 0), `range` is that bound and the sums are
-    /// not computed: max s + ln(n)/β, or the tighter `rangeUpperBound`.
+    /// not computed: max s + ln(n)/β, or the tighter one of `RangeBand` (while that is pending,
+    /// `rangeBand`, the first).
     public var range = 0.0, rangeMeanS = 0.0
     /// exp(β(sᵢ − max s)) for every weight of a run of 16 that has one above the cut-off (0 for
     /// the others), kept so the gradient pass need not compute them again.
     var rangeExponentials: [Float] = []
     /// mean((u − round u)²) and mean((u − round u)·u).
     public var quantError = 0.0, quantCross = 0.0
+    /// The range bound's band when `evaluate` left its sums to the gradient pass (the range term is
+    /// then off there; `addGradient` adds it after when the bound exceeds the target).
+    var rangeBand: RangeBand?
     /// The quantisation sums are left to the gradient pass, which computes the residuals anyway:
     /// `quantError` (and `argMax`) are not known until `addGradient` has run.
     public internal(set) var quantSumsPending = false
@@ -155,6 +159,8 @@ struct GradientCoefficients {
     /// The maximum's push is −2·λ_q·sign/M·(mean((u − r)·u)·crossScale − crossShift):
     /// 1 and 0 for the error in steps; for the relative error see `init`.
     var crossScale = 1.0, crossShift = 0.0
+    /// The relative error's parts that need E are left out: its sums are pending.
+    var relativePending = false
 
     init(_ st: PenaltyState, _ s: PenaltySettings, scales: TermTable) {
         let n = Double(st.n)
@@ -175,7 +181,7 @@ struct GradientCoefficients {
             e -= coef * 3 * st.m2 / (n * m15)
             c -= coef * 3 * st.m3 / (n * m15 * st.m2)
         }
-        if shaped, let k = scales[.range], k != 0, st.range > s.rangeTarget {
+        if shaped, let k = scales[.range], k != 0, st.range > s.rangeTarget, st.rangeBand == nil {
             // ∂R/∂wⱼ = pⱼ·sign(wⱼ)/σ − (Σ pᵢsᵢ)·dⱼ/(n·σ²),  pⱼ = exp(β(sⱼ − m))/Z, kept from the sums
             precondition(st.rangeExponentials.count == st.n, "the range term's state comes from evaluate")
             let coef = k * 2 * (st.range - s.rangeTarget), sigma = st.m2.squareRoot()
@@ -199,19 +205,31 @@ struct GradientCoefficients {
                 // −K·wⱼ with K = 2E'/D', D' = Σ'w² — linear in w, so written for every weight and
                 // taken back at the maximum (+K·M·sign). Through M: ∂E'/∂M = −(2/M)·(cross/U' − E').
                 // Both at the maximum: −(2/M)·sign·(cross/U' − E'·(1 + qmax²/(n·U'))).
-                precondition(!st.quantSumsPending, "the relative error's gradient needs E first")
                 let served = st.servedEnergySteps(s)
                 guard served > 1e-300 else { quantFactor = 0; quantWeight = 0; return }
-                let relative = st.quantError / served, qmax = Double(BitWidth.qmax(s.quantErrorBits))
-                let steps = qmax / Double(st.maxAbs)
                 quantFactor /= served
-                let linear = k * 2 * relative * steps * steps / (n * served)
-                c -= linear
-                e -= linear * st.mean
                 crossScale = 1 / served
-                crossShift = relative * (1 + qmax * qmax / (n * served))
+                // The parts that need E wait for the gradient pass that sums it.
+                relativePending = st.quantSumsPending
+                if !relativePending {
+                    let parts = GradientCoefficients.relativeParts(st, s, weight: k)
+                    c -= parts.linear
+                    e -= parts.linear * st.mean
+                    crossShift = parts.crossShift
+                }
             }
         }
+    }
+
+    /// The relative error's parts that need E: K of its gradient's −K·w (times λ_q = `weight`),
+    /// and the maximum's `crossShift`.
+    static func relativeParts(
+        _ st: PenaltyState, _ s: PenaltySettings, weight k: Double
+    ) -> (linear: Double, crossShift: Double) {
+        let n = Double(st.n), served = st.servedEnergySteps(s)
+        let relative = st.quantError / served, qmax = Double(BitWidth.qmax(s.quantErrorBits))
+        let steps = qmax / Double(st.maxAbs)
+        return (k * 2 * relative * steps * steps / (n * served), relative * (1 + qmax * qmax / (n * served)))
     }
 
     /// The maximum's extra gradient coefficient −2·λ_q·sign(w_max)/M: times mean((u − r)·u).

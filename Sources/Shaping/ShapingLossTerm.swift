@@ -81,8 +81,8 @@ public final class ShapingLossTerm: LossTerm {
     /// Per layer and active scope: the evaluated groups (one per tensor, or one per channel).
     private struct LayerEvaluation {
         var scopes: [(settings: PenaltySettings, groups: [PenaltyState])] = []
-        /// Unweighted term value of the layer (channel scope: mean over channels). A term whose
-        /// sums are pending (the quantisation error before its gradient pass) is present, as 0.
+        /// Unweighted term value of the layer (channel scope: mean over channels). Before the
+        /// gradient pass, a term whose sums are deferred to it is present, its value not final.
         var values: TermTable {
             var v = TermTable()
             for (settings, gs) in scopes {
@@ -94,8 +94,8 @@ public final class ShapingLossTerm: LossTerm {
         }
     }
 
-    /// `quantisationSums: false` leaves the quantisation error's sums to the gradient pass.
-    private func evaluate(_ l: Int, quantisationSums: Bool = true) -> LayerEvaluation {
+    /// `deferring` leaves the sums the gradient pass can take to it (`Penalties.evaluate`).
+    private func evaluate(_ l: Int, deferring: Bool = false) -> LayerEvaluation {
         var e = LayerEvaluation()
         let t = targets[l]
         t.weight.value.withUnsafeBufferPointer { w in
@@ -104,7 +104,7 @@ public final class ShapingLossTerm: LossTerm {
                 let groups = (0..<count).map { c in
                     Penalties.evaluate(
                         channelSlice(w, channels: count, c), s, meanHint: hints?[c],
-                        quantisationSums: quantisationSums)
+                        deferring: deferring)
                 }
                 meanHints[l][k] = groups.map { Float($0.mean) }
                 e.scopes.append((s, groups))
@@ -122,15 +122,17 @@ public final class ShapingLossTerm: LossTerm {
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
         guard ramp > 0, !targets.isEmpty else {
-            for p in setsGradients { p.grad.zero() }
+            for p in setsGradients { p.grad.zero(); p.gradientDecay = [] }
             return [:]
         }
-        // Only the `max` aggregation needs the quantisation error's value before its gradient;
-        // otherwise the gradient pass, which computes every residual anyway, also sums them.
-        let quantisationFirst = config.terms[.quantError]?.aggregate == .max
-        var evaluations = targets.indices.map { evaluate($0, quantisationSums: quantisationFirst) }
+        // Only the `max` aggregation needs a value before the gradients; otherwise the gradient
+        // pass, which computes every residual anyway, also sums the quantisation error, and the
+        // range bound's band.
+        let deferring = ![PenaltyTerm.quantError, .range].contains { config.terms[$0]?.aggregate == .max }
+        var evaluations = targets.indices.map { evaluate($0, deferring: deferring) }
         let shares = self.shares(evaluations.map(\.values), ramp: ramp)
         for (l, target) in targets.enumerated() {
+            var decay = [Float](repeating: 0, count: target.channels)
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
                     for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
@@ -138,13 +140,20 @@ public final class ShapingLossTerm: LossTerm {
                         let size = w.count / groups.count
                         evaluations[l].scopes[k].groups = groups.enumerated().map { c, group in
                             let gs = UnsafeMutableBufferPointer(rebasing: g[(c * size)..<((c + 1) * size)])
-                            return Penalties.addGradient(
+                            let (done, d) = Penalties.addGradient(
                                 channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
                                 overwrite: k == 0)
+                            // A tensor's factor is every channel's.
+                            if d != 0 { for ch in groups.count == 1 ? decay.indices : c..<(c + 1) { decay[ch] += d } }
+                            return done
                         }
                     }
                 }
             }
+            // The relative quantisation error's part −K·w, left to the optimiser (one factor per
+            // channel; none when every factor is 0).
+            target.weight.gradientDecay =
+                !decay.contains { $0 != 0 } ? [] : decay.allSatisfy { $0 == decay[0] } ? [decay[0]] : decay
         }
         // Each term's weighted total, from the values complete after the gradient pass (the
         // quantisation error's sums can come from it).

@@ -7,7 +7,8 @@ import NeuralNet
 public protocol LossTerm: AnyObject {
     /// Adds ∂penalty/∂w to the gradients of `model` and returns each term's value, weighted.
     /// `epoch` is fractional progress, for warm-up schedules. The gradients of `setsGradients`
-    /// it writes instead, whatever they held (0 where it has nothing to add).
+    /// it writes instead, whatever they held (0 where it has nothing to add), with their
+    /// `gradientDecay`: a part c·w of the gradient it leaves for the optimiser (empty for none).
     func addGradients(model: Sequential, epoch: Double) -> [String: Double]
     /// The parameters whose gradients `addGradients` writes rather than adds to: the trainer
     /// does not zero them first (a pass over them saved). Empty by default.

@@ -22,6 +22,9 @@ public struct OptimizerConfig: Equatable, Sendable {
 ///     Adam:  g ← ∇ + λ·p;  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
 ///            p ← p − lr·m̂/(√v̂ + ε),  m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)
 ///     AdamW: p ← p·(1 − lr·λ), then Adam with λ = 0
+///
+/// A parameter's `gradientDecay` (a loss term's gradient part c·p) is added to g as λ·p is, then
+/// emptied.
 public final class Optimizer {
     public let config: OptimizerConfig
     private let parameters: [Parameter]
@@ -76,9 +79,9 @@ public final class Optimizer {
                 buf.withUnsafeMutableBufferPointer { b in
                     let n = w.count
                     let (g, w, b) = (g.baseAddress!, w.baseAddress!, b.baseAddress!)
-                    BlockSharing.forEachBlock(of: 0..<n, size: updateBlock) { _, block in
-                        for j in block {
-                            var d = g[j] + wd * w[j]
+                    forEachBlock(n, decay: p.gradientDecay) { run, extra in
+                        for j in run {
+                            var d = g[j] + (wd + extra) * w[j]
                             if mu != 0 {
                                 b[j] = firstStep ? d : mu * b[j] + d
                                 d = nesterov ? d + mu * b[j] : b[j]
@@ -89,6 +92,7 @@ public final class Optimizer {
                 }
             }
         }
+        p.gradientDecay = []
     }
 
     private func adam(_ p: Parameter, _ m: inout [Float], _ v: inout [Float], lr: Double) {
@@ -106,15 +110,33 @@ public final class Optimizer {
                         let l2 = decoupled ? 0 : wd
                         let n = w.count
                         let (w, g, m, v) = (w.baseAddress!, g.baseAddress!, mp.baseAddress!, vp.baseAddress!)
-                        BlockSharing.forEachBlock(of: 0..<n, size: updateBlock) { _, block in
-                            let start = block.lowerBound
+                        forEachBlock(n, decay: p.gradientDecay) { run, extra in
+                            let start = run.lowerBound
                             adamUpdate(
-                                count: block.count, w: w + start, g: g + start, m: m + start, v: v + start,
-                                b1: b1,
-                                b2: b2, eps: eps, l2: l2, decay: decay, stepSize: stepSize,
+                                count: run.count, w: w + start, g: g + start, m: m + start, v: v + start,
+                                b1: b1, b2: b2, eps: eps, l2: l2 + extra, decay: decay, stepSize: stepSize,
                                 invSqrtBC2: invSqrtBC2)
                         }
                     }
+                }
+            }
+        }
+        p.gradientDecay = []
+    }
+
+    /// `body(run, extra)` over the update's blocks (`updateBlock`, shared with the current
+    /// `BlockSharing`'s helpers), each cut where the parameter's `gradientDecay` groups change:
+    /// `extra` is the run's group factor, added to the gradient as L2 is (0 when there is none).
+    private func forEachBlock(_ n: Int, decay: [Float], _ body: (Range<Int>, Float) -> Void) {
+        decay.withUnsafeBufferPointer { decay in
+            let groupSize = decay.isEmpty ? n : n / decay.count
+            BlockSharing.forEachBlock(of: 0..<n, size: updateBlock) { _, block in
+                guard !decay.isEmpty else { return body(block, 0) }
+                var i = block.lowerBound
+                while i < block.upperBound {
+                    let group = i / groupSize, end = min(block.upperBound, (group + 1) * groupSize)
+                    body(i..<end, decay[group])
+                    i = end
                 }
             }
         }
@@ -132,6 +154,7 @@ let updateBlock = 8192
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Double) -> Double {
     var sq = 0.0
+    for p in parameters { p.resolveGradientDecay() }
     for p in parameters { p.grad.withUnsafeBufferPointer { g in for x in g { sq += Double(x) * Double(x) } } }
     let norm = sq.squareRoot()
     if norm > maxNorm {

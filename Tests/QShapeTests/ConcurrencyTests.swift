@@ -111,7 +111,7 @@ final class ConcurrencyTests: XCTestCase {
             let st = w.withUnsafeBufferPointer { wp in
                 g.withUnsafeMutableBufferPointer { gp in
                     Penalties.addGradient(
-                        wp, gp, Penalties.evaluate(wp, s, quantisationSums: false), s, scales: scales)
+                        wp, gp, Penalties.evaluate(wp, s, deferring: true), s, scales: scales)
                 }
             }
             return (st, g)

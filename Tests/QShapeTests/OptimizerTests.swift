@@ -56,6 +56,55 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
+    /// A parameter's `gradientDecay` (one factor per group of weights) is added to the gradient as
+    /// L2 is: every optimiser's step equals the step on the gradient with the factors written in
+    /// (`resolveGradientDecay`), bit for bit, and with weight decay as well to rounding. The
+    /// groups (7 of 2,900) cut the update's 8,192-value blocks off the 16 lanes; the factors are
+    /// emptied by the step.
+    func testGradientDecayIsAddedAsL2() {
+        let n = 7 * 2900
+        var rng = SeededRandom(seed: 21)
+        let w0 = (0..<n).map { _ in rng.uniform(-1, 1) }, g0 = (0..<n).map { _ in rng.uniform(-0.1, 0.1) }
+        let factors: [Float] = [0.3, -0.2, 0, 1.5, -0.01, 0.07, -2]
+        for kind in OptimizerConfig.Kind.allCases {
+            for weightDecay in [0, 0.01] {
+                var c = OptimizerConfig()
+                c.kind = kind; c.momentum = 0.9; c.weightDecay = weightDecay
+                let folded = parameter(w0, grad: g0), written = parameter(w0, grad: g0),
+                    plain = parameter(w0, grad: g0)
+                let a = Optimizer(c, parameters: [folded]), b = Optimizer(c, parameters: [written])
+                let without = Optimizer(c, parameters: [plain])
+                for _ in 0..<3 {
+                    without.step(learningRate: 0.01)
+                    folded.grad = Tensor(shape: [n], data: g0); folded.gradientDecay = factors
+                    written.grad = Tensor(shape: [n], data: g0); written.gradientDecay = factors
+                    written.resolveGradientDecay()
+                    a.step(learningRate: 0.01); b.step(learningRate: 0.01)
+                    XCTAssertEqual(folded.gradientDecay, [])
+                }
+                let label = "\(kind), weight decay \(weightDecay)"
+                if weightDecay == 0 {
+                    XCTAssertEqual(folded.value.data, written.value.data, label)
+                } else {
+                    let gap = zip(folded.value.data, written.value.data).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThan(gap, 1e-6, label)
+                }
+                // The factors move the weights: group 3's (1.5) by more than rounding.
+                XCTAssertGreaterThan(abs(folded.value.data[3 * 2900 + 5] - plain.value.data[3 * 2900 + 5]), 1e-5, label)
+                XCTAssertEqual(folded.value.data[2 * 2900 + 5], plain.value.data[2 * 2900 + 5], label)
+            }
+        }
+    }
+
+    /// Clipping measures the full gradient: it writes a pending `gradientDecay` in first.
+    func testGradientClippingWritesTheDecayFirst() {
+        let p = parameter([3, 4], grad: [0, 0])
+        p.gradientDecay = [1]
+        XCTAssertEqual(clipGradientNorm([p], maxNorm: 100), 5, accuracy: 1e-6)
+        XCTAssertEqual(p.grad.data, [3, 4])
+        XCTAssertEqual(p.gradientDecay, [])
+    }
+
     func testGradientClippingScalesToTheNorm() {
         let a = parameter([0, 0], grad: [3, 0]), b = parameter([0], grad: [4])
         let norm = clipGradientNorm([a, b], maxNorm: 1)
