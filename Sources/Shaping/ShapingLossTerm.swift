@@ -132,7 +132,7 @@ public final class ShapingLossTerm: LossTerm {
         var evaluations = targets.indices.map { evaluate($0, deferring: deferring) }
         let shares = self.shares(evaluations.map(\.values), ramp: ramp)
         for (l, target) in targets.enumerated() {
-            var decay = [Float](repeating: 0, count: target.channels)
+            var decay: [Float] = []  // one factor per channel, made at the first that is not 0
             target.weight.value.withUnsafeBufferPointer { w in
                 target.weight.grad.withUnsafeMutableBufferPointer { g in
                     for (k, (s, groups)) in evaluations[l].scopes.enumerated() {
@@ -144,16 +144,19 @@ public final class ShapingLossTerm: LossTerm {
                                 channelSlice(w, channels: groups.count, c), gs, group, s, scales: scales,
                                 overwrite: k == 0)
                             // A tensor's factor is every channel's.
-                            if d != 0 { for ch in groups.count == 1 ? decay.indices : c..<(c + 1) { decay[ch] += d } }
+                            if d != 0 {
+                                if decay.isEmpty { decay = [Float](repeating: 0, count: target.channels) }
+                                for ch in groups.count == 1 ? decay.indices : c..<(c + 1) { decay[ch] += d }
+                            }
                             return done
                         }
                     }
                 }
             }
-            // The relative quantisation error's part −K·w, left to the optimiser (one factor per
-            // channel; none when every factor is 0).
-            target.weight.gradientDecay =
-                !decay.contains { $0 != 0 } ? [] : decay.allSatisfy { $0 == decay[0] } ? [decay[0]] : decay
+            // The relative quantisation error's part −K·w, left to the optimiser (one factor for
+            // the tensor when the channels' are equal; none when the term left none).
+            let uniform = !decay.isEmpty && decay.allSatisfy { $0 == decay[0] }
+            target.weight.gradientDecay = uniform ? [decay[0]] : decay
         }
         // Each term's weighted total, from the values complete after the gradient pass (the
         // quantisation error's sums can come from it).
