@@ -36,6 +36,12 @@ public final class Parameter {
 
     public var isTrainable: Bool { role == .weight || role == .bias }
 
+    /// Sets the whole gradient to zero: `grad` and the part left in `gradientDecay`.
+    public func zeroGradient() {
+        grad.zero()
+        gradientDecay = []
+    }
+
     /// Writes `gradientDecay` into `grad` (and empties it).
     public func resolveGradientDecay() {
         guard !gradientDecay.isEmpty else { return }

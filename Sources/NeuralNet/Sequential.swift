@@ -250,7 +250,7 @@ public final class Sequential {
     public func needsInputGradient(layer i: Int) -> Bool { i > firstTrainableLayer }
 
     public func zeroGradients() {
-        for p in trainableParameters { p.grad.zero() }
+        for p in trainableParameters { p.zeroGradient() }
     }
 
     /// Multiply–accumulates of one sample's forward pass.

@@ -122,7 +122,7 @@ public final class ShapingLossTerm: LossTerm {
     public func addGradients(model: Sequential, epoch: Double) -> [String: Double] {
         let ramp = config.rampFactor(epoch: epoch)
         guard ramp > 0, !targets.isEmpty else {
-            for p in setsGradients { p.grad.zero(); p.gradientDecay = [] }
+            for p in setsGradients { p.zeroGradient() }
             return [:]
         }
         // Only the `max` aggregation needs a value before the gradients; otherwise the gradient

@@ -93,7 +93,7 @@ public final class Trainer {
         let ahead = nextBatch, batch = ahead ?? BatchSlot()
         nextBatch = nil
         var values: [[String: Double]] = []
-        for p in zeroedFirst { p.grad.zero() }
+        for p in zeroedFirst { p.zeroGradient() }
         overlap.run(
             terms: { [lossTerms, model] in values = lossTerms.map { $0.addGradients(model: model, epoch: t) }
             },

@@ -105,6 +105,19 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(p.gradientDecay, [])
     }
 
+    func testZeroingAGradientClearsItsDecay() {
+        // A factor left by a step whose update never ran must not reach the next step's update.
+        let p = parameter([3, 4], grad: [1, 2])
+        p.gradientDecay = [1]
+        p.zeroGradient()
+        XCTAssertEqual(p.grad.data, [0, 0])
+        XCTAssertEqual(p.gradientDecay, [])
+        var c = OptimizerConfig()
+        c.kind = .sgd
+        Optimizer(c, parameters: [p]).step(learningRate: 1)
+        XCTAssertEqual(p.value.data, [3, 4])
+    }
+
     func testGradientClippingScalesToTheNorm() {
         let a = parameter([0, 0], grad: [3, 0]), b = parameter([0], grad: [4])
         let norm = clipGradientNorm([a, b], maxNorm: 1)
